@@ -1,0 +1,101 @@
+/**
+ * The one error class keygate throws or returns, with codes that stay stable across minor versions
+ * (messages may change; match on `code`).
+ */
+
+/** HTTP status and problem title of every error code. */
+export const ERROR_CODES = {
+  missing_api_key: { status: 401, title: 'API key required' },
+  malformed_api_key: { status: 401, title: 'Malformed API key' },
+  invalid_api_key: { status: 401, title: 'Invalid API key' },
+  api_key_revoked: { status: 401, title: 'API key revoked' },
+  api_key_expired: { status: 401, title: 'API key expired' },
+  api_key_disabled: { status: 403, title: 'API key disabled' },
+  ip_not_allowed: { status: 403, title: 'Client IP not allowed' },
+  insufficient_scope: { status: 403, title: 'Insufficient scope' },
+  usage_exhausted: { status: 403, title: 'API key usage exhausted' },
+  quota_exceeded: { status: 429, title: 'Daily quota exceeded' },
+  rate_limited: { status: 429, title: 'Rate limit exceeded' },
+  ambiguous_credentials: { status: 400, title: 'Ambiguous credentials' },
+  store_unavailable: { status: 503, title: 'API key store unavailable' },
+  invalid_argument: { status: 400, title: 'Invalid argument' },
+  not_found: { status: 404, title: 'API key not found' },
+  already_exists: { status: 409, title: 'API key already exists' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+/** Every code a {@link KeygateError} can carry. */
+export type KeygateErrorCode = keyof typeof ERROR_CODES;
+
+/** Codes that refuse a request (as opposed to manager misuse such as `invalid_argument`). */
+export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists'>;
+
+/** Extra, secret-free facts attached to an error. */
+export interface KeygateErrorDetails {
+  /** The option or field an `invalid_argument` error is about. */
+  field?: string;
+  /** Seconds after which a `rate_limited` / `quota_exceeded` request may succeed. */
+  retryAfter?: number;
+  /** Scopes that would have admitted an `insufficient_scope` request. */
+  requiredScopes?: readonly string[];
+  /** Underlying failure of a `store_unavailable` error (its message is kept, never a key). */
+  cause?: unknown;
+}
+
+/**
+ * A refused request or a rejected manager call.
+ *
+ * `code` is stable and documented; `status` is the HTTP status the middleware answers with.
+ * The message never contains a raw key, a secret or a stored hash.
+ *
+ * @example
+ * ```ts
+ * try { await keys.revoke(id); }
+ * catch (err) { if (err instanceof KeygateError && err.code === 'not_found') { ... } }
+ * ```
+ */
+export class KeygateError extends Error {
+  /** Stable machine-readable code, e.g. `api_key_revoked`. */
+  readonly code: KeygateErrorCode;
+  /** HTTP status this error maps to. */
+  readonly status: number;
+  /** The field an `invalid_argument` error names. */
+  readonly field: string | undefined;
+  /** Seconds until a rate-limited request may succeed. */
+  readonly retryAfter: number | undefined;
+  /** Scopes an `insufficient_scope` refusal asked for. */
+  readonly requiredScopes: readonly string[] | undefined;
+
+  constructor(code: KeygateErrorCode, message?: string, details: KeygateErrorDetails = {}) {
+    super(message ?? ERROR_CODES[code].title, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'KeygateError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.field = details.field;
+    this.retryAfter = details.retryAfter;
+    this.requiredScopes = details.requiredScopes;
+  }
+
+  /** A plain, secret-free object for logs and JSON: name, code, status, message and details. */
+  toJSON(): Record<string, unknown> {
+    const json: Record<string, unknown> = { name: this.name, code: this.code, status: this.status, message: this.message };
+    if (this.field !== undefined) json.field = this.field;
+    if (this.retryAfter !== undefined) json.retryAfter = this.retryAfter;
+    if (this.requiredScopes !== undefined) json.requiredScopes = this.requiredScopes;
+    return json;
+  }
+
+  /** The problem title for this code (RFC 9457 `title`). */
+  get title(): string {
+    return ERROR_CODES[this.code].title;
+  }
+}
+
+/** Shorthand for the manager's argument errors: names the field in code and message. */
+export function invalidArgument(field: string, problem: string): KeygateError {
+  return new KeygateError('invalid_argument', `${field}: ${problem}`, { field });
+}
+
+/** True when `value` is a {@link KeygateError}. Works across duplicated copies of the package. */
+export function isKeygateError(value: unknown): value is KeygateError {
+  return value instanceof KeygateError || (value instanceof Error && value.name === 'KeygateError' && 'code' in value);
+}

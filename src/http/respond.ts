@@ -1,0 +1,65 @@
+/**
+ * Writing a refusal: the headers every refusal carries, then either the default problem+json
+ * answer, the user's `onError`, or `next(err)` for the app's own error handler.
+ */
+import type { NextFunction, Request, Response } from 'express';
+import type { KeygateError } from '../errors.js';
+import type { LimitsSnapshot } from '../policy/limits.js';
+import { problemDetails, wwwAuthenticate } from './problem.js';
+import { rateLimitHeader } from './rate-limit-headers.js';
+
+/** Takes over the answer to a refusal. */
+export type ErrorHandler = (error: KeygateError, req: Request, res: Response, next: NextFunction) => void;
+
+/** How refusals are answered. */
+export interface RefusalStyle {
+  realm: string;
+  rateLimitHeaders: boolean;
+  onError: ErrorHandler | undefined;
+  passErrors: boolean;
+}
+
+/** Sets the `RateLimit-Policy` and `RateLimit` fields of a limited key. */
+export function setRateLimitHeaders(res: Response, policyHeader: string | undefined, limits: LimitsSnapshot | undefined): void {
+  if (policyHeader === undefined || !limits) return;
+  const current = rateLimitHeader(limits.policies);
+  if (current === undefined) return;
+  res.setHeader('RateLimit-Policy', policyHeader);
+  res.setHeader('RateLimit', current);
+}
+
+/**
+ * Answers a refusal. The refusal's headers (`WWW-Authenticate`, `Retry-After`, RateLimit fields)
+ * are set first in every mode, so an app that formats errors itself still sends them.
+ */
+export function refuse(
+  error: KeygateError,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  style: RefusalStyle,
+  rateLimit?: { policyHeader: string | undefined; limits: LimitsSnapshot | undefined },
+): void {
+  if (!res.headersSent) {
+    const challenge = wwwAuthenticate(error, style.realm);
+    if (challenge !== undefined) res.setHeader('WWW-Authenticate', challenge);
+    if (error.retryAfter !== undefined) res.setHeader('Retry-After', String(error.retryAfter));
+    if (style.rateLimitHeaders && rateLimit) setRateLimitHeaders(res, rateLimit.policyHeader, rateLimit.limits);
+  }
+  if (style.passErrors) return next(error);
+  if (style.onError) {
+    try {
+      style.onError(error, req, res, next);
+    } catch (handlerError) {
+      next(handlerError);
+    }
+    return;
+  }
+  if (res.headersSent) return next(error);
+  const body = JSON.stringify(problemDetails(error));
+  res.statusCode = error.status;
+  res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(req.method === 'HEAD' ? undefined : body);
+}

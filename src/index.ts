@@ -1,0 +1,42 @@
+/**
+ * keygate: API-key authentication for Express.
+ *
+ * @packageDocumentation
+ */
+import './express-augment.js';
+
+export { keygate, Keygate } from './manager/keygate.js';
+export type { RotateOptions, VerifyOptions, VerifyResult } from './manager/keygate.js';
+export type { KeygateOptions } from './manager/options.js';
+export type { AuthenticateOptions } from './middleware/authenticate.js';
+export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
+export { MemoryStore } from './stores/memory-store.js';
+export type { MemoryStoreOptions } from './stores/memory-store.js';
+export type {
+  ApiKeyStore,
+  ApiKeyPatch,
+  StoreListQuery,
+  StoreRotation,
+  ConsumeRequest,
+  ConsumeOutcome,
+  ConsumeRefusal,
+} from './stores/store.js';
+export { KeygateError, ERROR_CODES, isKeygateError } from './errors.js';
+export type { KeygateErrorCode, RefusalCode, KeygateErrorDetails } from './errors.js';
+export type { ErrorHandler } from './http/respond.js';
+export type { ProblemDetails } from './http/problem.js';
+export type { CacheOptions } from './cache/verification-cache.js';
+export type { HashingAlgorithm } from './key/hash.js';
+export type { LimitsSnapshot, LimitStatus } from './policy/limits.js';
+export { hasScope as scopeGrants } from './policy/scopes.js';
+export type {
+  ApiKey,
+  ApiKeyRecord,
+  ApiKeyStatus,
+  ApiKeyPage,
+  CreateApiKeyInput,
+  CreatedApiKey,
+  ListApiKeysInput,
+  RateLimit,
+  UpdateApiKeyInput,
+} from './types.js';

@@ -1,0 +1,56 @@
+/**
+ * Hashing and verifying secrets. The stored string names its algorithm (`$2b$…` is bcrypt,
+ * `$hmac-sha256$…` is HMAC-SHA-256), so verification dispatches on it and one store can hold both.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { compare as bcryptCompare, hash as bcryptHash } from 'bcryptjs';
+
+/** Hashing algorithms for new keys. */
+export type HashingAlgorithm = 'bcrypt' | 'sha256';
+
+/** How new secrets are hashed and stored hashes verified. */
+export interface HashingOptions {
+  algorithm: HashingAlgorithm;
+  /** bcrypt cost factor. */
+  bcryptCost: number;
+  /** Server-side secret mixed into HMAC-SHA-256 hashes. */
+  pepper: string | undefined;
+}
+
+const HMAC_TAG = '$hmac-sha256$';
+const BCRYPT_PATTERN = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
+
+function hmac(secret: string, pepper: string | undefined): Buffer {
+  return createHmac('sha256', pepper ?? '').update(secret, 'utf8').digest();
+}
+
+/** Hashes a new secret with the configured algorithm. */
+export async function hashSecret(secret: string, options: HashingOptions): Promise<string> {
+  if (options.algorithm === 'sha256') return HMAC_TAG + hmac(secret, options.pepper).toString('base64url');
+  return bcryptHash(secret, options.bcryptCost);
+}
+
+/** Which algorithm produced a stored hash, or `null` if it is not one keygate wrote. */
+export function hashAlgorithmOf(stored: string): HashingAlgorithm | null {
+  if (stored.startsWith(HMAC_TAG)) return 'sha256';
+  if (BCRYPT_PATTERN.test(stored)) return 'bcrypt';
+  return null;
+}
+
+/**
+ * Verifies a presented secret against a stored hash in constant time for the algorithm.
+ * An unrecognised hash never verifies.
+ */
+export async function verifySecret(secret: string, stored: string, pepper: string | undefined): Promise<boolean> {
+  switch (hashAlgorithmOf(stored)) {
+    case 'sha256': {
+      const expected = Buffer.from(stored.slice(HMAC_TAG.length), 'base64url');
+      const actual = hmac(secret, pepper);
+      return expected.length === actual.length && timingSafeEqual(expected, actual);
+    }
+    case 'bcrypt':
+      return bcryptCompare(secret, stored);
+    default:
+      return false;
+  }
+}

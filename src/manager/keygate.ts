@@ -1,0 +1,343 @@
+/**
+ * The manager: creates, reads, lists, changes, revokes and rotates keys, verifies them, and hands
+ * out the middleware. Every argument is validated before the store is touched; every timestamp
+ * comes from the `now` clock; every write drops the key from the verification cache at once.
+ */
+import { randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { KeygateError, invalidArgument, isKeygateError } from '../errors.js';
+import { mintKey } from '../key/generate.js';
+import { type HashingOptions, hashSecret } from '../key/hash.js';
+import { type AuthenticateOptions, createAuthenticate } from '../middleware/authenticate.js';
+import type { LimitsSnapshot } from '../policy/limits.js';
+import { checkExpiry, checkStatus } from '../policy/status.js';
+import type { ApiKeyPatch, ApiKeyStore } from '../stores/store.js';
+import type {
+  ApiKey,
+  ApiKeyPage,
+  ApiKeyRecord,
+  CreateApiKeyInput,
+  CreatedApiKey,
+  ListApiKeysInput,
+  UpdateApiKeyInput,
+} from '../types.js';
+import { toApiKey } from '../verification/principal.js';
+import { withDeadline } from '../verification/timeout.js';
+import { Verifier } from '../verification/verifier.js';
+import { type KeygateOptions, type ResolvedOptions, rejectUnknown, resolveAuthenticate, resolveOptions } from './options.js';
+import { count, recordId, requiredScopes, validateCreate, validateList, validateUpdate } from './validate.js';
+
+/** Options of `keys.rotate()`. */
+export interface RotateOptions {
+  /** How long the old key keeps working, in milliseconds; 0 revokes it at once. @default 0 */
+  gracePeriodMs?: number;
+}
+
+/** Options of `keys.verify()`. */
+export interface VerifyOptions {
+  /** Client address, checked against the key's `allowedIps`. */
+  ip?: string;
+  /** Every one of these scopes is required. */
+  scopes?: string[];
+  /** At least one of these scopes is required. */
+  anyScopes?: string[];
+  /** Count the use and enforce the limits; `false` runs every check before the consume. @default true */
+  consume?: boolean;
+}
+
+/** The result of `keys.verify()`: never a rejection. */
+export type VerifyResult =
+  | { ok: true; apiKey: ApiKey; limits: LimitsSnapshot | null }
+  | { ok: false; error: KeygateError; limits?: LimitsSnapshot };
+
+/** A cursor is (createdAt, id) of the last item of a page, base64url-encoded JSON. */
+function encodeCursor(record: ApiKeyRecord): string {
+  return Buffer.from(JSON.stringify([record.createdAt.getTime(), record.id]), 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  try {
+    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(decoded) && decoded.length === 2 && Number.isSafeInteger(decoded[0]) && typeof decoded[1] === 'string') {
+      return { createdAt: new Date(decoded[0] as number), id: decoded[1] };
+    }
+  } catch {
+    // fall through to the argument error
+  }
+  throw invalidArgument('cursor', 'is not a cursor returned by list()');
+}
+
+const MINT_ATTEMPTS = 3;
+
+/**
+ * An API-key manager bound to one store and prefix. Create it with {@link keygate}.
+ */
+export class Keygate {
+  private readonly options: ResolvedOptions;
+  private readonly verifier: Verifier;
+  private readonly hashing: HashingOptions;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(options: KeygateOptions) {
+    this.options = resolveOptions(options);
+    this.verifier = new Verifier(this.options);
+    this.hashing = { algorithm: this.options.hashing, bcryptCost: this.options.bcryptCost, pepper: this.options.pepper };
+    // Writes made through any keygate instance sharing the store drop the key from this cache too.
+    this.unsubscribe = this.options.store.subscribe?.((id) => this.verifier.invalidate(id));
+  }
+
+  /** The key prefix this instance mints and accepts. */
+  get prefix(): string {
+    return this.options.prefix;
+  }
+
+  /** The store this instance uses. */
+  get store(): ApiKeyStore {
+    return this.options.store;
+  }
+
+  /**
+   * Mints a key. The returned `key` is the only time the raw key exists outside its holder:
+   * show it once, never store it.
+   *
+   * @example
+   * ```ts
+   * const { key, apiKey } = await keys.create({ name: 'CI', scopes: ['leads:read'], rateLimit: { perSecond: 10 } });
+   * ```
+   */
+  async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
+    const fields = validateCreate(input);
+    const now = new Date(this.options.now());
+    for (let attempt = 1; ; attempt++) {
+      const minted = mintKey(this.options.prefix);
+      const record: ApiKeyRecord = {
+        id: randomUUID(),
+        keyPrefix: minted.keyPrefix,
+        keyHash: await hashSecret(minted.secret, this.hashing),
+        ...fields,
+        useCount: 0,
+        createdAt: now,
+        updatedAt: now,
+        lastUsedAt: null,
+        revokedAt: fields.status === 'revoked' ? now : null,
+      };
+      try {
+        await this.call(() => this.options.store.insert(record), 'to insert a key');
+        return { key: minted.key, apiKey: toApiKey(record, now.getTime()) };
+      } catch (error) {
+        // A lookupId collision is astronomically rare; mint another rather than fail the caller.
+        if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /** The key with this id, or `null`. */
+  async get(id: string): Promise<ApiKey | null> {
+    const validId = recordId(id);
+    const record = await this.call(() => this.options.store.findById(validId), 'to read a key');
+    return record ? toApiKey(record, this.options.now()) : null;
+  }
+
+  /**
+   * One page of keys, oldest first, filtered by owner, tenant and status. Pass `nextCursor` back as
+   * `cursor` for the next page; it is absent on the last page.
+   */
+  async list(query: ListApiKeysInput = {}): Promise<ApiKeyPage> {
+    const input = validateList(query);
+    const { cursor, limit, ...filters } = input;
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const records = await this.call(
+      () => this.options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }),
+      'to list keys',
+    );
+    const now = this.options.now();
+    const page = records.slice(0, limit);
+    const result: ApiKeyPage = { items: page.map((record) => toApiKey(record, now)) };
+    const last = page[page.length - 1];
+    if (records.length > limit && last) result.nextCursor = encodeCursor(last);
+    return result;
+  }
+
+  /**
+   * Changes a key's settings; `null` clears a nullable field. Setting `status: 'revoked'` revokes
+   * it (sets `revokedAt`); a revoked key cannot be made active again.
+   */
+  async update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey> {
+    const validId = recordId(id);
+    const changes: ApiKeyPatch = { ...validateUpdate(patch), updatedAt: new Date(this.options.now()) };
+    if (changes.status !== undefined) {
+      const current = await this.call(() => this.options.store.findById(validId), 'to read a key');
+      if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
+      if (current.status === 'revoked' && changes.status !== 'revoked') {
+        throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
+      }
+      if (changes.status === 'revoked' && current.status !== 'revoked') changes.revokedAt = changes.updatedAt;
+    }
+    return this.write(validId, changes);
+  }
+
+  /** Revokes a key at once, in this process and every instance sharing the store. Revoking twice is harmless. */
+  async revoke(id: string): Promise<ApiKey> {
+    const validId = recordId(id);
+    const now = new Date(this.options.now());
+    const current = await this.call(() => this.options.store.findById(validId), 'to read a key');
+    if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
+    if (current.status === 'revoked') return toApiKey(current, now.getTime());
+    return this.write(validId, { status: 'revoked', revokedAt: now, updatedAt: now });
+  }
+
+  /**
+   * Replaces a key with a new one holding the same settings and the uses the old one has left. The
+   * old key keeps working until `now + gracePeriodMs` (0 revokes it at once).
+   *
+   * @example
+   * ```ts
+   * const { key } = await keys.rotate(id, { gracePeriodMs: 24 * 3600_000 });
+   * ```
+   */
+  async rotate(id: string, options: RotateOptions = {}): Promise<CreatedApiKey> {
+    const validId = recordId(id);
+    if (options === null || typeof options !== 'object') throw invalidArgument('options', 'must be an object');
+    try {
+      rejectUnknown(options, ['gracePeriodMs'], 'rotate()');
+    } catch (error) {
+      throw invalidArgument('options', (error as Error).message);
+    }
+    const gracePeriodMs = options.gracePeriodMs === undefined ? 0 : count(options.gracePeriodMs, 'gracePeriodMs');
+    const nowMs = this.options.now();
+    const now = new Date(nowMs);
+    const old = await this.call(() => this.options.store.findById(validId), 'to read a key');
+    if (!old) throw new KeygateError('not_found', `no API key with id ${validId}`);
+    if (!checkStatus(old, nowMs).ok && old.status !== 'suspended') throw invalidArgument('id', 'a revoked key cannot be rotated');
+    if (!checkExpiry(old, nowMs).ok) throw invalidArgument('id', 'an expired key cannot be rotated');
+
+    const graceEnd = nowMs + gracePeriodMs;
+    const oldRevokedAt = new Date(old.revokedAt ? Math.min(old.revokedAt.getTime(), graceEnd) : graceEnd);
+    for (let attempt = 1; ; attempt++) {
+      const minted = mintKey(this.options.prefix);
+      const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
+      const replacement: ApiKeyRecord = {
+        ...settings,
+        id: randomUUID(),
+        keyPrefix: minted.keyPrefix,
+        keyHash: await hashSecret(minted.secret, this.hashing),
+        useCount: 0,
+        createdAt: now,
+        updatedAt: now,
+        lastUsedAt: null,
+        revokedAt: null,
+        rotatedFromId: old.id,
+      };
+      try {
+        const rotated = await this.call(
+          () =>
+            this.options.store.rotate({
+              oldId: validId,
+              replacement,
+              oldRevokedAt,
+              ...(gracePeriodMs === 0 ? { oldStatus: 'revoked' as const } : {}),
+              now,
+            }),
+          'to rotate a key',
+        );
+        if (!rotated) throw new KeygateError('not_found', `no API key with id ${validId}`);
+        this.verifier.invalidate(validId);
+        return { key: minted.key, apiKey: toApiKey(rotated.replacement, nowMs) };
+      } catch (error) {
+        if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /**
+   * Runs the middleware's pipeline on a raw key, consume included unless `consume: false`.
+   * Never rejects: refusals and store failures come back as `{ ok: false, error }`.
+   *
+   * @example
+   * ```ts
+   * const result = await keys.verify(key, { ip: '203.0.113.7', scopes: ['leads:read'] });
+   * if (!result.ok) console.log(result.error.code);
+   * ```
+   */
+  async verify(rawKey: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+    let context: VerifyOptions;
+    try {
+      context = this.verifyContext(options);
+    } catch (error) {
+      return { ok: false, error: error as KeygateError };
+    }
+    if (typeof rawKey !== 'string') return { ok: false, error: new KeygateError('malformed_api_key', 'The API key must be a string.') };
+    const result = await this.verifier.verify(rawKey, context);
+    if (result.ok) return { ok: true, apiKey: result.apiKey, limits: result.limits };
+    return result.limits ? { ok: false, error: result.error, limits: result.limits } : { ok: false, error: result.error };
+  }
+
+  /**
+   * The middleware. Mount it once for every route below it, or per route with `scopes`.
+   *
+   * @example
+   * ```ts
+   * app.use(keys.authenticate());
+   * app.get('/x', keys.authenticate({ scopes: ['x:read'] }), handler);
+   * ```
+   */
+  authenticate(options?: AuthenticateOptions): RequestHandler {
+    return createAuthenticate(this.verifier, resolveAuthenticate(options));
+  }
+
+  /** Ends what this instance started (its store subscription) and empties its cache. Never closes the store's client. */
+  async close(): Promise<void> {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.verifier.cache.clear();
+  }
+
+  private verifyContext(options: VerifyOptions): VerifyOptions {
+    if (options === null || typeof options !== 'object') throw invalidArgument('options', 'must be an object');
+    try {
+      rejectUnknown(options, ['ip', 'scopes', 'anyScopes', 'consume'], 'verify()');
+    } catch (error) {
+      throw invalidArgument('options', (error as Error).message);
+    }
+    const context: VerifyOptions = {};
+    if (options.ip !== undefined) {
+      if (typeof options.ip !== 'string') throw invalidArgument('ip', 'must be a string');
+      context.ip = options.ip;
+    }
+    if (options.scopes !== undefined) context.scopes = requiredScopes(options.scopes, 'scopes');
+    if (options.anyScopes !== undefined) context.anyScopes = requiredScopes(options.anyScopes, 'anyScopes');
+    if (options.consume !== undefined) {
+      if (typeof options.consume !== 'boolean') throw invalidArgument('consume', 'must be a boolean');
+      context.consume = options.consume;
+    }
+    return context;
+  }
+
+  private async write(id: string, patch: ApiKeyPatch): Promise<ApiKey> {
+    const updated = await this.call(() => this.options.store.update(id, patch), 'to update a key');
+    this.verifier.invalidate(id);
+    if (!updated) throw new KeygateError('not_found', `no API key with id ${id}`);
+    return toApiKey(updated, this.options.now());
+  }
+
+  private call<T>(operation: () => Promise<T>, what: string): Promise<T> {
+    return withDeadline(operation, this.options.storeTimeoutMs, what);
+  }
+}
+
+/**
+ * Creates a key manager and middleware factory.
+ *
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { keygate, MemoryStore } from 'keygate';
+ *
+ * const keys = keygate({ store: new MemoryStore(), prefix: 'pk_live' });
+ * const app = express();
+ * app.use(keys.authenticate());
+ * ```
+ */
+export function keygate(options: KeygateOptions): Keygate {
+  return new Keygate(options);
+}

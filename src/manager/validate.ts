@@ -1,0 +1,254 @@
+/**
+ * Validation of everything a caller hands the manager. Each function either returns a clean,
+ * copied value or throws `invalid_argument` naming the field, before any store call, so bad input
+ * never writes anything.
+ */
+import { invalidArgument } from '../errors.js';
+import { parseIpRange } from '../policy/ip.js';
+import { isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
+import type { ApiKeyPatch } from '../stores/store.js';
+import {
+  API_KEY_STATUSES,
+  type ApiKeyStatus,
+  type CreateApiKeyInput,
+  type ListApiKeysInput,
+  type RateLimit,
+  type UpdateApiKeyInput,
+} from '../types.js';
+
+const MAX_TEXT = 200;
+const MAX_DESCRIPTION = 2_000;
+const MAX_LIST_ENTRIES = 1_000;
+const MAX_METADATA_BYTES = 64 * 1024;
+const MAX_METADATA_DEPTH = 16;
+
+/** The fields of a new record that come from the caller, validated. */
+export interface ValidatedCreate {
+  name: string;
+  description?: string;
+  ownerId?: string;
+  tenantId?: string;
+  environment?: string;
+  scopes: string[];
+  allowedIps: string[];
+  maxUses: number | null;
+  rateLimit: RateLimit | null;
+  expiresAt: Date | null;
+  metadata: Record<string, unknown>;
+  tags: string[];
+  status: ApiKeyStatus;
+}
+
+/** Requires a plain object and rejects fields outside `allowed`, naming the first unknown one. */
+export function requireFields(value: unknown, field: string, allowed: readonly string[]): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidArgument(field, 'must be an object');
+  }
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) throw invalidArgument(`${field === 'input' ? '' : `${field}.`}${key}`, 'is not a known field');
+  }
+  return value as Record<string, unknown>;
+}
+
+/** A non-empty string of at most `max` characters. */
+export function text(value: unknown, field: string, max = MAX_TEXT): string {
+  if (typeof value !== 'string' || value.trim().length === 0) throw invalidArgument(field, 'must be a non-empty string');
+  if (value.length > max) throw invalidArgument(field, `must be at most ${max} characters`);
+  return value;
+}
+
+function stringList(value: unknown, field: string, check: (entry: string) => boolean, what: string): string[] {
+  if (!Array.isArray(value)) throw invalidArgument(field, 'must be an array of strings');
+  if (value.length > MAX_LIST_ENTRIES) throw invalidArgument(field, `must have at most ${MAX_LIST_ENTRIES} entries`);
+  const out: string[] = [];
+  value.forEach((entry: unknown, index) => {
+    if (typeof entry !== 'string' || !check(entry)) throw invalidArgument(`${field}[${index}]`, `must be ${what}`);
+    if (!out.includes(entry)) out.push(entry);
+  });
+  return out;
+}
+
+/** Granted scopes: `:`-separated segments, `*` only as a whole segment. */
+export function grantedScopes(value: unknown, field = 'scopes'): string[] {
+  return stringList(value, field, isValidGrantedScope, 'a scope such as "leads:read" (segments without spaces; "*" only as a whole segment)');
+}
+
+/** Required scopes: literal. */
+export function requiredScopes(value: unknown, field = 'scopes'): string[] {
+  return stringList(value, field, isValidRequiredScope, 'a literal scope such as "leads:read"');
+}
+
+/** IP addresses or CIDR ranges, v4 or v6. */
+export function allowedIps(value: unknown, field = 'allowedIps'): string[] {
+  return stringList(value, field, (entry) => parseIpRange(entry) !== null, 'an IP address or CIDR range such as "10.0.0.0/8"');
+}
+
+/** Short free-form labels. */
+export function tags(value: unknown, field = 'tags'): string[] {
+  return stringList(value, field, (entry) => entry.trim().length > 0 && entry.length <= MAX_TEXT, `a non-empty string of at most ${MAX_TEXT} characters`);
+}
+
+/** A non-negative safe integer. */
+export function count(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw invalidArgument(field, 'must be a non-negative integer');
+  }
+  return value;
+}
+
+function positive(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw invalidArgument(field, 'must be a positive integer');
+  }
+  return value;
+}
+
+/** `null`, or a non-negative integer. */
+export function maxUses(value: unknown, field = 'maxUses'): number | null {
+  return value === null ? null : count(value, field);
+}
+
+/** `null`, or `{ perSecond?, burst?, perDay? }` with positive integers; `{}` means no limit. */
+export function rateLimit(value: unknown, field = 'rateLimit'): RateLimit | null {
+  if (value === null) return null;
+  const input = requireFields(value, field, ['perSecond', 'burst', 'perDay']);
+  const out: RateLimit = {};
+  if (input.perSecond !== undefined) out.perSecond = positive(input.perSecond, `${field}.perSecond`);
+  if (input.burst !== undefined) {
+    if (out.perSecond === undefined) throw invalidArgument(`${field}.burst`, 'needs perSecond');
+    out.burst = positive(input.burst, `${field}.burst`);
+  }
+  if (input.perDay !== undefined) out.perDay = positive(input.perDay, `${field}.perDay`);
+  return Object.keys(out).length === 0 ? null : out;
+}
+
+/** `null`, or an instant as a Date, an ISO 8601 string or epoch milliseconds. */
+export function instant(value: unknown, field: string): Date | null {
+  if (value === null) return null;
+  let date: Date | undefined;
+  if (value instanceof Date) date = new Date(value.getTime());
+  else if (typeof value === 'number' && Number.isFinite(value)) date = new Date(value);
+  else if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
+  if (!date || Number.isNaN(date.getTime())) {
+    throw invalidArgument(field, 'must be a Date, an ISO 8601 string, epoch milliseconds or null');
+  }
+  return date;
+}
+
+/** One of `active`, `suspended`, `revoked`. */
+export function status(value: unknown, field = 'status'): ApiKeyStatus {
+  if (typeof value !== 'string' || !API_KEY_STATUSES.includes(value as ApiKeyStatus)) {
+    throw invalidArgument(field, `must be one of ${API_KEY_STATUSES.join(', ')}`);
+  }
+  return value as ApiKeyStatus;
+}
+
+/**
+ * JSON-compatible metadata, deep-copied. `__proto__` keys are refused so that no consumer merging
+ * metadata into an object can have its prototype replaced.
+ */
+export function metadata(value: unknown, field = 'metadata'): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(field, 'must be a plain object');
+  const copy = jsonValue(value, field, 0) as Record<string, unknown>;
+  if (JSON.stringify(copy).length > MAX_METADATA_BYTES) throw invalidArgument(field, `must serialise to at most ${MAX_METADATA_BYTES} bytes`);
+  return copy;
+}
+
+function jsonValue(value: unknown, path: string, depth: number): unknown {
+  if (depth > MAX_METADATA_DEPTH) throw invalidArgument(path, `nests deeper than ${MAX_METADATA_DEPTH} levels`);
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalidArgument(path, 'must be a finite number');
+    return value;
+  }
+  if (Array.isArray(value)) return value.map((item, index) => jsonValue(item, `${path}[${index}]`, depth + 1));
+  if (typeof value === 'object') {
+    const prototype = Object.getPrototypeOf(value);
+    if (prototype !== Object.prototype && prototype !== null) throw invalidArgument(path, 'must hold only plain objects, arrays and JSON values');
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value)) {
+      if (key === '__proto__') throw invalidArgument(`${path}.${key}`, 'is not allowed');
+      out[key] = jsonValue((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+    }
+    return out;
+  }
+  throw invalidArgument(path, 'must be a JSON value (string, number, boolean, null, array or object)');
+}
+
+const CREATE_FIELDS = [
+  'name', 'description', 'ownerId', 'tenantId', 'environment', 'scopes', 'allowedIps', 'maxUses',
+  'rateLimit', 'expiresAt', 'metadata', 'tags', 'status',
+] as const;
+
+/** Validates the input of `create`. */
+export function validateCreate(value: unknown): ValidatedCreate {
+  const input = requireFields(value, 'input', CREATE_FIELDS) as unknown as CreateApiKeyInput;
+  const out: ValidatedCreate = {
+    name: text(input.name, 'name'),
+    scopes: input.scopes === undefined ? [] : grantedScopes(input.scopes),
+    allowedIps: input.allowedIps === undefined ? [] : allowedIps(input.allowedIps),
+    maxUses: input.maxUses === undefined ? null : maxUses(input.maxUses),
+    rateLimit: input.rateLimit === undefined ? null : rateLimit(input.rateLimit),
+    expiresAt: input.expiresAt === undefined ? null : instant(input.expiresAt, 'expiresAt'),
+    metadata: input.metadata === undefined ? {} : metadata(input.metadata),
+    tags: input.tags === undefined ? [] : tags(input.tags),
+    status: input.status === undefined ? 'active' : status(input.status),
+  };
+  if (input.description !== undefined) out.description = text(input.description, 'description', MAX_DESCRIPTION);
+  if (input.ownerId !== undefined) out.ownerId = text(input.ownerId, 'ownerId');
+  if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
+  if (input.environment !== undefined) out.environment = text(input.environment, 'environment');
+  return out;
+}
+
+const UPDATE_FIELDS = [
+  'name', 'description', 'scopes', 'allowedIps', 'maxUses', 'rateLimit', 'expiresAt', 'metadata', 'tags', 'status',
+] as const;
+
+/** Validates the patch of `update`; `updatedAt` is left for the caller to stamp. */
+export function validateUpdate(value: unknown): Omit<ApiKeyPatch, 'updatedAt'> {
+  const input = requireFields(value, 'patch', UPDATE_FIELDS) as UpdateApiKeyInput;
+  const patch: Omit<ApiKeyPatch, 'updatedAt'> = {};
+  if (input.name !== undefined) patch.name = text(input.name, 'name');
+  if (input.description !== undefined) {
+    patch.description = input.description === null ? null : text(input.description, 'description', MAX_DESCRIPTION);
+  }
+  if (input.scopes !== undefined) patch.scopes = grantedScopes(input.scopes);
+  if (input.allowedIps !== undefined) patch.allowedIps = allowedIps(input.allowedIps);
+  if (input.maxUses !== undefined) patch.maxUses = maxUses(input.maxUses);
+  if (input.rateLimit !== undefined) patch.rateLimit = rateLimit(input.rateLimit);
+  if (input.expiresAt !== undefined) patch.expiresAt = instant(input.expiresAt, 'expiresAt');
+  if (input.metadata !== undefined) patch.metadata = metadata(input.metadata);
+  if (input.tags !== undefined) patch.tags = tags(input.tags);
+  if (input.status !== undefined) patch.status = status(input.status);
+  return patch;
+}
+
+/** Validated `list` input, with the page size defaulted. */
+export interface ValidatedList {
+  ownerId?: string;
+  tenantId?: string;
+  status?: ApiKeyStatus;
+  limit: number;
+  cursor?: string;
+}
+
+/** Validates the input of `list`. */
+export function validateList(value: unknown): ValidatedList {
+  const input = requireFields(value ?? {}, 'query', ['ownerId', 'tenantId', 'status', 'limit', 'cursor']) as ListApiKeysInput;
+  const out: ValidatedList = { limit: 100 };
+  if (input.ownerId !== undefined) out.ownerId = text(input.ownerId, 'ownerId');
+  if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
+  if (input.status !== undefined) out.status = status(input.status);
+  if (input.limit !== undefined) {
+    out.limit = positive(input.limit, 'limit');
+    if (out.limit > 1000) throw invalidArgument('limit', 'must be at most 1000');
+  }
+  if (input.cursor !== undefined) out.cursor = text(input.cursor, 'cursor', 512);
+  return out;
+}
+
+/** A record id: a non-empty string (stores decide what else is valid). */
+export function recordId(value: unknown): string {
+  return text(value, 'id', 128);
+}

@@ -1,0 +1,59 @@
+/**
+ * Per-route scope guards. They run after an `authenticate()` admitted (and counted) the request;
+ * a refusal here does not give the use back.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { type RefusalStyle, refuse } from '../http/respond.js';
+import { requiredScopes } from '../manager/validate.js';
+import { checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
+import { refusalError } from '../verification/verifier.js';
+import { admissionOf } from './admission.js';
+import { missingApiKey } from './authenticate.js';
+
+const DEFAULT_STYLE: RefusalStyle = { realm: 'api', rateLimitHeaders: true, onError: undefined, passErrors: false };
+
+/** Builds a guard; a wrong scope list is the developer's mistake, so it throws a TypeError at mount time. */
+function guard(name: string, check: typeof checkAllScopes, scopes: unknown[]): RequestHandler {
+  let required: string[];
+  try {
+    required = requiredScopes(scopes, 'scopes');
+  } catch (error) {
+    throw new TypeError(`${name}: ${(error as Error).message}`);
+  }
+  if (required.length === 0) throw new TypeError(`${name} needs at least one scope`);
+
+  return function keygateScopeGuard(req: Request, res: Response, next: NextFunction): void {
+    const admission = admissionOf(req);
+    // A principal set by other means (tests, custom auth) is honoured; no principal at all is refused.
+    const granted = admission?.scopes ?? (req.apiKey ? compileScopes(req.apiKey.scopes) : undefined);
+    const style = admission?.style ?? DEFAULT_STYLE;
+    if (!granted) return refuse(missingApiKey(), req, res, next, style);
+    if (check(granted, required).ok) return next();
+    return refuse(refusalError('insufficient_scope', { requiredScopes: required }), req, res, next, style);
+  };
+}
+
+/**
+ * Admits a request whose key has every one of `scopes` (wildcards in the key's granted scopes
+ * apply). Mount it after `keys.authenticate()`.
+ *
+ * @example
+ * ```ts
+ * app.get('/leads', requireScopes('leads:read'), listLeads);
+ * ```
+ */
+export function requireScopes(...scopes: string[]): RequestHandler {
+  return guard('requireScopes', checkAllScopes, scopes);
+}
+
+/**
+ * Admits a request whose key has at least one of `scopes`.
+ *
+ * @example
+ * ```ts
+ * app.post('/leads', requireAnyScope('leads:write', 'admin'), createLead);
+ * ```
+ */
+export function requireAnyScope(...scopes: string[]): RequestHandler {
+  return guard('requireAnyScope', checkAnyScope, scopes);
+}

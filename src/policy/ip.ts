@@ -1,0 +1,76 @@
+/**
+ * Allowed-IP checks with ipaddr.js. Entries are compiled once per record (when it is verified and
+ * cached), so a request only parses its own address and walks a short list of ranges.
+ */
+import ipaddr from 'ipaddr.js';
+import { ADMIT, type PolicyResult } from './result.js';
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** A parsed allowlist entry: network address and prefix length. */
+export type IpRange = readonly [Address, number];
+
+/** Folds IPv4-mapped IPv6 (`::ffff:10.0.0.1`) into plain IPv4 so both spellings match alike. */
+function normalise(address: Address, bits: number): IpRange {
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+    return [(address as ipaddr.IPv6).toIPv4Address(), bits - 96];
+  }
+  return [address, bits];
+}
+
+/**
+ * Parses one allowlist entry: an IPv4 or IPv6 address, or a CIDR range. IPv4 must be in the plain
+ * four-part decimal form (`10.0.0.1`), because ipaddr.js would also accept `0x0a.1`, which no
+ * administrator means. Returns `null` for anything else.
+ */
+export function parseIpRange(entry: string): IpRange | null {
+  if (typeof entry !== 'string' || entry.length === 0 || entry.length > 64) return null;
+  try {
+    if (entry.includes('/')) {
+      const isV4 = ipaddr.IPv4.isValidCIDRFourPartDecimal(entry);
+      if (!isV4 && !ipaddr.IPv6.isValidCIDR(entry)) return null;
+      const [address, bits] = ipaddr.parseCIDR(entry);
+      return normalise(address, bits);
+    }
+    if (ipaddr.IPv4.isValidFourPartDecimal(entry)) return [ipaddr.IPv4.parse(entry), 32];
+    if (ipaddr.IPv6.isValid(entry)) return normalise(ipaddr.IPv6.parse(entry), 128);
+  } catch {
+    return null;
+  }
+  return null;
+}
+
+/** Compiles a record's `allowedIps`; entries were validated on write, unparsable ones are dropped. */
+export function compileAllowedIps(entries: readonly string[]): IpRange[] {
+  const ranges: IpRange[] = [];
+  for (const entry of entries) {
+    const range = parseIpRange(entry);
+    if (range) ranges.push(range);
+  }
+  return ranges;
+}
+
+/** Parses the client address (`req.ip`), IPv4-mapped IPv6 folded to IPv4; `null` when unusable. */
+export function parseClientIp(ip: string | undefined): Address | null {
+  if (!ip || !ipaddr.isValid(ip)) return null;
+  try {
+    return ipaddr.process(ip);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Admits when the allowlist is empty (`ranges` is `null` or `[]`) or the client address falls in
+ * one of its ranges; refuses `ip_not_allowed` otherwise, including when the address is unknown.
+ */
+export function checkIp(ranges: readonly IpRange[] | null, clientIp: string | undefined): PolicyResult {
+  if (!ranges || ranges.length === 0) return ADMIT;
+  const client = parseClientIp(clientIp);
+  if (client) {
+    for (const [network, bits] of ranges) {
+      if (network.kind() === client.kind() && client.match(network, bits)) return ADMIT;
+    }
+  }
+  return { ok: false, code: 'ip_not_allowed' };
+}

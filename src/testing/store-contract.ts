@@ -1,0 +1,5 @@
+/** Placeholder, replaced below. */
+export interface StoreContractOptions {
+  create: () => Promise<unknown>;
+}
+export function describeStoreContract(): void {}

@@ -1,0 +1,128 @@
+/**
+ * The shapes of the public contract: the stored record, its public view, and the inputs of the
+ * manager. Stores persist {@link ApiKeyRecord}; everything returned to users is an {@link ApiKey}.
+ */
+
+/** Lifecycle state of a key. Only `active` keys are admitted. */
+export type ApiKeyStatus = 'active' | 'suspended' | 'revoked';
+
+/** Every valid {@link ApiKeyStatus}, for validation. */
+export const API_KEY_STATUSES: readonly ApiKeyStatus[] = ['active', 'suspended', 'revoked'];
+
+/**
+ * Per-key rate limits. Omit a field for no limit of that kind.
+ *
+ * - `perSecond`: token bucket refilled at this many requests per second.
+ * - `burst`: bucket capacity (defaults to `perSecond`); lets a quiet client spend a short burst.
+ * - `perDay`: quota per UTC calendar day, reset at 00:00:00Z.
+ */
+export interface RateLimit {
+  perSecond?: number;
+  burst?: number;
+  perDay?: number;
+}
+
+/** The record a store keeps. `keyHash` never leaves the library. */
+export interface ApiKeyRecord {
+  /** UUID. */
+  id: string;
+  /** `<prefix>_<lookupId>`: unique, indexed, safe to log. */
+  keyPrefix: string;
+  /** Algorithm-tagged hash of the secret (bcrypt `$2b$…` or `$hmac-sha256$…`). */
+  keyHash: string;
+  name: string;
+  description?: string;
+  ownerId?: string;
+  tenantId?: string;
+  environment?: string;
+  status: ApiKeyStatus;
+  scopes: string[];
+  /** IPs or CIDRs (v4 and v6); empty admits any address. */
+  allowedIps: string[];
+  maxUses: number | null;
+  useCount: number;
+  rateLimit: RateLimit | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+  lastUsedAt: Date | null;
+  /**
+   * When the key stops working. Set to now by `revoke`; set to the end of the grace period by
+   * `rotate`, while `status` stays `active` until then.
+   */
+  revokedAt: Date | null;
+  rotatedFromId?: string;
+  metadata: Record<string, unknown>;
+  tags: string[];
+}
+
+/**
+ * The public view of a key: the record without `keyHash`, plus `isActive`.
+ * It is what the manager returns and what `req.apiKey` holds.
+ */
+export interface ApiKey extends Omit<ApiKeyRecord, 'keyHash'> {
+  /** Status active, not expired, and not revoked (nor past a rotation grace period). */
+  isActive: boolean;
+}
+
+/** Input of `keys.create()`. Only `name` is required. */
+export interface CreateApiKeyInput {
+  name: string;
+  description?: string;
+  ownerId?: string;
+  tenantId?: string;
+  environment?: string;
+  /** @default [] */
+  scopes?: string[];
+  /** @default [] (any address) */
+  allowedIps?: string[];
+  /** @default null (unlimited) */
+  maxUses?: number | null;
+  /** @default null (unlimited) */
+  rateLimit?: RateLimit | null;
+  /** A Date, an ISO string or epoch milliseconds. @default null (never) */
+  expiresAt?: Date | string | number | null;
+  /** @default {} */
+  metadata?: Record<string, unknown>;
+  /** @default [] */
+  tags?: string[];
+  /** @default 'active' */
+  status?: ApiKeyStatus;
+}
+
+/** Fields `keys.update()` may change. `null` clears a nullable field. */
+export interface UpdateApiKeyInput {
+  name?: string;
+  description?: string | null;
+  scopes?: string[];
+  allowedIps?: string[];
+  maxUses?: number | null;
+  rateLimit?: RateLimit | null;
+  expiresAt?: Date | string | number | null;
+  metadata?: Record<string, unknown>;
+  tags?: string[];
+  status?: ApiKeyStatus;
+}
+
+/** Filters and page of `keys.list()`. */
+export interface ListApiKeysInput {
+  ownerId?: string;
+  tenantId?: string;
+  status?: ApiKeyStatus;
+  /** Page size, 1–1000. @default 100 */
+  limit?: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+/** One page of keys. `nextCursor` is present while more pages follow. */
+export interface ApiKeyPage {
+  items: ApiKey[];
+  nextCursor?: string;
+}
+
+/** A newly minted key: the raw `key`, shown exactly once, and its view. */
+export interface CreatedApiKey {
+  key: string;
+  apiKey: ApiKey;
+}

@@ -1,0 +1,209 @@
+/**
+ * The verification pipeline shared by the middleware and `keys.verify()`:
+ * key format → cache / store lookup → secret → status → expiry → IP → scopes → one atomic consume.
+ * It decides; it never writes HTTP. Each step before the consume is pure or cached, so a refusal
+ * before the consume counts nothing.
+ */
+import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
+import { KeygateError, type RefusalCode } from '../errors.js';
+import { parseKey } from '../key/format.js';
+import { verifySecret } from '../key/hash.js';
+import { type IpRange, checkIp, compileAllowedIps } from '../policy/ip.js';
+import { type LimitsSnapshot, describeLimits } from '../policy/limits.js';
+import type { PolicyResult } from '../policy/result.js';
+import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
+import { checkExpiry, checkStatus } from '../policy/status.js';
+import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
+import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
+import type { ApiKey, ApiKeyRecord } from '../types.js';
+import { toApiKey } from './principal.js';
+import { withDeadline } from './timeout.js';
+
+/** A key whose secret verified, with everything the hot path needs precomputed. */
+export interface VerifiedKey {
+  readonly id: string;
+  readonly record: ApiKeyRecord;
+  readonly ipRanges: readonly IpRange[];
+  readonly scopes: CompiledScopes;
+  /** `RateLimit-Policy` value, or `undefined` for a key without rate limits. */
+  readonly policyHeader: string | undefined;
+}
+
+/** What the request asks of the key. */
+export interface VerifyContext {
+  /** Client address (`req.ip`). */
+  ip?: string | undefined;
+  /** Every one of these scopes is required. */
+  scopes?: readonly string[] | undefined;
+  /** At least one of these scopes is required. */
+  anyScopes?: readonly string[] | undefined;
+  /** Count the use and enforce the limits. @default true */
+  consume?: boolean;
+}
+
+/** A verified and (unless `consume: false`) counted request. */
+export interface Admission {
+  ok: true;
+  apiKey: ApiKey;
+  /** The limits after this request, or `null` when nothing was consumed. */
+  limits: LimitsSnapshot | null;
+  key: VerifiedKey;
+}
+
+/** A refusal, with the limits when a limit refused. */
+export interface Refusal {
+  ok: false;
+  error: KeygateError;
+  limits?: LimitsSnapshot;
+  key?: VerifiedKey;
+}
+
+/** Settings of a {@link Verifier}. */
+export interface VerifierSettings {
+  store: ApiKeyStore;
+  prefix: string;
+  pepper: string | undefined;
+  cache: CacheOptions | false;
+  now: () => number;
+  storeTimeoutMs: number;
+}
+
+const REFUSAL_MESSAGES: Partial<Record<RefusalCode, string>> = {
+  malformed_api_key: 'The API key is not in the expected format.',
+  invalid_api_key: 'The API key is not valid.',
+  api_key_revoked: 'The API key has been revoked.',
+  api_key_expired: 'The API key has expired.',
+  api_key_disabled: 'The API key is suspended.',
+  ip_not_allowed: 'The API key may not be used from this address.',
+  usage_exhausted: 'The API key has used all of its allowed requests.',
+  quota_exceeded: 'The API key has used its daily quota.',
+  rate_limited: 'Too many requests for this API key; slow down.',
+};
+
+/** A refusal error for a policy code, with a client-safe message. */
+export function refusalError(code: RefusalCode, details: { retryAfter?: number; requiredScopes?: readonly string[] } = {}): KeygateError {
+  const message =
+    code === 'insufficient_scope' && details.requiredScopes
+      ? `The API key lacks the required scope: ${details.requiredScopes.join(' ')}.`
+      : REFUSAL_MESSAGES[code];
+  return new KeygateError(code, message, details);
+}
+
+/** Runs the verification pipeline against one store with one cache. */
+export class Verifier {
+  readonly cache: VerificationCache<VerifiedKey>;
+  private readonly inflight = new Map<string, Promise<VerifiedKey | null>>();
+
+  constructor(private readonly settings: VerifierSettings) {
+    this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
+  }
+
+  /** Drops a record from the cache and forgets lookups that began before the change. */
+  invalidate(id: string): void {
+    this.cache.invalidate(id);
+    this.inflight.clear();
+  }
+
+  /** Verifies a raw key for a request context; never rejects. */
+  async verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
+    try {
+      const parsed = parseKey(rawKey, this.settings.prefix);
+      if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
+      const digest = keyDigest(rawKey);
+      const key = this.cache.get(digest) ?? (await this.lookup(digest, parsed.keyPrefix, parsed.secret));
+      if (!key) return { ok: false, error: refusalError('invalid_api_key') };
+      const now = this.settings.now();
+      const refused = this.checkPolicies(key, context, now);
+      if (refused) return { ok: false, error: refused, key };
+      if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
+      return await this.consume(key, now);
+    } catch (error) {
+      if (error instanceof KeygateError) return { ok: false, error };
+      return { ok: false, error: new KeygateError('store_unavailable', 'verification failed', { cause: error }) };
+    }
+  }
+
+  /** Status → expiry → IP → scopes, as pure checks; the first refusal, or `undefined`. */
+  checkPolicies(key: VerifiedKey, context: VerifyContext, now: number): KeygateError | undefined {
+    const refusal =
+      failed(checkStatus(key.record, now)) ??
+      failed(checkExpiry(key.record, now)) ??
+      failed(checkIp(key.ipRanges, context.ip));
+    if (refusal) return refusalError(refusal);
+    return this.checkScopes(key, context);
+  }
+
+  /** The scope part of the policies, also used alone by a second `authenticate()` and the guards. */
+  checkScopes(key: Pick<VerifiedKey, 'scopes'>, context: VerifyContext): KeygateError | undefined {
+    if (context.scopes && context.scopes.length > 0 && !checkAllScopes(key.scopes, context.scopes).ok) {
+      return refusalError('insufficient_scope', { requiredScopes: context.scopes });
+    }
+    if (context.anyScopes && context.anyScopes.length > 0 && !checkAnyScope(key.scopes, context.anyScopes).ok) {
+      return refusalError('insufficient_scope', { requiredScopes: context.anyScopes });
+    }
+    return undefined;
+  }
+
+  private async consume(key: VerifiedKey, now: number): Promise<Admission | Refusal> {
+    const { store, storeTimeoutMs } = this.settings;
+    const request: ConsumeRequest = { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit };
+    const outcome = await withDeadline(() => store.consume(key.id, request), storeTimeoutMs, 'to count a use');
+    if (!outcome) {
+      // The record vanished behind the cache's back: treat the key as unknown from now on.
+      this.invalidate(key.id);
+      return { ok: false, error: refusalError('invalid_api_key') };
+    }
+    const limits = describeLimits(request, outcome);
+    if (!outcome.admitted) {
+      const code = outcome.refusal ?? 'usage_exhausted';
+      const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
+      return { ok: false, error: refusalError(code, details), limits, key };
+    }
+    const apiKey = toApiKey(key.record, now);
+    apiKey.useCount = outcome.useCount;
+    apiKey.lastUsedAt = new Date(now);
+    return { ok: true, apiKey, limits, key };
+  }
+
+  /** Store lookup and secret check, coalesced so concurrent first uses of a key hash once. */
+  private lookup(digest: string, keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
+    const pending = this.inflight.get(digest);
+    if (pending) return pending;
+    const epoch = this.cache.epoch;
+    const promise = this.load(keyPrefix, secret).then(
+      (key) => {
+        if (this.inflight.get(digest) === promise) this.inflight.delete(digest);
+        if (key) this.cache.set(digest, key, epoch);
+        return key;
+      },
+      (error: unknown) => {
+        if (this.inflight.get(digest) === promise) this.inflight.delete(digest);
+        throw error;
+      },
+    );
+    this.inflight.set(digest, promise);
+    return promise;
+  }
+
+  private async load(keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
+    const { store, storeTimeoutMs, pepper } = this.settings;
+    const record = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
+    if (!record || !(await verifySecret(secret, record.keyHash, pepper))) return null;
+    return compileKey(record);
+  }
+}
+
+/** Precomputes what the hot path needs from a verified record. */
+export function compileKey(record: ApiKeyRecord): VerifiedKey {
+  return {
+    id: record.id,
+    record,
+    ipRanges: compileAllowedIps(record.allowedIps),
+    scopes: compileScopes(record.scopes),
+    policyHeader: rateLimitPolicyHeader(record.rateLimit),
+  };
+}
+
+function failed(result: PolicyResult): RefusalCode | undefined {
+  return result.ok ? undefined : result.code;
+}
