@@ -1,0 +1,6 @@
+// The Express 4 copy installed under the alias `express4`, typed with Express 5's types: the
+// tests use only the API both versions share.
+declare module 'express4' {
+  import express = require('express');
+  export = express;
+}
