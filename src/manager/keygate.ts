@@ -73,27 +73,28 @@ const MINT_ATTEMPTS = 3;
  * An API-key manager bound to one store and prefix. Create it with {@link keygate}.
  */
 export class Keygate {
-  private readonly options: ResolvedOptions;
-  private readonly verifier: Verifier;
-  private readonly hashing: HashingOptions;
-  private unsubscribe: (() => void) | undefined;
+  // ES private fields: neither util.inspect nor JSON.stringify can reach the store, its hashes or the pepper.
+  readonly #options: ResolvedOptions;
+  readonly #verifier: Verifier;
+  readonly #hashing: HashingOptions;
+  #unsubscribe: (() => void) | undefined;
 
   constructor(options: KeygateOptions) {
-    this.options = resolveOptions(options);
-    this.verifier = new Verifier(this.options);
-    this.hashing = { algorithm: this.options.hashing, bcryptCost: this.options.bcryptCost, pepper: this.options.pepper };
+    this.#options = resolveOptions(options);
+    this.#verifier = new Verifier(this.#options);
+    this.#hashing = { algorithm: this.#options.hashing, bcryptCost: this.#options.bcryptCost, pepper: this.#options.pepper };
     // Writes made through any keygate instance sharing the store drop the key from this cache too.
-    this.unsubscribe = this.options.store.subscribe?.((id) => this.verifier.invalidate(id));
+    this.#unsubscribe = this.#options.store.subscribe?.((id) => this.#verifier.invalidate(id));
   }
 
   /** The key prefix this instance mints and accepts. */
   get prefix(): string {
-    return this.options.prefix;
+    return this.#options.prefix;
   }
 
   /** The store this instance uses. */
   get store(): ApiKeyStore {
-    return this.options.store;
+    return this.#options.store;
   }
 
   /**
@@ -107,13 +108,13 @@ export class Keygate {
    */
   async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
     const fields = validateCreate(input);
-    const now = new Date(this.options.now());
+    const now = new Date(this.#options.now());
     for (let attempt = 1; ; attempt++) {
-      const minted = mintKey(this.options.prefix);
+      const minted = mintKey(this.#options.prefix);
       const record: ApiKeyRecord = {
         id: randomUUID(),
         keyPrefix: minted.keyPrefix,
-        keyHash: await hashSecret(minted.secret, this.hashing),
+        keyHash: await hashSecret(minted.secret, this.#hashing),
         ...fields,
         useCount: 0,
         createdAt: now,
@@ -122,7 +123,7 @@ export class Keygate {
         revokedAt: fields.status === 'revoked' ? now : null,
       };
       try {
-        await this.call(() => this.options.store.insert(record), 'to insert a key');
+        await this.#call(() => this.#options.store.insert(record), 'to insert a key');
         return { key: minted.key, apiKey: toApiKey(record, now.getTime()) };
       } catch (error) {
         // A lookupId collision is astronomically rare; mint another rather than fail the caller.
@@ -134,8 +135,8 @@ export class Keygate {
   /** The key with this id, or `null`. */
   async get(id: string): Promise<ApiKey | null> {
     const validId = recordId(id);
-    const record = await this.call(() => this.options.store.findById(validId), 'to read a key');
-    return record ? toApiKey(record, this.options.now()) : null;
+    const record = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
+    return record ? toApiKey(record, this.#options.now()) : null;
   }
 
   /**
@@ -146,11 +147,11 @@ export class Keygate {
     const input = validateList(query);
     const { cursor, limit, ...filters } = input;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    const records = await this.call(
-      () => this.options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }),
+    const records = await this.#call(
+      () => this.#options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }),
       'to list keys',
     );
-    const now = this.options.now();
+    const now = this.#options.now();
     const page = records.slice(0, limit);
     const result: ApiKeyPage = { items: page.map((record) => toApiKey(record, now)) };
     const last = page[page.length - 1];
@@ -164,26 +165,26 @@ export class Keygate {
    */
   async update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey> {
     const validId = recordId(id);
-    const changes: ApiKeyPatch = { ...validateUpdate(patch), updatedAt: new Date(this.options.now()) };
+    const changes: ApiKeyPatch = { ...validateUpdate(patch), updatedAt: new Date(this.#options.now()) };
     if (changes.status !== undefined) {
-      const current = await this.call(() => this.options.store.findById(validId), 'to read a key');
+      const current = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
       if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
       if (current.status === 'revoked' && changes.status !== 'revoked') {
         throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
       }
       if (changes.status === 'revoked' && current.status !== 'revoked') changes.revokedAt = changes.updatedAt;
     }
-    return this.write(validId, changes);
+    return this.#write(validId, changes);
   }
 
   /** Revokes a key at once, in this process and every instance sharing the store. Revoking twice is harmless. */
   async revoke(id: string): Promise<ApiKey> {
     const validId = recordId(id);
-    const now = new Date(this.options.now());
-    const current = await this.call(() => this.options.store.findById(validId), 'to read a key');
+    const now = new Date(this.#options.now());
+    const current = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
     if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
     if (current.status === 'revoked') return toApiKey(current, now.getTime());
-    return this.write(validId, { status: 'revoked', revokedAt: now, updatedAt: now });
+    return this.#write(validId, { status: 'revoked', revokedAt: now, updatedAt: now });
   }
 
   /**
@@ -204,9 +205,9 @@ export class Keygate {
       throw invalidArgument('options', (error as Error).message);
     }
     const gracePeriodMs = options.gracePeriodMs === undefined ? 0 : count(options.gracePeriodMs, 'gracePeriodMs');
-    const nowMs = this.options.now();
+    const nowMs = this.#options.now();
     const now = new Date(nowMs);
-    const old = await this.call(() => this.options.store.findById(validId), 'to read a key');
+    const old = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
     if (!old) throw new KeygateError('not_found', `no API key with id ${validId}`);
     if (!checkStatus(old, nowMs).ok && old.status !== 'suspended') throw invalidArgument('id', 'a revoked key cannot be rotated');
     if (!checkExpiry(old, nowMs).ok) throw invalidArgument('id', 'an expired key cannot be rotated');
@@ -214,13 +215,13 @@ export class Keygate {
     const graceEnd = nowMs + gracePeriodMs;
     const oldRevokedAt = new Date(old.revokedAt ? Math.min(old.revokedAt.getTime(), graceEnd) : graceEnd);
     for (let attempt = 1; ; attempt++) {
-      const minted = mintKey(this.options.prefix);
+      const minted = mintKey(this.#options.prefix);
       const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
       const replacement: ApiKeyRecord = {
         ...settings,
         id: randomUUID(),
         keyPrefix: minted.keyPrefix,
-        keyHash: await hashSecret(minted.secret, this.hashing),
+        keyHash: await hashSecret(minted.secret, this.#hashing),
         useCount: 0,
         createdAt: now,
         updatedAt: now,
@@ -229,9 +230,9 @@ export class Keygate {
         rotatedFromId: old.id,
       };
       try {
-        const rotated = await this.call(
+        const rotated = await this.#call(
           () =>
-            this.options.store.rotate({
+            this.#options.store.rotate({
               oldId: validId,
               replacement,
               oldRevokedAt,
@@ -241,7 +242,7 @@ export class Keygate {
           'to rotate a key',
         );
         if (!rotated) throw new KeygateError('not_found', `no API key with id ${validId}`);
-        this.verifier.invalidate(validId);
+        this.#verifier.invalidate(validId);
         return { key: minted.key, apiKey: toApiKey(rotated.replacement, nowMs) };
       } catch (error) {
         if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
@@ -262,12 +263,12 @@ export class Keygate {
   async verify(rawKey: string, options: VerifyOptions = {}): Promise<VerifyResult> {
     let context: VerifyOptions;
     try {
-      context = this.verifyContext(options);
+      context = this.#verifyContext(options);
     } catch (error) {
       return { ok: false, error: error as KeygateError };
     }
     if (typeof rawKey !== 'string') return { ok: false, error: new KeygateError('malformed_api_key', 'The API key must be a string.') };
-    const result = await this.verifier.verify(rawKey, context);
+    const result = await this.#verifier.verify(rawKey, context);
     if (result.ok) return { ok: true, apiKey: result.apiKey, limits: result.limits };
     return result.limits ? { ok: false, error: result.error, limits: result.limits } : { ok: false, error: result.error };
   }
@@ -282,17 +283,22 @@ export class Keygate {
    * ```
    */
   authenticate(options?: AuthenticateOptions): RequestHandler {
-    return createAuthenticate(this.verifier, resolveAuthenticate(options));
+    return createAuthenticate(this.#verifier, resolveAuthenticate(options));
+  }
+
+  /** A secret-free summary for logs: prefix and hashing only. */
+  toJSON(): { prefix: string; hashing: string } {
+    return { prefix: this.#options.prefix, hashing: this.#options.hashing };
   }
 
   /** Ends what this instance started (its store subscription) and empties its cache. Never closes the store's client. */
   async close(): Promise<void> {
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
-    this.verifier.cache.clear();
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    this.#verifier.cache.clear();
   }
 
-  private verifyContext(options: VerifyOptions): VerifyOptions {
+  #verifyContext(options: VerifyOptions): VerifyOptions {
     if (options === null || typeof options !== 'object') throw invalidArgument('options', 'must be an object');
     try {
       rejectUnknown(options, ['ip', 'scopes', 'anyScopes', 'consume'], 'verify()');
@@ -313,15 +319,15 @@ export class Keygate {
     return context;
   }
 
-  private async write(id: string, patch: ApiKeyPatch): Promise<ApiKey> {
-    const updated = await this.call(() => this.options.store.update(id, patch), 'to update a key');
-    this.verifier.invalidate(id);
+  async #write(id: string, patch: ApiKeyPatch): Promise<ApiKey> {
+    const updated = await this.#call(() => this.#options.store.update(id, patch), 'to update a key');
+    this.#verifier.invalidate(id);
     if (!updated) throw new KeygateError('not_found', `no API key with id ${id}`);
-    return toApiKey(updated, this.options.now());
+    return toApiKey(updated, this.#options.now());
   }
 
-  private call<T>(operation: () => Promise<T>, what: string): Promise<T> {
-    return withDeadline(operation, this.options.storeTimeoutMs, what);
+  #call<T>(operation: () => Promise<T>, what: string): Promise<T> {
+    return withDeadline(operation, this.#options.storeTimeoutMs, what);
   }
 }
 

@@ -39,13 +39,16 @@ export interface ValidatedCreate {
   status: ApiKeyStatus;
 }
 
+/** Names of whole arguments: their fields are named bare (`colour`), not `input.colour`. */
+const ARGUMENTS = new Set(['input', 'patch', 'query', 'options']);
+
 /** Requires a plain object and rejects fields outside `allowed`, naming the first unknown one. */
 export function requireFields(value: unknown, field: string, allowed: readonly string[]): Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw invalidArgument(field, 'must be an object');
   }
   for (const key of Object.keys(value)) {
-    if (!allowed.includes(key)) throw invalidArgument(`${field === 'input' ? '' : `${field}.`}${key}`, 'is not a known field');
+    if (!allowed.includes(key)) throw invalidArgument(ARGUMENTS.has(field) ? key : `${field}.${key}`, 'is not a known field');
   }
   return value as Record<string, unknown>;
 }

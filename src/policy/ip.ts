@@ -18,22 +18,29 @@ function normalise(address: Address, bits: number): IpRange {
   return [address, bits];
 }
 
+/** An IPv6 address with an embedded IPv4 tail (`::ffff:10.0.0.1`) must write that tail in four-part decimal too. */
+function embeddedIPv4IsDecimal(address: string): boolean {
+  const tail = address.slice(address.lastIndexOf(':') + 1);
+  return !tail.includes('.') || ipaddr.IPv4.isValidFourPartDecimal(tail);
+}
+
 /**
  * Parses one allowlist entry: an IPv4 or IPv6 address, or a CIDR range. IPv4 must be in the plain
  * four-part decimal form (`10.0.0.1`), because ipaddr.js would also accept `0x0a.1`, which no
- * administrator means. Returns `null` for anything else.
+ * administrator means; the same holds for the IPv4 tail of an IPv6 entry (`::ffff:0x7f.0.0.1` is
+ * refused). Returns `null` for anything else.
  */
 export function parseIpRange(entry: string): IpRange | null {
   if (typeof entry !== 'string' || entry.length === 0 || entry.length > 64) return null;
   try {
     if (entry.includes('/')) {
       const isV4 = ipaddr.IPv4.isValidCIDRFourPartDecimal(entry);
-      if (!isV4 && !ipaddr.IPv6.isValidCIDR(entry)) return null;
+      if (!isV4 && !(ipaddr.IPv6.isValidCIDR(entry) && embeddedIPv4IsDecimal(entry.slice(0, entry.indexOf('/'))))) return null;
       const [address, bits] = ipaddr.parseCIDR(entry);
       return normalise(address, bits);
     }
     if (ipaddr.IPv4.isValidFourPartDecimal(entry)) return [ipaddr.IPv4.parse(entry), 32];
-    if (ipaddr.IPv6.isValid(entry)) return normalise(ipaddr.IPv6.parse(entry), 128);
+    if (ipaddr.IPv6.isValid(entry) && embeddedIPv4IsDecimal(entry)) return normalise(ipaddr.IPv6.parse(entry), 128);
   } catch {
     return null;
   }

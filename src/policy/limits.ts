@@ -17,6 +17,7 @@ export interface CounterState {
   dayCount: number;
   /** Bucket level at `tokensAt`; a missing bucket is full. */
   tokens: number;
+  /** Latest `now` of an admitted consume (0 before the first): the instant `tokens` describes. */
   tokensAt: number;
 }
 
@@ -51,12 +52,17 @@ export function secondsToUtcMidnight(now: number): number {
 /**
  * Decides one consume without side effects. Returns the outcome and, when admitted, the counter
  * state to store. A refusal by any limit leaves every counter as it was.
+ *
+ * A key's counters never move back in time: a caller whose clock lags the latest admitted consume
+ * (another process with a skewed clock) is counted at that latest instant and day. Otherwise each
+ * such interleaving would credit the same refill twice, or reset the day's quota at midnight again.
  */
 export function decideConsume(
   state: CounterState,
   request: ConsumeRequest,
 ): { outcome: ConsumeOutcome; next: CounterState | null } {
-  const { now, maxUses, rateLimit } = request;
+  const { maxUses, rateLimit } = request;
+  const now = Math.max(request.now, state.tokensAt);
   const today = utcDay(now);
   const dayCount = state.day === today ? state.dayCount : 0;
   const perDay = rateLimit?.perDay;

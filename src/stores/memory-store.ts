@@ -62,9 +62,10 @@ function applyPatch(record: ApiKeyRecord, patch: ApiKeyPatch): void {
  * ```
  */
 export class MemoryStore implements ApiKeyStore {
-  private readonly byId = new Map<string, Slot>();
-  private readonly idByKeyPrefix = new Map<string, string>();
-  private readonly listeners = new Set<(id: string) => void>();
+  // ES private fields keep records (and their hashes) out of util.inspect and JSON.stringify.
+  readonly #byId = new Map<string, Slot>();
+  readonly #idByKeyPrefix = new Map<string, string>();
+  readonly #listeners = new Set<(id: string) => void>();
 
   constructor(options: MemoryStoreOptions = {}) {
     if (!options.silenceClusterWarning && !warnedAboutCluster && isClusterWorker()) {
@@ -78,49 +79,49 @@ export class MemoryStore implements ApiKeyStore {
 
   /** Number of records held. */
   get size(): number {
-    return this.byId.size;
+    return this.#byId.size;
   }
 
   async insert(record: ApiKeyRecord): Promise<void> {
-    this.insertNow(record);
+    this.#insertNow(record);
   }
 
   async findById(id: string): Promise<ApiKeyRecord | null> {
-    const slot = this.byId.get(id);
+    const slot = this.#byId.get(id);
     return slot ? copy(slot.record) : null;
   }
 
   async findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null> {
-    const id = this.idByKeyPrefix.get(keyPrefix);
+    const id = this.#idByKeyPrefix.get(keyPrefix);
     return id === undefined ? null : this.findById(id);
   }
 
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const slot = this.byId.get(id);
+    const slot = this.#byId.get(id);
     if (!slot) return null;
     applyPatch(slot.record, patch);
-    this.notify(id);
+    this.#notify(id);
     return copy(slot.record);
   }
 
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
-    const slot = this.byId.get(rotation.oldId);
+    const slot = this.#byId.get(rotation.oldId);
     if (!slot) return null;
     const replacement = copy(rotation.replacement);
     const { maxUses, useCount } = slot.record;
     if (maxUses !== null) replacement.maxUses = Math.max(0, maxUses - useCount);
-    this.insertNow(replacement);
+    this.#insertNow(replacement);
     const patch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
     if (rotation.oldStatus) patch.status = rotation.oldStatus;
     applyPatch(slot.record, patch);
-    this.notify(rotation.oldId);
+    this.#notify(rotation.oldId);
     return { old: copy(slot.record), replacement: copy(replacement) };
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
     const after = query.after;
     const matches: ApiKeyRecord[] = [];
-    for (const { record } of this.byId.values()) {
+    for (const { record } of this.#byId.values()) {
       if (query.ownerId !== undefined && record.ownerId !== query.ownerId) continue;
       if (query.tenantId !== undefined && record.tenantId !== query.tenantId) continue;
       if (query.status !== undefined && record.status !== query.status) continue;
@@ -135,7 +136,7 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
-    const slot = this.byId.get(id);
+    const slot = this.#byId.get(id);
     if (!slot) return null;
     const { outcome, next } = decideConsume(slot.counters, request);
     if (next) {
@@ -146,23 +147,28 @@ export class MemoryStore implements ApiKeyStore {
     return outcome;
   }
 
-  subscribe(listener: (id: string) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+  /** A secret-free summary: the number of records. */
+  toJSON(): { size: number } {
+    return { size: this.#byId.size };
   }
 
-  private insertNow(record: ApiKeyRecord): void {
-    if (this.byId.has(record.id)) throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
-    if (this.idByKeyPrefix.has(record.keyPrefix)) {
+  subscribe(listener: (id: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #insertNow(record: ApiKeyRecord): void {
+    if (this.#byId.has(record.id)) throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
+    if (this.#idByKeyPrefix.has(record.keyPrefix)) {
       throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
     }
     const stored = copy(record);
-    this.byId.set(stored.id, { record: stored, counters: initialCounters(stored.useCount) });
-    this.idByKeyPrefix.set(stored.keyPrefix, stored.id);
+    this.#byId.set(stored.id, { record: stored, counters: initialCounters(stored.useCount) });
+    this.#idByKeyPrefix.set(stored.keyPrefix, stored.id);
   }
 
-  private notify(id: string): void {
-    for (const listener of this.listeners) listener(id);
+  #notify(id: string): void {
+    for (const listener of this.#listeners) listener(id);
   }
 }
 

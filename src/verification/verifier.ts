@@ -16,13 +16,14 @@ import { checkExpiry, checkStatus } from '../policy/status.js';
 import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
-import { toApiKey } from './principal.js';
+import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
 import { withDeadline } from './timeout.js';
 
 /** A key whose secret verified, with everything the hot path needs precomputed. */
 export interface VerifiedKey {
   readonly id: string;
-  readonly record: ApiKeyRecord;
+  /** The record without its hash: nothing in memory past verification needs it. */
+  readonly record: VisibleRecord;
   readonly ipRanges: readonly IpRange[];
   readonly scopes: CompiledScopes;
   /** `RateLimit-Policy` value, or `undefined` for a key without rate limits. */
@@ -197,7 +198,7 @@ export class Verifier {
 export function compileKey(record: ApiKeyRecord): VerifiedKey {
   return {
     id: record.id,
-    record,
+    record: withoutHash(record),
     ipRanges: compileAllowedIps(record.allowedIps),
     scopes: compileScopes(record.scopes),
     policyHeader: rateLimitPolicyHeader(record.rateLimit),

@@ -97,7 +97,7 @@ describe.each(EXPRESS_VERSIONS)('authenticate() on %s', (_label, makeExpress) =>
       const a = await keys.create({ name: 'a' });
       const b = await keys.create({ name: 'b' });
       const app = testApp(makeExpress, keys);
-      const res = await request(app).get('/whoami').set('Authorization', [`Bearer ${a.key}`, `Bearer ${b.key}`]);
+      const res = await request(app).get('/whoami').set('Authorization', [`Bearer ${a.key}`, `Bearer ${b.key}`] as unknown as string);
       expectProblem(res, 400, 'ambiguous_credentials');
     });
   });
