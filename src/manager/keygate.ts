@@ -109,6 +109,9 @@ export class Keygate {
   async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
     const fields = validateCreate(input);
     const now = new Date(this.#options.now());
+    if (fields.expiresAt !== null && fields.expiresAt.getTime() <= now.getTime()) {
+      throw invalidArgument('expiresAt', 'must be in the future');
+    }
     for (let attempt = 1; ; attempt++) {
       const minted = mintKey(this.#options.prefix);
       const record: ApiKeyRecord = {

@@ -8,6 +8,7 @@ import { type ErrorHandler, type RefusalStyle, refuse, setRateLimitHeaders } fro
 import { type CredentialSources, extractCredential } from '../key/extract.js';
 import type { Verifier } from '../verification/verifier.js';
 import { admissionOf, markAdmitted } from './admission.js';
+import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
 
 /** Options of `keys.authenticate()`. */
 export interface AuthenticateOptions {
@@ -53,6 +54,7 @@ export interface ResolvedAuthenticate {
 export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate): RequestHandler {
   const { sources, scopes, anyScopes, style } = settings;
   const context = { scopes, anyScopes };
+  let checkedTrustProxy = false;
 
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
     const earlier = admissionOf(req);
@@ -64,6 +66,10 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
     if (found.kind === 'none') return refuse(missingApiKey(), req, res, next, style);
     if (found.kind === 'ambiguous') {
       return refuse(new KeygateError('ambiguous_credentials', 'The request carries more than one API key.'), req, res, next, style);
+    }
+    if (!checkedTrustProxy) {
+      checkedTrustProxy = true;
+      warnIfTrustingEveryProxy(req);
     }
     verifier.verify(found.key, { ip: req.ip, scopes, anyScopes }).then(
       (result) => {

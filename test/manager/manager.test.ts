@@ -76,6 +76,7 @@ describe('keys.create', () => {
     [{ name: 'x', rateLimit: { perSecond: 0 } }, 'rateLimit.perSecond'],
     [{ name: 'x', rateLimit: { perday: 5 } }, 'rateLimit.perday'],
     [{ name: 'x', expiresAt: 'tomorrow' }, 'expiresAt'],
+    [{ name: 'x', expiresAt: new Date(T0) }, 'expiresAt'],
     [{ name: 'x', status: 'paused' }, 'status'],
     [{ name: 'x', metadata: { nested: { __proto__: null, fn: () => 1 } } }, 'metadata.nested.fn'],
     [{ name: 'x', colour: 'red' }, 'colour'],
