@@ -33,8 +33,26 @@ interface Slot {
 
 let warnedAboutCluster = false;
 
+/**
+ * A deep copy built with this realm's own `Date`, `Array` and `Object`. Not `structuredClone`: that
+ * is Node's main-realm function, so code running in a vm context (jest's test environment) would
+ * get back Dates that fail `instanceof Date` and arrays whose prototype is foreign. Records hold
+ * JSON-like data and Dates; anything else (a Map in metadata, say) falls back to `structuredClone`.
+ */
+function clone<T>(value: T): T {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(clone) as T;
+  const tag = Object.prototype.toString.call(value);
+  if (tag === '[object Date]') return new Date(Date.prototype.getTime.call(value)) as T;
+  if (tag === '[object Object]') {
+    // fromEntries defines own properties, so a "__proto__" key stays data, never a prototype.
+    return Object.fromEntries(Object.entries(value).map(([field, inner]) => [field, clone(inner)])) as T;
+  }
+  return structuredClone(value);
+}
+
 function copy(record: ApiKeyRecord): ApiKeyRecord {
-  return structuredClone(record);
+  return clone(record);
 }
 
 function compareByPosition(a: ApiKeyRecord, b: ApiKeyRecord): number {
@@ -45,7 +63,7 @@ function compareByPosition(a: ApiKeyRecord, b: ApiKeyRecord): number {
 
 /** Applies a patch to a stored record in place. */
 function applyPatch(record: ApiKeyRecord, patch: ApiKeyPatch): void {
-  const { description, ...rest } = structuredClone(patch);
+  const { description, ...rest } = clone(patch);
   for (const [field, value] of Object.entries(rest)) {
     if (value !== undefined) (record as unknown as Record<string, unknown>)[field] = value;
   }
