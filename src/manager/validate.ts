@@ -42,15 +42,25 @@ export interface ValidatedCreate {
 /** Names of whole arguments: their fields are named bare (`colour`), not `input.colour`. */
 const ARGUMENTS = new Set(['input', 'patch', 'query', 'options']);
 
-/** Requires a plain object and rejects fields outside `allowed`, naming the first unknown one. */
+/** True for `{...}` literals and `Object.create(null)`: not arrays, Maps, Dates or class instances. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false;
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return prototype === null || prototype === Object.prototype || Object.getPrototypeOf(prototype) === null;
+}
+
+/**
+ * Requires a plain object, rejects fields outside `allowed` (naming the first unknown one), and
+ * returns its own fields only, so nothing inherited (a polluted `Object.prototype.scopes`) is read.
+ */
 export function requireFields(value: unknown, field: string, allowed: readonly string[]): Record<string, unknown> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw invalidArgument(field, 'must be an object');
-  }
+  if (!isPlainObject(value)) throw invalidArgument(field, 'must be a plain object');
+  const own: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(value)) {
     if (!allowed.includes(key)) throw invalidArgument(ARGUMENTS.has(field) ? key : `${field}.${key}`, 'is not a known field');
+    own[key] = value[key];
   }
-  return value as Record<string, unknown>;
+  return own;
 }
 
 /** A non-empty string of at most `max` characters. */
@@ -125,15 +135,28 @@ export function rateLimit(value: unknown, field = 'rateLimit'): RateLimit | null
   return Object.keys(out).length === 0 ? null : out;
 }
 
-/** `null`, or an instant as a Date, an ISO 8601 string or epoch milliseconds. */
+/** ISO 8601 as keygate accepts it: a UTC date, or a date-time with `Z` or an explicit offset. */
+const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+
+/** Parses an ISO string, refusing local-time forms (ambiguous) and dates that would roll over (`02-30`). */
+function parseIsoInstant(value: string): Date | undefined {
+  const match = ISO_INSTANT.exec(value);
+  if (!match) return undefined;
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const calendar = new Date(Date.UTC(year, month - 1, day));
+  if (calendar.getUTCMonth() !== month - 1 || calendar.getUTCDate() !== day) return undefined;
+  return new Date(value);
+}
+
+/** `null`, or an instant as a Date, an ISO 8601 string with a time zone, or epoch milliseconds. */
 export function instant(value: unknown, field: string): Date | null {
   if (value === null) return null;
   let date: Date | undefined;
-  if (value instanceof Date) date = new Date(value.getTime());
+  if (Object.prototype.toString.call(value) === '[object Date]') date = new Date((value as Date).getTime());
   else if (typeof value === 'number' && Number.isFinite(value)) date = new Date(value);
-  else if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}/.test(value)) date = new Date(value);
+  else if (typeof value === 'string') date = parseIsoInstant(value);
   if (!date || Number.isNaN(date.getTime())) {
-    throw invalidArgument(field, 'must be a Date, an ISO 8601 string, epoch milliseconds or null');
+    throw invalidArgument(field, 'must be a Date, an ISO 8601 string with a time zone (e.g. "2027-01-01T00:00:00Z"), epoch milliseconds or null');
   }
   return date;
 }
@@ -151,9 +174,9 @@ export function status(value: unknown, field = 'status'): ApiKeyStatus {
  * metadata into an object can have its prototype replaced.
  */
 export function metadata(value: unknown, field = 'metadata'): Record<string, unknown> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(field, 'must be a plain object');
+  if (!isPlainObject(value)) throw invalidArgument(field, 'must be a plain object');
   const copy = jsonValue(value, field, 0) as Record<string, unknown>;
-  if (JSON.stringify(copy).length > MAX_METADATA_BYTES) throw invalidArgument(field, `must serialise to at most ${MAX_METADATA_BYTES} bytes`);
+  if (Buffer.byteLength(JSON.stringify(copy), 'utf8') > MAX_METADATA_BYTES) throw invalidArgument(field, `must serialise to at most ${MAX_METADATA_BYTES} bytes`);
   return copy;
 }
 

@@ -1,0 +1,422 @@
+import fc from 'fast-check';
+import {
+  DAY_MS,
+  bucketCapacity,
+  closestToRefusing,
+  decideConsume,
+  describeLimits,
+  initialCounters,
+  refilledTokens,
+  secondsToUtcMidnight,
+  utcDay,
+  type CounterState,
+  type LimitStatus,
+} from '../../src/policy/limits';
+import type { ConsumeOutcome, ConsumeRequest } from '../../src/stores/store';
+import type { RateLimit } from '../../src/types';
+
+/** Wed 2025-01-15 12:00:00.000Z: an injected clock, never Date.now(). */
+const NOON = Date.UTC(2025, 0, 15, 12, 0, 0);
+const MIDNIGHT = Date.UTC(2025, 0, 16, 0, 0, 0);
+
+function request(now: number, rateLimit: RateLimit | null, maxUses: number | null = null): ConsumeRequest {
+  return { now, rateLimit, maxUses };
+}
+
+/** A counter store of one key driven by decideConsume, as a store would. */
+class Counter {
+  state: CounterState;
+  constructor(useCount = 0) {
+    this.state = initialCounters(useCount);
+  }
+  consume(req: ConsumeRequest): ConsumeOutcome {
+    const { outcome, next } = decideConsume(this.state, req);
+    if (next) this.state = next;
+    return outcome;
+  }
+  /** Consumes `n` times at one instant and returns how many were admitted. */
+  burst(n: number, req: ConsumeRequest): number {
+    let admitted = 0;
+    for (let i = 0; i < n; i++) if (this.consume(req).admitted) admitted++;
+    return admitted;
+  }
+}
+
+describe('token bucket', () => {
+  it.each([
+    [{ perSecond: 5 }, 5],
+    [{ perSecond: 5, burst: 20 }, 20],
+    [{ perSecond: 10, burst: 1 }, 1],
+    [{ perSecond: 3, perDay: 100 }, 3],
+  ])('has capacity burst ?? perSecond: %j → %d', (limit, capacity) => {
+    expect(bucketCapacity(limit)).toBe(capacity);
+  });
+
+  it.each([
+    [{ perSecond: 5 }, 5],
+    [{ perSecond: 5, burst: 20 }, 20],
+    [{ perSecond: 100, burst: 1 }, 1],
+  ])('starts full: %j admits %d requests at one instant, then refuses rate_limited', (limit, capacity) => {
+    const counter = new Counter();
+    expect(counter.burst(capacity, request(NOON, limit))).toBe(capacity);
+    const refused = counter.consume(request(NOON, limit));
+    expect(refused.admitted).toBe(false);
+    expect(refused.refusal).toBe('rate_limited');
+  });
+
+  it('refills fractionally at perSecond per second', () => {
+    const limit = { perSecond: 4, burst: 1 };
+    const counter = new Counter();
+    expect(counter.consume(request(NOON, limit)).admitted).toBe(true);
+    expect(refilledTokens(counter.state, limit, NOON + 125)).toBeCloseTo(0.5, 10);
+    const early = counter.consume(request(NOON + 125, limit));
+    expect(early).toMatchObject({ admitted: false, refusal: 'rate_limited' });
+    expect(early.tokens).toBeCloseTo(0.5, 10);
+    expect(counter.consume(request(NOON + 250, limit)).admitted).toBe(true);
+  });
+
+  it('admits one request per 1/perSecond seconds once the burst is spent (perSecond 3)', () => {
+    const limit = { perSecond: 3 };
+    const counter = new Counter();
+    expect(counter.burst(3, request(NOON, limit))).toBe(3);
+    expect(counter.consume(request(NOON + 333, limit)).admitted).toBe(false);
+    expect(counter.consume(request(NOON + 334, limit)).admitted).toBe(true);
+    expect(counter.consume(request(NOON + 600, limit)).admitted).toBe(false);
+    expect(counter.consume(request(NOON + 668, limit)).admitted).toBe(true);
+  });
+
+  it('never holds more tokens than its capacity, however long the key was idle', () => {
+    const limit = { perSecond: 5 };
+    const counter = new Counter();
+    expect(counter.consume(request(NOON, limit)).admitted).toBe(true);
+    const hourLater = NOON + 3_600_000;
+    expect(refilledTokens(counter.state, limit, hourLater)).toBe(5);
+    expect(counter.burst(5, request(hourLater, limit))).toBe(5);
+    expect(counter.consume(request(hourLater, limit)).admitted).toBe(false);
+  });
+
+  it('reports the tokens left after an admitted request', () => {
+    const limit = { perSecond: 2, burst: 10 };
+    const counter = new Counter();
+    expect(counter.consume(request(NOON, limit)).tokens).toBe(9);
+    expect(counter.consume(request(NOON, limit)).tokens).toBe(8);
+    expect(counter.consume(request(NOON + 500, limit)).tokens).toBe(8);
+  });
+
+  it('neither adds nor removes tokens when the clock goes backwards', () => {
+    const limit = { perSecond: 2, burst: 4 };
+    const counter = new Counter();
+    counter.burst(4, request(NOON, limit));
+    expect(refilledTokens(counter.state, limit, NOON - 10_000)).toBe(0);
+    expect(counter.consume(request(NOON - 10_000, limit)).admitted).toBe(false);
+  });
+
+  it('has no bucket (and no tokens in the outcome) without perSecond', () => {
+    const counter = new Counter();
+    const outcome = counter.consume(request(NOON, { perDay: 5 }));
+    expect(outcome.admitted).toBe(true);
+    expect(outcome.tokens).toBeUndefined();
+    expect(counter.burst(4, request(NOON, { perDay: 5 }))).toBe(4);
+  });
+});
+
+describe('UTC-day quota', () => {
+  it.each([
+    [Date.UTC(2025, 0, 16, 0, 0, 0, 0), 86_400],
+    [Date.UTC(2025, 0, 16, 0, 0, 0, 1), 86_400],
+    [Date.UTC(2025, 0, 15, 12, 0, 0, 0), 43_200],
+    [Date.UTC(2025, 0, 15, 23, 0, 0, 0), 3_600],
+    [Date.UTC(2025, 0, 15, 23, 59, 58, 500), 2],
+    [Date.UTC(2025, 0, 15, 23, 59, 59, 0), 1],
+    [Date.UTC(2025, 0, 15, 23, 59, 59, 999), 1],
+    [0, 86_400],
+  ])('counts whole seconds (rounded up) from %d to the next 00:00:00Z: %d', (now, seconds) => {
+    expect(secondsToUtcMidnight(now)).toBe(seconds);
+  });
+
+  it('numbers UTC days so that midnight starts a new one', () => {
+    expect(utcDay(MIDNIGHT - 1)).toBe(utcDay(NOON));
+    expect(utcDay(MIDNIGHT)).toBe(utcDay(NOON) + 1);
+    expect(utcDay(MIDNIGHT)).toBe(MIDNIGHT / DAY_MS);
+  });
+
+  it('admits perDay requests in a day, refuses quota_exceeded after, and resets at next UTC midnight', () => {
+    const limit = { perDay: 3 };
+    const late = Date.UTC(2025, 0, 15, 23, 59, 58, 500);
+    const counter = new Counter();
+    expect(counter.burst(3, request(late, limit))).toBe(3);
+    const refused = counter.consume(request(late, limit));
+    expect(refused).toMatchObject({ admitted: false, refusal: 'quota_exceeded', dayCount: 3 });
+    expect(describeLimits(request(late, limit), refused).retryAfter).toBe(2);
+    expect(counter.consume(request(MIDNIGHT - 1, limit)).admitted).toBe(false);
+    const next = counter.consume(request(MIDNIGHT, limit));
+    expect(next).toMatchObject({ admitted: true, dayCount: 1 });
+  });
+
+  it('counts the day in UTC, not in any local time zone', () => {
+    const limit = { perDay: 1 };
+    const counter = new Counter();
+    expect(counter.consume(request(Date.UTC(2025, 0, 15, 0, 30), limit)).admitted).toBe(true);
+    expect(counter.consume(request(Date.UTC(2025, 0, 15, 23, 30), limit)).admitted).toBe(false);
+    expect(counter.consume(request(Date.UTC(2025, 0, 16, 0, 0), limit)).admitted).toBe(true);
+  });
+
+  it('does not reopen yesterday for a caller whose clock lags the latest admitted use', () => {
+    const limit = { perDay: 1 };
+    const counter = new Counter();
+    expect(counter.consume(request(MIDNIGHT - 1, limit)).admitted).toBe(true);
+    expect(counter.consume(request(MIDNIGHT, limit))).toMatchObject({ admitted: true, dayCount: 1 });
+    // A process whose clock is 1 ms behind must not find yesterday's (spent) count reset to 0.
+    expect(counter.consume(request(MIDNIGHT - 1, limit))).toMatchObject({ admitted: false, refusal: 'quota_exceeded' });
+  });
+
+  it('starts the count afresh on a later day even after days of silence', () => {
+    const limit = { perDay: 2 };
+    const counter = new Counter();
+    counter.burst(2, request(NOON, limit));
+    expect(counter.consume(request(NOON + 10 * DAY_MS, limit))).toMatchObject({ admitted: true, dayCount: 1 });
+  });
+});
+
+describe('maxUses', () => {
+  it('admits exactly maxUses requests over the key life, then refuses usage_exhausted', () => {
+    const counter = new Counter();
+    expect(counter.burst(3, request(NOON, null, 3))).toBe(3);
+    expect(counter.consume(request(NOON + DAY_MS, null, 3))).toMatchObject({ admitted: false, refusal: 'usage_exhausted', useCount: 3 });
+  });
+
+  it('refuses at once when maxUses is 0, and counts from the carried useCount', () => {
+    expect(new Counter().consume(request(NOON, null, 0))).toMatchObject({ admitted: false, refusal: 'usage_exhausted' });
+    const carried = new Counter(9);
+    expect(carried.consume(request(NOON, null, 10))).toMatchObject({ admitted: true, useCount: 10 });
+    expect(carried.consume(request(NOON, null, 10)).admitted).toBe(false);
+  });
+
+  it('counts every admitted use even with no limits at all', () => {
+    const counter = new Counter();
+    for (let i = 1; i <= 5; i++) expect(counter.consume(request(NOON, null))).toEqual({ admitted: true, useCount: i });
+  });
+});
+
+describe('all-or-nothing consume', () => {
+  const frozen = (state: CounterState) => Object.freeze({ ...state });
+
+  it('returns next: null and leaves the state untouched when the bucket refuses', () => {
+    const limit = { perSecond: 1, perDay: 100 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit, 50));
+    const before = frozen(counter.state);
+    const { outcome, next } = decideConsume(before, request(NOON + 100, limit, 50));
+    expect(outcome.refusal).toBe('rate_limited');
+    expect(next).toBeNull();
+    expect(before).toEqual(counter.state);
+    expect(outcome.useCount).toBe(1);
+    expect(outcome.dayCount).toBe(1);
+  });
+
+  it('does not spend a token when the day quota refuses', () => {
+    const limit = { perSecond: 1, perDay: 1 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit));
+    const { outcome, next } = decideConsume(frozen(counter.state), request(NOON + 5_000, limit));
+    expect(outcome.refusal).toBe('quota_exceeded');
+    expect(next).toBeNull();
+    expect(outcome.tokens).toBe(1);
+  });
+
+  it('counts neither the day nor the bucket when maxUses refuses', () => {
+    const limit = { perSecond: 5, perDay: 10 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit, 1));
+    const { outcome, next } = decideConsume(frozen(counter.state), request(NOON, limit, 1));
+    expect(outcome).toMatchObject({ admitted: false, refusal: 'usage_exhausted', useCount: 1, dayCount: 1, tokens: 4 });
+    expect(next).toBeNull();
+  });
+
+  it('lets a refused request use up nothing: the next admitted one counts as if it never happened', () => {
+    const limit = { perSecond: 1, burst: 1, perDay: 10 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit));
+    for (let i = 0; i < 20; i++) expect(counter.consume(request(NOON + 10 + i, limit)).admitted).toBe(false);
+    expect(counter.consume(request(NOON + 1000, limit))).toMatchObject({ admitted: true, useCount: 2, dayCount: 2 });
+  });
+
+  it('never mutates the state it is given, admitted or not', () => {
+    const limit = { perSecond: 2, perDay: 3 };
+    const state = frozen(initialCounters(0));
+    expect(() => decideConsume(state, request(NOON, limit, 10))).not.toThrow();
+    expect(state).toEqual(initialCounters(0));
+  });
+});
+
+describe('refusal order', () => {
+  // Each row: maxUses exhausted?, quota used up?, bucket empty? → the reported refusal.
+  it.each([
+    [true, true, true, 'usage_exhausted'],
+    [true, true, false, 'usage_exhausted'],
+    [true, false, true, 'usage_exhausted'],
+    [true, false, false, 'usage_exhausted'],
+    [false, true, true, 'quota_exceeded'],
+    [false, true, false, 'quota_exceeded'],
+    [false, false, true, 'rate_limited'],
+    [false, false, false, undefined],
+  ])('usage %p, quota %p, bucket %p → %p (most lasting first)', (usage, quota, bucket, expected) => {
+    const state: CounterState = {
+      useCount: usage ? 5 : 1,
+      day: utcDay(NOON),
+      dayCount: quota ? 10 : 1,
+      tokens: bucket ? 0 : 2,
+      tokensAt: NOON,
+    };
+    const { outcome, next } = decideConsume(state, request(NOON, { perSecond: 1, burst: 2, perDay: 10 }, 5));
+    expect(outcome.refusal).toBe(expected);
+    expect(outcome.admitted).toBe(expected === undefined);
+    expect(next === null).toBe(expected !== undefined);
+  });
+});
+
+describe('describeLimits', () => {
+  it('reports no policy and unlimited uses for a key without limits', () => {
+    expect(describeLimits(request(NOON, null), { admitted: true, useCount: 3 })).toEqual({ policies: [], usesRemaining: null });
+  });
+
+  it('reports maxUses as uses remaining, not as a rate-limit policy', () => {
+    expect(describeLimits(request(NOON, null, 10), { admitted: true, useCount: 3 })).toEqual({ policies: [], usesRemaining: 7 });
+    expect(describeLimits(request(NOON, null, 3), { admitted: false, refusal: 'usage_exhausted', useCount: 3 })).toEqual({
+      policies: [],
+      usesRemaining: 0,
+    });
+  });
+
+  it('describes the spec example: "day";q=10000;w=86400 with r=9995 and t=43200 at noon', () => {
+    const snapshot = describeLimits(request(NOON, { perDay: 10_000 }), { admitted: true, useCount: 5, dayCount: 5 });
+    expect(snapshot.policies).toEqual([{ policy: 'day', quota: 10_000, window: 86_400, remaining: 9_995, reset: 43_200 }]);
+    expect(snapshot.retryAfter).toBeUndefined();
+  });
+
+  it('describes the bucket: q = perSecond, w = 1, r = whole tokens left, t = seconds until full, rounded up', () => {
+    const limit = { perSecond: 10, burst: 20 };
+    const snapshot = describeLimits(request(NOON, limit), { admitted: true, useCount: 1, tokens: 19 });
+    expect(snapshot.policies).toEqual([{ policy: 'second', quota: 10, window: 1, remaining: 19, reset: 1 }]);
+    const drained = describeLimits(request(NOON, limit), { admitted: true, useCount: 15, tokens: 4.5 });
+    expect(drained.policies[0]).toMatchObject({ remaining: 4, reset: 2 });
+  });
+
+  it('reports t = 0 for a full bucket and lists the second policy before the day policy', () => {
+    const snapshot = describeLimits(request(NOON, { perSecond: 5, perDay: 100 }), { admitted: true, useCount: 1, tokens: 5, dayCount: 1 });
+    expect(snapshot.policies.map((p) => p.policy)).toEqual(['second', 'day']);
+    expect(snapshot.policies[0]!.reset).toBe(0);
+    expect(snapshot.policies[1]).toMatchObject({ remaining: 99, reset: 43_200 });
+  });
+
+  it('never reports negative remaining', () => {
+    const snapshot = describeLimits(request(NOON, { perSecond: 1, perDay: 1 }), {
+      admitted: false,
+      refusal: 'quota_exceeded',
+      useCount: 1,
+      dayCount: 1,
+      tokens: 0.2,
+    });
+    for (const policy of snapshot.policies) expect(policy.remaining).toBe(0);
+  });
+
+  it('gives Retry-After in whole seconds for an empty bucket, at least 1', () => {
+    const limit = { perSecond: 10 };
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'rate_limited', useCount: 10, tokens: 0.95 };
+    expect(describeLimits(request(NOON, limit), outcome).retryAfter).toBe(1);
+  });
+
+  it.each([
+    [1, 0, 1],
+    [1, 0.999, 1],
+    [0.5, 0, 2],
+    [0.4, 0, 3],
+    [0.25, 0.5, 2],
+  ])('rounds the wait up: perSecond %p with %p tokens → Retry-After %p', (perSecond, tokens, expected) => {
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'rate_limited', useCount: 1, tokens };
+    expect(describeLimits(request(NOON, { perSecond }), outcome).retryAfter).toBe(expected);
+  });
+
+  it('gives Retry-After to the next UTC midnight for a spent quota', () => {
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'quota_exceeded', useCount: 1, dayCount: 100 };
+    expect(describeLimits(request(NOON, { perDay: 100 }), outcome).retryAfter).toBe(43_200);
+  });
+
+  it('gives the later of the two waits when both the quota and the bucket refuse', () => {
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'quota_exceeded', useCount: 1, dayCount: 100, tokens: 0 };
+    const late = MIDNIGHT - 400;
+    expect(describeLimits(request(late, { perSecond: 1, perDay: 100 }), outcome).retryAfter).toBe(1);
+    expect(describeLimits(request(NOON, { perSecond: 1, perDay: 100 }), outcome).retryAfter).toBe(43_200);
+    expect(describeLimits(request(late, { perSecond: 0.25, perDay: 100 }), outcome).retryAfter).toBe(4);
+  });
+
+  it('gives no Retry-After when admitted or when uses are exhausted (nothing frees them)', () => {
+    const limit = { perSecond: 1, perDay: 1 };
+    expect(describeLimits(request(NOON, limit, 5), { admitted: true, useCount: 1, tokens: 0, dayCount: 1 }).retryAfter).toBeUndefined();
+    expect(
+      describeLimits(request(NOON, limit, 1), { admitted: false, refusal: 'usage_exhausted', useCount: 1, tokens: 0, dayCount: 1 }).retryAfter,
+    ).toBeUndefined();
+  });
+
+  it('never tells a client to retry before the request could succeed, nor a whole second later than needed', () => {
+    const limitArb = fc.record(
+      {
+        perSecond: fc.integer({ min: 1, max: 50 }),
+        burst: fc.integer({ min: 1, max: 60 }),
+        perDay: fc.integer({ min: 1, max: 40 }),
+      },
+      { requiredKeys: [] },
+    ).filter((limit) => limit.burst === undefined || limit.perSecond !== undefined);
+    const start = fc.integer({ min: Date.UTC(2025, 0, 1), max: Date.UTC(2026, 0, 1) });
+    const gaps = fc.array(fc.integer({ min: 0, max: 2_000 }), { minLength: 1, maxLength: 80 });
+    const seen = new Set<string | undefined>();
+    fc.assert(
+      fc.property(limitArb, start, gaps, (limit, t0, steps) => {
+        let state = initialCounters(0);
+        let now = t0;
+        for (const step of steps) {
+          now += step;
+          const req = request(now, limit);
+          const { outcome, next } = decideConsume(state, req);
+          if (next) {
+            state = next;
+            continue;
+          }
+          seen.add(outcome.refusal);
+          const retryAfter = describeLimits(req, outcome).retryAfter;
+          expect(Number.isInteger(retryAfter)).toBe(true);
+          expect(retryAfter).toBeGreaterThanOrEqual(1);
+          expect(decideConsume(state, request(now + retryAfter! * 1000, limit)).outcome.admitted).toBe(true);
+          expect(decideConsume(state, request(now + (retryAfter! - 1) * 1000, limit)).outcome.admitted).toBe(false);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    expect(seen).toEqual(new Set(['rate_limited', 'quota_exceeded']));
+  });
+});
+
+describe('closestToRefusing', () => {
+  const second = (remaining: number, quota: number): LimitStatus => ({ policy: 'second', quota, window: 1, remaining, reset: 1 });
+  const day = (remaining: number, quota: number): LimitStatus => ({ policy: 'day', quota, window: 86_400, remaining, reset: 100 });
+
+  it('is undefined for a key with no rate-limit policy', () => {
+    expect(closestToRefusing([])).toBeUndefined();
+  });
+
+  it('is the only policy when there is one', () => {
+    expect(closestToRefusing([day(5, 10)])).toEqual(day(5, 10));
+  });
+
+  it.each([
+    ['the day, with the smaller share left', [second(10, 10), day(9_995, 10_000)], 'day', 9_995],
+    ['the bucket, with the smaller share left', [second(1, 10), day(9_995, 10_000)], 'second', 1],
+    ['the share, not the absolute count', [second(5, 10), day(40, 100)], 'day', 40],
+    ['the shorter window on a tie', [second(5, 10), day(50, 100)], 'second', 5],
+    ['the shorter window on a tie, in either order', [day(50, 100), second(5, 10)], 'second', 5],
+    ['the shorter window when both are spent', [day(0, 100), second(0, 10)], 'second', 0],
+    ['the spent one', [second(3, 10), day(0, 100)], 'day', 0],
+  ])('picks %s', (_what, policies, name, remaining) => {
+    expect(closestToRefusing(policies)).toMatchObject({ policy: name, remaining });
+  });
+});
