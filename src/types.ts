@@ -90,18 +90,11 @@ export interface CreateApiKeyInput {
   status?: ApiKeyStatus;
 }
 
-/** Fields `keys.update()` may change. `null` clears a nullable field. */
-export interface UpdateApiKeyInput {
-  name?: string;
+/** Fields `keys.update()` may change: the settings of `create`, not the owner. `null` clears a nullable field. */
+export interface UpdateApiKeyInput
+  extends Partial<Pick<CreateApiKeyInput, 'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status'>> {
+  /** `null` removes the description. */
   description?: string | null;
-  scopes?: string[];
-  allowedIps?: string[];
-  maxUses?: number | null;
-  rateLimit?: RateLimit | null;
-  expiresAt?: Date | string | number | null;
-  metadata?: Record<string, unknown>;
-  tags?: string[];
-  status?: ApiKeyStatus;
 }
 
 /** Filters and page of `keys.list()`. */

@@ -5,23 +5,16 @@
  *
  * Prove an implementation with `describeStoreContract` from `keygate/testing`.
  */
-import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
+import type { ApiKeyRecord, ApiKeyStatus, RateLimit, UpdateApiKeyInput } from '../types.js';
 
 /**
  * Changes `update` may apply to a record. `undefined` leaves a field as it is; `null` clears a
  * nullable one (and removes `description`).
  */
-export interface ApiKeyPatch {
-  name?: string;
-  description?: string | null;
-  scopes?: string[];
-  allowedIps?: string[];
-  maxUses?: number | null;
-  rateLimit?: RateLimit | null;
+export interface ApiKeyPatch extends Omit<UpdateApiKeyInput, 'expiresAt'> {
+  /** Always a Date here: the manager has parsed the caller's input. */
   expiresAt?: Date | null;
-  metadata?: Record<string, unknown>;
-  tags?: string[];
-  status?: ApiKeyStatus;
+  /** Set by revocation and rotation. */
   revokedAt?: Date | null;
   /** Always set by the caller, from its clock. */
   updatedAt: Date;
