@@ -83,7 +83,7 @@ export class MemoryStore implements ApiKeyStore {
   // ES private fields keep records (and their hashes) out of util.inspect and JSON.stringify.
   readonly #byId = new Map<string, Slot>();
   readonly #idByKeyPrefix = new Map<string, string>();
-  readonly #listeners = new Set<(id: string) => void>();
+  readonly #listeners = new Set<(id: string | null) => void>();
 
   constructor(options: MemoryStoreOptions = {}) {
     if (!options.silenceClusterWarning && !warnedAboutCluster && isClusterWorker()) {
@@ -170,7 +170,7 @@ export class MemoryStore implements ApiKeyStore {
     return { size: this.#byId.size };
   }
 
-  subscribe(listener: (id: string) => void): () => void {
+  subscribe(listener: (id: string | null) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }

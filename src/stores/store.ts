@@ -108,7 +108,10 @@ export interface ApiKeyStore {
   consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null>;
   /**
    * Optional: calls `listener` with a record's id whenever it changes through this store or any
-   * store sharing its data, so verification caches can drop it. Returns an unsubscribe function.
+   * store sharing its data, so verification caches can drop it; with `null` when changes may have
+   * been missed (a lost subscription connection), so caches drop everything. Returns an
+   * unsubscribe function; once every listener has unsubscribed, the store releases what it opened
+   * for them.
    */
-  subscribe?(listener: (id: string) => void): () => void;
+  subscribe?(listener: (id: string | null) => void): () => void;
 }

@@ -1281,7 +1281,7 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
         if (!store.subscribe) return;
         const record = makeRecord();
         await store.insert(record);
-        const heard: string[] = [];
+        const heard: (string | null)[] = [];
         const unsubscribe = store.subscribe((id) => heard.push(id));
         try {
           await store.update(record.id, { name: 'renamed', updatedAt: new Date(NOON) });
@@ -1296,7 +1296,7 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
         if (!store.subscribe) return;
         const old = makeRecord();
         await store.insert(old);
-        const heard: string[] = [];
+        const heard: (string | null)[] = [];
         const unsubscribe = store.subscribe((id) => heard.push(id));
         try {
           await store.rotate({
@@ -1317,8 +1317,8 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
         if (!store.subscribe) return;
         const record = makeRecord();
         await store.insert(record);
-        const gone: string[] = [];
-        const staying: string[] = [];
+        const gone: (string | null)[] = [];
+        const staying: (string | null)[] = [];
         let goneSubscribed = true;
         const unsubscribeGone = store.subscribe((id) => gone.push(id));
         const unsubscribeStaying = store.subscribe((id) => staying.push(id));

@@ -99,9 +99,10 @@ export class Verifier {
     this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
   }
 
-  /** Drops a record from the cache and forgets lookups that began before the change. */
-  invalidate(id: string): void {
-    this.cache.invalidate(id);
+  /** Drops a record (or, with `null`, every record) from the cache and forgets lookups that began before the change. */
+  invalidate(id: string | null): void {
+    if (id === null) this.cache.clear();
+    else this.cache.invalidate(id);
     this.inflight.clear();
   }
 

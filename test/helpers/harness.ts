@@ -64,8 +64,17 @@ export class CountingStore implements ApiKeyStore {
   rotate: ApiKeyStore['rotate'] = (rotation) => this.run('rotate', () => this.inner.rotate(rotation));
   list: ApiKeyStore['list'] = (query) => this.run('list', () => this.inner.list(query));
   consume: ApiKeyStore['consume'] = (id, request) => this.run('consume', () => this.inner.consume(id, request));
-  subscribe(listener: (id: string) => void): () => void {
-    return this.inner.subscribe(listener);
+  private readonly listeners = new Set<(id: string | null) => void>();
+  private readonly forwarding = this.inner.subscribe((id) => this.broadcast(id));
+
+  /** Tells every listener that `id` changed; `null` plays a lost subscription. */
+  broadcast(id: string | null): void {
+    for (const listener of this.listeners) listener(id);
+  }
+
+  subscribe(listener: (id: string | null) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 }
 

@@ -487,6 +487,17 @@ describe.each(EXPRESS_VERSIONS)('authenticate() on %s', (_label, makeExpress) =>
       expect(store.calls.consume).toBe(5);
     });
 
+    it('drops every cached key when the store reports that changes may have been missed', async () => {
+      const { keys, store } = testKeys();
+      const { key } = await keys.create({ name: 'missed' });
+      const app = testApp(makeExpress, keys);
+      expect((await request(app).get('/whoami').set('X-API-Key', key)).status).toBe(200);
+      store.resetCounts();
+      store.broadcast(null);
+      expect((await request(app).get('/whoami').set('X-API-Key', key)).status).toBe(200);
+      expect(store.calls.findByKeyPrefix).toBe(1);
+    });
+
     it('looks the key up on every request with cache: false', async () => {
       const { keys, store } = testKeys({ cache: false });
       const { key } = await keys.create({ name: 'cold' });
