@@ -27,8 +27,9 @@ export type { ErrorHandler } from './http/respond.js';
 export type { ProblemDetails } from './http/problem.js';
 export type { CacheOptions } from './cache/verification-cache.js';
 export type { HashingAlgorithm } from './key/hash.js';
-export type { LimitsSnapshot, LimitStatus } from './policy/limits.js';
-export { hasScope as scopeGrants } from './policy/scopes.js';
+export type { LimitsSnapshot, LimitStatus, CounterState } from './policy/limits.js';
+export { decideConsume, initialCounters } from './policy/limits.js';
+export { scopeGrants } from './policy/scopes.js';
 export type {
   ApiKey,
   ApiKeyRecord,

@@ -59,8 +59,9 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
     const earlier = admissionOf(req);
     if (earlier) {
+      // Already admitted and counted: only this route's own scopes are left to check, answered in this middleware's style.
       const refused = verifier.checkScopes(earlier, context);
-      return refused ? refuse(refused, req, res, next, earlier.style) : next();
+      return refused ? refuse(refused, req, res, next, style) : next();
     }
     const found = extractCredential(req.rawHeaders, sources.query ? req.query : undefined, sources);
     if (found.kind === 'none') return refuse(missingApiKey(), req, res, next, style);

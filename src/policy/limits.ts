@@ -15,15 +15,15 @@ export interface CounterState {
   /** UTC day index (`floor(epochMs / DAY_MS)`) that `dayCount` belongs to. */
   day: number;
   dayCount: number;
-  /** Bucket level at `tokensAt`; a missing bucket is full. */
-  tokens: number;
+  /** Bucket level at `tokensAt`; `null` is a bucket never drawn from, hence full. */
+  tokens: number | null;
   /** Latest `now` of an admitted consume (0 before the first): the instant `tokens` describes. */
   tokensAt: number;
 }
 
 /** The counters of a key that has never been used. */
 export function initialCounters(useCount: number): CounterState {
-  return { useCount, day: -1, dayCount: 0, tokens: Number.NaN, tokensAt: 0 };
+  return { useCount, day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
 }
 
 /** Capacity of the token bucket: `burst`, or `perSecond` when no burst is given. */
@@ -34,7 +34,7 @@ export function bucketCapacity(limit: RateLimit): number {
 /** The bucket level at `now`, refilled since `state.tokensAt` and capped at capacity. */
 export function refilledTokens(state: CounterState, limit: RateLimit, now: number): number {
   const capacity = bucketCapacity(limit);
-  if (Number.isNaN(state.tokens)) return capacity;
+  if (state.tokens === null) return capacity;
   const elapsedMs = Math.max(0, now - state.tokensAt);
   return Math.min(capacity, state.tokens + (elapsedMs * (limit.perSecond ?? 0)) / 1000);
 }
@@ -85,12 +85,12 @@ export function decideConsume(
     useCount: state.useCount + 1,
     day: today,
     dayCount: dayCount + 1,
-    tokens: hasBucket ? tokens - 1 : Number.NaN,
+    tokens: hasBucket ? tokens - 1 : null,
     tokensAt: now,
   };
   const outcome: ConsumeOutcome = { admitted: true, useCount: next.useCount };
   if (perDay !== undefined) outcome.dayCount = next.dayCount;
-  if (hasBucket) outcome.tokens = next.tokens;
+  if (hasBucket) outcome.tokens = tokens - 1;
   return { outcome, next };
 }
 

@@ -32,6 +32,19 @@ export function hasScope(granted: CompiledScopes, required: string): boolean {
   return false;
 }
 
+/**
+ * True when the granted scopes cover `required`, with the wildcard rules of keygate's scopes.
+ *
+ * @example
+ * ```ts
+ * scopeGrants(['billing:*'], 'billing:invoices:write'); // true
+ * scopeGrants(['leads:read'], 'leads:write');           // false
+ * ```
+ */
+export function scopeGrants(granted: readonly string[], required: string): boolean {
+  return hasScope(compileScopes(granted), required);
+}
+
 /** Admits when every required scope is granted. */
 export function checkAllScopes(granted: CompiledScopes, required: readonly string[]): PolicyResult {
   for (const scope of required) if (!hasScope(granted, scope)) return { ok: false, code: 'insufficient_scope' };

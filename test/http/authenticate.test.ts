@@ -331,6 +331,17 @@ describe.each(EXPRESS_VERSIONS)('authenticate() on %s', (_label, makeExpress) =>
       expect((await keys.get(apiKey.id))!.useCount).toBe(2);
     });
 
+    it('answers a second authenticate() refusal with its own onError', async () => {
+      const { keys } = testKeys();
+      const { key } = await keys.create({ name: 'style', scopes: ['x:read'] });
+      const app = makeExpress();
+      app.use(keys.authenticate());
+      app.get('/y', keys.authenticate({ scopes: ['y:read'], onError: (err, _req, res) => res.status(418).json({ mine: err.code }) }), ok);
+      const res = await request(app).get('/y').set('X-API-Key', key);
+      expect(res.status).toBe(418);
+      expect(res.body).toEqual({ mine: 'insufficient_scope' });
+    });
+
     it('rejects invalid guard scopes when the route is mounted', () => {
       expect(() => requireScopes()).toThrow(TypeError);
       expect(() => requireScopes('has space')).toThrow(TypeError);

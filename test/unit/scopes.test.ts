@@ -1,4 +1,5 @@
 import { checkAllScopes, checkAnyScope, compileScopes, hasScope, isValidGrantedScope, isValidRequiredScope } from '../../src/policy/scopes';
+import { scopeGrants } from '../../src/index';
 
 const grants = (granted: string[], required: string) => hasScope(compileScopes(granted), required);
 const admitted = { ok: true };
@@ -117,5 +118,16 @@ describe('isValidRequiredScope', () => {
 
   it.each([undefined, null, 5, ['leads:read']])('refuses the non-string %p', (scope) => {
     expect(isValidRequiredScope(scope)).toBe(false);
+  });
+});
+
+describe('scopeGrants (exported)', () => {
+  it.each([
+    [['billing:*'], 'billing:invoices:write', true],
+    [['*'], 'anything:at:all', true],
+    [['leads:read'], 'leads:write', false],
+    [[], 'leads:read', false],
+  ])('scopeGrants(%j, %p) is %p', (granted, required, expected) => {
+    expect(scopeGrants(granted, required)).toBe(expected);
   });
 });
