@@ -1,11 +1,8 @@
 /**
- * `keygate/redis`: the Redis store. Not implemented in this release; the entry point exists so the
- * exports map is stable and a premature import fails with a clear message.
+ * `keygate/redis`: the Redis store, for keys and exact limits shared by every process.
+ * Loads nothing itself: pass your own ioredis client.
+ *
+ * @packageDocumentation
  */
-
-/** Placeholder for the Redis store (coming in a later release). */
-export class RedisStore {
-  constructor() {
-    throw new Error('keygate/redis: RedisStore is not implemented yet in this version of keygate. Use MemoryStore for now.');
-  }
-}
+export { RedisStore } from './stores/redis/redis-store.js';
+export type { RedisStoreOptions, RedisClient } from './stores/redis/redis-store.js';

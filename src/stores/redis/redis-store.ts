@@ -1,0 +1,292 @@
+/**
+ * The Redis store: keys and exact counters shared by every process that uses the same Redis, with
+ * ioredis (standalone or Cluster). The warm path of an admitted request is one EVALSHA.
+ *
+ * Layout (`ns` is the `keyPrefix` option, default `keygate:`):
+ * - `ns key:{<id>}`: the record, one hash field per record field, plus its counters (`c:*`).
+ *   Everything one consume touches is in this one hash, so each script is atomic on a Cluster too.
+ * - `ns kp:<keyPrefix>`: the id of the record with that keyPrefix (lookup index).
+ * - `ns list`, `ns list:owner:<ownerId>`, `ns list:tenant:<tenantId>`: sorted sets of
+ *   `<createdAt>:<id>` members for keyset pagination.
+ * - `ns invalidate`: the pub/sub channel that carries the id of every changed record.
+ *
+ * Operations spanning several hashes (insert with its indexes, rotate) are ordered so that a
+ * process dying half-way leaves only harmless leftovers: an index entry whose record is missing
+ * (skipped), or a replacement record whose secret was never returned to anyone.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { KeygateError } from '../../errors.js';
+import type { ApiKeyRecord } from '../../types.js';
+import type {
+  ApiKeyPatch,
+  ApiKeyStore,
+  ConsumeOutcome,
+  ConsumeRefusal,
+  ConsumeRequest,
+  StoreListQuery,
+  StoreRotation,
+} from '../store.js';
+import { decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
+import { CONSUME_SCRIPT, INSERT_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
+
+/** An ioredis client: a `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster;
+
+/** Options of {@link RedisStore}. */
+export interface RedisStoreOptions {
+  /**
+   * An ioredis `Redis` or `Cluster` client you own. The store never closes it. Create it with
+   * `autoResendUnfulfilledCommands: false` if you can: otherwise a consume in flight when the
+   * connection drops may be sent again after reconnecting and counted twice.
+   */
+  client: RedisClient;
+  /**
+   * Namespace of every Redis key the store writes, so several keygate deployments (or other data)
+   * can share one Redis. @default 'keygate:'
+   */
+  keyPrefix?: string;
+}
+
+/** The custom commands the store defines on the client (names carry a version so upgrades never clash). */
+interface ScriptCommands {
+  keygateInsertV1(key: string, ...args: string[]): Promise<number>;
+  keygateUpdateV1(key: string, ...args: string[]): Promise<string[] | null>;
+  keygateConsumeV1(key: string, ...args: string[]): Promise<[number, string, number, number, string] | null>;
+}
+
+const OPTIONS = ['client', 'keyPrefix'];
+/** Offsets createdAt so that list members sort as text, including dates before 1970. */
+const TIME_OFFSET = 8_640_000_000_000_000;
+const LIST_BATCH = 200;
+
+function listMember(createdAt: Date, id: string): string {
+  return `${String(createdAt.getTime() + TIME_OFFSET).padStart(17, '0')}:${id}`;
+}
+
+function numberArg(value: number | null | undefined): string {
+  return value === null || value === undefined ? '' : String(value);
+}
+
+/**
+ * Keeps keys in Redis through ioredis.
+ *
+ * @example
+ * ```ts
+ * import Redis from 'ioredis';
+ * import { RedisStore } from 'keygate/redis';
+ *
+ * const redis = new Redis(process.env.REDIS_URL, { autoResendUnfulfilledCommands: false });
+ * const keys = keygate({ store: new RedisStore({ client: redis }), prefix: 'pk_live' });
+ * ```
+ */
+export class RedisStore implements ApiKeyStore {
+  readonly #client: RedisClient & ScriptCommands;
+  readonly #ns: string;
+  readonly #channel: string;
+  readonly #listeners = new Set<(id: string | null) => void>();
+  #subscriber: RedisClient | undefined;
+
+  constructor(options: RedisStoreOptions) {
+    if (options === null || typeof options !== 'object') throw new TypeError('RedisStore needs options: { client }');
+    for (const name of Object.keys(options)) {
+      if (!OPTIONS.includes(name)) throw new TypeError(`RedisStore: unsupported option \`${name}\` (supported: ${OPTIONS.join(', ')})`);
+    }
+    const client = options.client as unknown;
+    if (!client || typeof client !== 'object' || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function') {
+      throw new TypeError('RedisStore: `client` must be an ioredis Redis or Cluster instance');
+    }
+    const ns = options.keyPrefix ?? 'keygate:';
+    if (typeof ns !== 'string' || /[\s{}]/.test(ns)) throw new TypeError('RedisStore: `keyPrefix` must be a string without spaces or braces');
+    this.#ns = ns;
+    this.#channel = `${ns}invalidate`;
+    const redis = client as RedisClient;
+    redis.defineCommand('keygateInsertV1', { numberOfKeys: 1, lua: INSERT_SCRIPT });
+    redis.defineCommand('keygateUpdateV1', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
+    redis.defineCommand('keygateConsumeV1', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    this.#client = redis as RedisClient & ScriptCommands;
+  }
+
+  /** A secret-free summary: the namespace. */
+  toJSON(): { keyPrefix: string } {
+    return { keyPrefix: this.#ns };
+  }
+
+  async insert(record: ApiKeyRecord): Promise<void> {
+    const redis = this.#ready();
+    const indexKey = this.#indexKey(record.keyPrefix);
+    if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') {
+      throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
+    }
+    const member = listMember(record.createdAt, record.id);
+    const lists = this.#listKeys(record);
+    // Listed before written: a crash here leaves list entries without a record, which list() skips.
+    const added = await Promise.all(lists.map((list) => redis.zadd(list, 0, member)));
+    if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) {
+      // Undo only what this call added: an entry that already existed belongs to the record that owns the id.
+      const ours = lists.filter((_list, i) => added[i] === 1);
+      await Promise.all([...ours.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
+      throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
+    }
+  }
+
+  async findById(id: string): Promise<ApiKeyRecord | null> {
+    return decodeRecord(await this.#ready().hgetall(this.#recordKey(id)));
+  }
+
+  async findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null> {
+    const id = await this.#ready().get(this.#indexKey(keyPrefix));
+    if (id === null) return null;
+    const record = await this.findById(id);
+    return record && record.keyPrefix === keyPrefix ? record : null;
+  }
+
+  async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
+    const pairs = await this.#ready().keygateUpdateV1(this.#recordKey(id), ...encodePatch(patch));
+    if (!pairs) return null;
+    await this.#publish(id);
+    return decodeRecord(pairsToHash(pairs));
+  }
+
+  async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
+    const old = await this.findById(rotation.oldId);
+    if (!old) return null;
+    const remaining = (maxUses: number | null, useCount: number) => (maxUses === null ? null : Math.max(0, maxUses - useCount));
+    const replacement: ApiKeyRecord = { ...rotation.replacement, maxUses: remaining(old.maxUses, old.useCount) };
+    // The replacement first: until the caller gets its key back nobody can use it, so if anything
+    // below fails, the old key is untouched and the replacement is an unreachable leftover.
+    await this.insert(replacement);
+    const oldPatch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
+    if (rotation.oldStatus) oldPatch.status = rotation.oldStatus;
+    const retiredPairs = await this.#ready().keygateUpdateV1(this.#recordKey(rotation.oldId), ...encodePatch(oldPatch));
+    if (!retiredPairs) return null;
+    const retired = decodeRecord(pairsToHash(retiredPairs)) as ApiKeyRecord;
+    // Uses the old key counted while the replacement was being written are carried too.
+    const carried = remaining(retired.maxUses, retired.useCount);
+    if (carried !== replacement.maxUses) {
+      replacement.maxUses = carried;
+      await this.#ready().keygateUpdateV1(this.#recordKey(replacement.id), ...encodePatch({ maxUses: carried, updatedAt: replacement.updatedAt }));
+    }
+    await this.#publish(rotation.oldId);
+    return { old: retired, replacement: (await this.findById(replacement.id)) as ApiKeyRecord };
+  }
+
+  async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
+    const redis = this.#ready();
+    const index =
+      query.ownerId !== undefined
+        ? `${this.#ns}list:owner:${query.ownerId}`
+        : query.tenantId !== undefined
+          ? `${this.#ns}list:tenant:${query.tenantId}`
+          : `${this.#ns}list`;
+    const found: ApiKeyRecord[] = [];
+    let start = query.after ? `(${listMember(query.after.createdAt, query.after.id)}` : '-';
+    while (found.length < query.limit) {
+      const members = await redis.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
+      if (members.length === 0) break;
+      const records = await Promise.all(members.map((member) => this.findById(member.slice(member.indexOf(':') + 1))));
+      for (const record of records) {
+        if (!record) continue;
+        if (query.tenantId !== undefined && record.tenantId !== query.tenantId) continue;
+        if (query.status !== undefined && record.status !== query.status) continue;
+        found.push(record);
+        if (found.length === query.limit) break;
+      }
+      if (members.length < LIST_BATCH) break;
+      start = `(${members[members.length - 1] as string}`;
+    }
+    return found;
+  }
+
+  async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
+    const limit = request.rateLimit;
+    const reply = await this.#ready().keygateConsumeV1(
+      this.#recordKey(id),
+      String(request.now),
+      numberArg(request.maxUses),
+      numberArg(limit?.perSecond),
+      numberArg(limit?.burst),
+      numberArg(limit?.perDay),
+    );
+    if (!reply) return null;
+    const [admitted, refusal, useCount, dayCount, tokens] = reply;
+    const outcome: ConsumeOutcome = { admitted: admitted === 1, useCount: Number(useCount) };
+    if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
+    if (limit?.perDay !== undefined) outcome.dayCount = Number(dayCount);
+    if (limit?.perSecond !== undefined) outcome.tokens = Number(tokens);
+    return outcome;
+  }
+
+  /**
+   * Hears the changes every process publishes, over a connection of its own (a duplicate of the
+   * client), opened for the first listener and closed after the last one leaves. After that
+   * connection is lost and restored, listeners get `null`: what changed meanwhile is unknown.
+   */
+  subscribe(listener: (id: string | null) => void): () => void {
+    this.#listeners.add(listener);
+    if (!this.#subscriber) this.#openSubscriber();
+    return () => {
+      if (!this.#listeners.delete(listener) || this.#listeners.size > 0) return;
+      const subscriber = this.#subscriber;
+      this.#subscriber = undefined;
+      subscriber?.disconnect();
+    };
+  }
+
+  #openSubscriber(): void {
+    const subscriber = this.#client.duplicate();
+    this.#subscriber = subscriber;
+    let connectedBefore = false;
+    subscriber.on('message', (channel: string, id: string) => {
+      if (channel === this.#channel) this.#notify(id);
+    });
+    subscriber.on('ready', () => {
+      if (connectedBefore) this.#notify(null);
+      connectedBefore = true;
+    });
+    subscriber.on('error', () => {
+      // Reconnection is ioredis's job; 'ready' after it drops every cache. Without a listener,
+      // ioredis would report the error as unhandled.
+    });
+    subscriber.subscribe(this.#channel).catch(() => undefined);
+  }
+
+  #notify(id: string | null): void {
+    for (const listener of this.#listeners) listener(id);
+  }
+
+  async #publish(id: string): Promise<void> {
+    // In-process listeners hear it at once; other processes through Redis.
+    this.#notify(id);
+    await this.#client.publish(this.#channel, id);
+  }
+
+  /**
+   * The client, when it is connected. A command given to a disconnected ioredis client waits in
+   * its offline queue and may run long after keygate answered 503, counting a use that was
+   * refused; failing at once keeps "refused" meaning "nothing counted".
+   */
+  #ready(): RedisClient & ScriptCommands {
+    const status = this.#client.status;
+    if (status !== 'ready') throw new Error(`Redis is not connected (client status: ${status})`);
+    return this.#client;
+  }
+
+  #recordKey(id: string): string {
+    return `${this.#ns}key:{${id}}`;
+  }
+
+  #indexKey(keyPrefix: string): string {
+    return `${this.#ns}kp:${keyPrefix}`;
+  }
+
+  #listKeys(record: ApiKeyRecord): string[] {
+    const lists = [`${this.#ns}list`];
+    if (record.ownerId !== undefined) lists.push(`${this.#ns}list:owner:${record.ownerId}`);
+    if (record.tenantId !== undefined) lists.push(`${this.#ns}list:tenant:${record.tenantId}`);
+    return lists;
+  }
+
+  async #deleteIndexIf(indexKey: string, id: string): Promise<void> {
+    if ((await this.#client.get(indexKey)) === id) await this.#client.del(indexKey);
+  }
+}
