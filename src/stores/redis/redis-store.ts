@@ -233,7 +233,9 @@ export class RedisStore implements ApiKeyStore {
   }
 
   #openSubscriber(): void {
-    const subscriber = this.#client.duplicate();
+    // Our own connection: it may close promptly, without the 2 s grace ioredis gives a socket to say goodbye.
+    const client = this.#client;
+    const subscriber = client.isCluster ? (client as Cluster).duplicate() : (client as Redis).duplicate({ disconnectTimeout: 200 });
     this.#subscriber = subscriber;
     let connectedBefore = false;
     subscriber.on('message', (channel: string, id: string) => {

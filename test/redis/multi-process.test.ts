@@ -1,0 +1,102 @@
+/**
+ * Several real processes sharing one Redis: exact limits and prompt revocation across them.
+ * The workers load the built package (dist/), which `npm test` builds before jest runs.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type Redis from 'ioredis';
+import { keygate } from 'keygate';
+import { RedisStore } from 'keygate/redis';
+import { describeWithRedis, RedisServer } from '../helpers/redis-server';
+import { Worker } from '../helpers/workers';
+
+const FIXED_NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
+
+describeWithRedis('RedisStore across processes', () => {
+  let server: RedisServer;
+  let client: Redis;
+  const workers: Worker[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(join(__dirname, '../../dist/cjs/redis.js'))) throw new Error('dist/ is missing: run `npm run build` (npm test does it first)');
+    server = await RedisServer.start();
+    client = server.client();
+    await new Promise((resolve) => client.once('ready', resolve));
+  });
+
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+    await client.flushall();
+  });
+
+  afterAll(async () => {
+    await client?.quit();
+    await server?.stop();
+  });
+
+  async function startWorkers(count: number, fixedNow?: number): Promise<Worker[]> {
+    const started = await Promise.all(Array.from({ length: count }, () => Worker.start('redis-worker.cjs', { port: server.port, fixedNow })));
+    workers.push(...started);
+    return started;
+  }
+
+  function manager(now?: () => number) {
+    return keygate({ store: new RedisStore({ client }), prefix: 'pk_test', hashing: 'sha256', ...(now ? { now } : {}) });
+  }
+
+  it('admits exactly maxUses when 4 processes hammer one key at once', async () => {
+    const keys = manager();
+    const { key, apiKey } = await keys.create({ name: 'shared', maxUses: 50 });
+    const pool = await startWorkers(4);
+    const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammer', key, count: 40 }, 'hammered')));
+    const admitted = replies.reduce((sum, reply) => sum + (reply.admitted as number), 0);
+    expect(admitted).toBe(50);
+    for (const reply of replies) {
+      expect(Object.keys(reply.codes as object).every((code) => code === 'usage_exhausted')).toBe(true);
+    }
+    expect((await keys.get(apiKey.id))!.useCount).toBe(50);
+    await keys.close();
+  });
+
+  it('admits exactly the burst of a per-second bucket across 3 processes at one instant', async () => {
+    const keys = manager(() => FIXED_NOW);
+    const { key } = await keys.create({ name: 'bucket', rateLimit: { perSecond: 5, burst: 30 } });
+    const pool = await startWorkers(3, FIXED_NOW);
+    const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammer', key, count: 25 }, 'hammered')));
+    expect(replies.reduce((sum, reply) => sum + (reply.admitted as number), 0)).toBe(30);
+    expect(replies.every((reply) => Object.keys(reply.codes as object).every((code) => code === 'rate_limited'))).toBe(true);
+    await keys.close();
+  });
+
+  it('admits exactly the day quota across 3 processes', async () => {
+    const keys = manager();
+    const { key } = await keys.create({ name: 'quota', rateLimit: { perDay: 42 } });
+    const pool = await startWorkers(3);
+    const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammer', key, count: 30 }, 'hammered')));
+    expect(replies.reduce((sum, reply) => sum + (reply.admitted as number), 0)).toBe(42);
+    await keys.close();
+  });
+
+  it('refuses a key revoked through one process in another process within one second', async () => {
+    const keys = manager();
+    const { key, apiKey } = await keys.create({ name: 'revoke-me' });
+    const [worker] = await startWorkers(1);
+    const { port } = (await worker!.ask({ type: 'serve' }, 'serving')) as unknown as { port: number };
+    const call = () => fetch(`http://127.0.0.1:${port}/`, { headers: { 'X-API-Key': key } });
+    expect((await call()).status).toBe(200); // now cached in the worker
+    expect((await call()).status).toBe(200);
+
+    const revokedAt = Date.now();
+    await keys.revoke(apiKey.id);
+    let answer = await call();
+    while (answer.status === 200 && Date.now() - revokedAt < 3_000) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      answer = await call();
+    }
+    const elapsed = Date.now() - revokedAt;
+    expect(answer.status).toBe(401);
+    expect(((await answer.json()) as { code: string }).code).toBe('api_key_revoked');
+    expect(elapsed).toBeLessThan(1_000);
+    await keys.close();
+  });
+});
