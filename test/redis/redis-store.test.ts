@@ -166,6 +166,19 @@ describeWithRedis('RedisStore', () => {
     expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(1);
   });
 
+  it('lets an app use a client that is still connecting for everything but a consume', async () => {
+    const fresh = server.client();
+    try {
+      expect(fresh.status).not.toBe('ready');
+      const keys = manager({ client: fresh });
+      const { key, apiKey } = await keys.create({ name: 'early' }); // waits for the connection
+      expect((await keys.get(apiKey.id))!.name).toBe('early');
+      expect((await keys.verify(key)).ok).toBe(true);
+    } finally {
+      await fresh.quit();
+    }
+  });
+
   it('rejects a client that is not an ioredis instance and unknown options', () => {
     expect(() => new RedisStore({ client: {} as never })).toThrow(TypeError);
     expect(() => new RedisStore({ client, prefix: 'x' } as never)).toThrow(/unsupported option `prefix`/);

@@ -112,7 +112,7 @@ export class RedisStore implements ApiKeyStore {
   }
 
   async insert(record: ApiKeyRecord): Promise<void> {
-    const redis = this.#ready();
+    const redis = await this.#connected();
     const indexKey = this.#indexKey(record.keyPrefix);
     if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') {
       throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
@@ -130,18 +130,18 @@ export class RedisStore implements ApiKeyStore {
   }
 
   async findById(id: string): Promise<ApiKeyRecord | null> {
-    return decodeRecord(await this.#ready().hgetall(this.#recordKey(id)));
+    return decodeRecord(await (await this.#connected()).hgetall(this.#recordKey(id)));
   }
 
   async findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null> {
-    const id = await this.#ready().get(this.#indexKey(keyPrefix));
+    const id = await (await this.#connected()).get(this.#indexKey(keyPrefix));
     if (id === null) return null;
     const record = await this.findById(id);
     return record && record.keyPrefix === keyPrefix ? record : null;
   }
 
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const pairs = await this.#ready().keygateUpdateV1(this.#recordKey(id), ...encodePatch(patch));
+    const pairs = await (await this.#connected()).keygateUpdateV1(this.#recordKey(id), ...encodePatch(patch));
     if (!pairs) return null;
     await this.#publish(id);
     return decodeRecord(pairsToHash(pairs));
@@ -157,21 +157,21 @@ export class RedisStore implements ApiKeyStore {
     await this.insert(replacement);
     const oldPatch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
     if (rotation.oldStatus) oldPatch.status = rotation.oldStatus;
-    const retiredPairs = await this.#ready().keygateUpdateV1(this.#recordKey(rotation.oldId), ...encodePatch(oldPatch));
+    const retiredPairs = await (await this.#connected()).keygateUpdateV1(this.#recordKey(rotation.oldId), ...encodePatch(oldPatch));
     if (!retiredPairs) return null;
     const retired = decodeRecord(pairsToHash(retiredPairs)) as ApiKeyRecord;
     // Uses the old key counted while the replacement was being written are carried too.
     const carried = remaining(retired.maxUses, retired.useCount);
     if (carried !== replacement.maxUses) {
       replacement.maxUses = carried;
-      await this.#ready().keygateUpdateV1(this.#recordKey(replacement.id), ...encodePatch({ maxUses: carried, updatedAt: replacement.updatedAt }));
+      await (await this.#connected()).keygateUpdateV1(this.#recordKey(replacement.id), ...encodePatch({ maxUses: carried, updatedAt: replacement.updatedAt }));
     }
     await this.#publish(rotation.oldId);
     return { old: retired, replacement: (await this.findById(replacement.id)) as ApiKeyRecord };
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
-    const redis = this.#ready();
+    const redis = await this.#connected();
     const index =
       query.ownerId !== undefined
         ? `${this.#ns}list:owner:${query.ownerId}`
@@ -263,14 +263,40 @@ export class RedisStore implements ApiKeyStore {
   }
 
   /**
-   * The client, when it is connected. A command given to a disconnected ioredis client waits in
-   * its offline queue and may run long after keygate answered 503, counting a use that was
-   * refused; failing at once keeps "refused" meaning "nothing counted".
+   * The client, for a consume: only when connected. A command given to a disconnected ioredis
+   * client waits in its offline queue and may run long after keygate answered 503, counting a use
+   * that was refused; failing at once keeps "refused" meaning "nothing counted".
    */
   #ready(): RedisClient & ScriptCommands {
     const status = this.#client.status;
     if (status !== 'ready') throw new Error(`Redis is not connected (client status: ${status})`);
     return this.#client;
+  }
+
+  /**
+   * The client, for everything but a consume: waits (up to 10 s) for a connection that is being
+   * made, so an app can use the store right after creating its client. A late write after keygate
+   * gave up is harmless here: an unreturned key nobody holds, or a change the caller will retry.
+   */
+  async #connected(): Promise<RedisClient & ScriptCommands> {
+    const client = this.#client;
+    if (client.status === 'ready') return client;
+    if (client.status === 'end' || client.status === 'close') throw new Error(`Redis is not connected (client status: ${client.status})`);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => finish(new Error(`Redis did not become ready (client status: ${client.status})`)), 10_000);
+      const onReady = () => finish();
+      const onEnd = () => finish(new Error('Redis connection ended'));
+      function finish(error?: Error): void {
+        clearTimeout(timer);
+        client.off('ready', onReady);
+        client.off('end', onEnd);
+        if (error) reject(error);
+        else resolve();
+      }
+      client.once('ready', onReady);
+      client.once('end', onEnd);
+    });
+    return client;
   }
 
   #recordKey(id: string): string {
