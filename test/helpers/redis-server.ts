@@ -3,7 +3,10 @@
  * When the binary is missing the suites say so loudly and skip; under CI=true that is a failure.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Redis, { type RedisOptions } from 'ioredis';
 
 /** Where a test can find redis-server, or why it cannot. */
@@ -49,10 +52,16 @@ export function freePort(): Promise<number> {
 export class RedisServer {
   private process: ChildProcess | undefined;
 
-  private constructor(readonly port: number) {}
+  private readonly directory = mkdtempSync(join(tmpdir(), 'keygate-redis-'));
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+  private constructor(
+    readonly port: number,
+    private readonly extraArguments: string[],
+  ) {}
+
+  /** Starts a server; `extraArguments` go to redis-server (e.g. `['--cluster-enabled', 'yes']`). */
+  static async start(extraArguments: string[] = []): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), extraArguments);
     await server.startProcess();
     return server;
   }
@@ -69,7 +78,7 @@ export class RedisServer {
   async startProcess(): Promise<void> {
     const child = spawn(
       redisServerBinary() ?? 'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', this.directory, ...this.extraArguments],
       { stdio: 'ignore' },
     );
     this.process = child;
@@ -112,5 +121,35 @@ export class RedisServer {
 
   async stop(): Promise<void> {
     await this.kill();
+    rmSync(this.directory, { recursive: true, force: true });
+  }
+}
+
+/** A three-node Redis Cluster (no replicas) on free loopback ports, built with `redis-cli --cluster create`. */
+export class RedisClusterServers {
+  private constructor(readonly nodes: RedisServer[]) {}
+
+  static async start(size = 3): Promise<RedisClusterServers> {
+    const nodes = await Promise.all(Array.from({ length: size }, () => RedisServer.start(['--cluster-enabled', 'yes'])));
+    const cluster = new RedisClusterServers(nodes);
+    const created = spawnSync(
+      'redis-cli',
+      ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    if (created.status !== 0) {
+      await cluster.stop();
+      throw new Error(`redis-cli --cluster create failed: ${created.stdout}${created.stderr}`);
+    }
+    return cluster;
+  }
+
+  /** Startup nodes for an ioredis `Cluster`. */
+  get startupNodes(): { host: string; port: number }[] {
+    return this.nodes.map((node) => ({ host: '127.0.0.1', port: node.port }));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.stop()));
   }
 }

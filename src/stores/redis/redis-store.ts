@@ -235,7 +235,13 @@ export class RedisStore implements ApiKeyStore {
   #openSubscriber(): void {
     // Our own connection: it may close promptly, without the 2 s grace ioredis gives a socket to say goodbye.
     const client = this.#client;
-    const subscriber = client.isCluster ? (client as Cluster).duplicate() : (client as Redis).duplicate({ disconnectTimeout: 200 });
+    let subscriber: RedisClient;
+    if (client.isCluster) {
+      const cluster = client as Cluster;
+      subscriber = cluster.duplicate([], { redisOptions: { ...cluster.options.redisOptions, disconnectTimeout: 200 } });
+    } else {
+      subscriber = (client as Redis).duplicate({ disconnectTimeout: 200 });
+    }
     this.#subscriber = subscriber;
     let connectedBefore = false;
     subscriber.on('message', (channel: string, id: string) => {
