@@ -4,6 +4,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { compare as bcryptCompare, hash as bcryptHash } from 'bcryptjs';
+import type { HashPool } from './hash-pool.js';
 
 /** Hashing algorithms for new keys. */
 export type HashingAlgorithm = 'bcrypt' | 'sha256';
@@ -15,6 +16,8 @@ export interface HashingOptions {
   bcryptCost: number;
   /** Server-side secret mixed into HMAC-SHA-256 hashes. */
   pepper: string | undefined;
+  /** Worker threads for bcrypt; without one, bcrypt runs on the calling thread. */
+  pool?: HashPool | undefined;
 }
 
 const HMAC_TAG = '$hmac-sha256$';
@@ -27,7 +30,7 @@ function hmac(secret: string, pepper: string | undefined): Buffer {
 /** Hashes a new secret with the configured algorithm. */
 export async function hashSecret(secret: string, options: HashingOptions): Promise<string> {
   if (options.algorithm === 'sha256') return HMAC_TAG + hmac(secret, options.pepper).toString('base64url');
-  return bcryptHash(secret, options.bcryptCost);
+  return options.pool ? options.pool.hash(secret, options.bcryptCost) : bcryptHash(secret, options.bcryptCost);
 }
 
 /** Which algorithm produced a stored hash, or `null` if it is not one keygate wrote. */
@@ -41,7 +44,7 @@ export function hashAlgorithmOf(stored: string): HashingAlgorithm | null {
  * Verifies a presented secret against a stored hash in constant time for the algorithm.
  * An unrecognised hash never verifies.
  */
-export async function verifySecret(secret: string, stored: string, pepper: string | undefined): Promise<boolean> {
+export async function verifySecret(secret: string, stored: string, pepper: string | undefined, pool?: HashPool): Promise<boolean> {
   switch (hashAlgorithmOf(stored)) {
     case 'sha256': {
       const expected = Buffer.from(stored.slice(HMAC_TAG.length), 'base64url');
@@ -49,7 +52,7 @@ export async function verifySecret(secret: string, stored: string, pepper: strin
       return expected.length === actual.length && timingSafeEqual(expected, actual);
     }
     case 'bcrypt':
-      return bcryptCompare(secret, stored);
+      return pool ? pool.compare(secret, stored) : bcryptCompare(secret, stored);
     default:
       return false;
   }

@@ -8,6 +8,8 @@ import type { RequestHandler } from 'express';
 import { KeygateError, invalidArgument, isKeygateError } from '../errors.js';
 import { mintKey } from '../key/generate.js';
 import { type HashingOptions, hashSecret } from '../key/hash.js';
+import { HashPool } from '../key/hash-pool.js';
+import { FailureBudget } from '../verification/failure-budget.js';
 import { type AuthenticateOptions, createAuthenticate } from '../middleware/authenticate.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { checkExpiry, checkStatus } from '../policy/status.js';
@@ -77,12 +79,19 @@ export class Keygate {
   readonly #options: ResolvedOptions;
   readonly #verifier: Verifier;
   readonly #hashing: HashingOptions;
+  readonly #pool: HashPool | undefined;
   #unsubscribe: (() => void) | undefined;
 
   constructor(options: KeygateOptions) {
     this.#options = resolveOptions(options);
-    this.#verifier = new Verifier(this.#options);
-    this.#hashing = { algorithm: this.#options.hashing, bcryptCost: this.#options.bcryptCost, pepper: this.#options.pepper };
+    const { hashThreads, maxHashQueue, failedAttemptLimit } = this.#options;
+    this.#pool = hashThreads > 0 ? new HashPool({ threads: hashThreads, maxQueue: maxHashQueue }) : undefined;
+    this.#verifier = new Verifier({
+      ...this.#options,
+      pool: this.#pool,
+      failureBudget: failedAttemptLimit ? new FailureBudget(failedAttemptLimit) : undefined,
+    });
+    this.#hashing = { algorithm: this.#options.hashing, bcryptCost: this.#options.bcryptCost, pepper: this.#options.pepper, pool: this.#pool };
     // Writes made through any keygate instance sharing the store drop the key from this cache too.
     this.#unsubscribe = this.#options.store.subscribe?.((id) => this.#verifier.invalidate(id));
   }
@@ -294,11 +303,12 @@ export class Keygate {
     return { prefix: this.#options.prefix, hashing: this.#options.hashing };
   }
 
-  /** Ends what this instance started (its store subscription) and empties its cache. Never closes the store's client. */
+  /** Ends what this instance started (its store subscription, its hashing threads) and empties its cache. Never closes the store's client. */
   async close(): Promise<void> {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     this.#verifier.cache.clear();
+    await this.#pool?.close();
   }
 
   #verifyContext(options: VerifyOptions): VerifyOptions {

@@ -8,6 +8,7 @@ import { invalidArgument } from '../errors.js';
 import type { ErrorHandler } from '../http/respond.js';
 import { isValidPrefix } from '../key/format.js';
 import type { HashingAlgorithm } from '../key/hash.js';
+import { defaultThreads } from '../key/hash-pool.js';
 import type { AuthenticateOptions, ResolvedAuthenticate } from '../middleware/authenticate.js';
 import type { ApiKeyStore } from '../stores/store.js';
 import { requiredScopes } from './validate.js';
@@ -40,6 +41,25 @@ export interface KeygateOptions {
   now?: () => number;
   /** A store call slower than this refuses the request with 503 `store_unavailable`. @default 1000 */
   storeTimeoutMs?: number;
+  /**
+   * Worker threads that run bcrypt, so a cold verification (~70 ms of CPU at cost 10) never blocks
+   * the event loop. `0` runs bcrypt on the event loop (not recommended). Threads start on first use
+   * and stop on `keys.close()`. @default one less than the CPU count, between 1 and 4
+   */
+  hashThreads?: number;
+  /**
+   * bcrypt jobs allowed to wait for a thread. One more is refused at once with
+   * 503 `verification_busy` instead of queueing without bound under a flood. @default 64
+   */
+  maxHashQueue?: number;
+  /**
+   * Budget of failed bcrypt verifications per keyPrefix: `burst` in a row, then `perSecond`. While
+   * it is spent, new (uncached) verifications of that keyPrefix are refused with
+   * 429 `too_many_failed_attempts` without hashing, so a flood of wrong secrets for a known
+   * keyPrefix cannot eat the CPU. Cached keys are not affected. `false` turns it off.
+   * @default { burst: 10, perSecond: 1 }
+   */
+  failedAttemptLimit?: { burst?: number; perSecond?: number } | false;
 }
 
 /** `keygate()` options with defaults applied. */
@@ -52,9 +72,14 @@ export interface ResolvedOptions {
   cache: CacheOptions | false;
   now: () => number;
   storeTimeoutMs: number;
+  hashThreads: number;
+  maxHashQueue: number;
+  failedAttemptLimit: { burst: number; perSecond: number } | false;
 }
 
-const KEYGATE_OPTIONS = ['store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs'];
+const KEYGATE_OPTIONS = [
+  'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
+];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
 const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'] as const;
@@ -135,6 +160,21 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const storeTimeoutMs =
     input.storeTimeoutMs === undefined ? 1000 : positiveInteger(input.storeTimeoutMs, 'keygate(): `storeTimeoutMs`', 1, 2_147_483_647);
 
+  const hashThreads = input.hashThreads === undefined ? defaultThreads() : positiveInteger(input.hashThreads, 'keygate(): `hashThreads`', 0, 64);
+  const maxHashQueue = input.maxHashQueue === undefined ? 64 : positiveInteger(input.maxHashQueue, 'keygate(): `maxHashQueue`', 0);
+  let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { burst: 10, perSecond: 1 };
+  if (input.failedAttemptLimit === false) failedAttemptLimit = false;
+  else if (input.failedAttemptLimit !== undefined) {
+    const limit: unknown = input.failedAttemptLimit;
+    if (limit === null || typeof limit !== 'object') throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond? } or false');
+    rejectUnknown(limit, ['burst', 'perSecond'], 'keygate() failedAttemptLimit');
+    const { burst, perSecond } = limit as { burst?: unknown; perSecond?: unknown };
+    failedAttemptLimit = {
+      burst: burst === undefined ? 10 : positiveInteger(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
+      perSecond: perSecond === undefined ? 1 : positiveInteger(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
+    };
+  }
+
   return {
     store: store as ApiKeyStore,
     prefix,
@@ -144,6 +184,9 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     cache,
     now: input.now ?? Date.now,
     storeTimeoutMs,
+    hashThreads,
+    maxHashQueue,
+    failedAttemptLimit,
   };
 }
 

@@ -32,7 +32,7 @@ export function bucketCapacity(limit: RateLimit): number {
 }
 
 /** The bucket level at `now`, refilled since `state.tokensAt` and capped at capacity. */
-export function refilledTokens(state: CounterState, limit: RateLimit, now: number): number {
+export function refilledTokens(state: Pick<CounterState, 'tokens' | 'tokensAt'>, limit: RateLimit, now: number): number {
   const capacity = bucketCapacity(limit);
   if (state.tokens === null) return capacity;
   const elapsedMs = Math.max(0, now - state.tokensAt);

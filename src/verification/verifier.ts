@@ -7,7 +7,9 @@
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
 import { KeygateError, type RefusalCode } from '../errors.js';
 import { parseKey } from '../key/format.js';
-import { verifySecret } from '../key/hash.js';
+import { hashAlgorithmOf, verifySecret } from '../key/hash.js';
+import type { HashPool } from '../key/hash-pool.js';
+import { LRUCache } from 'lru-cache';
 import { type IpRange, checkIp, compileAllowedIps } from '../policy/ip.js';
 import { type LimitsSnapshot, describeLimits } from '../policy/limits.js';
 import type { PolicyResult } from '../policy/result.js';
@@ -17,6 +19,7 @@ import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
+import type { FailureBudget } from './failure-budget.js';
 import { withDeadline } from './timeout.js';
 
 /** A key whose secret verified, with everything the hot path needs precomputed. */
@@ -67,6 +70,10 @@ export interface VerifierSettings {
   cache: CacheOptions | false;
   now: () => number;
   storeTimeoutMs: number;
+  /** Threads for bcrypt compares, or `undefined` to compare on the event loop. */
+  pool: HashPool | undefined;
+  /** Budget of failed bcrypt verifications per keyPrefix, or `undefined` for none. */
+  failureBudget: FailureBudget | undefined;
 }
 
 const REFUSAL_MESSAGES: Partial<Record<RefusalCode, string>> = {
@@ -79,6 +86,7 @@ const REFUSAL_MESSAGES: Partial<Record<RefusalCode, string>> = {
   usage_exhausted: 'The API key has used all of its allowed requests.',
   quota_exceeded: 'The API key has used its daily quota.',
   rate_limited: 'Too many requests for this API key; slow down.',
+  too_many_failed_attempts: 'Too many failed attempts with this API key; retry later.',
 };
 
 /** A refusal error for a policy code, with a client-safe message. */
@@ -94,9 +102,16 @@ export function refusalError(code: RefusalCode, details: { retryAfter?: number; 
 export class Verifier {
   readonly cache: VerificationCache<VerifiedKey>;
   private readonly inflight = new Map<string, Promise<VerifiedKey | null>>();
+  /**
+   * Digests of keys that recently failed (unknown keyPrefix or wrong secret): the same wrong key
+   * sent again is refused without a store lookup or a hash. A secret never changes, so a failed
+   * digest cannot become valid; the TTL only bounds memory.
+   */
+  private readonly rejected: LRUCache<string, true>;
 
   constructor(private readonly settings: VerifierSettings) {
     this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
+    this.rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000, perf: { now: settings.now } });
   }
 
   /** Drops a record (or, with `null`, every record) from the cache and forgets lookups that began before the change. */
@@ -112,7 +127,7 @@ export class Verifier {
       const parsed = parseKey(rawKey, this.settings.prefix);
       if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
       const digest = keyDigest(rawKey);
-      const key = this.cache.get(digest) ?? (await this.lookup(digest, parsed.keyPrefix, parsed.secret));
+      const key = this.cache.get(digest) ?? (this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret));
       if (!key) return { ok: false, error: refusalError('invalid_api_key') };
       const now = this.settings.now();
       const refused = this.checkPolicies(key, context, now);
@@ -176,6 +191,7 @@ export class Verifier {
       (key) => {
         if (this.inflight.get(digest) === promise) this.inflight.delete(digest);
         if (key) this.cache.set(digest, key, epoch);
+        else this.rejected.set(digest, true);
         return key;
       },
       (error: unknown) => {
@@ -188,10 +204,16 @@ export class Verifier {
   }
 
   private async load(keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
-    const { store, storeTimeoutMs, pepper } = this.settings;
+    const { store, storeTimeoutMs, pepper, pool, failureBudget, now } = this.settings;
     const record = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
-    if (!record || !(await verifySecret(secret, record.keyHash, pepper))) return null;
-    return compileKey(record);
+    if (!record) return null;
+    // Only slow hashes need a budget: a wrong secret against an HMAC hash costs a microsecond.
+    const budget = hashAlgorithmOf(record.keyHash) === 'bcrypt' ? failureBudget : undefined;
+    const wait = budget?.retryAfter(keyPrefix, now()) ?? 0;
+    if (wait > 0) throw refusalError('too_many_failed_attempts', { retryAfter: wait });
+    if (await verifySecret(secret, record.keyHash, pepper, pool)) return compileKey(record);
+    budget?.recordFailure(keyPrefix, now());
+    return null;
   }
 }
 

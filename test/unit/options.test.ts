@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { KeygateError } from '../../src/errors';
 import { keygate } from '../../src/manager/keygate';
 import { rejectUnknown, resolveAuthenticate, resolveOptions } from '../../src/manager/options';
@@ -24,7 +25,7 @@ function typeError(fn: () => unknown): TypeError {
 }
 
 describe('resolveOptions: defaults', () => {
-  it('fills in prefix kg, bcrypt cost 10, the default cache, Date.now and a 1000 ms store timeout', () => {
+  it('fills in prefix kg, bcrypt cost 10, the default cache, Date.now, a 1000 ms store timeout and the hashing guards', () => {
     const store = fakeStore();
     const resolved = resolveOptions({ store });
     expect(resolved).toEqual({
@@ -36,7 +37,19 @@ describe('resolveOptions: defaults', () => {
       cache: {},
       now: Date.now,
       storeTimeoutMs: 1000,
+      hashThreads: Math.max(1, Math.min(4, availableParallelism() - 1)),
+      maxHashQueue: 64,
+      failedAttemptLimit: { burst: 10, perSecond: 1 },
     });
+  });
+
+  it('validates the hashing guards', () => {
+    const store = fakeStore();
+    expect(resolveOptions({ store, hashThreads: 0, failedAttemptLimit: false })).toMatchObject({ hashThreads: 0, failedAttemptLimit: false });
+    expect(resolveOptions({ store, failedAttemptLimit: { burst: 3 } }).failedAttemptLimit).toEqual({ burst: 3, perSecond: 1 });
+    expect(() => resolveOptions({ store, hashThreads: -1 })).toThrow(TypeError);
+    expect(() => resolveOptions({ store, failedAttemptLimit: { burts: 3 } as never })).toThrow(/did you mean `burst`/);
+    expect(() => resolveOptions({ store, hashTreads: 2 } as never)).toThrow(/did you mean `hashThreads`/);
   });
 
   it('keeps valid overrides', () => {

@@ -1,0 +1,48 @@
+/**
+ * A budget of failed slow-hash verifications per keyPrefix. The keyPrefix is not secret, so anyone
+ * can send endless wrong secrets for a known one, and each would cost a bcrypt compare. Each
+ * failure takes a token from the keyPrefix's bucket; while it is empty, further cold verifications
+ * of that keyPrefix are refused (`too_many_failed_attempts`) without hashing. Keys already verified
+ * and cached never reach this check, so their holders keep working during a flood.
+ */
+import { LRUCache } from 'lru-cache';
+import { refilledTokens } from '../policy/limits.js';
+import type { RateLimit } from '../types.js';
+
+/** Size of the budget: `burst` failures at once, refilled at `perSecond`. */
+export interface FailureBudgetOptions {
+  /** Failures allowed in a row before the keyPrefix is paused. @default 10 */
+  burst?: number;
+  /** Failures allowed per second after that. @default 1 */
+  perSecond?: number;
+}
+
+interface Bucket {
+  tokens: number | null;
+  tokensAt: number;
+}
+
+/** Per-keyPrefix token buckets of failed verifications, in an LRU so a flood of prefixes stays bounded. */
+export class FailureBudget {
+  readonly #limit: RateLimit;
+  readonly #buckets = new LRUCache<string, Bucket>({ max: 10_000 });
+
+  constructor(options: FailureBudgetOptions = {}) {
+    this.#limit = { perSecond: options.perSecond ?? 1, burst: options.burst ?? 10 };
+  }
+
+  /** Whole seconds until `keyPrefix` may be verified again, or 0 when it may be now. */
+  retryAfter(keyPrefix: string, now: number): number {
+    const bucket = this.#buckets.get(keyPrefix);
+    if (!bucket) return 0;
+    const tokens = refilledTokens(bucket, this.#limit, now);
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / (this.#limit.perSecond as number)));
+  }
+
+  /** Takes one token for a failed verification of `keyPrefix`. */
+  recordFailure(keyPrefix: string, now: number): void {
+    const bucket = this.#buckets.get(keyPrefix) ?? { tokens: null, tokensAt: now };
+    const tokens = refilledTokens(bucket, this.#limit, now);
+    this.#buckets.set(keyPrefix, { tokens: Math.max(0, tokens - 1), tokensAt: Math.max(now, bucket.tokensAt) });
+  }
+}
