@@ -12,6 +12,9 @@ import { Worker } from '../helpers/workers';
 
 const FIXED_NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 
+// Workers start, warm up and hammer for real: give each test room beyond jest's 5 s default.
+jest.setTimeout(30_000);
+
 describeWithRedis('RedisStore across processes', () => {
   let server: RedisServer;
   let client: Redis;
@@ -65,6 +68,27 @@ describeWithRedis('RedisStore across processes', () => {
     const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammer', key, count: 25 }, 'hammered')));
     expect(replies.reduce((sum, reply) => sum + (reply.admitted as number), 0)).toBe(30);
     expect(replies.every((reply) => Object.keys(reply.codes as object).every((code) => code === 'rate_limited'))).toBe(true);
+    await keys.close();
+  });
+
+  it('holds a per-second limit in real time across 3 processes: never more than burst + rate × time', async () => {
+    const keys = manager();
+    const perSecond = 100;
+    const burst = 20;
+    const { key } = await keys.create({ name: 'real time', rateLimit: { perSecond, burst } });
+    const pool = await startWorkers(3);
+    const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammerFor', key, ms: 1500, concurrency: 8 }, 'hammeredFor')));
+    const admitted = replies.reduce((sum, reply) => sum + (reply.admitted as number), 0);
+    const refused = replies.reduce((sum, reply) => sum + (reply.refused as number), 0);
+    const first = Math.min(...replies.map((reply) => reply.first as number));
+    const last = Math.max(...replies.map((reply) => reply.last as number));
+    const seconds = (last - first) / 1000;
+    // Over-admission is impossible: the bucket starts full and refills at perSecond.
+    expect(admitted).toBeLessThanOrEqual(burst + Math.ceil(perSecond * seconds) + 1);
+    // Under-admission stays within what the load allows: the clients kept the bucket empty (many
+    // refusals), so nearly every token was used.
+    expect(refused).toBeGreaterThan(admitted);
+    expect(admitted).toBeGreaterThanOrEqual(Math.floor(perSecond * seconds * 0.8));
     await keys.close();
   });
 
