@@ -1,0 +1,46 @@
+-- keygate SqlStore schema for PostgreSQL (12 or later), default table name.
+-- Exactly the statements `await new SqlStore({ dialect: 'postgres', client }).migrate()` runs
+-- (migrate() also takes an advisory lock first and runs them in one transaction).
+-- For another table name: sqlSchema({ dialect: 'postgres', table: 'auth.api_keys' }) from keygate/sql.
+-- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
+  "id"               text COLLATE "C" NOT NULL,
+  "key_prefix"       text COLLATE "C" NOT NULL,
+  "key_hash"         text NOT NULL,
+  "name"             text NOT NULL,
+  "description"      text,
+  "owner_id"         text,
+  "tenant_id"        text,
+  "environment"      text,
+  "status"           text NOT NULL,
+  "scopes"           text[] NOT NULL DEFAULT '{}',
+  "allowed_ips"      text[] NOT NULL DEFAULT '{}',
+  "max_uses"         bigint,
+  "use_count"        bigint NOT NULL DEFAULT 0,
+  "rate_limit"       jsonb,                               -- { perSecond?, burst?, perDay? } or NULL
+  "expires_at"       timestamptz(3),
+  "created_at"       timestamptz(3) NOT NULL,
+  "updated_at"       timestamptz(3) NOT NULL,
+  "last_used_at"     timestamptz(3),
+  "revoked_at"       timestamptz(3),
+  "rotated_from_id"  text,
+  "metadata"         jsonb NOT NULL DEFAULT '{}',
+  "tags"             text[] NOT NULL DEFAULT '{}',
+  "day"              bigint NOT NULL DEFAULT -1,          -- counters: UTC day index (epoch ms / 86400000) that day_count belongs to
+  "day_count"        bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC day
+  "tokens"           double precision,                    -- counters: token bucket level at tokens_at (NULL = full)
+  "tokens_at"        double precision NOT NULL DEFAULT 0, -- counters: latest admitted instant, epoch milliseconds
+  CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
+  CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_created_at_id_idx" ON "keygate_api_keys" ("created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_owner_id_idx" ON "keygate_api_keys" ("owner_id", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys" ("tenant_id", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");

@@ -1,0 +1,46 @@
+-- keygate SqlStore schema for SQLite (3.37 or later, for STRICT tables), default table name.
+-- Exactly the statements `await new SqlStore({ dialect: 'sqlite', client: db }).migrate()` runs,
+-- in one BEGIN IMMEDIATE transaction. Instants are epoch milliseconds; lists and objects are JSON text.
+-- For another table name: sqlSchema({ dialect: 'sqlite', table: 'api_keys' }) from keygate/sql.
+-- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
+  "id"               TEXT NOT NULL,
+  "key_prefix"       TEXT NOT NULL,
+  "key_hash"         TEXT NOT NULL,
+  "name"             TEXT NOT NULL,
+  "description"      TEXT,
+  "owner_id"         TEXT,
+  "tenant_id"        TEXT,
+  "environment"      TEXT,
+  "status"           TEXT NOT NULL,
+  "scopes"           TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+  "allowed_ips"      TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+  "max_uses"         INTEGER,
+  "use_count"        INTEGER NOT NULL DEFAULT 0,
+  "rate_limit"       TEXT,                        -- JSON { perSecond?, burst?, perDay? } or NULL
+  "expires_at"       INTEGER,                     -- epoch milliseconds
+  "created_at"       INTEGER NOT NULL,            -- epoch milliseconds
+  "updated_at"       INTEGER NOT NULL,            -- epoch milliseconds
+  "last_used_at"     INTEGER,                     -- epoch milliseconds
+  "revoked_at"       INTEGER,                     -- epoch milliseconds
+  "rotated_from_id"  TEXT,
+  "metadata"         TEXT NOT NULL DEFAULT '{}',  -- JSON object
+  "tags"             TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+  "day"              INTEGER NOT NULL DEFAULT -1, -- counters: UTC day index (epoch ms / 86400000) that day_count belongs to
+  "day_count"        INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC day
+  "tokens"           REAL,                        -- counters: token bucket level at tokens_at (NULL = full)
+  "tokens_at"        REAL NOT NULL DEFAULT 0,     -- counters: latest admitted instant, epoch milliseconds
+  CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
+  CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
+) STRICT;
+
+CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_created_at_id_idx" ON "keygate_api_keys" ("created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_owner_id_idx" ON "keygate_api_keys" ("owner_id", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys" ("tenant_id", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");

@@ -1,0 +1,12 @@
+/**
+ * What each SQL dialect implements: the store operations in its own SQL, plus `migrate`. The
+ * dialect-neutral parts (option validation, refusing unstorable values, notifying listeners) live
+ * in `SqlStore`, which delegates here.
+ */
+import type { ApiKeyStore } from '../store.js';
+
+/** One dialect's implementation of the store operations, bound to a client and a table. */
+export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe'> {
+  /** Creates the table and its indexes if they do not exist. Idempotent and safe to run concurrently. */
+  migrate(): Promise<void>;
+}

@@ -1,0 +1,174 @@
+/**
+ * `SqlStore`: keys in a PostgreSQL or SQLite table the user already runs, with every counter
+ * updated atomically in the database. The dialect engines do the SQL; this class validates the
+ * options, refuses values the database would not give back exactly, and notifies listeners.
+ */
+import type { ApiKeyRecord } from '../../types.js';
+import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
+import type { SqlEngine } from './dialect.js';
+import { type ChangeListener, listenersOf } from './listeners.js';
+import { type SqlStoreOptions, resolveSqlStoreOptions } from './options.js';
+import { PostgresEngine } from './postgres.js';
+import { SqliteEngine } from './sqlite.js';
+import { type SqlDialect, assertStorable } from './values.js';
+
+/**
+ * Keeps keys in a SQL table: PostgreSQL through a `pg` Pool, or SQLite through a `better-sqlite3`
+ * Database. You own the client (create, configure, close it); the store never closes it.
+ *
+ * - **Atomic counters.** On PostgreSQL each `consume` is ONE statement that locks the key's row,
+ *   applies keygate's limit arithmetic in SQL and writes only if every limit admits, so any number
+ *   of app processes sharing the database together admit exactly `maxUses`. On SQLite it is one
+ *   `BEGIN IMMEDIATE` transaction, atomic across processes sharing the file.
+ * - **Exact round trips.** Dates to the millisecond, metadata as JSON (PostgreSQL `jsonb`), arrays,
+ *   `null` vs absent optional fields. Values a database cannot hold exactly (a lone UTF-16
+ *   surrogate; in PostgreSQL, U+0000 or an instant before 4714 BC) are refused with
+ *   `invalid_argument` instead of being altered.
+ * - **Faults.** Every driver error rejects; keygate answers 503 `store_unavailable` and never
+ *   admits. keygate bounds each call by `storeTimeoutMs`, but give the pool a `statement_timeout`
+ *   too, so an abandoned query does not hold a connection. A `pg` Pool reconnects by itself once
+ *   the database is back.
+ * - **Cache invalidation.** `subscribe` tells listeners in this process (every `SqlStore` on the
+ *   same client and table) at once. Other processes are not notified: a change made elsewhere
+ *   reaches their verification caches when the entry expires (`cache.ttlMs`, 30 s by default),
+ *   so lower it, or disable the cache, when revocations must reach every process sooner.
+ *
+ * Run `await store.migrate()` at start (idempotent), or apply `sqlSchema()` with your migration tool.
+ *
+ * @example
+ * ```ts
+ * import { Pool } from 'pg';
+ * import { keygate } from 'keygate';
+ * import { SqlStore } from 'keygate/sql';
+ *
+ * const pool = new Pool({ connectionString: process.env.DATABASE_URL, statement_timeout: 2_000 });
+ * pool.on('error', (err) => console.error('idle PostgreSQL client failed', err));
+ * const store = new SqlStore({ dialect: 'postgres', client: pool });
+ * await store.migrate();
+ * const keys = keygate({ store, prefix: 'pk_live' });
+ * ```
+ *
+ * @example
+ * ```ts
+ * import Database from 'better-sqlite3';
+ * const db = new Database('keys.db');
+ * db.pragma('journal_mode = WAL');
+ * const store = new SqlStore({ dialect: 'sqlite', client: db });
+ * await store.migrate();
+ * ```
+ */
+export class SqlStore implements ApiKeyStore {
+  /** The dialect this store speaks. */
+  readonly dialect: SqlDialect;
+  /** The table name, as given (or the default `keygate_api_keys`). */
+  readonly table: string;
+  // ES private fields: neither util.inspect nor JSON.stringify reaches the client or the records.
+  readonly #engine: SqlEngine;
+  readonly #listeners: Set<ChangeListener>;
+
+  constructor(options: SqlStoreOptions) {
+    const resolved = resolveSqlStoreOptions(options);
+    this.dialect = resolved.dialect;
+    this.table = resolved.table.text;
+    this.#engine =
+      resolved.dialect === 'postgres' ? new PostgresEngine(resolved.client, resolved.table) : new SqliteEngine(resolved.client, resolved.table);
+    this.#listeners = listenersOf(resolved.client, resolved.table.text);
+  }
+
+  /**
+   * Creates the table and its indexes when they do not exist: the unique index on `key_prefix`,
+   * and `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`.
+   * Idempotent, and safe to run from several processes at once (PostgreSQL: under an advisory
+   * lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE` transaction). It runs exactly the
+   * statements `sqlSchema()` returns.
+   */
+  migrate(): Promise<void> {
+    return this.#engine.migrate();
+  }
+
+  /**
+   * Inserts a record. Rejects with `already_exists` when its id or keyPrefix is taken, and with
+   * `invalid_argument` when a value could not be stored exactly; writes nothing in either case.
+   */
+  async insert(record: ApiKeyRecord): Promise<void> {
+    assertStorable(record, this.dialect);
+    await this.#engine.insert(record);
+  }
+
+  /** The record with this id, or `null`. */
+  async findById(id: string): Promise<ApiKeyRecord | null> {
+    if (!this.#canHold(id)) return null;
+    return this.#engine.findById(id);
+  }
+
+  /** The record with this keyPrefix (exact, case-sensitive, through the unique index), or `null`. */
+  async findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null> {
+    if (!this.#canHold(keyPrefix)) return null;
+    return this.#engine.findByKeyPrefix(keyPrefix);
+  }
+
+  /** Applies the patch in one statement and returns the updated record (`null` for an unknown id); notifies listeners. */
+  async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
+    if (!this.#canHold(id)) return null;
+    assertStorable(patch, this.dialect);
+    const updated = await this.#engine.update(id, patch);
+    if (updated) this.#notify(id);
+    return updated;
+  }
+
+  /**
+   * Inserts the replacement (carrying the old key's remaining uses) and retires the old record
+   * atomically: one statement on PostgreSQL, one immediate transaction on SQLite. Notifies listeners.
+   */
+  async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
+    if (!this.#canHold(rotation.oldId)) return null;
+    assertStorable(
+      { replacement: rotation.replacement, oldRevokedAt: rotation.oldRevokedAt, now: rotation.now },
+      this.dialect,
+    );
+    const rotated = await this.#engine.rotate(rotation);
+    if (rotated) this.#notify(rotation.oldId);
+    return rotated;
+  }
+
+  /** Records matching the filters after the keyset position, ordered by (createdAt, id), at most `limit`. */
+  async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
+    assertStorable(query, this.dialect);
+    return this.#engine.list(query);
+  }
+
+  /**
+   * Checks and counts one use atomically (max uses, UTC-day quota, token bucket; all or nothing),
+   * with the caller's clock. PostgreSQL: one statement; SQLite: one immediate transaction.
+   */
+  async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
+    if (!this.#canHold(id)) return null;
+    return this.#engine.consume(id, request);
+  }
+
+  /**
+   * Calls `listener` with the id of every record changed by `update` or `rotate` through any
+   * `SqlStore` of this process sharing this store's client and table. Changes made by other
+   * processes are not reported (see the class notes). Returns the unsubscribe function.
+   */
+  subscribe(listener: (id: string | null) => void): () => void {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /** A secret-free summary: the dialect and the table. */
+  toJSON(): { dialect: SqlDialect; table: string } {
+    return { dialect: this.dialect, table: this.table };
+  }
+
+  /** False for a lookup key no stored record can have (PostgreSQL text never holds U+0000). */
+  #canHold(key: string): boolean {
+    return !(this.dialect === 'postgres' && key.includes('\u0000'));
+  }
+
+  #notify(id: string): void {
+    for (const listener of [...this.#listeners]) listener(id);
+  }
+}
