@@ -5,7 +5,6 @@
  */
 import Database from 'better-sqlite3';
 import { fork } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -13,6 +12,7 @@ import { Pool } from 'pg';
 import type { ApiKeyRecord, ConsumeOutcome, ConsumeRequest } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { testRecord } from '../helpers/records';
 
 jest.setTimeout(60_000);
 
@@ -25,27 +25,8 @@ beforeAll(() => {
   }
 });
 
-function record(overrides: Partial<ApiKeyRecord>): ApiKeyRecord {
-  return {
-    id: randomUUID(),
-    keyPrefix: `kg_${randomUUID().replace(/-/g, '').slice(0, 16)}`,
-    keyHash: '$hmac-sha256$x',
-    name: 'hammered',
-    status: 'active',
-    scopes: [],
-    allowedIps: [],
-    maxUses: null,
-    useCount: 0,
-    rateLimit: null,
-    expiresAt: null,
-    createdAt: new Date(NOON),
-    updatedAt: new Date(NOON),
-    lastUsedAt: null,
-    revokedAt: null,
-    metadata: {},
-    tags: [],
-    ...overrides,
-  };
+function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return testRecord(NOON, { name: 'hammered', ...overrides });
 }
 
 interface Hammer {

@@ -4,38 +4,19 @@
  * indexes the store's queries can actually use.
  */
 import { readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { Client, Pool } from 'pg';
 import type { ApiKeyRecord } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { testRecord } from '../helpers/records';
 
 jest.setTimeout(30_000);
 
 const CREATED = Date.UTC(2025, 0, 2);
 
 function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
-  return {
-    id: randomUUID(),
-    keyPrefix: `kg_${randomUUID().replace(/-/g, '').slice(0, 16)}`,
-    keyHash: '$hmac-sha256$x',
-    name: 'migrated',
-    status: 'active',
-    scopes: [],
-    allowedIps: [],
-    maxUses: null,
-    useCount: 0,
-    rateLimit: null,
-    expiresAt: null,
-    createdAt: new Date(CREATED),
-    updatedAt: new Date(CREATED),
-    lastUsedAt: null,
-    revokedAt: null,
-    metadata: {},
-    tags: [],
-    ...overrides,
-  };
+  return testRecord(CREATED, { name: 'migrated', ...overrides });
 }
 
 describePostgres('SqlStore (postgres) migrate', () => {

@@ -11,30 +11,12 @@ import { type ApiKeyRecord, isKeygateError, keygate } from 'keygate';
 import { DEFAULT_TABLE, type PostgresClient, SqlStore, sqlSchema } from 'keygate/sql';
 import { schemaStatements } from '../../src/stores/sql/schema';
 import { parseTableName } from '../../src/stores/sql/table-name';
+import { testRecord } from '../helpers/records';
 
 const CREATED = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
 function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
-  return {
-    id: randomUUID(),
-    keyPrefix: `kg_${randomUUID().replace(/-/g, '').slice(0, 16)}`,
-    keyHash: '$hmac-sha256$x',
-    name: 'unit',
-    status: 'active',
-    scopes: [],
-    allowedIps: [],
-    maxUses: null,
-    useCount: 0,
-    rateLimit: null,
-    expiresAt: null,
-    createdAt: new Date(CREATED),
-    updatedAt: new Date(CREATED),
-    lastUsedAt: null,
-    revokedAt: null,
-    metadata: {},
-    tags: [],
-    ...overrides,
-  };
+  return testRecord(CREATED, { name: 'unit', ...overrides });
 }
 
 /** A pg client that records every query and fails the test if a query is not expected. */
