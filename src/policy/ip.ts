@@ -57,14 +57,30 @@ export function compileAllowedIps(entries: readonly string[]): IpRange[] {
   return ranges;
 }
 
+/**
+ * Recently parsed client addresses. Parsing with ipaddr.js costs microseconds (several regular
+ * expressions), while an API sees the same few addresses over and over; parsed addresses are
+ * immutable, so they can be shared. Cleared when full, which keeps it bounded under address churn.
+ */
+const parsedClients = new Map<string, Address | null>();
+const PARSED_CLIENTS_MAX = 4096;
+
 /** Parses the client address (`req.ip`), IPv4-mapped IPv6 folded to IPv4; `null` when unusable. */
 export function parseClientIp(ip: string | undefined): Address | null {
-  if (!ip || !ipaddr.isValid(ip)) return null;
-  try {
-    return ipaddr.process(ip);
-  } catch {
-    return null;
+  if (!ip) return null;
+  let parsed = parsedClients.get(ip);
+  if (parsed !== undefined) return parsed;
+  parsed = null;
+  if (ip.length <= 64 && ipaddr.isValid(ip)) {
+    try {
+      parsed = ipaddr.process(ip);
+    } catch {
+      parsed = null;
+    }
   }
+  if (parsedClients.size >= PARSED_CLIENTS_MAX) parsedClients.clear();
+  parsedClients.set(ip, parsed);
+  return parsed;
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
 import { KeygateError, type RefusalCode } from '../errors.js';
-import { parseKey } from '../key/format.js';
+import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
 import { hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
 import { LRUCache } from 'lru-cache';
@@ -124,11 +124,18 @@ export class Verifier {
   /** Verifies a raw key for a request context; never rejects. */
   async verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
     try {
-      const parsed = parseKey(rawKey, this.settings.prefix);
-      if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
+      if (rawKey.length > MAX_KEY_LENGTH) return { ok: false, error: refusalError('malformed_api_key') };
+      // The digest first: a cached key was parsed when it was verified, so the warm path skips the
+      // format and checksum work. Anything not cached is parsed before any store call.
       const digest = keyDigest(rawKey);
-      const key = this.cache.get(digest) ?? (this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret));
-      if (!key) return { ok: false, error: refusalError('invalid_api_key') };
+      let key = this.cache.get(digest);
+      if (!key) {
+        const parsed = parseKey(rawKey, this.settings.prefix);
+        if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
+        const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret);
+        if (!found) return { ok: false, error: refusalError('invalid_api_key') };
+        key = found;
+      }
       const now = this.settings.now();
       const refused = this.checkPolicies(key, context, now);
       if (refused) return { ok: false, error: refused, key };
