@@ -72,7 +72,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       checkedTrustProxy = true;
       warnIfTrustingEveryProxy(req);
     }
-    verifier.verify(found.key, { ip: req.ip, scopes, anyScopes }).then(
+    verifier.verify(found.key, { ip: () => req.ip, scopes, anyScopes }).then(
       (result) => {
         if (!result.ok) {
           const rateLimit = result.limits && { policyHeader: result.key?.policyHeader, limits: result.limits };

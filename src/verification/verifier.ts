@@ -35,8 +35,11 @@ export interface VerifiedKey {
 
 /** What the request asks of the key. */
 export interface VerifyContext {
-  /** Client address (`req.ip`). */
-  ip?: string | undefined;
+  /**
+   * Client address, or a function returning it: the middleware passes `() => req.ip`, so Express
+   * computes the address (trust proxy, X-Forwarded-For) only for keys that have an allowlist.
+   */
+  ip?: string | (() => string | undefined) | undefined;
   /** Every one of these scopes is required. */
   scopes?: readonly string[] | undefined;
   /** At least one of these scopes is required. */
@@ -152,7 +155,7 @@ export class Verifier {
     const refusal =
       failed(checkStatus(key.record, now)) ??
       failed(checkExpiry(key.record, now)) ??
-      failed(checkIp(key.ipRanges, context.ip));
+      (key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, typeof context.ip === 'function' ? context.ip() : context.ip)));
     if (refusal) return refusalError(refusal);
     return this.checkScopes(key, context);
   }
