@@ -31,18 +31,22 @@ export class FailureBudget {
     this.#limit = { perSecond: options.perSecond ?? 1, burst: options.burst ?? 10 };
   }
 
-  /** Whole seconds until `keyPrefix` may be verified again, or 0 when it may be now. */
-  retryAfter(keyPrefix: string, now: number): number {
+  /**
+   * Reserves one failure for a verification about to run: `0` when granted, otherwise the whole
+   * seconds until one is. Reserving before hashing (not counting after) keeps concurrent attempts
+   * within the budget: fifty wrong secrets arriving at once get `burst` compares, not fifty.
+   */
+  reserve(keyPrefix: string, now: number): number {
     const bucket = this.#buckets.get(keyPrefix);
-    if (!bucket) return 0;
-    const tokens = refilledTokens(bucket, this.#limit, now);
-    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / (this.#limit.perSecond as number)));
+    const tokens = bucket ? refilledTokens(bucket, this.#limit, now) : (this.#limit.burst as number);
+    if (tokens < 1) return Math.max(1, Math.ceil((1 - tokens) / (this.#limit.perSecond as number)));
+    this.#buckets.set(keyPrefix, { tokens: tokens - 1, tokensAt: Math.max(now, bucket?.tokensAt ?? now) });
+    return 0;
   }
 
-  /** Takes one token for a failed verification of `keyPrefix`. */
-  recordFailure(keyPrefix: string, now: number): void {
-    const bucket = this.#buckets.get(keyPrefix) ?? { tokens: null, tokensAt: now };
-    const tokens = refilledTokens(bucket, this.#limit, now);
-    this.#buckets.set(keyPrefix, { tokens: Math.max(0, tokens - 1), tokensAt: Math.max(now, bucket.tokensAt) });
+  /** Gives a reservation back: the secret was right, so it was not a failure. */
+  release(keyPrefix: string): void {
+    const bucket = this.#buckets.get(keyPrefix);
+    if (bucket && bucket.tokens !== null) bucket.tokens = Math.min(this.#limit.burst as number, bucket.tokens + 1);
   }
 }

@@ -219,11 +219,18 @@ export class Verifier {
     if (!record) return null;
     // Only slow hashes need a budget: a wrong secret against an HMAC hash costs a microsecond.
     const budget = hashAlgorithmOf(record.keyHash) === 'bcrypt' ? failureBudget : undefined;
-    const wait = budget?.retryAfter(keyPrefix, now()) ?? 0;
+    const wait = budget?.reserve(keyPrefix, now()) ?? 0;
     if (wait > 0) throw refusalError('too_many_failed_attempts', { retryAfter: wait });
-    if (await verifySecret(secret, record.keyHash, pepper, pool)) return compileKey(record);
-    budget?.recordFailure(keyPrefix, now());
-    return null;
+    let verified: boolean;
+    try {
+      verified = await verifySecret(secret, record.keyHash, pepper, pool);
+    } catch (error) {
+      budget?.release(keyPrefix); // a busy or failed pool is not a wrong secret
+      throw error;
+    }
+    if (!verified) return null; // the reservation stays spent: this was a failure
+    budget?.release(keyPrefix);
+    return compileKey(record);
   }
 }
 

@@ -155,3 +155,19 @@ describe('a flood of wrong secrets for a known keyPrefix', () => {
     expect((await request(server).get('/private').set('X-API-Key', key)).status).toBe(200);
   });
 });
+
+describe('a concurrent flood', () => {
+  it('runs at most `burst` bcrypt compares for fifty wrong secrets arriving at once', async () => {
+    const store = new MemoryStore();
+    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, failedAttemptLimit: { burst: 3, perSecond: 1 } }));
+    const { key } = await keys.create({ name: 'victim' });
+    const server = app(keys);
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => request(server).get('/private').set('X-API-Key', wrongSecretFor(key, i))));
+    const codes = answers.map((answer) => answer.body.code);
+    expect(codes.filter((code) => code === 'invalid_api_key')).toHaveLength(3);
+    expect(codes.filter((code) => code === 'too_many_failed_attempts')).toHaveLength(47);
+    // The right secret still gets its own reservation back: it is verified and cached.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect((await request(server).get('/private').set('X-API-Key', key)).status).toBe(200);
+  });
+});
