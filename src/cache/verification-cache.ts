@@ -4,7 +4,7 @@
  * key itself, and can be dropped by record id when the record changes. Counters are never cached:
  * every admitted request still performs one atomic consume in the store.
  */
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 
 /** Size and lifetime of the cache. */
@@ -19,9 +19,14 @@ export interface CacheOptions {
   ttlMs?: number;
 }
 
+type OneShotHash = (algorithm: string, data: string, encoding: 'base64url') => string;
+/** `crypto.hash` (Node 20.12+) digests in one call, without a Hash object per request. */
+const oneShotHash = (crypto as unknown as { hash?: OneShotHash }).hash;
+
 /** Digest of a presented key: the cache key and in-flight coalescing key. */
 export function keyDigest(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('base64url');
+  if (oneShotHash) return oneShotHash('sha256', key, 'base64url');
+  return crypto.createHash('sha256').update(key, 'utf8').digest('base64url');
 }
 
 /** An LRU of verified entries that can be invalidated by record id. */

@@ -1,10 +1,15 @@
 /**
  * The mark an admitted request carries, so a later `authenticate()` does not count the request
  * again and scope guards can answer in the style of the `authenticate()` that admitted it.
+ *
+ * The mark is keyed by the request's principal object (`req.apiKey`), which admission sets anyway:
+ * adding a property of our own to every request would change the shape of Node's request objects
+ * on the hot path.
  */
 import type { Request } from 'express';
 import type { RefusalStyle } from '../http/respond.js';
 import type { CompiledScopes } from '../policy/scopes.js';
+import type { ApiKey } from '../types.js';
 
 /** What an admitted request remembers about its admission. */
 export interface AdmissionMark {
@@ -12,16 +17,16 @@ export interface AdmissionMark {
   style: RefusalStyle;
 }
 
-const ADMISSION = Symbol.for('keygate.admission');
+const marks = new WeakMap<ApiKey, AdmissionMark>();
 
-type Marked = Request & { [ADMISSION]?: AdmissionMark };
-
-/** Marks a request as admitted. */
-export function markAdmitted(req: Request, mark: AdmissionMark): void {
-  (req as Marked)[ADMISSION] = mark;
+/** Marks a request as admitted with `apiKey` as its principal. */
+export function markAdmitted(req: Request, apiKey: ApiKey, mark: AdmissionMark): void {
+  req.apiKey = apiKey;
+  marks.set(apiKey, mark);
 }
 
 /** The admission of a request, if an `authenticate()` admitted it. */
 export function admissionOf(req: Request): AdmissionMark | undefined {
-  return (req as Marked)[ADMISSION];
+  const apiKey = req.apiKey;
+  return apiKey === undefined ? undefined : marks.get(apiKey);
 }

@@ -79,9 +79,8 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           return refuse(result.error, req, res, next, style, rateLimit || undefined);
         }
         if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
-        req.apiKey = result.apiKey;
+        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style });
         res.locals.apiKey = result.apiKey;
-        markAdmitted(req, { scopes: result.key.scopes, style });
         next();
       },
       (error: unknown) => next(error),

@@ -112,3 +112,13 @@ describe('stored hashes', () => {
     expect(stored.includes('server-side-pepper')).toBe(false);
   });
 });
+
+describe('keyDigest', () => {
+  it('is the base64url SHA-256 of the presented key, whichever hashing API Node offers', () => {
+    const { keyDigest } = jest.requireActual('../../src/cache/verification-cache') as typeof import('../../src/cache/verification-cache');
+    const { createHash } = jest.requireActual('node:crypto') as typeof import('node:crypto');
+    for (const key of ['pk_test_x', 'ünïcödé', '']) {
+      expect(keyDigest(key)).toBe(createHash('sha256').update(key, 'utf8').digest('base64url'));
+    }
+  });
+});
