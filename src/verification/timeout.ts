@@ -1,5 +1,39 @@
-/** Bounding store calls: a store that is slow or down must refuse, never hang a request. */
+/**
+ * Bounding store calls: a store that is slow or down must refuse, never hang a request.
+ *
+ * One shared sweep enforces every deadline instead of a timer per call: creating and clearing a
+ * timer on each of thousands of requests a second is measurable, while a sweep every few
+ * milliseconds (only while calls are pending) costs next to nothing. A deadline fires at most
+ * {@link SWEEP_MS} late.
+ */
 import { KeygateError, isKeygateError } from '../errors.js';
+
+/** How often pending calls are checked against their deadlines. */
+export const SWEEP_MS = 10;
+
+interface Pending {
+  deadline: number;
+  expire: () => void;
+}
+
+const pending = new Set<Pending>();
+let sweeper: ReturnType<typeof setTimeout> | undefined;
+
+function sweep(): void {
+  sweeper = undefined;
+  const now = performance.now();
+  for (const call of pending) {
+    if (call.deadline <= now) {
+      pending.delete(call);
+      call.expire();
+    }
+  }
+  arm();
+}
+
+function arm(): void {
+  if (sweeper === undefined && pending.size > 0) sweeper = setTimeout(sweep, SWEEP_MS);
+}
 
 /**
  * Runs a store call with a deadline. A rejection or a missed deadline becomes
@@ -14,16 +48,19 @@ export function withDeadline<T>(call: () => Promise<T>, timeoutMs: number, what:
     return Promise.reject(unavailable(error, what));
   }
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new KeygateError('store_unavailable', `the key store did not answer ${what} within ${timeoutMs} ms`));
-    }, timeoutMs);
+    const entry: Pending = {
+      deadline: performance.now() + timeoutMs,
+      expire: () => reject(new KeygateError('store_unavailable', `the key store did not answer ${what} within ${timeoutMs} ms`)),
+    };
+    pending.add(entry);
+    arm();
     promise.then(
       (value) => {
-        clearTimeout(timer);
+        pending.delete(entry);
         resolve(value);
       },
       (error: unknown) => {
-        clearTimeout(timer);
+        pending.delete(entry);
         reject(unavailable(error, what));
       },
     );
