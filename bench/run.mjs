@@ -1,0 +1,966 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: keygate against bare Express and against what users would pick instead, in one
+ * run, as ratios to bare Express measured in the same run. See docs/benchmarks.md.
+ *
+ * Shape: every server variant (bench/variants.mjs) runs in its own process pinned to core 0 (one
+ * process per server for the whole run, frozen with SIGSTOP while the others are measured); this
+ * process (autocannon, the load generator) runs pinned to core 1; Redis and PostgreSQL, when a
+ * variant needs them, run on core 1 too (`--store-core`), as a store on another machine would not
+ * take the server's core. Rounds are interleaved (A B C … A B C …, the order rotated each round)
+ * and each figure is the median of its rounds; a warm-up before each measurement is discarded.
+ * Before a variant is measured it must answer 200 with the expected body for the legitimate key
+ * (401 for a wrong one when it authenticates), and its own counter (keygate: the key's useCount)
+ * must have grown by the number of answered requests afterwards; otherwise the row is reported
+ * invalid rather than posting a number.
+ *
+ * Options (flag, or environment variable BENCH_<NAME>):
+ *   --quick                 smoke run: ~1 s per measurement, 1 round, 100k keys
+ *   --rounds N              interleaved rounds of the main table (3)
+ *   --warmup S / --duration S   seconds of discarded warm-up / measured load (3 / 5); the first
+ *                           round of each server gets --first-warmup S more (5)
+ *   --fresh-servers         a new server process per round (default: one per server, frozen with
+ *                           SIGSTOP while the others are measured)
+ *   --connections N         autocannon connections (50), pipelining 1
+ *   --only a,b              main-table variants to run (bare is always included); also runs the
+ *                           `diagnostic` variants of bench/variants.mjs when named
+ *   --skip scale,attack,cold,heap,profile,main   phases to leave out
+ *   --scale-keys N          keys in the big MemoryStore (1000000)
+ *   --heap-keys N           keys inserted to measure heap per key (1000000)
+ *   --attack-rounds N / --flood-connections N   the wrong-secret flood (3 / 50)
+ *   --noise-limit PCT       CPU (% of a core) other processes may use during a measurement before
+ *                           it is measured again, then left out (15)
+ *   --store-core N|none     core for redis-server and PostgreSQL (1)
+ *   --dist DIR              keygate build to measure (default: ./dist, copied first so a rebuild
+ *                           during the run cannot change it)
+ *   --ref GIT_REF           build that commit into a temporary folder and measure it instead
+ *   --out DIR               where results go (bench/results)
+ */
+import { execFileSync, execSync, spawn, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  coreBusyPct,
+  coreTimes,
+  cpuSplit,
+  pinned,
+  pinningPlan,
+  processTable,
+  startPostgres,
+  startRedis,
+  stopChild,
+  track,
+} from './lib/infra.mjs';
+import { keyPrefixOf, wrongSecretsFor } from './lib/keys.mjs';
+import { load, measure, probe, startServer, summarize } from './lib/load.mjs';
+import { analyseProfile, compareProfiles } from './lib/profile.mjs';
+import { MAIN_COLUMNS, fmt, fmtInt, fmtMs, fmtRatio, mainRows, markdownTable, median, textTable } from './lib/report.mjs';
+import { VARIANTS, variantNamed } from './variants.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+// ---------------------------------------------------------------------------------------------
+// configuration
+
+const DEFAULTS = {
+  quick: false,
+  rounds: 3,
+  // Discarded load before each measurement; the first round of each server gets `firstWarmup` more
+  // (a fresh keygate server needs ~10 s of load to reach its steady rate here: JIT, heap growth).
+  warmup: 3,
+  firstWarmup: 5,
+  duration: 5,
+  // Start a new server process for every round instead of one per server for the whole run.
+  freshServers: false,
+  connections: 50,
+  // No separate warm-up for the bcrypt-per-request row: the compares queued by a warm-up run keep
+  // the server busy after that run's connections close, eating the measured window. One long
+  // window instead (the first compare warms the JIT; ~10 compares a second here).
+  slowWarmup: 0,
+  slowDuration: 10,
+  scaleKeys: 1_000_000,
+  scaleRounds: 3,
+  attackRounds: 3,
+  floodConnections: 50,
+  floodLead: 1,
+  wrongKeys: 10_000,
+  coldBcrypt: 15,
+  coldSha256: 201,
+  heapKeys: 1_000_000,
+  heapCreateKeys: 100_000,
+  heapMinimalKeys: 250_000,
+  profileDuration: 6,
+  profileInterval: 250,
+  storeCore: '1',
+  noiseLimit: 15,
+  only: '',
+  skip: '',
+  dist: '',
+  ref: '',
+  out: 'bench/results',
+};
+
+const QUICK = {
+  rounds: 1,
+  warmup: 0.5,
+  firstWarmup: 0.5,
+  duration: 1,
+  slowWarmup: 0,
+  slowDuration: 3,
+  scaleKeys: 100_000,
+  scaleRounds: 1,
+  attackRounds: 1,
+  coldBcrypt: 3,
+  coldSha256: 21,
+  heapKeys: 100_000,
+  heapCreateKeys: 10_000,
+  heapMinimalKeys: 50_000,
+  profileDuration: 1,
+};
+
+const camel = (flag) => flag.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+const envName = (name) => `BENCH_${name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+
+function parseConfig(argv) {
+  const flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`);
+    const [rawName, inline] = arg.slice(2).split(/=(.*)/s);
+    const name = camel(rawName);
+    if (!(name in DEFAULTS)) throw new Error(`unknown option --${rawName}; see the header of bench/run.mjs`);
+    if (typeof DEFAULTS[name] === 'boolean') flags[name] = inline === undefined ? true : inline !== 'false';
+    else flags[name] = inline ?? argv[++i];
+  }
+  const fromEnv = {};
+  for (const name of Object.keys(DEFAULTS)) {
+    const value = process.env[envName(name)];
+    if (value !== undefined && value !== '') fromEnv[name] = typeof DEFAULTS[name] === 'boolean' ? value !== '0' && value !== 'false' : value;
+  }
+  const quick = flags.quick ?? fromEnv.quick ?? false;
+  const merged = { ...DEFAULTS, ...(quick ? QUICK : {}), ...fromEnv, ...flags, quick };
+  for (const [name, value] of Object.entries(merged)) {
+    if (typeof DEFAULTS[name] === 'number') {
+      merged[name] = Number(value);
+      if (!Number.isFinite(merged[name]) || merged[name] < 0) throw new Error(`--${name}: not a number: ${value}`);
+    }
+  }
+  merged.skipPhases = new Set(String(merged.skip).split(',').filter(Boolean));
+  merged.onlyVariants = String(merged.only).split(',').filter(Boolean);
+  return merged;
+}
+
+const cfg = parseConfig(process.argv.slice(2));
+const plan = pinningPlan();
+
+// The load generator runs on its own core: re-run this script under taskset once.
+if (plan.pinned && process.env.BENCH_LOAD_PINNED !== '1') {
+  const again = spawnSync(plan.taskset, ['-c', String(plan.loadCore), process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_LOAD_PINNED: '1' },
+  });
+  process.exit(again.status ?? 1);
+}
+
+const storeCore = cfg.storeCore === 'none' ? null : Number(cfg.storeCore);
+const log = (...parts) => console.error(...parts);
+
+if (!plan.pinned) {
+  log(`\n${'!'.repeat(100)}\n!! NOT PINNING PROCESSES TO CORES: ${plan.reason}.\n!! Server and load generator share the CPU: ratios are less meaningful.\n${'!'.repeat(100)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the keygate build under test
+
+function git(args) {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function resolveDist() {
+  const results = resolve(ROOT, cfg.out);
+  mkdirSync(results, { recursive: true });
+  if (cfg.ref) {
+    const sha = git(['rev-parse', '--verify', `${cfg.ref}^{commit}`]);
+    if (!sha) throw new Error(`--ref ${cfg.ref}: not a commit`);
+    const dir = mkdtempSync(join(results, '.keygate-ref-'));
+    log(`building keygate at ${cfg.ref} (${sha.slice(0, 12)}) in ${dir}`);
+    execSync(`git archive ${sha} src tsconfig.json | tar -x -C ${JSON.stringify(dir)}`, { cwd: ROOT, stdio: 'inherit' });
+    execFileSync(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', join(dir, 'src', 'tsconfig.build.json'), '--outDir', join(dir, 'dist', 'esm')], { stdio: 'inherit' });
+    writeFileSync(join(dir, 'dist', 'esm', 'package.json'), '{"type":"module"}\n');
+    return { dir: join(dir, 'dist'), source: `git ${cfg.ref} = ${sha}`, commit: sha, dirty: false, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+  const source = cfg.dist ? resolve(cfg.dist) : join(ROOT, 'dist');
+  if (!existsSync(join(source, 'esm', 'index.js'))) {
+    throw new Error(`no keygate build in ${source}: run \`npm run build\` first (\`npm run bench\` does), or pass --ref HEAD`);
+  }
+  const snapshot = mkdtempSync(join(results, '.keygate-dist-'));
+  cpSync(join(source, 'esm'), join(snapshot, 'esm'), { recursive: true });
+  const dirty = cfg.dist ? null : Boolean(git(['status', '--porcelain', '--', 'src']));
+  return { dir: snapshot, source, commit: cfg.dist ? null : git(['rev-parse', 'HEAD']), dirty, cleanup: () => rmSync(snapshot, { recursive: true, force: true }) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// environment
+
+function packageVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+function machine() {
+  let cpuModel = 'unknown';
+  try {
+    cpuModel = readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.+)$/m)?.[1]?.trim() ?? cpuModel;
+  } catch {
+    // not Linux
+  }
+  return {
+    nproc: cpus().length,
+    cpuModel,
+    memoryGB: Math.round(totalmem() / 2 ** 30),
+    kernel: release(),
+    node: process.version,
+  };
+}
+
+const PEER_PACKAGES = [
+  'express', 'autocannon', 'passport', 'passport-headerapikey', 'express-rate-limit', 'rate-limit-redis',
+  'rate-limiter-flexible', 'ioredis', 'pg', 'bcryptjs', 'lru-cache', 'ipaddr.js',
+];
+
+/** Waits (up to `maxS`) until other processes use less than the noise limit of one core. */
+async function waitForQuiet(maxS = 30) {
+  const deadline = Date.now() + maxS * 1000;
+  for (;;) {
+    const before = processTable();
+    const cores0 = coreTimes();
+    const t0 = performance.now();
+    await delay(1000);
+    const elapsed = performance.now() - t0;
+    const split = cpuSplit(before, processTable(), elapsed);
+    const busy = coreBusyPct(cores0, coreTimes()).reduce((sum, pct) => sum + (Number.isFinite(pct) ? pct : 0), 0);
+    const foreign = Math.max(split.foreign, busy - split.ours);
+    if (foreign < cfg.noiseLimit) return foreign;
+    if (Date.now() > deadline) {
+      log(`warning: other processes keep using ${foreign.toFixed(0)}% of a core; measuring anyway (rounds disturbed by them are retried once)`);
+      return foreign;
+    }
+    log(`waiting for a quiet machine: other processes use ${foreign.toFixed(0)}% of a core`);
+  }
+}
+
+async function probeSqlStore(dist) {
+  try {
+    const { SqlStore } = await import(pathToFileURL(join(dist, 'esm', 'sql.js')).href);
+    const { default: pg } = await import('pg');
+    const pool = new pg.Pool({ max: 1, host: '127.0.0.1' });
+    try {
+      const store = new SqlStore({ dialect: 'postgres', client: pool });
+      if (typeof store.migrate !== 'function') return 'SqlStore not available (no migrate())';
+    } finally {
+      await pool.end();
+    }
+    return null;
+  } catch (error) {
+    return `SqlStore not available (${error.message.split('\n')[0]})`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// measuring one server
+
+let serverOptions;
+
+async function preflight(server, variant) {
+  const problems = [];
+  const before = await server.counted();
+  const good = await probe(server.url, server.ready.key);
+  if (good.status !== 200 || JSON.stringify(good.body) !== JSON.stringify(server.ready.body)) {
+    problems.push(`the legitimate key got ${good.status} ${JSON.stringify(good.body).slice(0, 200)}`);
+  }
+  if (variant.auth) {
+    const wrong = await probe(server.url, server.ready.wrongKey);
+    if (wrong.status !== 401) problems.push(`a wrong key got ${wrong.status}, not 401`);
+  }
+  const after = await server.counted();
+  if (typeof before.value === 'number' && after.value - before.value !== 1) {
+    problems.push(`one admitted request was counted ${after.value - before.value} times`);
+  }
+  if (before.value !== null && typeof before.value !== 'number') problems.push(`counter unreadable: ${before.value}`);
+  return problems;
+}
+
+/** Measures a running server; validates that every answered request was counted by the variant. */
+async function measured(server, variant, { warmupS, seconds, connections = cfg.connections, retryOnNoise = true }) {
+  let c0 = await server.counted();
+  let stats = await measure(server, { key: server.ready.key, connections, warmupS, seconds });
+  let c1 = await server.counted();
+  if (retryOnNoise && stats.foreignCpuPct > cfg.noiseLimit) {
+    log(`    other processes used ${stats.foreignCpuPct.toFixed(0)}% of a core during that measurement: measuring again`);
+    await waitForQuiet(20);
+    const firstForeign = stats.foreignCpuPct;
+    c0 = c1;
+    stats = await measure(server, { key: server.ready.key, connections, warmupS: Math.min(1, warmupS), seconds });
+    c1 = await server.counted();
+    stats.retriedForNoise = firstForeign;
+  }
+  stats.problems = [];
+  if (retryOnNoise && stats.foreignCpuPct > cfg.noiseLimit) {
+    stats.problems.push(`disturbed by other processes (${stats.foreignCpuPct.toFixed(0)}% of a core), even when measured again`);
+  }
+  if (stats.non2xx || stats.errors || stats.timeouts) {
+    stats.problems.push(`${stats.non2xx} non-2xx, ${stats.errors} errors, ${stats.timeouts} timeouts`);
+  }
+  if (typeof c0.value === 'number') {
+    const delta = c1.value - c0.value;
+    const answered = stats.warmupOk + stats.ok;
+    stats.countedDelta = delta;
+    stats.answered = answered;
+    if (delta < answered || delta > answered + 2 * connections + 2) {
+      stats.problems.push(`the variant counted ${delta} admissions for ${answered} answered requests`);
+    }
+    if (c0.stats && c1.stats && delta > 0) stats.storeCallsPerRequest = (c1.stats.storeCalls - c0.stats.storeCalls) / delta;
+  }
+  return stats;
+}
+
+function describe(stats) {
+  const core = stats.coreBusyPct?.[plan.serverCore ?? 0];
+  return `${fmtInt(stats.rps).padStart(8)} req/s  p50 ${fmtMs(stats.latency.p50)} ms  p99 ${fmtMs(stats.latency.p99)} ms  server core ${Number.isFinite(core) ? core.toFixed(0) : '?'}%  load core ${Number.isFinite(stats.coreBusyPct?.[plan.loadCore ?? 1]) ? stats.coreBusyPct[plan.loadCore ?? 1].toFixed(0) : '?'}%${stats.problems?.length ? `  PROBLEMS: ${stats.problems.join('; ')}` : ''}`;
+}
+
+/** Starts a variant's server, checks it, measures it, stops it. */
+async function runVariant(variant, timing, extraOptions = {}) {
+  let server;
+  try {
+    server = await startServer(plan, variant, { ...serverOptions, ...extraOptions });
+  } catch (error) {
+    return { error: error.message };
+  }
+  if (server.skip) return { skip: server.skip };
+  try {
+    const problems = await preflight(server, variant);
+    if (problems.length) return { invalid: problems, info: server.ready.info };
+    const stats = await measured(server, variant, timing);
+    stats.info = server.ready.info;
+    return { stats };
+  } catch (error) {
+    return { error: error.message };
+  } finally {
+    await server.stop();
+  }
+}
+
+function rotate(list, by) {
+  const shift = by % list.length;
+  return [...list.slice(shift), ...list.slice(0, shift)];
+}
+
+function newSlot(variant) {
+  return { name: variant.name, label: variant.label, group: variant.group, rounds: [], notes: [] };
+}
+
+function record(slot, outcome, round) {
+  if (outcome.skip) slot.skip = outcome.skip;
+  else if (outcome.invalid) slot.invalid = outcome.invalid;
+  else if (outcome.error) slot.error = outcome.error;
+  else {
+    outcome.stats.round = round;
+    slot.rounds.push(outcome.stats);
+  }
+}
+
+function outcomeLine(outcome) {
+  if (outcome.skip) return `skipped: ${outcome.skip}`;
+  if (outcome.invalid) return `INVALID: ${outcome.invalid.join('; ')}`;
+  if (outcome.error) return `ERROR: ${outcome.error.split('\n').slice(0, 3).join(' | ')}`;
+  return describe(outcome.stats);
+}
+
+/** Medians of a slot's rounds; ratios paired with bare's rounds of the same index when given. */
+function aggregate(slot, bareByRound, bareMedian) {
+  const rounds = slot.rounds.filter((r) => r.problems.length === 0);
+  const rejected = slot.rounds.length - rounds.length;
+  slot.rps = median(rounds.map((r) => r.rps));
+  slot.validRounds = rounds.length;
+  slot.rpsMin = Math.min(...rounds.map((r) => r.rps));
+  slot.rpsMax = Math.max(...rounds.map((r) => r.rps));
+  slot.p50 = median(rounds.map((r) => r.latency.p50));
+  slot.p99 = median(rounds.map((r) => r.latency.p99));
+  slot.serverCoreBusyPct = median(rounds.map((r) => r.coreBusyPct?.[plan.serverCore ?? 0]));
+  slot.serverProcessCpuPct = median(rounds.map((r) => r.serverCpuPct));
+  slot.loadCoreBusyPct = median(rounds.map((r) => r.coreBusyPct?.[plan.loadCore ?? 1]));
+  slot.storeCallsPerRequest = median(rounds.map((r) => r.storeCallsPerRequest));
+  const paired = bareByRound ? rounds.map((r) => r.rps / bareByRound.get(r.round)).filter(Number.isFinite) : [];
+  slot.ratio = paired.length > 0 ? median(paired) : slot.rps / bareMedian;
+  slot.ratioPaired = paired.length > 0;
+  if (slot.invalid) slot.notes.push(`INVALID: ${slot.invalid.join('; ')}`);
+  if (slot.error) slot.notes.push(`ERROR: ${slot.error.split('\n')[0]}`);
+  if (rejected > 0) slot.notes.push(`${rejected} round(s) left out: ${slot.rounds.find((r) => r.problems.length)?.problems.join('; ')}`);
+  if (rounds.some((r) => r.retriedForNoise !== undefined)) slot.notes.push('a round was re-measured (other processes were busy)');
+  if (rounds.length > 0 && slot.serverCoreBusyPct < 90) {
+    slot.notes.push(
+      `server core only ${slot.serverCoreBusyPct.toFixed(0)}% busy${slot.loadCoreBusyPct > 90 ? ` (core ${plan.loadCore ?? 1}, shared by the load generator and the store, was the limit: ${slot.loadCoreBusyPct.toFixed(0)}% busy)` : ''}`,
+    );
+  }
+  if (!slot.skip && rounds.length === 0 && !slot.invalid && !slot.error) slot.notes.push('no valid round');
+  if (slot.group === 'slow') slot.notes.push(`1 round, ${cfg.slowWarmup} s warm-up + ${cfg.slowDuration} s; ratio to bare's median`);
+  return slot;
+}
+
+// ---------------------------------------------------------------------------------------------
+// phases
+
+async function mainPhase() {
+  const wanted = cfg.onlyVariants.length > 0 ? new Set(['bare', ...cfg.onlyVariants]) : null;
+  for (const name of wanted ?? []) variantNamed(name);
+  const main = VARIANTS.filter((v) => (v.group === 'main' && (!wanted || wanted.has(v.name))) || (v.group === 'diagnostic' && wanted?.has(v.name)));
+  const slow = VARIANTS.filter((v) => v.group === 'slow' && (!wanted || wanted.has(v.name)));
+  const slots = new Map([...main, ...slow].map((v) => [v.name, newSlot(v)]));
+  if (cfg.freshServers) {
+    // One new server process per variant and round.
+    for (let round = 0; round < cfg.rounds; round++) {
+      for (const variant of rotate(main, round)) {
+        const slot = slots.get(variant.name);
+        if (slot.skip || slot.invalid || slot.error) continue;
+        log(`  round ${round + 1}/${cfg.rounds}  ${variant.name.padEnd(30)}`);
+        const outcome = await runVariant(variant, { warmupS: cfg.warmup, seconds: cfg.duration });
+        record(slot, outcome, round);
+        log(`    ${outcomeLine(outcome)}`);
+      }
+    }
+  } else {
+    // One process per variant for the whole run, as a deployed server lives: every server is
+    // started and checked first, then frozen (SIGSTOP) whenever another one is measured. The first
+    // round gets a longer warm-up: keygate's code needs more than 3 s of load to reach its steady
+    // rate here, and a process that lives on reaches it.
+    const servers = new Map();
+    try {
+      for (const variant of main) {
+        const slot = slots.get(variant.name);
+        let server;
+        try {
+          server = await startServer(plan, variant, serverOptions);
+        } catch (error) {
+          slot.error = error.message;
+          log(`  ${variant.name}: ERROR ${error.message.split('\n')[0]}`);
+          continue;
+        }
+        if (server.skip) {
+          slot.skip = server.skip;
+          log(`  ${variant.name}: skipped: ${server.skip}`);
+          continue;
+        }
+        const problems = await preflight(server, variant);
+        if (problems.length) {
+          slot.invalid = problems;
+          log(`  ${variant.name}: INVALID: ${problems.join('; ')}`);
+          await server.stop();
+          continue;
+        }
+        server.child.kill('SIGSTOP');
+        servers.set(variant.name, server);
+      }
+      log(`  ${servers.size} servers started and checked`);
+      for (let round = 0; round < cfg.rounds; round++) {
+        for (const variant of rotate(main, round)) {
+          const server = servers.get(variant.name);
+          const slot = slots.get(variant.name);
+          if (!server || slot.error) continue;
+          server.child.kill('SIGCONT');
+          await delay(200);
+          const warmupS = round === 0 ? cfg.warmup + cfg.firstWarmup : cfg.warmup;
+          log(`  round ${round + 1}/${cfg.rounds}  ${variant.name.padEnd(30)}`);
+          let outcome;
+          try {
+            const stats = await measured(server, variant, { warmupS, seconds: cfg.duration });
+            stats.info = server.ready.info;
+            outcome = { stats };
+          } catch (error) {
+            outcome = { error: error.message };
+          }
+          server.child.kill('SIGSTOP');
+          record(slot, outcome, round);
+          log(`    ${outcomeLine(outcome)}`);
+        }
+      }
+    } finally {
+      for (const server of servers.values()) {
+        server.child.kill('SIGCONT');
+        await server.stop();
+      }
+    }
+  }
+  for (const variant of slow) {
+    log(`  slow     ${variant.name.padEnd(30)} (${cfg.slowWarmup} s warm-up, ${cfg.slowDuration} s measured)`);
+    const outcome = await runVariant(variant, { warmupS: cfg.slowWarmup, seconds: cfg.slowDuration });
+    record(slots.get(variant.name), outcome, 0);
+    log(`    ${outcomeLine(outcome)}`);
+  }
+  const bare = slots.get('bare');
+  const bareByRound = new Map(bare.rounds.filter((r) => r.problems.length === 0).map((r) => [r.round, r.rps]));
+  const bareMedian = median([...bareByRound.values()]);
+  return [...slots.values()].map((slot) => aggregate(slot, slot.group === 'main' ? bareByRound : null, bareMedian));
+}
+
+/** 1M keys vs 10: both servers stay up for every round; the one not measured is SIGSTOPped. */
+async function scalePhase() {
+  const variants = VARIANTS.filter((v) => v.group === 'scale');
+  const servers = new Map();
+  const slots = new Map(variants.map((v) => [v.name, newSlot(v)]));
+  try {
+    for (const variant of variants) {
+      const keys = variant.keys >= 1_000_000 ? cfg.scaleKeys : variant.keys;
+      log(`  starting ${variant.name} (${fmtInt(keys)} keys)`);
+      const started = performance.now();
+      const server = await startServer(plan, variant, { ...serverOptions, keys }, { startTimeoutMs: 600_000 });
+      if (server.skip) throw new Error(server.skip);
+      log(`    ready in ${((performance.now() - started) / 1000).toFixed(1)} s, store holds ${fmtInt(server.ready.info.storeSize)} keys, heap ${server.ready.info.heapUsedMB} MB`);
+      const problems = await preflight(server, variant);
+      if (problems.length) throw new Error(`${variant.name}: ${problems.join('; ')}`);
+      slots.get(variant.name).keys = server.ready.info.storeSize;
+      slots.get(variant.name).heapUsedMB = server.ready.info.heapUsedMB;
+      servers.set(variant.name, server);
+      server.child.kill('SIGSTOP');
+    }
+    for (let round = 0; round < cfg.scaleRounds; round++) {
+      for (const variant of rotate(variants, round)) {
+        const server = servers.get(variant.name);
+        server.child.kill('SIGCONT');
+        await delay(200);
+        log(`  round ${round + 1}/${cfg.scaleRounds}  ${variant.name.padEnd(30)}`);
+        const stats = await measured(server, variant, { warmupS: cfg.warmup, seconds: cfg.duration });
+        server.child.kill('SIGSTOP');
+        record(slots.get(variant.name), { stats }, round);
+        log(`    ${describe(stats)}`);
+      }
+    }
+  } finally {
+    for (const server of servers.values()) {
+      server.child.kill('SIGCONT');
+      await server.stop();
+    }
+  }
+  const rows = [...slots.values()].map((slot) => aggregate(slot, null, Number.NaN));
+  const [small, big] = rows;
+  return { rows, ratio: big.rps / small.rps };
+}
+
+/** One attack measurement on a fresh server: the legitimate client alone, or with the flood. */
+async function attackRound(variant, mode, round) {
+  const server = await startServer(plan, variant, serverOptions);
+  try {
+    const problems = await preflight(server, variant);
+    const wrongKeys = wrongSecretsFor(keyPrefixOf(server.ready.key), cfg.wrongKeys);
+    const wrong = await probe(server.url, wrongKeys[0]);
+    if (wrong.status !== 401) problems.push(`a wrong secret for the key's prefix got ${wrong.status}`);
+    if (problems.length) throw new Error(problems.join('; '));
+    log(`  round ${round + 1}/${cfg.attackRounds}  legitimate client ${mode === 'flood' ? `+ flood of wrong secrets (${cfg.floodConnections} connections)` : 'alone'}`);
+    await load({ url: server.url, key: server.ready.key, connections: cfg.connections, seconds: cfg.warmup });
+    let flood;
+    if (mode === 'flood') {
+      flood = load({ url: server.url, keys: wrongKeys, connections: cfg.floodConnections, seconds: cfg.floodLead + cfg.duration + 0.5 });
+      await delay(cfg.floodLead * 1000);
+    }
+    const stats = await measured(server, variant, { warmupS: 0, seconds: cfg.duration, retryOnNoise: false });
+    if (flood) {
+      stats.flood = summarize(await flood);
+      stats.flood.rps = stats.flood.total / stats.flood.durationS;
+    }
+    log(`    legitimate: ${describe(stats)}`);
+    if (stats.flood) {
+      log(`    flood: ${fmtInt(stats.flood.rps)} answers/s, status codes ${JSON.stringify(Object.fromEntries(Object.entries(stats.flood.statusCodes ?? {}).map(([k, v]) => [k, v.count])))}, p99 ${fmtMs(stats.flood.latency.p99)} ms, ${stats.flood.timeouts} timeouts`);
+    }
+    return stats;
+  } finally {
+    await server.stop();
+  }
+}
+
+/** A legitimate client with and without a flood of wrong secrets for its keyPrefix. */
+async function attackPhase() {
+  const variant = variantNamed('keygate-memory');
+  const alone = [];
+  const flooded = [];
+  for (let round = 0; round < cfg.attackRounds; round++) {
+    for (const mode of rotate(['alone', 'flood'], round)) {
+      // A disturbed round is run again from scratch (new server, new flood), once.
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const stats = await attackRound(variant, mode, round);
+        if (stats.foreignCpuPct > cfg.noiseLimit && attempt === 1) {
+          log(`    other processes used ${stats.foreignCpuPct.toFixed(0)}% of a core during that round: running it again`);
+          await waitForQuiet(20);
+          continue;
+        }
+        if (stats.foreignCpuPct > cfg.noiseLimit) stats.disturbed = stats.foreignCpuPct;
+        (mode === 'flood' ? flooded : alone).push(stats);
+        break;
+      }
+    }
+  }
+  const rpsAlone = median(alone.map((s) => s.rps));
+  const rpsFlood = median(flooded.map((s) => s.rps));
+  return {
+    alone: { rps: rpsAlone, p50: median(alone.map((s) => s.latency.p50)), p99: median(alone.map((s) => s.latency.p99)), rounds: alone },
+    flood: {
+      rps: rpsFlood,
+      p50: median(flooded.map((s) => s.latency.p50)),
+      p99: median(flooded.map((s) => s.latency.p99)),
+      floodRps: median(flooded.map((s) => s.flood.rps)),
+      floodStatusCodes: flooded[0]?.flood.statusCodes,
+      floodP99: median(flooded.map((s) => s.flood.latency.p99)),
+      /** Refusals after a full secret check (401): each one a bcrypt compare. */
+      flood401PerRound: median(flooded.map((s) => s.flood.statusCodes?.['401']?.count ?? 0)),
+      loadCoreBusyPct: median(flooded.map((s) => s.coreBusyPct?.[plan.loadCore ?? 1])),
+      rounds: flooded,
+    },
+    ratio: rpsFlood / rpsAlone,
+  };
+}
+
+/** Runs a script on the server core and parses the JSON line it prints. */
+async function runChildJson(script, nodeArgs, options, timeoutMs) {
+  const { command, args } = pinned(plan, plan.serverCore, process.execPath, [...nodeArgs, join(HERE, script)]);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BENCH_OPTIONS: JSON.stringify(options) } });
+  track(child);
+  let out = '';
+  child.stdout.on('data', (chunk) => {
+    out += chunk;
+  });
+  const timer = setTimeout(() => {
+    log(`${script}: no answer after ${timeoutMs / 1000} s, stopping it`);
+    stopChild(child, 'SIGKILL');
+  }, timeoutMs);
+  const code = await new Promise((resolvePromise) => child.once('exit', resolvePromise));
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`${script} exited with ${code}`);
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+async function coldPhase() {
+  return runChildJson('cold.mjs', [], { ...serverOptions, coldBcrypt: cfg.coldBcrypt, coldSha256: cfg.coldSha256 }, 180_000);
+}
+
+async function heapPhase() {
+  return runChildJson(
+    'heap.mjs',
+    ['--expose-gc', '--max-old-space-size=8192'],
+    { ...serverOptions, heapKeys: cfg.heapKeys, heapCreateKeys: cfg.heapCreateKeys, heapMinimalKeys: cfg.heapMinimalKeys },
+    600_000,
+  );
+}
+
+/**
+ * V8 sampling profiles (the profiler `node --cpu-prof` uses, started over IPC after the warm-up so
+ * only the measured window is recorded) of bare Express and of the MemoryStore warm path, and the
+ * per-request difference between them: where keygate's microseconds go.
+ */
+async function profilePhase(dist, outDir, stamp) {
+  const profiles = {};
+  for (const name of ['bare', 'keygate-memory']) {
+    const variant = variantNamed(name);
+    const server = await startServer(plan, variant, serverOptions);
+    try {
+      const problems = await preflight(server, variant);
+      if (problems.length) throw new Error(problems.join('; '));
+      await load({ url: server.url, key: server.ready.key, connections: cfg.connections, seconds: cfg.warmup });
+      await server.profileStart(cfg.profileInterval);
+      const stats = await measure(server, { key: server.ready.key, connections: cfg.connections, warmupS: 0, seconds: cfg.profileDuration });
+      const path = join(outDir, `profile-${name}-${stamp}.cpuprofile`);
+      await server.profileStop(path);
+      const analysis = analyseProfile(JSON.parse(readFileSync(path, 'utf8')), join(dist, 'esm'));
+      log(`  ${name}: ${fmtInt(stats.rps)} req/s under the profiler, ${fmt(analysis.busyUs / stats.ok, 1)} µs of CPU per request → ${path}`);
+      profiles[name] = { path, rpsUnderProfiler: stats.rps, requests: stats.ok, ...analysis };
+    } finally {
+      await server.stop();
+    }
+  }
+  const bare = profiles.bare;
+  const subject = profiles['keygate-memory'];
+  const comparison = compareProfiles(bare, bare.requests, subject, subject.requests);
+  const { selfUsByFunction: _a, selfUsByPackage: _b, ...kept } = subject;
+  return { ...kept, bare: { path: bare.path, rpsUnderProfiler: bare.rpsUnderProfiler, busyUs: bare.busyUs, requests: bare.requests }, comparison };
+}
+
+// ---------------------------------------------------------------------------------------------
+// targets and reports
+
+function targets(results) {
+  const main = new Map((results.main ?? []).map((row) => [row.name, row]));
+  const list = [];
+  const memory = main.get('keygate-memory');
+  const ok = (row) => row && !row.skip && Number.isFinite(row.rps) && row.rounds.some((r) => r.problems.length === 0);
+  if (ok(memory)) {
+    list.push({ target: 'MemoryStore warm path ≥ 0.92 × bare', figure: fmtRatio(memory.ratio), met: memory.ratio >= 0.92 });
+    const peers = [...main.values()].filter((row) => ok(row) && !row.name.startsWith('keygate') && !['bare', 'noop'].includes(row.name));
+    const ahead = peers.filter((row) => row.ratio >= memory.ratio);
+    list.push({
+      target: 'MemoryStore warm path ahead of every peer',
+      figure: ahead.length === 0 ? `ahead of all ${peers.length}` : `behind ${ahead.map((r) => `${r.name} (${fmtRatio(r.ratio)})`).join(', ')}`,
+      met: ahead.length === 0 && peers.length > 0,
+    });
+  }
+  const redis = main.get('keygate-redis');
+  if (ok(redis)) {
+    list.push({ target: 'RedisStore warm path ≥ 0.85 × bare', figure: fmtRatio(redis.ratio), met: redis.ratio >= 0.85 });
+    list.push({ target: 'RedisStore: one round trip per request', figure: `${fmt(redis.storeCallsPerRequest)} Redis commands per admitted request`, met: Math.round(redis.storeCallsPerRequest * 100) / 100 <= 1.0 });
+  }
+  const postgres = main.get('keygate-postgres');
+  if (postgres) {
+    list.push(
+      ok(postgres)
+        ? { target: 'PostgreSQL warm path: reported; one statement per admitted request', figure: `${fmtRatio(postgres.ratio)} × bare, ${fmt(postgres.storeCallsPerRequest)} statements per request`, met: Math.round(postgres.storeCallsPerRequest * 100) / 100 <= 1.0 }
+        : { target: 'PostgreSQL warm path: reported', figure: postgres.skip ? `skipped: ${postgres.skip}` : 'no valid figure', met: false },
+    );
+  }
+  if (results.scale) {
+    const drop = 1 - results.scale.ratio;
+    list.push({ target: '1M keys: req/s within 5% of 10 keys', figure: `${fmtRatio(results.scale.ratio)} (${(100 * drop).toFixed(1)}% ${drop >= 0 ? 'slower' : 'faster'})`, met: Math.abs(drop) <= 0.05 || drop < 0 });
+  }
+  if (results.heap) {
+    const created = results.heap.find((h) => h.kind === 'create');
+    const inserted = results.heap.find((h) => h.kind === 'insert-full');
+    const worst = Math.max(created?.heapBytesPerKey ?? 0, inserted?.heapBytesPerKey ?? 0);
+    list.push({
+      target: 'MemoryStore: under 1 KB of heap per key',
+      figure: `${fmtInt(created?.heapBytesPerKey)} B (keys.create), ${fmtInt(inserted?.heapBytesPerKey)} B (store.insert, flat strings)`,
+      met: worst < 1024,
+    });
+  }
+  if (results.attack) {
+    list.push({ target: 'Wrong-secret flood: legitimate client keeps ≥ 80% of its req/s', figure: fmtRatio(results.attack.ratio), met: results.attack.ratio >= 0.8 });
+  }
+  return list;
+}
+
+function markdownReport(results) {
+  const m = results.meta;
+  const lines = [];
+  lines.push(`# keygate benchmark — ${m.date}`, '');
+  lines.push(`Command: \`${m.command}\``, '');
+  lines.push(`Machine: ${m.machine.nproc} cores (${m.machine.cpuModel}), ${m.machine.memoryGB} GB, Linux ${m.machine.kernel}, Node ${m.machine.node}.`);
+  lines.push(`Pinning: ${m.pinning.pinned ? `servers on core ${m.pinning.serverCore}, load generator (autocannon) on core ${m.pinning.loadCore}, redis-server/PostgreSQL on core ${m.storeCore ?? 'any'}` : `NONE (${m.pinning.reason})`}.`);
+  lines.push(`keygate: ${m.keygate.source}${m.keygate.commit ? ` at ${m.keygate.commit.slice(0, 12)}` : ''}${m.keygate.dirty ? ' (src/ had uncommitted changes)' : ''}.`);
+  lines.push(`Load: ${m.config.connections} connections, pipelining 1, ${m.config.warmup} s warm-up discarded (${m.config.warmup + m.config.firstWarmup} s in the first round), ${m.config.duration} s measured, ${m.config.rounds} interleaved round(s), ${m.config.freshServers ? 'a new server process per round' : 'one server process per server for the whole run'}, medians.`);
+  lines.push(`Versions: ${Object.entries(m.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
+  if (results.main) {
+    lines.push('## Warm path, side by side', '');
+    lines.push(markdownTable(MAIN_COLUMNS, mainRows(results.main)), '');
+    lines.push('`× bare` = median over rounds of (req/s ÷ bare req/s in the same round). "server core busy" = CPU time of core 0 (server process + kernel network work); below ~100% the load generator, not the server, was the limit.', '');
+  }
+  if (results.cold) {
+    lines.push('## Cold path (first verification of a key, in process)', '');
+    lines.push(markdownTable(
+      [{ title: 'hashing' }, { title: 'first verify, median ms', right: true }, { title: 'min–max ms', right: true }, { title: 'then cached, median ms', right: true }, { title: 'samples', right: true }],
+      results.cold.map((c) => [c.hashing, fmtMs(c.firstMs.median), `${fmtMs(c.firstMs.min)}–${fmtMs(c.firstMs.max)}`, fmtMs(c.warmMs.median), String(c.samples)]),
+    ), '');
+  }
+  if (results.scale || results.heap) lines.push('## Scale: MemoryStore with many keys', '');
+  if (results.scale) {
+    lines.push(markdownTable(
+      [{ title: 'server' }, { title: 'keys', right: true }, { title: 'req/s', right: true }, { title: 'p50 ms', right: true }, { title: 'p99 ms', right: true }, { title: 'server heap MB', right: true }],
+      results.scale.rows.map((r) => [r.name, fmtInt(r.keys), fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtInt(r.heapUsedMB)]),
+    ), '');
+    lines.push(`Ratio 1M keys / 10 keys: **${fmtRatio(results.scale.ratio)}**.`, '');
+  }
+  if (results.heap) {
+    lines.push(markdownTable(
+      [{ title: 'how the keys were added' }, { title: 'keys', right: true }, { title: 'heap bytes / key', right: true }, { title: 'RSS bytes / key', right: true }, { title: 'µs / key', right: true }],
+      results.heap.map((h) => [h.kind, fmtInt(h.keys), fmtInt(h.heapBytesPerKey), fmtInt(h.rssBytesPerKey), fmt(h.microsPerKey, 1)]),
+    ), '');
+  }
+  if (results.attack) {
+    const a = results.attack;
+    lines.push('## Under a wrong-secret flood', '');
+    lines.push(markdownTable(
+      [{ title: 'legitimate client' }, { title: 'req/s', right: true }, { title: 'p50 ms', right: true }, { title: 'p99 ms', right: true }],
+      [['alone', fmtInt(a.alone.rps), fmtMs(a.alone.p50), fmtMs(a.alone.p99)], ['with the flood', fmtInt(a.flood.rps), fmtMs(a.flood.p50), fmtMs(a.flood.p99)]],
+    ), '');
+    const disturbed = [...a.alone.rounds, ...a.flood.rounds].filter((r) => r.disturbed !== undefined).length;
+    if (disturbed > 0) lines.push(`${disturbed} of these rounds were disturbed by other processes even when run again.`, '');
+    lines.push(`Ratio: **${fmtRatio(a.ratio)}** (per round, alone: ${a.alone.rounds.map((r) => fmtInt(r.rps)).join(', ')}; with the flood: ${a.flood.rounds.map((r) => fmtInt(r.rps)).join(', ')}). The load generator's core was ${fmt(a.flood.loadCoreBusyPct, 0)}% busy during the flood rounds; ${fmtInt(a.flood.flood401PerRound)} wrong secrets per round were refused with 401 after a full bcrypt compare (the rest with 429 by the failure budget). The flood (${m.config.floodConnections} connections, ${m.config.wrongKeys} distinct well-formed keys with the legitimate key's keyPrefix and wrong secrets; the key is bcrypt-hashed) got ${fmtInt(a.flood.floodRps)} answers/s, status codes ${JSON.stringify(Object.fromEntries(Object.entries(a.flood.floodStatusCodes ?? {}).map(([k, v]) => [k, v.count])))}.`, '');
+  }
+  if (results.profile) {
+    const p = results.profile;
+    lines.push('## Profile of the MemoryStore warm path', '');
+    lines.push(`V8 sampling profiler (${m.config.profileInterval} µs) over ${m.config.profileDuration} s of load after warm-up, ${fmtInt(p.rpsUnderProfiler)} req/s under the profiler. Busy ${fmtInt(p.busyMs)} ms, idle ${fmtInt(p.idleMs)} ms. keygate's own share (its code and what it calls — node:crypto, lru-cache, ipaddr.js — not the app after \`next()\`): ${fmt(p.keygateOwnPct, 1)}% of busy time; GC and other work outside any JavaScript frame: ${fmt(p.unownedPct, 1)}%. Profile: \`${p.path}\`.`, '');
+    const c = p.comparison;
+    lines.push(`CPU per request: bare ${fmt(c.baseUsPerRequest, 1)} µs, keygate-memory ${fmt(c.subjectUsPerRequest, 1)} µs (+${fmt(c.subjectUsPerRequest - c.baseUsPerRequest, 1)} µs); keygate's own code and what it calls: ${fmt(c.keygateOwnUsPerRequest, 1)} µs.`, '');
+    lines.push('Where the extra microseconds per request go (self time per request, keygate-memory − bare):', '');
+    lines.push(markdownTable(
+      [{ title: 'package' }, { title: 'bare µs/req', right: true }, { title: 'keygate µs/req', right: true }, { title: 'Δ µs/req', right: true }],
+      c.byPackage.filter((x) => Math.abs(x.deltaUs) >= 0.1).map((x) => [x.pkg, fmt(x.baseUs, 2), fmt(x.subjectUs, 2), fmt(x.deltaUs, 2)]),
+    ), '');
+    lines.push(markdownTable(
+      [{ title: 'function (package, where)' }, { title: 'bare µs/req', right: true }, { title: 'keygate µs/req', right: true }, { title: 'Δ µs/req', right: true }],
+      c.byFunction.map((x) => [x.function.replace(/\|/g, '\\|'), fmt(x.baseUs, 2), fmt(x.subjectUs, 2), fmt(x.deltaUs, 2)]),
+    ), '');
+    lines.push('Self time by package (keygate-memory):', '');
+    lines.push(markdownTable([{ title: 'package' }, { title: 'self %', right: true }], p.packages.slice(0, 12).map((x) => [x.pkg, fmt(x.selfPct, 1)])), '');
+    lines.push("keygate's functions by self time:", '');
+    lines.push(markdownTable(
+      [{ title: 'function' }, { title: 'where' }, { title: 'self %', right: true }, { title: 'total %', right: true }],
+      p.keygateSelf.slice(0, 15).map((f) => [f.name, f.where, fmt(f.selfPct, 2), fmt(f.totalPct, 2)]),
+    ), '');
+    lines.push('Top functions overall by self time:', '');
+    lines.push(markdownTable(
+      [{ title: 'function' }, { title: 'package' }, { title: 'where' }, { title: 'self %', right: true }],
+      p.topSelf.slice(0, 20).map((f) => [f.name, f.pkg, f.where, fmt(f.selfPct, 2)]),
+    ), '');
+  }
+  if (results.targets) {
+    lines.push('## Targets', '');
+    if (m.config.quick) lines.push('**Quick run: these figures are a smoke test, not measurements.**', '');
+    lines.push(markdownTable([{ title: 'target' }, { title: 'measured' }, { title: 'met' }], results.targets.map((t) => [t.target, t.figure, t.met ? 'yes' : '**no**'])), '');
+  }
+  lines.push(`Total run time: ${fmt(m.elapsedS / 60, 1)} min.`, '');
+  return lines.join('\n');
+}
+
+function printSummary(results) {
+  const out = [];
+  if (results.main) out.push('', textTable(MAIN_COLUMNS, mainRows(results.main)));
+  if (results.cold) out.push('', ...results.cold.map((c) => `cold path (${c.hashing}): first verification ${fmtMs(c.firstMs.median)} ms median (${fmtMs(c.firstMs.min)}–${fmtMs(c.firstMs.max)}), cached ${fmtMs(c.warmMs.median)} ms`));
+  if (results.scale) out.push('', ...results.scale.rows.map((r) => `${r.name}: ${fmtInt(r.rps)} req/s (p99 ${fmtMs(r.p99)} ms)`), `1M keys / 10 keys: ${fmtRatio(results.scale.ratio)}`);
+  if (results.heap) out.push(...results.heap.map((h) => `heap per key (${h.kind}, ${fmtInt(h.keys)} keys): ${fmtInt(h.heapBytesPerKey)} B`));
+  if (results.attack) out.push('', `legitimate client alone ${fmtInt(results.attack.alone.rps)} req/s, under a wrong-secret flood ${fmtInt(results.attack.flood.rps)} req/s: ratio ${fmtRatio(results.attack.ratio)}`);
+  if (results.profile) {
+    const c = results.profile.comparison;
+    out.push('', `profile: CPU per request bare ${fmt(c.baseUsPerRequest, 1)} µs, keygate-memory ${fmt(c.subjectUsPerRequest, 1)} µs (keygate's own code and callees ${fmt(c.keygateOwnUsPerRequest, 1)} µs); biggest increases per request:`);
+    for (const x of c.byPackage.slice(0, 6)) out.push(`  ${fmt(x.deltaUs, 2).padStart(7)} µs  ${x.pkg}`);
+    out.push(`keygate self time, top 10 (keygate's own share of busy time: ${fmt(results.profile.keygateOwnPct, 1)}%):`);
+    for (const f of results.profile.keygateSelf.slice(0, 10)) out.push(`  ${fmt(f.selfPct, 2).padStart(6)}%  ${f.name}  ${f.where}`);
+  }
+  if (results.targets) {
+    out.push('', cfg.quick ? 'targets (QUICK RUN: smoke-test figures, not measurements):' : 'targets:');
+    for (const t of results.targets) out.push(`  [${t.met ? 'met ' : 'MISS'}] ${t.target}: ${t.figure}`);
+  }
+  console.log(out.join('\n'));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const t0 = performance.now();
+  const outDir = resolve(ROOT, cfg.out);
+  pruneLeftovers(outDir);
+  const dist = resolveDist();
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const infra = [];
+  const results = {
+    meta: {
+      date: new Date().toISOString(),
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+      machine: machine(),
+      pinning: plan,
+      storeCore,
+      keygate: { source: dist.source, commit: dist.commit, dirty: dist.dirty, version: JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version },
+      versions: Object.fromEntries(PEER_PACKAGES.map((name) => [name, packageVersion(name)])),
+      config: Object.fromEntries(Object.entries(cfg).filter(([k]) => !['skipPhases', 'onlyVariants'].includes(k))),
+    },
+  };
+  try {
+    const phases = ['main', 'scale', 'attack', 'cold', 'heap', 'profile'].filter((p) => !cfg.skipPhases.has(p));
+    log(`keygate benchmark: ${dist.source}${dist.dirty ? ' (src/ has uncommitted changes)' : ''}; phases: ${phases.join(', ')}`);
+    log(`machine: ${results.meta.machine.nproc} cores, ${results.meta.machine.cpuModel}, Node ${process.version}`);
+    const quiet = await waitForQuiet();
+    results.meta.foreignCpuAtStartPct = quiet;
+
+    serverOptions = { dist: dist.dir };
+    const needs = new Set();
+    if (cfg.skipPhases.has('main')) {
+      // nothing
+    } else {
+      const wanted = cfg.onlyVariants.length > 0 ? new Set(['bare', ...cfg.onlyVariants]) : null;
+      for (const v of VARIANTS) if ((v.group === 'main' || v.group === 'slow') && (!wanted || wanted.has(v.name))) for (const n of v.needs ?? []) needs.add(n);
+    }
+    if (needs.has('redis')) {
+      const redis = await startRedis(plan, storeCore);
+      infra.push(redis);
+      serverOptions.redisUrl = redis.url;
+      results.meta.versions['redis-server'] = redis.version;
+      log(`redis-server on 127.0.0.1:${redis.port}`);
+    }
+    if (needs.has('postgres')) {
+      const unavailable = await probeSqlStore(dist.dir);
+      if (unavailable) {
+        serverOptions.postgresSkip = unavailable;
+        log(`PostgreSQL row: ${unavailable}`);
+      } else {
+        try {
+          const postgres = await startPostgres(plan, storeCore);
+          infra.push(postgres);
+          serverOptions.postgresUrl = postgres.connectionString;
+          results.meta.versions.postgres = postgres.version;
+          log(`PostgreSQL on 127.0.0.1:${postgres.port}`);
+        } catch (error) {
+          serverOptions.postgresSkip = `PostgreSQL did not start: ${error.message.split('\n')[0]}`;
+          log(serverOptions.postgresSkip);
+        }
+      }
+    }
+
+    if (phases.includes('main')) {
+      log('\n== warm path, side by side ==');
+      results.main = await mainPhase();
+    }
+    if (phases.includes('scale')) {
+      log('\n== scale: MemoryStore with many keys ==');
+      results.scale = await scalePhase();
+    }
+    if (phases.includes('attack')) {
+      log('\n== under a wrong-secret flood ==');
+      results.attack = await attackPhase();
+    }
+    if (phases.includes('cold')) {
+      log('\n== cold path ==');
+      results.cold = await coldPhase();
+    }
+    if (phases.includes('heap')) {
+      log('\n== heap per key ==');
+      results.heap = await heapPhase();
+    }
+    if (phases.includes('profile')) {
+      log('\n== profile of the MemoryStore warm path ==');
+      results.profile = await profilePhase(dist.dir, outDir, stamp);
+    }
+    results.targets = targets(results);
+  } finally {
+    for (const service of infra.reverse()) await service.stop().catch(() => undefined);
+    dist.cleanup();
+  }
+  results.meta.elapsedS = (performance.now() - t0) / 1000;
+  const base = join(outDir, `bench-${stamp}`);
+  writeFileSync(`${base}.json`, `${JSON.stringify(results, null, 2)}\n`);
+  const markdown = markdownReport(results);
+  writeFileSync(`${base}.md`, markdown);
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(outDir, 'latest.md'), markdown);
+  printSummary(results);
+  console.log(`\nresults: ${base}.json, ${base}.md (also latest.json / latest.md); ${fmt(results.meta.elapsedS / 60, 1)} min`);
+}
+
+/** Removes copies of builds left behind by an earlier run that was killed. */
+function pruneLeftovers(outDir) {
+  if (!existsSync(outDir)) return;
+  for (const name of readdirSync(outDir)) if (name.startsWith('.keygate-')) rmSync(join(outDir, name), { recursive: true, force: true });
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
