@@ -1,52 +1,14 @@
 /**
- * keygate's key format, re-implemented here from the spec (SPEC.md §2) so the load generator can
- * build well-formed keys without importing keygate: `<prefix>_<lookupId>_<secret><check>`, check =
- * CRC-32 (IEEE) of the body in base62, six characters.
+ * Keys for the load generator, built with keygate's own format code from the build the benchmark
+ * just made (`npm run bench` builds dist/ first): `<prefix>_<lookupId>_<secret><check>`.
  */
-import { createHmac, randomBytes } from 'node:crypto';
-import * as zlib from 'node:zlib';
+import { createHmac } from 'node:crypto';
+import { randomBase62 } from '../../dist/esm/key/base62.js';
+import { formatKey } from '../../dist/esm/key/format.js';
 
-const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+export { formatKey, randomBase62 };
 
 export const PREFIX = 'pk_live';
-
-export function randomBase62(length) {
-  let out = '';
-  while (out.length < length) {
-    for (const byte of randomBytes(length * 2)) {
-      if (byte >= 248) continue;
-      out += ALPHABET[byte % 62];
-      if (out.length === length) break;
-    }
-  }
-  return out;
-}
-
-function base62(value, width) {
-  let out = '';
-  let rest = value;
-  do {
-    out = ALPHABET[rest % 62] + out;
-    rest = Math.floor(rest / 62);
-  } while (rest > 0);
-  return out.padStart(width, '0');
-}
-
-function crc32(text) {
-  if (typeof zlib.crc32 === 'function') return zlib.crc32(Buffer.from(text, 'utf8'));
-  let crc = 0xffffffff;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? 0xedb88320 ^ (crc >>> 1) : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-/** A well-formed key (valid check digits) from its parts. */
-export function formatKey(prefix, lookupId, secret) {
-  const body = `${prefix}_${lookupId}_${secret}`;
-  return body + base62(crc32(body), 6);
-}
 
 /** A random well-formed key of keygate's minted shape (16-character lookupId, 32-character secret). */
 export function mintLikeKeygate(prefix = PREFIX) {
