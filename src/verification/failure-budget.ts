@@ -31,15 +31,24 @@ export class FailureBudget {
     this.#limit = { perSecond: options.perSecond ?? 1, burst: options.burst ?? 10 };
   }
 
+  /** Whole seconds until `keyPrefix` has a failure to spend again; 0 when it has one now (or never failed). */
+  wait(keyPrefix: string, now: number): number {
+    const bucket = this.#buckets.get(keyPrefix);
+    if (!bucket) return 0;
+    const tokens = refilledTokens(bucket, this.#limit, now);
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / (this.#limit.perSecond as number)));
+  }
+
   /**
    * Reserves one failure for a verification about to run: `0` when granted, otherwise the whole
    * seconds until one is. Reserving before hashing (not counting after) keeps concurrent attempts
    * within the budget: fifty wrong secrets arriving at once get `burst` compares, not fifty.
    */
   reserve(keyPrefix: string, now: number): number {
+    const waitSeconds = this.wait(keyPrefix, now);
+    if (waitSeconds > 0) return waitSeconds;
     const bucket = this.#buckets.get(keyPrefix);
     const tokens = bucket ? refilledTokens(bucket, this.#limit, now) : (this.#limit.burst as number);
-    if (tokens < 1) return Math.max(1, Math.ceil((1 - tokens) / (this.#limit.perSecond as number)));
     this.#buckets.set(keyPrefix, { tokens: tokens - 1, tokensAt: Math.max(now, bucket?.tokensAt ?? now) });
     return 0;
   }

@@ -98,7 +98,15 @@ export function refusalError(code: RefusalCode, details: { retryAfter?: number; 
     code === 'insufficient_scope' && details.requiredScopes
       ? `The API key lacks the required scope: ${details.requiredScopes.join(' ')}.`
       : REFUSAL_MESSAGES[code];
-  return new KeygateError(code, message, details);
+  // A refusal is an expected answer, not a fault: its stack trace would say nothing and capturing
+  // one is the most expensive part of building it (it matters under a flood of bad requests).
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new KeygateError(code, message, details);
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
 }
 
 /** Runs the verification pipeline against one store with one cache. */
@@ -215,6 +223,10 @@ export class Verifier {
 
   private async load(keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
     const { store, storeTimeoutMs, pepper, pool, failureBudget, now } = this.settings;
+    // A keyPrefix whose budget is spent is refused before the store lookup too: under a flood that
+    // lookup would be the largest cost left. (Only bcrypt records ever spend a budget.)
+    const spent = failureBudget?.wait(keyPrefix, now()) ?? 0;
+    if (spent > 0) throw refusalError('too_many_failed_attempts', { retryAfter: spent });
     const record = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
     if (!record) return null;
     // Only slow hashes need a budget: a wrong secret against an HMAC hash costs a microsecond.

@@ -171,3 +171,20 @@ describe('a concurrent flood', () => {
     expect((await request(server).get('/private').set('X-API-Key', key)).status).toBe(200);
   });
 });
+
+describe('refusals under a flood stay cheap', () => {
+  it('refuses a keyPrefix whose budget is spent without even a store lookup, and without a stack trace', async () => {
+    const store = new CountingStore();
+    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, now: testClock().now, failedAttemptLimit: { burst: 2, perSecond: 1 } }));
+    const { key } = await keys.create({ name: 'victim' });
+    for (let i = 0; i < 2; i++) expect((await keys.verify(wrongSecretFor(key, i))).ok).toBe(false);
+    store.resetCounts();
+    const refused = await keys.verify(wrongSecretFor(key, 7));
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) {
+      expect(refused.error.code).toBe('too_many_failed_attempts');
+      expect(refused.error.stack).toBe(`KeygateError: ${refused.error.message}`);
+    }
+    expect(store.calls.findByKeyPrefix).toBe(0);
+  });
+});
