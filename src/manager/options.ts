@@ -56,10 +56,12 @@ export interface KeygateOptions {
    * Budget of failed bcrypt verifications per keyPrefix: `burst` in a row, then `perSecond`. While
    * it is spent, new (uncached) verifications of that keyPrefix are refused with
    * 429 `too_many_failed_attempts` without hashing, so a flood of wrong secrets for a known
-   * keyPrefix cannot eat the CPU. Cached keys are not affected. `false` turns it off.
-   * @default { burst: 10, perSecond: 1 }
+   * keyPrefix cannot eat the CPU. Cached keys are not affected. Those refusals are answered after
+   * `delayMs`, which caps how many requests each attacking connection can send (a tarpit); a
+   * legitimate client would have to wait for `Retry-After` anyway. `false` turns it off.
+   * @default { burst: 10, perSecond: 1, delayMs: 1000 }
    */
-  failedAttemptLimit?: { burst?: number; perSecond?: number } | false;
+  failedAttemptLimit?: { burst?: number; perSecond?: number; delayMs?: number } | false;
 }
 
 /** `keygate()` options with defaults applied. */
@@ -74,7 +76,7 @@ export interface ResolvedOptions {
   storeTimeoutMs: number;
   hashThreads: number;
   maxHashQueue: number;
-  failedAttemptLimit: { burst: number; perSecond: number } | false;
+  failedAttemptLimit: { burst: number; perSecond: number; delayMs: number } | false;
 }
 
 const KEYGATE_OPTIONS = [
@@ -162,16 +164,17 @@ export function resolveOptions(options: unknown): ResolvedOptions {
 
   const hashThreads = input.hashThreads === undefined ? defaultThreads() : positiveInteger(input.hashThreads, 'keygate(): `hashThreads`', 0, 64);
   const maxHashQueue = input.maxHashQueue === undefined ? 64 : positiveInteger(input.maxHashQueue, 'keygate(): `maxHashQueue`', 0);
-  let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { burst: 10, perSecond: 1 };
+  let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { burst: 10, perSecond: 1, delayMs: 1000 };
   if (input.failedAttemptLimit === false) failedAttemptLimit = false;
   else if (input.failedAttemptLimit !== undefined) {
     const limit: unknown = input.failedAttemptLimit;
-    if (limit === null || typeof limit !== 'object') throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond? } or false');
-    rejectUnknown(limit, ['burst', 'perSecond'], 'keygate() failedAttemptLimit');
-    const { burst, perSecond } = limit as { burst?: unknown; perSecond?: unknown };
+    if (limit === null || typeof limit !== 'object') throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond?, delayMs? } or false');
+    rejectUnknown(limit, ['burst', 'perSecond', 'delayMs'], 'keygate() failedAttemptLimit');
+    const { burst, perSecond, delayMs } = limit as { burst?: unknown; perSecond?: unknown; delayMs?: unknown };
     failedAttemptLimit = {
       burst: burst === undefined ? 10 : positiveInteger(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
       perSecond: perSecond === undefined ? 1 : positiveInteger(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
+      delayMs: delayMs === undefined ? 1000 : positiveInteger(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
     };
   }
 

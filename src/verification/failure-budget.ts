@@ -15,6 +15,8 @@ export interface FailureBudgetOptions {
   burst?: number;
   /** Failures allowed per second after that. @default 1 */
   perSecond?: number;
+  /** How long a refusal for a spent budget is held before it is answered (a tarpit). @default 1000 */
+  delayMs?: number;
 }
 
 interface Bucket {
@@ -25,10 +27,13 @@ interface Bucket {
 /** Per-keyPrefix token buckets of failed verifications, in an LRU so a flood of prefixes stays bounded. */
 export class FailureBudget {
   readonly #limit: RateLimit;
+  /** Milliseconds a `too_many_failed_attempts` refusal waits before it is answered. */
+  readonly delayMs: number;
   readonly #buckets = new LRUCache<string, Bucket>({ max: 10_000 });
 
   constructor(options: FailureBudgetOptions = {}) {
     this.#limit = { perSecond: options.perSecond ?? 1, burst: options.burst ?? 10 };
+    this.delayMs = options.delayMs ?? 1000;
   }
 
   /** Whole seconds until `keyPrefix` has a failure to spend again; 0 when it has one now (or never failed). */

@@ -153,8 +153,12 @@ export class Verifier {
       if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
       return await this.consume(key, now);
     } catch (error) {
-      if (error instanceof KeygateError) return { ok: false, error };
-      return { ok: false, error: new KeygateError('store_unavailable', 'verification failed', { cause: error }) };
+      if (!(error instanceof KeygateError)) {
+        return { ok: false, error: new KeygateError('store_unavailable', 'verification failed', { cause: error }) };
+      }
+      const delayMs = this.settings.failureBudget?.delayMs ?? 0;
+      if (error.code === 'too_many_failed_attempts' && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      return { ok: false, error };
     }
   }
 

@@ -112,7 +112,7 @@ describe('a flood of wrong secrets for a known keyPrefix', () => {
   it('spends at most the failure budget on bcrypt, then refuses without hashing, while the cached key keeps working', async () => {
     const clock = testClock();
     const store = new CountingStore();
-    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, now: clock.now, failedAttemptLimit: { burst: 5, perSecond: 1 } }));
+    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, now: clock.now, failedAttemptLimit: { burst: 5, perSecond: 1, delayMs: 0 } }));
     const { key } = await keys.create({ name: 'victim' });
     const server = app(keys);
     expect((await request(server).get('/private').set('X-API-Key', key)).status).toBe(200); // cached
@@ -159,7 +159,7 @@ describe('a flood of wrong secrets for a known keyPrefix', () => {
 describe('a concurrent flood', () => {
   it('runs at most `burst` bcrypt compares for fifty wrong secrets arriving at once', async () => {
     const store = new MemoryStore();
-    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, failedAttemptLimit: { burst: 3, perSecond: 1 } }));
+    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, failedAttemptLimit: { burst: 3, perSecond: 1, delayMs: 0 } }));
     const { key } = await keys.create({ name: 'victim' });
     const server = app(keys);
     const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => request(server).get('/private').set('X-API-Key', wrongSecretFor(key, i))));
@@ -175,7 +175,7 @@ describe('a concurrent flood', () => {
 describe('refusals under a flood stay cheap', () => {
   it('refuses a keyPrefix whose budget is spent without even a store lookup, and without a stack trace', async () => {
     const store = new CountingStore();
-    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, now: testClock().now, failedAttemptLimit: { burst: 2, perSecond: 1 } }));
+    const keys = track(keygate({ store, prefix: 'pk_test', bcryptCost: 4, now: testClock().now, failedAttemptLimit: { burst: 2, perSecond: 1, delayMs: 0 } }));
     const { key } = await keys.create({ name: 'victim' });
     for (let i = 0; i < 2; i++) expect((await keys.verify(wrongSecretFor(key, i))).ok).toBe(false);
     store.resetCounts();
@@ -186,5 +186,21 @@ describe('refusals under a flood stay cheap', () => {
       expect(refused.error.stack).toBe(`KeygateError: ${refused.error.message}`);
     }
     expect(store.calls.findByKeyPrefix).toBe(0);
+  });
+});
+
+describe('the tarpit', () => {
+  it('holds a too_many_failed_attempts refusal for delayMs, so each attacking connection slows down', async () => {
+    const keys = track(keygate({ store: new MemoryStore(), prefix: 'pk_test', bcryptCost: 4, failedAttemptLimit: { burst: 1, perSecond: 1, delayMs: 300 } }));
+    const { key } = await keys.create({ name: 'victim' });
+    expect((await keys.verify(wrongSecretFor(key, 1))).ok).toBe(false); // spends the budget
+    const started = Date.now();
+    const held = await keys.verify(wrongSecretFor(key, 2));
+    expect(held.ok || held.error.code).toBe('too_many_failed_attempts');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    // Other answers are not delayed.
+    const quick = Date.now();
+    expect((await keys.verify('garbage')).ok).toBe(false);
+    expect(Date.now() - quick).toBeLessThan(200);
   });
 });

@@ -39,14 +39,14 @@ describe('resolveOptions: defaults', () => {
       storeTimeoutMs: 1000,
       hashThreads: Math.max(1, Math.min(4, availableParallelism() - 1)),
       maxHashQueue: 64,
-      failedAttemptLimit: { burst: 10, perSecond: 1 },
+      failedAttemptLimit: { burst: 10, perSecond: 1, delayMs: 1000 },
     });
   });
 
   it('validates the hashing guards', () => {
     const store = fakeStore();
     expect(resolveOptions({ store, hashThreads: 0, failedAttemptLimit: false })).toMatchObject({ hashThreads: 0, failedAttemptLimit: false });
-    expect(resolveOptions({ store, failedAttemptLimit: { burst: 3 } }).failedAttemptLimit).toEqual({ burst: 3, perSecond: 1 });
+    expect(resolveOptions({ store, failedAttemptLimit: { burst: 3 } }).failedAttemptLimit).toEqual({ burst: 3, perSecond: 1, delayMs: 1000 });
     expect(() => resolveOptions({ store, hashThreads: -1 })).toThrow(TypeError);
     expect(() => resolveOptions({ store, failedAttemptLimit: { burts: 3 } as never })).toThrow(/did you mean `burst`/);
     expect(() => resolveOptions({ store, hashTreads: 2 } as never)).toThrow(/did you mean `hashThreads`/);
