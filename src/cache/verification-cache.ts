@@ -53,11 +53,6 @@ export class VerificationCache<Entry extends { readonly id: string }> {
     });
   }
 
-  /** True when caching is on. */
-  get enabled(): boolean {
-    return this.entries !== null;
-  }
-
   /** The entry for a digest, if still fresh. */
   get(digest: string): Entry | undefined {
     return this.entries?.get(digest);
@@ -91,11 +86,6 @@ export class VerificationCache<Entry extends { readonly id: string }> {
     this.currentEpoch++;
     this.entries?.clear();
     this.digestsById.clear();
-  }
-
-  /** Number of cached entries. */
-  get size(): number {
-    return this.entries?.size ?? 0;
   }
 
   private forget(id: string, digest: string): void {

@@ -65,7 +65,11 @@ export class CountingStore implements ApiKeyStore {
   list: ApiKeyStore['list'] = (query) => this.run('list', () => this.inner.list(query));
   consume: ApiKeyStore['consume'] = (id, request) => this.run('consume', () => this.inner.consume(id, request));
   private readonly listeners = new Set<(id: string | null) => void>();
-  private readonly forwarding = this.inner.subscribe((id) => this.broadcast(id));
+
+  constructor() {
+    // Changes the inner store reports reach this wrapper's own listeners.
+    this.inner.subscribe((id) => this.broadcast(id));
+  }
 
   /** Tells every listener that `id` changed; `null` plays a lost subscription. */
   broadcast(id: string | null): void {

@@ -8,20 +8,11 @@ import { type Keygate, isKeygateError, keygate } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
 import { testClock } from '../helpers/harness';
+import { rejection } from '../helpers/rejection';
 
 jest.setTimeout(30_000);
 
 const STORE_TIMEOUT_MS = 500;
-
-/** Resolves with what `action` rejected with; fails if it resolved. */
-async function rejection(action: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await action();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 async function timed<T>(action: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const started = performance.now();

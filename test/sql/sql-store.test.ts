@@ -12,6 +12,7 @@ import { DEFAULT_TABLE, type PostgresClient, SqlStore, sqlSchema } from 'keygate
 import { schemaStatements } from '../../src/stores/sql/schema';
 import { parseTableName } from '../../src/stores/sql/table-name';
 import { testRecord } from '../helpers/records';
+import { rejection } from '../helpers/rejection';
 
 const CREATED = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
@@ -29,15 +30,6 @@ function recordingPostgres(): PostgresClient & { texts: string[] } {
       return { rows: [] };
     },
   };
-}
-
-async function rejection(action: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await action();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
 }
 
 let dir: string;
