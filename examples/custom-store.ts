@@ -17,7 +17,12 @@
  *    the store's clock, so tests can move a day forward without sleeping.
  * 4. `insert` and `rotate` reject with `KeygateError('already_exists')` when the id or keyPrefix is
  *    taken (keygate then mints another key); `rotate` is atomic too and carries the uses left.
- * 5. Records are copied in and out: a caller mutating what it got back cannot change the store.
+ * 5. A revoked key stays revoked, checked where the data is: `consume` refuses a record whose
+ *    status, `revokedAt` or `expiresAt` says it is no longer usable (keygate's `lifecycleRefusal`,
+ *    so a revocation made in one process stops every other process at once, whatever its cache
+ *    holds); `consume` refuses after `request.deadline` (keygate has already answered 503);
+ *    `update` will not bring a revoked key back; `rotate` will not rotate a key twice.
+ * 6. Records are copied in and out: a caller mutating what it got back cannot change the store.
  *    (Copy with a JSON round-trip or by hand, not `structuredClone`: its objects come from Node's
  *    main realm and fail jest's strict equality inside a test environment.)
  *
@@ -56,6 +61,8 @@ import {
   KeygateError,
   decideConsume,
   initialCounters,
+  invalidArgument,
+  lifecycleRefusal,
   type StoreListQuery,
   type StoreRotation,
   keygate,
@@ -154,6 +161,10 @@ export class JsonFileStore implements ApiKeyStore {
       const data = await this.load();
       const stored = data.records[id];
       if (!stored) return null;
+      const revoked = lifecycleRefusal(stored.status, stored.revokedAt, null, patch.updatedAt.getTime()) === 'api_key_revoked';
+      if (revoked && patch.status !== undefined && patch.status !== 'revoked') {
+        throw invalidArgument('status', 'a revoked key cannot be reactivated');
+      }
       applyPatch(stored, patch);
       await this.save(data);
       return fromStored(stored);
@@ -167,6 +178,7 @@ export class JsonFileStore implements ApiKeyStore {
       const data = await this.load();
       const old = data.records[rotation.oldId];
       if (!old) return null;
+      if (old.status === 'revoked' || old.revokedAt !== null) throw invalidArgument('id', 'this key was already rotated or revoked');
       this.assertFree(data, rotation.replacement);
       const replacement = toStored(rotation.replacement);
       // Carry the uses the old key has left at this very moment (inside the lock).
@@ -204,6 +216,11 @@ export class JsonFileStore implements ApiKeyStore {
       const data = await this.load();
       const stored = data.records[id];
       if (!stored) return null;
+      if (request.deadline !== undefined && Date.now() > request.deadline) {
+        return { admitted: false, refusal: 'deadline_exceeded', useCount: stored.useCount };
+      }
+      const lifecycle = lifecycleRefusal(stored.status, stored.revokedAt, stored.expiresAt, request.now);
+      if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: stored.useCount };
       // keygate's own limit arithmetic (the rules of every built-in store), as a pure decision:
       // this store only supplies the state and writes back what the decision says.
       const state: CounterState = { ...(data.counters[id] ?? initialCounters(0)), useCount: stored.useCount };

@@ -23,13 +23,14 @@ export const ERROR_CODES = {
   invalid_argument: { status: 400, title: 'Invalid argument' },
   not_found: { status: 404, title: 'API key not found' },
   already_exists: { status: 409, title: 'API key already exists' },
+  invalid_record: { status: 500, title: 'Stored API key record is invalid' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 /** Every code a {@link KeygateError} can carry. */
 export type KeygateErrorCode = keyof typeof ERROR_CODES;
 
 /** Codes that refuse a request (as opposed to manager misuse such as `invalid_argument`). */
-export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists'>;
+export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists' | 'invalid_record'>;
 
 /** Extra, secret-free facts attached to an error. */
 export interface KeygateErrorDetails {

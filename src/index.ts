@@ -21,7 +21,7 @@ export type {
   ConsumeOutcome,
   ConsumeRefusal,
 } from './stores/store.js';
-export { KeygateError, ERROR_CODES, isKeygateError } from './errors.js';
+export { KeygateError, ERROR_CODES, isKeygateError, invalidArgument } from './errors.js';
 export type { KeygateErrorCode, RefusalCode, KeygateErrorDetails } from './errors.js';
 export type { ErrorHandler } from './http/respond.js';
 export type { ProblemDetails } from './http/problem.js';
@@ -30,6 +30,9 @@ export type { HashingAlgorithm } from './key/hash.js';
 export type { LimitsSnapshot, LimitStatus, CounterState } from './policy/limits.js';
 export { decideConsume, initialCounters } from './policy/limits.js';
 export { scopeGrants } from './policy/scopes.js';
+export { lifecycleRefusal } from './policy/status.js';
+export type { LifecycleRefusal } from './policy/status.js';
+export { decodeStoredRecord, invalidRecord } from './stores/record-decoder.js';
 export type {
   ApiKey,
   ApiKeyRecord,

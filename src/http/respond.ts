@@ -19,13 +19,16 @@ export interface RefusalStyle {
   passErrors: boolean;
 }
 
-/** Sets the `RateLimit-Policy` and `RateLimit` fields of a limited key. */
+/**
+ * Sets the `RateLimit-Policy` and `RateLimit` fields of a limited key. A key whose lifetime uses
+ * are spent has no capacity left in any window, so it gets its policies but no `RateLimit` field:
+ * reporting a window's remaining requests would promise requests it can no longer make.
+ */
 export function setRateLimitHeaders(res: Response, policyHeader: string | undefined, limits: LimitsSnapshot | undefined): void {
   if (policyHeader === undefined || !limits) return;
-  const current = rateLimitHeader(limits.policies);
-  if (current === undefined) return;
+  const current = limits.usesRemaining === 0 ? undefined : rateLimitHeader(limits.policies);
   res.setHeader('RateLimit-Policy', policyHeader);
-  res.setHeader('RateLimit', current);
+  if (current !== undefined) res.setHeader('RateLimit', current);
 }
 
 /**

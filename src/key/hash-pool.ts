@@ -75,7 +75,8 @@ export function defaultThreads(): number {
 export class HashPool {
   readonly #threads: number;
   readonly #maxQueue: number;
-  readonly #queue: PendingJob[] = [];
+  /** Waiting jobs: `clean` ones start before any `suspect` one (see FailureBudget). */
+  readonly #queues: Record<'clean' | 'suspect', PendingJob[]> = { clean: [], suspect: [] };
   #workers: Thread[] = [];
 
   constructor(options: HashPoolOptions = {}) {
@@ -83,38 +84,50 @@ export class HashPool {
     this.#maxQueue = options.maxQueue ?? 64;
   }
 
-  /** bcrypt compare of a secret with a stored hash, on a worker thread. */
-  compare(secret: string, hash: string): Promise<boolean> {
-    return this.#run({ kind: 'compare', secret, hash }) as Promise<boolean>;
+  /**
+   * bcrypt compare of a secret with a stored hash, on a worker thread. A `suspect` compare (its
+   * client or keyPrefix failed recently) waits until no `clean` one is waiting.
+   */
+  compare(secret: string, hash: string, lane: 'clean' | 'suspect' = 'clean'): Promise<boolean> {
+    return this.#run({ kind: 'compare', secret, hash }, lane) as Promise<boolean>;
   }
 
   /** bcrypt hash of a new secret, on a worker thread. */
   hash(secret: string, cost: number): Promise<string> {
-    return this.#run({ kind: 'hash', secret, cost }) as Promise<string>;
+    return this.#run({ kind: 'hash', secret, cost }, 'clean') as Promise<string>;
   }
 
   /** Jobs running or waiting. */
   get pending(): number {
-    return this.#queue.length + this.#workers.filter((thread) => thread.busy).length;
+    return this.#waiting() + this.#workers.filter((thread) => thread.busy).length;
   }
 
   /** Stops every thread; waiting and running jobs are rejected. The pool can start again after. */
   async close(): Promise<void> {
     const workers = this.#workers;
     this.#workers = [];
-    for (const pending of this.#queue.splice(0)) pending.reject(new KeygateError('verification_busy', 'the hashing threads were stopped'));
+    const waiting = [...this.#queues.clean.splice(0), ...this.#queues.suspect.splice(0)];
+    for (const pending of waiting) pending.reject(new KeygateError('verification_busy', 'the hashing threads were stopped'));
     await Promise.all(workers.map((thread) => thread.worker.terminate()));
   }
 
-  #run(job: Job): Promise<boolean | string> {
+  #waiting(): number {
+    return this.#queues.clean.length + this.#queues.suspect.length;
+  }
+
+  #dequeue(): PendingJob | undefined {
+    return this.#queues.clean.shift() ?? this.#queues.suspect.shift();
+  }
+
+  #run(job: Job, lane: 'clean' | 'suspect'): Promise<boolean | string> {
     const idle = this.#idleThread();
-    if (!idle && this.#queue.length >= this.#maxQueue) {
+    if (!idle && this.#waiting() >= this.#maxQueue) {
       return Promise.reject(new KeygateError('verification_busy', 'Too many API keys are being verified at once; retry shortly.', { retryAfter: 1 }));
     }
     return new Promise((resolve, reject) => {
       const pending: PendingJob = { job, resolve, reject };
       if (idle) this.#start(idle, pending);
-      else this.#queue.push(pending);
+      else this.#queues[lane].push(pending);
     });
   }
 
@@ -151,7 +164,7 @@ export class HashPool {
   }
 
   #next(thread: Thread): void {
-    const pending = this.#queue.shift();
+    const pending = this.#dequeue();
     if (pending) this.#start(thread, pending);
   }
 
@@ -160,11 +173,8 @@ export class HashPool {
     this.#workers = this.#workers.filter((other) => other !== thread);
     thread.busy?.reject(error);
     thread.busy = undefined;
-    const pending = this.#queue.shift();
-    if (pending) {
-      const replacement = this.#idleThread();
-      if (replacement) this.#start(replacement, pending);
-      else this.#queue.unshift(pending);
-    }
+    const replacement = this.#waiting() > 0 ? this.#idleThread() : undefined;
+    const pending = replacement ? this.#dequeue() : undefined;
+    if (replacement && pending) this.#start(replacement, pending);
   }
 }

@@ -41,10 +41,27 @@ export function hashAlgorithmOf(stored: string): HashingAlgorithm | null {
 }
 
 /**
- * Verifies a presented secret against a stored hash in constant time for the algorithm.
- * An unrecognised hash never verifies.
+ * A well-formed hash of no secret, for the compare keygate runs when a keyPrefix is unknown: it
+ * costs what a compare against a real hash of `algorithm` costs, so an unknown keyPrefix answers
+ * after the same work as a known one with a wrong secret. Nothing ever verifies against it (its
+ * bcrypt digest is no output of bcrypt; its HMAC is the empty string's with no pepper).
  */
-export async function verifySecret(secret: string, stored: string, pepper: string | undefined, pool?: HashPool): Promise<boolean> {
+export function dummyHash(algorithm: HashingAlgorithm, bcryptCost: number): string {
+  if (algorithm === 'sha256') return HMAC_TAG + 'A'.repeat(43);
+  return `$2b$${String(bcryptCost).padStart(2, '0')}$${'N'.repeat(22)}${'.'.repeat(31)}`;
+}
+
+/**
+ * Verifies a presented secret against a stored hash in constant time for the algorithm.
+ * An unrecognised hash never verifies. `lane` orders bcrypt compares on the hashing threads.
+ */
+export async function verifySecret(
+  secret: string,
+  stored: string,
+  pepper: string | undefined,
+  pool?: HashPool,
+  lane: 'clean' | 'suspect' = 'clean',
+): Promise<boolean> {
   switch (hashAlgorithmOf(stored)) {
     case 'sha256': {
       const expected = Buffer.from(stored.slice(HMAC_TAG.length), 'base64url');
@@ -52,7 +69,7 @@ export async function verifySecret(secret: string, stored: string, pepper: strin
       return expected.length === actual.length && timingSafeEqual(expected, actual);
     }
     case 'bcrypt':
-      return pool ? pool.compare(secret, stored) : bcryptCompare(secret, stored);
+      return pool ? pool.compare(secret, stored, lane) : bcryptCompare(secret, stored);
     default:
       return false;
   }

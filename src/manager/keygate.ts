@@ -12,7 +12,8 @@ import { HashPool } from '../key/hash-pool.js';
 import { FailureBudget } from '../verification/failure-budget.js';
 import { type AuthenticateOptions, createAuthenticate } from '../middleware/authenticate.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
-import { checkExpiry, checkStatus } from '../policy/status.js';
+import { checkExpiry, isRevokedAt } from '../policy/status.js';
+import { decodeStoredRecord } from '../stores/record-decoder.js';
 import type { ApiKeyPatch, ApiKeyStore } from '../stores/store.js';
 import type {
   ApiKey,
@@ -89,7 +90,7 @@ export class Keygate {
     this.#verifier = new Verifier({
       ...this.#options,
       pool: this.#pool,
-      failureBudget: failedAttemptLimit ? new FailureBudget(failedAttemptLimit) : undefined,
+      failureBudget: failedAttemptLimit ? new FailureBudget(failedAttemptLimit, hashThreads) : undefined,
     });
     this.#hashing = { algorithm: this.#options.hashing, bcryptCost: this.#options.bcryptCost, pepper: this.#options.pepper, pool: this.#pool };
     // Writes made through any keygate instance sharing the store drop the key from this cache too.
@@ -147,7 +148,7 @@ export class Keygate {
   /** The key with this id, or `null`. */
   async get(id: string): Promise<ApiKey | null> {
     const validId = recordId(id);
-    const record = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
+    const record = await this.#read(validId);
     return record ? toApiKey(record, this.#options.now()) : null;
   }
 
@@ -159,10 +160,9 @@ export class Keygate {
     const input = validateList(query);
     const { cursor, limit, ...filters } = input;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    const records = await this.#call(
-      () => this.#options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }),
-      'to list keys',
-    );
+    const records = (
+      await this.#call(() => this.#options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }), 'to list keys')
+    ).map(decodeStoredRecord);
     const now = this.#options.now();
     const page = records.slice(0, limit);
     const result: ApiKeyPage = { items: page.map((record) => toApiKey(record, now)) };
@@ -179,9 +179,10 @@ export class Keygate {
     const validId = recordId(id);
     const changes: ApiKeyPatch = { ...validateUpdate(patch), updatedAt: new Date(this.#options.now()) };
     if (changes.status !== undefined) {
-      const current = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
+      const current = await this.#read(validId);
       if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
-      if (current.status === 'revoked' && changes.status !== 'revoked') {
+      // The store refuses it too, atomically (a revocation racing this update); this answers early.
+      if (isRevokedAt(current, changes.updatedAt.getTime()) && changes.status !== 'revoked') {
         throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
       }
       if (changes.status === 'revoked' && current.status !== 'revoked') changes.revokedAt = changes.updatedAt;
@@ -193,7 +194,7 @@ export class Keygate {
   async revoke(id: string): Promise<ApiKey> {
     const validId = recordId(id);
     const now = new Date(this.#options.now());
-    const current = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
+    const current = await this.#read(validId);
     if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
     if (current.status === 'revoked') return toApiKey(current, now.getTime());
     return this.#write(validId, { status: 'revoked', revokedAt: now, updatedAt: now });
@@ -219,13 +220,15 @@ export class Keygate {
     const gracePeriodMs = options.gracePeriodMs === undefined ? 0 : count(options.gracePeriodMs, 'gracePeriodMs');
     const nowMs = this.#options.now();
     const now = new Date(nowMs);
-    const old = await this.#call(() => this.#options.store.findById(validId), 'to read a key');
+    const old = await this.#read(validId);
     if (!old) throw new KeygateError('not_found', `no API key with id ${validId}`);
-    if (!checkStatus(old, nowMs).ok && old.status !== 'suspended') throw invalidArgument('id', 'a revoked key cannot be rotated');
+    // A key rotated once (its revokedAt is set, grace or not) is retired: rotating it again would
+    // mint another key with its remaining uses. The store refuses it too, atomically.
+    if (isRevokedAt(old, nowMs)) throw invalidArgument('id', 'a revoked key cannot be rotated');
+    if (old.revokedAt !== null) throw invalidArgument('id', 'this key was already rotated; rotate its replacement instead');
     if (!checkExpiry(old, nowMs).ok) throw invalidArgument('id', 'an expired key cannot be rotated');
 
-    const graceEnd = nowMs + gracePeriodMs;
-    const oldRevokedAt = new Date(old.revokedAt ? Math.min(old.revokedAt.getTime(), graceEnd) : graceEnd);
+    const oldRevokedAt = new Date(nowMs + gracePeriodMs);
     for (let attempt = 1; ; attempt++) {
       const minted = mintKey(this.#options.prefix);
       const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
@@ -255,7 +258,7 @@ export class Keygate {
         );
         if (!rotated) throw new KeygateError('not_found', `no API key with id ${validId}`);
         this.#verifier.invalidate(validId);
-        return { key: minted.key, apiKey: toApiKey(rotated.replacement, nowMs) };
+        return { key: minted.key, apiKey: toApiKey(decodeStoredRecord(rotated.replacement), nowMs) };
       } catch (error) {
         if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
       }
@@ -336,7 +339,13 @@ export class Keygate {
     const updated = await this.#call(() => this.#options.store.update(id, patch), 'to update a key');
     this.#verifier.invalidate(id);
     if (!updated) throw new KeygateError('not_found', `no API key with id ${id}`);
-    return toApiKey(updated, this.#options.now());
+    return toApiKey(decodeStoredRecord(updated), this.#options.now());
+  }
+
+  /** The record with this id, validated, or `null`. */
+  async #read(id: string): Promise<ApiKeyRecord | null> {
+    const record = await this.#call(() => this.#options.store.findById(id), 'to read a key');
+    return record === null ? null : decodeStoredRecord(record);
   }
 
   #call<T>(operation: () => Promise<T>, what: string): Promise<T> {

@@ -53,15 +53,35 @@ export interface KeygateOptions {
    */
   maxHashQueue?: number;
   /**
-   * Budget of failed bcrypt verifications per keyPrefix: `burst` in a row, then `perSecond`. While
-   * it is spent, new (uncached) verifications of that keyPrefix are refused with
-   * 429 `too_many_failed_attempts` without hashing, so a flood of wrong secrets for a known
-   * keyPrefix cannot eat the CPU. Cached keys are not affected. Those refusals are answered after
-   * `delayMs`, which caps how many requests each attacking connection can send (a tarpit); a
-   * legitimate client would have to wait for `Retry-After` anyway. `false` turns it off.
-   * @default { burst: 10, perSecond: 1, delayMs: 1000 }
+   * Budgets of failed bcrypt verifications (an unknown keyPrefix counts as one: it costs a dummy
+   * compare). Per keyPrefix and client address, `burst` in a row then `perSecond`; while one is
+   * spent, further cold verifications of that pair are refused with 429 `too_many_failed_attempts`
+   * without hashing. Attempts from an address (or pair) that failed recently are suspect: they wait
+   * behind every other compare and, process-wide, only `processBurst` / `processPerSecond` of them
+   * run, so wrong secrets spread over many keyPrefixes cannot starve other customers. Keys that
+   * verified before (remembered by digest for 24 h) skip the budgets: nobody else's wrong secrets
+   * can lock their holders out. Refusals are answered after `delayMs` (a tarpit), which caps how
+   * many requests each attacking connection can send. `false` turns all of it off.
+   * @default { burst: 10, perSecond: 1, delayMs: 1000, processPerSecond: 4 × hashThreads (at least 4), processBurst: 2 × processPerSecond }
    */
-  failedAttemptLimit?: { burst?: number; perSecond?: number; delayMs?: number } | false;
+  failedAttemptLimit?: FailedAttemptLimit | false;
+}
+
+/** Size of the failed-verification budgets; see {@link KeygateOptions.failedAttemptLimit}. */
+export interface FailedAttemptLimit {
+  /** Failed bcrypt verifications allowed in a row per keyPrefix and client address. @default 10 */
+  burst?: number;
+  /** …and per second after that. @default 1 */
+  perSecond?: number;
+  /** How long a `too_many_failed_attempts` answer is held (a tarpit), in ms. @default 1000 */
+  delayMs?: number;
+  /**
+   * Compares allowed per second, process-wide, for attempts from a client (or keyPrefix and
+   * client) that failed recently. They also wait behind every other compare. @default 4 × hashThreads, at least 4
+   */
+  processPerSecond?: number;
+  /** …and in a row. @default 2 × processPerSecond */
+  processBurst?: number;
 }
 
 /** `keygate()` options with defaults applied. */
@@ -76,7 +96,7 @@ export interface ResolvedOptions {
   storeTimeoutMs: number;
   hashThreads: number;
   maxHashQueue: number;
-  failedAttemptLimit: { burst: number; perSecond: number; delayMs: number } | false;
+  failedAttemptLimit: Required<Pick<FailedAttemptLimit, 'burst' | 'perSecond' | 'delayMs'>> & Pick<FailedAttemptLimit, 'processBurst' | 'processPerSecond'> | false;
 }
 
 const KEYGATE_OPTIONS = [
@@ -168,14 +188,20 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   if (input.failedAttemptLimit === false) failedAttemptLimit = false;
   else if (input.failedAttemptLimit !== undefined) {
     const limit: unknown = input.failedAttemptLimit;
-    if (limit === null || typeof limit !== 'object') throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond?, delayMs? } or false');
-    rejectUnknown(limit, ['burst', 'perSecond', 'delayMs'], 'keygate() failedAttemptLimit');
-    const { burst, perSecond, delayMs } = limit as { burst?: unknown; perSecond?: unknown; delayMs?: unknown };
+    if (limit === null || typeof limit !== 'object') {
+      throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond?, delayMs?, processBurst?, processPerSecond? } or false');
+    }
+    rejectUnknown(limit, ['burst', 'perSecond', 'delayMs', 'processBurst', 'processPerSecond'], 'keygate() failedAttemptLimit');
+    const { burst, perSecond, delayMs, processBurst, processPerSecond } = limit as Record<string, unknown>;
     failedAttemptLimit = {
       burst: burst === undefined ? 10 : positiveInteger(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
       perSecond: perSecond === undefined ? 1 : positiveInteger(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
       delayMs: delayMs === undefined ? 1000 : positiveInteger(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
     };
+    if (processBurst !== undefined) failedAttemptLimit.processBurst = positiveInteger(processBurst, 'keygate(): `failedAttemptLimit.processBurst`', 1);
+    if (processPerSecond !== undefined) {
+      failedAttemptLimit.processPerSecond = positiveInteger(processPerSecond, 'keygate(): `failedAttemptLimit.processPerSecond`', 1);
+    }
   }
 
   return {

@@ -1,10 +1,13 @@
 /**
- * The mark an admitted request carries, so a later `authenticate()` does not count the request
- * again and scope guards can answer in the style of the `authenticate()` that admitted it.
+ * The mark an admitted request carries, so a later `authenticate()` of the same keygate instance
+ * does not count the request again, and scope guards can answer in the style of the
+ * `authenticate()` that admitted it.
  *
  * The mark is keyed by the request's principal object (`req.apiKey`), which admission sets anyway:
  * adding a property of our own to every request would change the shape of Node's request objects
- * on the hot path.
+ * on the hot path. It names the instance (`owner`) that admitted the request: an admission made by
+ * one keygate instance proves nothing to another (another prefix, another store, other limits),
+ * which runs its whole pipeline.
  */
 import type { Request } from 'express';
 import type { RefusalStyle } from '../http/respond.js';
@@ -13,8 +16,11 @@ import type { ApiKey } from '../types.js';
 
 /** What an admitted request remembers about its admission. */
 export interface AdmissionMark {
+  /** The scopes the key was verified with (private: not the view's array, which the app may change). */
   scopes: CompiledScopes;
   style: RefusalStyle;
+  /** The instance that verified and counted the request. */
+  owner: object;
 }
 
 const marks = new WeakMap<ApiKey, AdmissionMark>();
@@ -25,7 +31,7 @@ export function markAdmitted(req: Request, apiKey: ApiKey, mark: AdmissionMark):
   marks.set(apiKey, mark);
 }
 
-/** The admission of a request, if an `authenticate()` admitted it. */
+/** The admission of a request, if an `authenticate()` of any keygate instance admitted it. */
 export function admissionOf(req: Request): AdmissionMark | undefined {
   const apiKey = req.apiKey;
   return apiKey === undefined ? undefined : marks.get(apiKey);

@@ -58,8 +58,10 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
 
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
     const earlier = admissionOf(req);
-    if (earlier) {
-      // Already admitted and counted: only this route's own scopes are left to check, answered in this middleware's style.
+    if (earlier?.owner === verifier) {
+      // Admitted and counted by this same instance: only this route's own scopes are left to
+      // check, answered in this middleware's style. Another instance's admission proves nothing
+      // here (its prefix, store and limits are its own): the whole pipeline runs.
       const refused = verifier.checkScopes(earlier, context);
       return refused ? refuse(refused, req, res, next, style) : next();
     }
@@ -79,12 +81,11 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           return refuse(result.error, req, res, next, style, rateLimit || undefined);
         }
         if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
-        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style });
+        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style, owner: verifier });
         res.locals.apiKey = result.apiKey;
         next();
       },
-      (error: unknown) => next(error),
-    );
+    ).catch((error: unknown) => next(error));
   };
 }
 

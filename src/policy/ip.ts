@@ -47,12 +47,18 @@ export function parseIpRange(entry: string): IpRange | null {
   return null;
 }
 
-/** Compiles a record's `allowedIps`; entries were validated on write, unparsable ones are dropped. */
-export function compileAllowedIps(entries: readonly string[]): IpRange[] {
+/**
+ * Compiles a record's `allowedIps`: `[]` for an empty list (any address), or `null` when any entry
+ * does not parse. Entries are validated on write, so that only happens to a record changed behind
+ * keygate's back; dropping the entry would widen access (to everyone, once none is left), so the
+ * whole allowlist becomes one that admits no address instead.
+ */
+export function compileAllowedIps(entries: readonly string[]): IpRange[] | null {
   const ranges: IpRange[] = [];
   for (const entry of entries) {
     const range = parseIpRange(entry);
-    if (range) ranges.push(range);
+    if (!range) return null;
+    ranges.push(range);
   }
   return ranges;
 }
@@ -84,11 +90,13 @@ export function parseClientIp(ip: string | undefined): Address | null {
 }
 
 /**
- * Admits when the allowlist is empty (`ranges` is `null` or `[]`) or the client address falls in
- * one of its ranges; refuses `ip_not_allowed` otherwise, including when the address is unknown.
+ * Admits when the allowlist is empty (`[]`) or the client address falls in one of its ranges;
+ * refuses `ip_not_allowed` otherwise: for an unknown address, and for every address when the
+ * allowlist could not be compiled (`null`).
  */
 export function checkIp(ranges: readonly IpRange[] | null, clientIp: string | undefined): PolicyResult {
-  if (!ranges || ranges.length === 0) return ADMIT;
+  if (ranges === null) return { ok: false, code: 'ip_not_allowed' };
+  if (ranges.length === 0) return ADMIT;
   const client = parseClientIp(clientIp);
   if (client) {
     for (const [network, bits] of ranges) {

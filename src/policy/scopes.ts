@@ -34,6 +34,8 @@ export function hasScope(granted: CompiledScopes, required: string): boolean {
 
 /**
  * True when the granted scopes cover `required`, with the wildcard rules of keygate's scopes.
+ * `required` must be a literal scope (non-empty segments, no `*`, no whitespace): anything else
+ * throws a `TypeError`, as `requireScopes` does, instead of answering a question that has no answer.
  *
  * @example
  * ```ts
@@ -42,6 +44,9 @@ export function hasScope(granted: CompiledScopes, required: string): boolean {
  * ```
  */
 export function scopeGrants(granted: readonly string[], required: string): boolean {
+  if (!isValidRequiredScope(required)) {
+    throw new TypeError(`scopeGrants: ${JSON.stringify(required)} is not a literal scope such as "leads:read"`);
+  }
   return hasScope(compileScopes(granted), required);
 }
 

@@ -4,8 +4,9 @@
  * consumes can never over-admit. Records are kept as JSON text and rebuilt on every read, so a
  * caller mutating what it got back cannot change the store.
  */
-import { KeygateError } from '../errors.js';
+import { KeygateError, invalidArgument } from '../errors.js';
 import { type CounterState, decideConsume, initialCounters } from '../policy/limits.js';
+import { lifecycleRefusal } from '../policy/status.js';
 import type { ApiKeyRecord, ApiKeyStatus } from '../types.js';
 import type {
   ApiKeyPatch,
@@ -38,6 +39,9 @@ class StoredKey implements CounterState {
   readonly ownerId: string | undefined;
   readonly tenantId: string | undefined;
   status: ApiKeyStatus;
+  /** Epoch ms of `revokedAt` / `expiresAt`, or `null`: the consume checks them on every use. */
+  revokedAt: number | null;
+  expiresAt: number | null;
   readonly createdAt: number;
   lastUsedAt: number | null;
   useCount: number;
@@ -56,6 +60,8 @@ class StoredKey implements CounterState {
     this.ownerId = record.ownerId;
     this.tenantId = record.tenantId;
     this.status = record.status;
+    this.revokedAt = record.revokedAt === null ? null : record.revokedAt.getTime();
+    this.expiresAt = record.expiresAt === null ? null : record.expiresAt.getTime();
     this.createdAt = record.createdAt.getTime();
     this.lastUsedAt = record.lastUsedAt === null ? null : record.lastUsedAt.getTime();
     this.useCount = counters.useCount;
@@ -98,6 +104,13 @@ function thaw(slot: Slot): ApiKeyRecord {
 function refreeze(slot: Slot, record: ApiKeyRecord): void {
   slot.settings = settingsOf(record);
   slot.status = record.status;
+  slot.revokedAt = record.revokedAt === null ? null : record.revokedAt.getTime();
+  slot.expiresAt = record.expiresAt === null ? null : record.expiresAt.getTime();
+}
+
+/** True when a slot's key is revoked for good at `at`: the status says so, or `revokedAt` has passed. */
+function isRevoked(slot: Slot, at: number): boolean {
+  return lifecycleRefusal(slot.status, slot.revokedAt, null, at) === 'api_key_revoked';
 }
 
 function compareByPosition(a: Slot, b: Slot): number {
@@ -162,6 +175,9 @@ export class MemoryStore implements ApiKeyStore {
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     const slot = this.#byId.get(id);
     if (!slot) return null;
+    if (patch.status !== undefined && patch.status !== 'revoked' && isRevoked(slot, patch.updatedAt.getTime())) {
+      throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
+    }
     const record = thaw(slot);
     applyPatch(record, patch);
     refreeze(slot, record);
@@ -172,6 +188,9 @@ export class MemoryStore implements ApiKeyStore {
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     const slot = this.#byId.get(rotation.oldId);
     if (!slot) return null;
+    if (slot.revokedAt !== null || isRevoked(slot, rotation.now.getTime())) {
+      throw invalidArgument('id', 'this key was already rotated or revoked; rotate its replacement instead');
+    }
     const old = thaw(slot);
     const replacement = { ...rotation.replacement };
     if (old.maxUses !== null) replacement.maxUses = Math.max(0, old.maxUses - old.useCount);
@@ -205,6 +224,11 @@ export class MemoryStore implements ApiKeyStore {
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
     const slot = this.#byId.get(id);
     if (!slot) return null;
+    if (request.deadline !== undefined && Date.now() > request.deadline) {
+      return { admitted: false, refusal: 'deadline_exceeded', useCount: slot.useCount };
+    }
+    const lifecycle = lifecycleRefusal(slot.status, slot.revokedAt, slot.expiresAt, request.now);
+    if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: slot.useCount };
     const { outcome, next } = decideConsume(slot, request);
     if (next) {
       slot.useCount = next.useCount;

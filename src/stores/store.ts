@@ -57,14 +57,34 @@ export interface ConsumeRequest {
   now: number;
   maxUses: number | null;
   rateLimit: RateLimit | null;
+  /**
+   * Wall-clock instant (epoch milliseconds on the `Date.now()` scale, never the injected clock)
+   * after which the caller has given up and answered `503 store_unavailable`. A store that gets
+   * to the consume after it (a queued command, a wait for a row lock or a connection) must not
+   * apply it: it refuses with `deadline_exceeded` and counts nothing, so a request answered 503
+   * is never counted. Compare it with the clock of the place that applies the consume (Redis
+   * `TIME`, PostgreSQL `clock_timestamp()`, `Date.now()` in process). Absent: no deadline.
+   */
+  deadline?: number;
 }
 
-/** Why a consume was refused, most lasting first. */
-export type ConsumeRefusal = 'usage_exhausted' | 'quota_exceeded' | 'rate_limited';
+/**
+ * Why a consume was refused. The lifecycle codes come first (the record in the store is no longer
+ * usable, whatever the caller's cache says), then the limits, most lasting first.
+ */
+export type ConsumeRefusal =
+  | 'deadline_exceeded'
+  | 'api_key_revoked'
+  | 'api_key_disabled'
+  | 'api_key_expired'
+  | 'usage_exhausted'
+  | 'quota_exceeded'
+  | 'rate_limited';
 
 /**
- * The result of one consume. When refused, nothing was counted (all-or-nothing) and the counters
- * describe the state that caused the refusal.
+ * The result of one consume. When refused, nothing was counted (all-or-nothing). A limit refusal
+ * (`usage_exhausted`, `quota_exceeded`, `rate_limited`) carries the counters that caused it; a
+ * lifecycle or deadline refusal carries `useCount` only.
  */
 export interface ConsumeOutcome {
   admitted: boolean;
@@ -91,19 +111,36 @@ export interface ApiKeyStore {
   findById(id: string): Promise<ApiKeyRecord | null>;
   /** The record with this keyPrefix, or `null`. */
   findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null>;
-  /** Applies `patch` and returns the updated record, or `null` when the id is unknown. */
+  /**
+   * Applies `patch` and returns the updated record, or `null` when the id is unknown.
+   *
+   * A revoked key stays revoked: when the patch sets `status` to anything but `revoked` and the
+   * stored record is revoked (`status` is `revoked`, or `revokedAt` is at or before
+   * `patch.updatedAt`), the store rejects with `KeygateError('invalid_argument')` (field `status`)
+   * and changes nothing. The check and the write are one atomic step.
+   */
   update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null>;
   /**
    * Inserts the replacement and retires the old record in one atomic step, carrying the old key's
    * remaining uses. Returns both records as stored, or `null` when `oldId` is unknown.
    * Rejects with `already_exists` (and changes nothing) when the replacement's id or keyPrefix is taken.
+   * Rejects with `KeygateError('invalid_argument')` (field `id`) and changes nothing when the old
+   * record is already retired or retiring: `status` is `revoked`, or `revokedAt` is set (a rotation
+   * already happened). Otherwise a key in its grace period could be rotated again and again, each
+   * time minting a key with the full remaining uses.
    */
   rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null>;
   /** Records matching the filters, ordered by (createdAt, id) ascending. */
   list(query: StoreListQuery): Promise<ApiKeyRecord[]>;
   /**
-   * Atomically checks and counts one use: `maxUses`, the UTC-day quota and the token bucket, all or
-   * nothing. Updates `useCount` and `lastUsedAt` when admitted. Returns `null` for an unknown id.
+   * Atomically checks and counts one use, all or nothing, in this order:
+   * 1. `request.deadline` has passed on the store's clock: `deadline_exceeded`;
+   * 2. the record as stored now, with `request.now`: `status` other than `active`
+   *    (`api_key_disabled` for `suspended`, `api_key_revoked` for anything else), `revokedAt` at
+   *    or before now (`api_key_revoked`), `expiresAt` at or before now (`api_key_expired`). This is
+   *    what makes a revocation final in every process at once, whatever their caches hold;
+   * 3. `maxUses`, the UTC-day quota and the token bucket of the request.
+   * Updates `useCount` and `lastUsedAt` when admitted. Returns `null` for an unknown id.
    */
   consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null>;
   /**

@@ -1130,6 +1130,142 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     });
 
     // -------------------------------------------------------------------------------------------
+    describe('consume refuses what the store says is no longer usable', () => {
+      test('refuses a revoked record with api_key_revoked and counts nothing', async (store) => {
+        const record = makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY), maxUses: 5, rateLimit: { perSecond: 1, perDay: 1 } });
+        await store.insert(record);
+        expect(await store.consume(record.id, request(NOON, 5, { perSecond: 1, perDay: 1 }))).toEqual({
+          admitted: false,
+          refusal: 'api_key_revoked',
+          useCount: 0,
+        });
+        expect(await store.findById(record.id)).toStrictEqual(record);
+      });
+
+      test('refuses a suspended record with api_key_disabled, before any limit', async (store) => {
+        const record = makeRecord({ status: 'suspended', maxUses: 2, useCount: 2 });
+        await store.insert(record);
+        expect(await store.consume(record.id, request(NOON, 2, null))).toEqual({ admitted: false, refusal: 'api_key_disabled', useCount: 2 });
+        expect(await store.findById(record.id)).toStrictEqual(record);
+      });
+
+      test('admits during a rotation grace period and refuses from revokedAt on', async (store) => {
+        const record = makeRecord({ revokedAt: new Date(NOON + SECOND) });
+        await store.insert(record);
+        expect(await store.consume(record.id, request(NOON, null, null))).toEqual({ admitted: true, useCount: 1 });
+        expect(await store.consume(record.id, request(NOON + SECOND, null, null))).toEqual({
+          admitted: false,
+          refusal: 'api_key_revoked',
+          useCount: 1,
+        });
+        expect((await store.findById(record.id))?.lastUsedAt).toStrictEqual(new Date(NOON));
+      });
+
+      test('refuses an expired record with api_key_expired from expiresAt on', async (store) => {
+        const record = makeRecord({ expiresAt: new Date(NOON + SECOND) });
+        await store.insert(record);
+        expect(await store.consume(record.id, request(NOON + SECOND - 1, null, null))).toEqual({ admitted: true, useCount: 1 });
+        expect(await store.consume(record.id, request(NOON + SECOND, null, null))).toEqual({
+          admitted: false,
+          refusal: 'api_key_expired',
+          useCount: 1,
+        });
+      });
+
+      test('sees a revocation made through update at once', async (store) => {
+        const record = makeRecord();
+        await store.insert(record);
+        expect(await store.consume(record.id, request(NOON, null, null))).toEqual({ admitted: true, useCount: 1 });
+        await store.update(record.id, { status: 'revoked', revokedAt: new Date(NOON + 1), updatedAt: new Date(NOON + 1) });
+        expect(await store.consume(record.id, request(NOON + 2, null, null))).toEqual({ admitted: false, refusal: 'api_key_revoked', useCount: 1 });
+        await store.update(record.id, { name: 'still revoked', updatedAt: new Date(NOON + 3) });
+        expect(await store.consume(record.id, request(NOON + 4, null, null))).toEqual({ admitted: false, refusal: 'api_key_revoked', useCount: 1 });
+      });
+
+      test('refuses a consume whose wall-clock deadline has passed, counting nothing', async (store) => {
+        const record = makeRecord({ maxUses: 1 });
+        await store.insert(record);
+        expect(await store.consume(record.id, { ...request(NOON, 1, null), deadline: Date.now() - 1 })).toEqual({
+          admitted: false,
+          refusal: 'deadline_exceeded',
+          useCount: 0,
+        });
+        expect(await store.findById(record.id)).toStrictEqual(record);
+        expect(await store.consume(record.id, { ...request(NOON, 1, null), deadline: Date.now() + 60_000 })).toEqual({
+          admitted: true,
+          useCount: 1,
+        });
+      });
+    });
+
+    describe('a revoked key stays revoked', () => {
+      test('update refuses to change the status of a revoked record and changes nothing', async (store) => {
+        const record = makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY) });
+        await store.insert(record);
+        for (const status of ['active', 'suspended'] as const) {
+          const error = await rejectionOf(() => store.update(record.id, { status, updatedAt: new Date(NOON) }));
+          expect(errorShape(error)).toEqual({ keygateError: true, code: 'invalid_argument' });
+        }
+        expect(await store.findById(record.id)).toStrictEqual(record);
+      });
+
+      test('update refuses to change the status once revokedAt has passed, whatever the status says', async (store) => {
+        const record = makeRecord({ status: 'active', revokedAt: new Date(NOON - SECOND) });
+        await store.insert(record);
+        const error = await rejectionOf(() => store.update(record.id, { status: 'suspended', updatedAt: new Date(NOON) }));
+        expect(errorShape(error)).toEqual({ keygateError: true, code: 'invalid_argument' });
+        expect(await store.findById(record.id)).toStrictEqual(record);
+      });
+
+      test('update still changes other fields of a revoked record, and the status of a key in its grace period', async (store) => {
+        const revoked = makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY) });
+        const retiring = makeRecord({ revokedAt: new Date(NOON + DAY) });
+        await seed(store, [revoked, retiring]);
+        expect((await store.update(revoked.id, { name: 'renamed', status: 'revoked', updatedAt: new Date(NOON) }))?.name).toBe('renamed');
+        expect((await store.update(retiring.id, { status: 'suspended', updatedAt: new Date(NOON) }))?.status).toBe('suspended');
+      });
+
+      test('rotate refuses a record already rotated (revokedAt set) and changes nothing', async (store) => {
+        const old = makeRecord({ maxUses: 100, revokedAt: new Date(NOON + DAY) });
+        await store.insert(old);
+        const replacement = makeRecord({ rotatedFromId: old.id });
+        const error = await rejectionOf(() =>
+          store.rotate({ oldId: old.id, replacement, oldRevokedAt: new Date(NOON + DAY), now: new Date(NOON) }),
+        );
+        expect(errorShape(error)).toEqual({ keygateError: true, code: 'invalid_argument' });
+        expect(await store.findById(old.id)).toStrictEqual(old);
+        expect(await store.findById(replacement.id)).toBeNull();
+        expect(await store.findByKeyPrefix(replacement.keyPrefix)).toBeNull();
+      });
+
+      test('rotate refuses a revoked record and changes nothing', async (store) => {
+        const old = makeRecord({ status: 'revoked', revokedAt: null });
+        await store.insert(old);
+        const replacement = makeRecord({ rotatedFromId: old.id });
+        const error = await rejectionOf(() =>
+          store.rotate({ oldId: old.id, replacement, oldRevokedAt: new Date(NOON), oldStatus: 'revoked', now: new Date(NOON) }),
+        );
+        expect(errorShape(error)).toEqual({ keygateError: true, code: 'invalid_argument' });
+        expect(await store.findById(old.id)).toStrictEqual(old);
+        expect(await store.findById(replacement.id)).toBeNull();
+      });
+
+      test('of two concurrent rotations of one key, exactly one succeeds', async (store) => {
+        const old = makeRecord({ maxUses: 100 });
+        await store.insert(old);
+        const attempts = await Promise.allSettled(
+          Array.from({ length: 5 }, () =>
+            store.rotate({ oldId: old.id, replacement: makeRecord({ rotatedFromId: old.id }), oldRevokedAt: new Date(NOON + DAY), now: new Date(NOON) }),
+          ),
+        );
+        expect(attempts.filter((attempt) => attempt.status === 'fulfilled')).toHaveLength(1);
+        for (const attempt of attempts) {
+          if (attempt.status === 'rejected') expect(errorShape(attempt.reason)).toEqual({ keygateError: true, code: 'invalid_argument' });
+        }
+        expect((await store.list({ limit: 10 })).filter((record) => record.rotatedFromId === old.id)).toHaveLength(1);
+      });
+    });
+
     describe('rotate', () => {
       /** A replacement made the way the manager makes one: same settings, new identity. */
       function replacementFor(old: ApiKeyRecord, now: number, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {

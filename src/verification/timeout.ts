@@ -50,7 +50,7 @@ export function withDeadline<T>(call: () => Promise<T>, timeoutMs: number, what:
   return new Promise<T>((resolve, reject) => {
     const entry: Pending = {
       deadline: performance.now() + timeoutMs,
-      expire: () => reject(new KeygateError('store_unavailable', `the key store did not answer ${what} within ${timeoutMs} ms`)),
+      expire: () => reject(storeUnavailable(`the key store did not answer ${what} within ${timeoutMs} ms`)),
     };
     pending.add(entry);
     arm();
@@ -69,7 +69,33 @@ export function withDeadline<T>(call: () => Promise<T>, timeoutMs: number, what:
 
 function unavailable(error: unknown, what: string): KeygateError {
   if (isKeygateError(error)) return error;
-  // The store's own message stays in `cause`: drivers may quote row values, and a refusal's
-  // message goes to clients.
-  return new KeygateError('store_unavailable', `the key store failed ${what}`, { cause: error });
+  // The store's own message stays in `cause`, for logs: a refusal's message goes to clients.
+  return storeUnavailable(`the key store failed ${what}`, error);
+}
+
+/** The client-facing wording of every `store_unavailable` refusal: nothing about keygate's internals. */
+export const STORE_UNAVAILABLE_MESSAGE = 'The API key service is temporarily unavailable; retry shortly.';
+
+/**
+ * A `store_unavailable` error: the public message for clients, `Retry-After: 1`, and the failure
+ * as `cause` for logs, as a copy that keeps only the driver error's name, message, code and stack.
+ * Drivers attach what they sent to their errors (ioredis a reply error's command arguments,
+ * PostgreSQL a failing row in `detail`), and those can hold a record's keyHash.
+ */
+export function storeUnavailable(internal: string, failure?: unknown): KeygateError {
+  const cause = new Error(internal);
+  cause.name = 'KeygateStoreFailure';
+  if (failure !== undefined) (cause as Error & { cause?: unknown }).cause = safeCopy(failure);
+  return new KeygateError('store_unavailable', STORE_UNAVAILABLE_MESSAGE, { cause, retryAfter: 1 });
+}
+
+/** A copy of a thrown value with only its name, message, code and stack: no attached data. */
+export function safeCopy(failure: unknown): Error {
+  if (!(failure instanceof Error) && (failure === null || typeof failure !== 'object')) return new Error(String(failure));
+  const source = failure as { name?: unknown; message?: unknown; code?: unknown; stack?: unknown };
+  const copy = new Error(typeof source.message === 'string' ? source.message : 'store failure');
+  copy.name = typeof source.name === 'string' ? source.name : 'Error';
+  if (typeof source.code === 'string' || typeof source.code === 'number') (copy as Error & { code?: unknown }).code = source.code;
+  copy.stack = typeof source.stack === 'string' ? source.stack : `${copy.name}: ${copy.message}`;
+  return copy;
 }

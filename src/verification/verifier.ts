@@ -7,7 +7,7 @@
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
 import { KeygateError, type RefusalCode } from '../errors.js';
 import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
-import { hashAlgorithmOf, verifySecret } from '../key/hash.js';
+import { type HashingAlgorithm, dummyHash, hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
 import { LRUCache } from 'lru-cache';
 import { type IpRange, checkIp, compileAllowedIps } from '../policy/ip.js';
@@ -16,18 +16,24 @@ import type { PolicyResult } from '../policy/result.js';
 import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
 import { checkExpiry, checkStatus } from '../policy/status.js';
 import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
+import { decodeStoredRecord } from '../stores/record-decoder.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
-import type { FailureBudget } from './failure-budget.js';
-import { withDeadline } from './timeout.js';
+import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
+import { storeUnavailable, withDeadline } from './timeout.js';
 
-/** A key whose secret verified, with everything the hot path needs precomputed. */
+/**
+ * A key whose secret verified, with everything the hot path needs precomputed. It is private to
+ * the verifier: what callers get (`req.apiKey`, `verify()` results) are copies made from it, so
+ * nothing an app does to them can change a later decision.
+ */
 export interface VerifiedKey {
   readonly id: string;
-  /** The record without its hash: nothing in memory past verification needs it. */
+  /** The record without its hash: nothing in memory past verification needs it. Never handed out. */
   readonly record: VisibleRecord;
-  readonly ipRanges: readonly IpRange[];
+  /** Compiled `allowedIps` (`[]`: any address), or `null` when an entry does not parse: refuse every address. */
+  readonly ipRanges: readonly IpRange[] | null;
   readonly scopes: CompiledScopes;
   /** `RateLimit-Policy` value, or `undefined` for a key without rate limits. */
   readonly policyHeader: string | undefined;
@@ -75,8 +81,32 @@ export interface VerifierSettings {
   storeTimeoutMs: number;
   /** Threads for bcrypt compares, or `undefined` to compare on the event loop. */
   pool: HashPool | undefined;
-  /** Budget of failed bcrypt verifications per keyPrefix, or `undefined` for none. */
+  /** Budgets of failed bcrypt verifications, or `undefined` for none. */
   failureBudget: FailureBudget | undefined;
+  /** The algorithm new keys are hashed with: an unknown keyPrefix costs a compare of this kind. */
+  hashing: HashingAlgorithm;
+  bcryptCost: number;
+}
+
+/** How many digests of keys that verified are remembered, and for how long (see FailureBudget). */
+const KNOWN_GOOD_MAX = 100_000;
+const KNOWN_GOOD_TTL_MS = 24 * 3_600_000;
+
+/** Emits a warning once per record and problem, naming the record, never the key. */
+const warned = new LRUCache<string, true>({ max: 10_000 });
+function warnOnce(id: string, problem: string, code: string): void {
+  const key = `${code} ${id}`;
+  if (warned.has(key)) return;
+  warned.set(key, true);
+  process.emitWarning(`keygate: API key record ${JSON.stringify(id)} ${problem}`, { code });
+}
+
+/**
+ * How long before `storeTimeoutMs` ends the store is told to stop applying a consume: the answer
+ * still has to travel back before keygate gives up on it.
+ */
+function consumeDeadlineMargin(storeTimeoutMs: number): number {
+  return Math.min(100, Math.max(1, Math.floor(storeTimeoutMs / 10)));
 }
 
 const REFUSAL_MESSAGES: Partial<Record<RefusalCode, string>> = {
@@ -119,10 +149,19 @@ export class Verifier {
    * digest cannot become valid; the TTL only bounds memory.
    */
   private readonly rejected: LRUCache<string, true>;
+  /**
+   * Digests of keys whose secret verified, kept far longer than the cache: their holders skip the
+   * failure budgets, so nobody else's wrong secrets can lock them out. Only the budgets: such a
+   * key is still looked up and compared like any other once its cache entry is gone.
+   */
+  private readonly knownGood: LRUCache<string, true>;
+  private readonly dummy: string;
 
   constructor(private readonly settings: VerifierSettings) {
     this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
     this.rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000, perf: { now: settings.now } });
+    this.knownGood = new LRUCache<string, true>({ max: KNOWN_GOOD_MAX, ttl: KNOWN_GOOD_TTL_MS, perf: { now: settings.now } });
+    this.dummy = dummyHash(settings.hashing, settings.bcryptCost);
   }
 
   /** Drops a record (or, with `null`, every record) from the cache and forgets lookups that began before the change. */
@@ -143,7 +182,7 @@ export class Verifier {
       if (!key) {
         const parsed = parseKey(rawKey, this.settings.prefix);
         if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
-        const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret);
+        const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
         if (!found) return { ok: false, error: refusalError('invalid_api_key') };
         key = found;
       }
@@ -153,9 +192,7 @@ export class Verifier {
       if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
       return await this.consume(key, now);
     } catch (error) {
-      if (!(error instanceof KeygateError)) {
-        return { ok: false, error: new KeygateError('store_unavailable', 'verification failed', { cause: error }) };
-      }
+      if (!(error instanceof KeygateError)) return { ok: false, error: storeUnavailable('verification failed', error) };
       const delayMs = this.settings.failureBudget?.delayMs ?? 0;
       if (error.code === 'too_many_failed_attempts' && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       return { ok: false, error };
@@ -167,7 +204,7 @@ export class Verifier {
     const refusal =
       failed(checkStatus(key.record, now)) ??
       failed(checkExpiry(key.record, now)) ??
-      (key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, typeof context.ip === 'function' ? context.ip() : context.ip)));
+      (key.ipRanges !== null && key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, clientAddress(context))));
     if (refusal) return refusalError(refusal);
     return this.checkScopes(key, context);
   }
@@ -185,19 +222,33 @@ export class Verifier {
 
   private async consume(key: VerifiedKey, now: number): Promise<Admission | Refusal> {
     const { store, storeTimeoutMs } = this.settings;
-    const request: ConsumeRequest = { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit };
+    const request: ConsumeRequest = {
+      now,
+      maxUses: key.record.maxUses,
+      rateLimit: key.record.rateLimit,
+      deadline: Date.now() + storeTimeoutMs - consumeDeadlineMargin(storeTimeoutMs),
+    };
     const outcome = await withDeadline(() => store.consume(key.id, request), storeTimeoutMs, 'to count a use');
     if (!outcome) {
       // The record vanished behind the cache's back: treat the key as unknown from now on.
       this.invalidate(key.id);
       return { ok: false, error: refusalError('invalid_api_key') };
     }
-    const limits = describeLimits(request, outcome);
-    if (!outcome.admitted) {
-      const code = outcome.refusal ?? 'usage_exhausted';
-      const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
-      return { ok: false, error: refusalError(code, details), limits, key };
+    if (outcome.admitted !== true) {
+      const code = outcome.refusal;
+      if (code === 'usage_exhausted' || code === 'quota_exceeded' || code === 'rate_limited') {
+        const limits = describeLimits(request, outcome);
+        const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
+        return { ok: false, error: refusalError(code, details), limits, key };
+      }
+      if (code === 'api_key_revoked' || code === 'api_key_disabled' || code === 'api_key_expired') {
+        // The store knows better than this cache: the key changed in another process, or by hand.
+        this.invalidate(key.id);
+        return { ok: false, error: refusalError(code), key };
+      }
+      return { ok: false, error: storeUnavailable(code === 'deadline_exceeded' ? 'the key store got to the consume after its deadline' : 'the key store refused a consume without a known reason') };
     }
+    const limits = describeLimits(request, outcome);
     const apiKey = toApiKey(key.record, now);
     apiKey.useCount = outcome.useCount;
     apiKey.lastUsedAt = new Date(now);
@@ -205,15 +256,17 @@ export class Verifier {
   }
 
   /** Store lookup and secret check, coalesced so concurrent first uses of a key hash once. */
-  private lookup(digest: string, keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
+  private lookup(digest: string, keyPrefix: string, secret: string, context: VerifyContext): Promise<VerifiedKey | null> {
     const pending = this.inflight.get(digest);
     if (pending) return pending;
     const epoch = this.cache.epoch;
-    const promise = this.load(keyPrefix, secret).then(
+    const promise = this.load(keyPrefix, secret, this.knownGood.has(digest), clientAddress(context) ?? '').then(
       (key) => {
         if (this.inflight.get(digest) === promise) this.inflight.delete(digest);
-        if (key) this.cache.set(digest, key, epoch);
-        else this.rejected.set(digest, true);
+        if (key) {
+          this.cache.set(digest, key, epoch);
+          this.knownGood.set(digest, true);
+        } else this.rejected.set(digest, true);
         return key;
       },
       (error: unknown) => {
@@ -225,40 +278,73 @@ export class Verifier {
     return promise;
   }
 
-  private async load(keyPrefix: string, secret: string): Promise<VerifiedKey | null> {
+  /**
+   * Looks the keyPrefix up and compares the secret. An unknown keyPrefix, or a record keygate
+   * cannot read, costs a compare against a dummy hash of the configured algorithm and counts as a
+   * failure like a wrong secret: both answers take the same work, so timing tells them apart no
+   * better than the body does.
+   */
+  private async load(keyPrefix: string, secret: string, trusted: boolean, client: string): Promise<VerifiedKey | null> {
     const { store, storeTimeoutMs, pepper, pool, failureBudget, now } = this.settings;
-    // A keyPrefix whose budget is spent is refused before the store lookup too: under a flood that
-    // lookup would be the largest cost left. (Only bcrypt records ever spend a budget.)
-    const spent = failureBudget?.wait(keyPrefix, now()) ?? 0;
+    // A spent budget is refused before the store lookup too: under a flood that lookup would be
+    // the largest cost left.
+    const spent = trusted ? 0 : (failureBudget?.wait(keyPrefix, client, now()) ?? 0);
     if (spent > 0) throw refusalError('too_many_failed_attempts', { retryAfter: spent });
-    const record = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
-    if (!record) return null;
+    const found = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
+    const record = found === null ? null : this.decode(found, keyPrefix);
+    const hash = record?.keyHash ?? this.dummy;
     // Only slow hashes need a budget: a wrong secret against an HMAC hash costs a microsecond.
-    const budget = hashAlgorithmOf(record.keyHash) === 'bcrypt' ? failureBudget : undefined;
-    const wait = budget?.reserve(keyPrefix, now()) ?? 0;
-    if (wait > 0) throw refusalError('too_many_failed_attempts', { retryAfter: wait });
+    let attempt: Attempt | undefined;
+    if (!trusted && failureBudget && hashAlgorithmOf(hash) === 'bcrypt') {
+      const granted = failureBudget.begin(keyPrefix, client, now());
+      if (typeof granted === 'number') throw refusalError('too_many_failed_attempts', { retryAfter: granted });
+      attempt = granted;
+    }
+    const lane: HashLane = attempt?.lane ?? 'clean';
     let verified: boolean;
     try {
-      verified = await verifySecret(secret, record.keyHash, pepper, pool);
+      verified = (await verifySecret(secret, hash, pepper, pool, lane)) && record !== null;
     } catch (error) {
-      budget?.release(keyPrefix); // a busy or failed pool is not a wrong secret
+      if (attempt) failureBudget?.settle(attempt, false, now()); // a busy or failed pool is not a wrong secret
       throw error;
     }
-    if (!verified) return null; // the reservation stays spent: this was a failure
-    budget?.release(keyPrefix);
-    return compileKey(record);
+    if (attempt) failureBudget?.settle(attempt, !verified, now());
+    return verified && record ? compileKey(record) : null;
+  }
+
+  /** The stored record, validated; `null` (and a warning) when keygate cannot use it. */
+  private decode(found: unknown, keyPrefix: string): ApiKeyRecord | null {
+    try {
+      const record = decodeStoredRecord(found);
+      if (record.keyPrefix !== keyPrefix) throw new KeygateError('invalid_record', 'the key store returned a record of another keyPrefix');
+      return record;
+    } catch (error) {
+      if (!(error instanceof KeygateError) || error.code !== 'invalid_record') throw error;
+      const id = (found as { id?: unknown } | null)?.id;
+      warnOnce(typeof id === 'string' ? id : keyPrefix, `was refused: ${error.message}`, 'KEYGATE_INVALID_RECORD');
+      return null;
+    }
   }
 }
 
 /** Precomputes what the hot path needs from a verified record. */
 export function compileKey(record: ApiKeyRecord): VerifiedKey {
+  const ipRanges = compileAllowedIps(record.allowedIps);
+  if (ipRanges === null) {
+    warnOnce(record.id, 'has an allowedIps entry that is not an IP address or CIDR range: every request with it is refused (ip_not_allowed)', 'KEYGATE_INVALID_ALLOWED_IPS');
+  }
   return {
     id: record.id,
     record: withoutHash(record),
-    ipRanges: compileAllowedIps(record.allowedIps),
+    ipRanges,
     scopes: compileScopes(record.scopes),
     policyHeader: rateLimitPolicyHeader(record.rateLimit),
   };
+}
+
+/** The client address of a request context (the middleware computes `req.ip` only when asked). */
+function clientAddress(context: VerifyContext): string | undefined {
+  return typeof context.ip === 'function' ? context.ip() : context.ip;
 }
 
 function failed(result: PolicyResult): RefusalCode | undefined {

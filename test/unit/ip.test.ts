@@ -74,10 +74,21 @@ describe('parseIpRange: invalid entries', () => {
 });
 
 describe('compileAllowedIps', () => {
-  it('drops entries that do not parse and keeps the rest', () => {
-    const ranges = compileAllowedIps(['10.0.0.0/8', 'bogus', '::1']);
-    expect(ranges.map(([address, bits]) => `${address.toString()}/${bits}`)).toEqual(['10.0.0.0/8', '::1/128']);
+  it('compiles every entry in order', () => {
+    const ranges = compileAllowedIps(['10.0.0.0/8', '::1']);
+    expect(ranges?.map(([address, bits]) => `${address.toString()}/${bits}`)).toEqual(['10.0.0.0/8', '::1/128']);
   });
+
+  // Audit item 2: a stored entry that does not parse used to be dropped, and a list left empty
+  // admitted every address. Now the whole allowlist refuses.
+  it.each([['10.0.0.0/8 '], ['10.0.0.1/32,10.0.0.2/32'], ['010.0.0.1'], ['10.0.0.0/33'], ['10.0.0.0/8', 'bogus', '::1']])(
+    'gives null for a list with an entry that does not parse (%j), and checkIp then refuses every address',
+    (...entries) => {
+      const ranges = compileAllowedIps(entries);
+      expect(ranges).toBeNull();
+      for (const ip of ['10.0.0.1', '10.0.0.2', '::1', '203.0.113.9', undefined]) expect(checkIp(ranges, ip)).toEqual(refused);
+    },
+  );
 });
 
 describe('parseClientIp', () => {
@@ -130,7 +141,6 @@ describe('checkIp', () => {
 
   it.each([undefined, '', 'unknown', '10.0.0.1'])('admits any client (%p), even an unknown one, when the allowlist is empty', (ip) => {
     expect(checkIp([], ip)).toEqual(admitted);
-    expect(checkIp(null, ip)).toEqual(admitted);
   });
 
   it.each([undefined, '', 'unknown', 'garbage'])('refuses an unknown client address %p when the list is not empty', (ip) => {

@@ -130,4 +130,11 @@ describe('scopeGrants (exported)', () => {
   ])('scopeGrants(%j, %p) is %p', (granted, required, expected) => {
     expect(scopeGrants(granted, required)).toBe(expected);
   });
+
+  // Audit item 12: `scopeGrants(['a:*'], 'a:')` was true. A required scope is validated as the
+  // guards validate it: an empty segment, a wildcard or whitespace is a programming mistake.
+  it.each(['a:', ':a', 'a::b', 'a:*', '*', '', 'a b'])('throws a TypeError for the required scope %p instead of answering', (required) => {
+    expect(() => scopeGrants(['a:*'], required)).toThrow(TypeError);
+    expect(() => scopeGrants(['*'], required)).toThrow(TypeError);
+  });
 });
