@@ -3,6 +3,7 @@
  * milliseconds), so `update` can set and delete single fields atomically. Counter fields (`c:*`)
  * belong to the consume script and are never part of the record.
  */
+import { invalidRecord } from '../record-decoder.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
 
@@ -36,17 +37,42 @@ export function encodePatch(patch: ApiKeyPatch): string[] {
   return [String(pairs.length / 2), ...pairs, ...deletions];
 }
 
-/** Rebuilds a record from HGETALL's object; `null` for an empty hash (no such key). */
+/**
+ * Rebuilds a record from HGETALL's object; `null` for an empty hash (no such key). A field that is
+ * not JSON (a value written by hand, such as a bare `Revoked`) throws `invalid_record` naming the
+ * record and the field, never a SyntaxError quoting the value. Types are not checked here (a date
+ * field becomes a Date only when it holds a number): every record keygate reads goes through
+ * `decodeStoredRecord` (src/stores/record-decoder.ts).
+ */
 export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null {
   const fields = Object.keys(hash);
   if (fields.length === 0) return null;
+  const id = parseOrUndefined(hash.id);
   const record: Record<string, unknown> = {};
   for (const field of fields) {
     if (COUNTER_FIELD.test(field)) continue;
-    const parsed: unknown = JSON.parse(hash[field] as string);
-    record[field] = DATE_FIELDS.has(field) && parsed !== null ? new Date(parsed as number) : parsed;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(hash[field] as string);
+    } catch {
+      throw invalidRecord(id, field, 'is not valid JSON');
+    }
+    // Only a number is a date; anything else is left for the record decoder to refuse (the Lua
+    // scripts likewise treat such a date as unreadable).
+    const value = DATE_FIELDS.has(field) && typeof parsed === 'number' ? new Date(parsed) : parsed;
+    // defineProperty: a hand-written field named "__proto__" must stay a field, not a prototype.
+    Object.defineProperty(record, field, { value, enumerable: true, writable: true, configurable: true });
   }
   return record as unknown as ApiKeyRecord;
+}
+
+function parseOrUndefined(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** HGETALL through a Lua script arrives as a flat `[field, value, …]` array. */

@@ -10,12 +10,29 @@
  *   `<createdAt>:<id>` members for keyset pagination.
  * - `ns invalidate`: the pub/sub channel that carries the id of every changed record.
  *
- * Operations spanning several hashes (insert with its indexes, rotate) are ordered so that a
- * process dying half-way leaves only harmless leftovers: an index entry whose record is missing
- * (skipped), or a replacement record whose secret was never returned to anyone.
+ * Atomic (one Lua script on one hash): every consume (deadline, lifecycle and limits checked and
+ * counted in one step), every update (including the "a revoked key stays revoked" check), and the
+ * claim that starts a rotation.
+ *
+ * Only ordered, not atomic (they span several hash slots, which no Redis Cluster script can):
+ * - insert: the keyPrefix index (SET NX), then the list entries, then the record. A process dying
+ *   half-way leaves an index or list entry whose record is missing, which lookups and list() skip.
+ * - rotate: (1) the claim, atomic on the OLD record: it refuses a record already revoked or
+ *   already rotated (`revokedAt` set), else sets its `revokedAt`, `updatedAt` (and `status`) and
+ *   returns its `maxUses` and `useCount` as of that instant. Of concurrent rotations of one key
+ *   exactly one passes this step, before anything else is written. (2) The replacement is inserted
+ *   with the uses left at the claim. (3) If that insert fails (`already_exists`, a lost
+ *   connection, …), or the claimed record cannot be read, the claim is undone: the old record's
+ *   revokedAt, updatedAt and status are restored exactly as they were, unless a change made in
+ *   between (a revocation) touched them, which then stands. Between (1) and (2) the old record
+ *   already shows the rotation while the replacement does not exist yet; a process dying there
+ *   leaves the old key retiring at `oldRevokedAt` (when the caller asked it to stop) with no
+ *   replacement anyone holds: rotate it no more, create a new key. A replacement written but
+ *   never returned is a record whose secret nobody has.
  */
 import type { Cluster, Redis } from 'ioredis';
 import { KeygateError } from '../../errors.js';
+import { decodeStoredRecord } from '../record-decoder.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type {
   ApiKeyPatch,
@@ -27,7 +44,7 @@ import type {
   StoreRotation,
 } from '../store.js';
 import { decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
-import { CONSUME_SCRIPT, INSERT_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
+import { CLAIM_ROTATION_SCRIPT, CONSUME_SCRIPT, INSERT_SCRIPT, UNDO_ROTATION_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
 
 /** An ioredis client: a `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -50,8 +67,13 @@ export interface RedisStoreOptions {
 /** The custom commands the store defines on the client (names carry a version so upgrades never clash). */
 interface ScriptCommands {
   keygateInsertV1(key: string, ...args: string[]): Promise<number>;
-  keygateUpdateV1(key: string, ...args: string[]): Promise<string[] | null>;
-  keygateConsumeV1(key: string, ...args: string[]): Promise<[number, string, number, number, string] | null>;
+  /** The hash after the patch, null for an unknown id, 0 when the record is revoked and stays so. */
+  keygateUpdateV2(key: string, ...args: string[]): Promise<string[] | 0 | null>;
+  /** [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
+  keygateClaimRotationV1(key: string, ...args: string[]): Promise<[string, string, string, string[]] | 0 | null>;
+  keygateUndoRotationV1(key: string, ...args: string[]): Promise<number>;
+  /** [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount, dayCount, tokens]. */
+  keygateConsumeV2(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, number, string] | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'];
@@ -65,6 +87,46 @@ function listMember(createdAt: Date, id: string): string {
 
 function numberArg(value: number | null | undefined): string {
   return value === null || value === undefined ? '' : String(value);
+}
+
+/** A deadline for the consume script: '' (none) unless a finite number. */
+function deadlineArg(value: number | undefined): string {
+  return typeof value === 'number' && Number.isFinite(value) ? String(value) : '';
+}
+
+function remainingUses(maxUses: number | null, useCount: number): number | null {
+  return maxUses === null ? null : Math.max(0, maxUses - useCount);
+}
+
+/**
+ * Strips the command arguments ioredis attaches to its errors (`err.command.args`, also on the
+ * node errors a Cluster error carries): for an insert they hold the record, keyHash included, and
+ * errors end up in logs. The command's name stays.
+ */
+function withoutArguments(error: unknown, depth = 0): unknown {
+  if (error === null || typeof error !== 'object' || depth > 3) return error;
+  const fields = error as { command?: unknown; lastNodeError?: unknown; cause?: unknown; previousErrors?: unknown };
+  if (fields.command !== null && typeof fields.command === 'object') {
+    const name = (fields.command as { name?: unknown }).name;
+    try {
+      Object.defineProperty(error, 'command', { value: { name }, enumerable: true, writable: true, configurable: true });
+    } catch {
+      // A frozen error: nothing more can be done here (keygate's own wrapping copies only safe fields).
+    }
+  }
+  withoutArguments(fields.lastNodeError, depth + 1);
+  withoutArguments(fields.cause, depth + 1);
+  if (Array.isArray(fields.previousErrors)) for (const previous of fields.previousErrors) withoutArguments(previous, depth + 1);
+  return error;
+}
+
+/** Runs a store operation and strips command arguments from what it throws. */
+async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    throw withoutArguments(error);
+  }
 }
 
 /**
@@ -101,8 +163,10 @@ export class RedisStore implements ApiKeyStore {
     this.#channel = `${ns}invalidate`;
     const redis = client as RedisClient;
     redis.defineCommand('keygateInsertV1', { numberOfKeys: 1, lua: INSERT_SCRIPT });
-    redis.defineCommand('keygateUpdateV1', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
-    redis.defineCommand('keygateConsumeV1', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateUpdateV2', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
+    redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
+    redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
+    redis.defineCommand('keygateConsumeV2', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -112,6 +176,10 @@ export class RedisStore implements ApiKeyStore {
   }
 
   async insert(record: ApiKeyRecord): Promise<void> {
+    await scrubbed(() => this.#insert(record));
+  }
+
+  async #insert(record: ApiKeyRecord): Promise<void> {
     const redis = await this.#connected();
     const indexKey = this.#indexKey(record.keyPrefix);
     if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') {
@@ -141,33 +209,46 @@ export class RedisStore implements ApiKeyStore {
   }
 
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const pairs = await (await this.#connected()).keygateUpdateV1(this.#recordKey(id), ...encodePatch(patch));
-    if (!pairs) return null;
+    const reply = await scrubbed(async () => (await this.#connected()).keygateUpdateV2(this.#recordKey(id), ...encodePatch(patch)));
+    if (reply === null) return null;
+    if (typeof reply === 'number') {
+      throw new KeygateError('invalid_argument', 'a revoked key stays revoked: its status cannot be changed', { field: 'status' });
+    }
     await this.#publish(id);
-    return decodeRecord(pairsToHash(pairs));
+    return decodeRecord(pairsToHash(reply));
   }
 
+  /** See the class comment for what is atomic here (the claim) and what is only ordered. */
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
-    const old = await this.findById(rotation.oldId);
-    if (!old) return null;
-    const remaining = (maxUses: number | null, useCount: number) => (maxUses === null ? null : Math.max(0, maxUses - useCount));
-    const replacement: ApiKeyRecord = { ...rotation.replacement, maxUses: remaining(old.maxUses, old.useCount) };
-    // The replacement first: until the caller gets its key back nobody can use it, so if anything
-    // below fails, the old key is untouched and the replacement is an unreachable leftover.
-    await this.insert(replacement);
-    const oldPatch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
-    if (rotation.oldStatus) oldPatch.status = rotation.oldStatus;
-    const retiredPairs = await (await this.#connected()).keygateUpdateV1(this.#recordKey(rotation.oldId), ...encodePatch(oldPatch));
-    if (!retiredPairs) return null;
-    const retired = decodeRecord(pairsToHash(retiredPairs)) as ApiKeyRecord;
-    // Uses the old key counted while the replacement was being written are carried too.
-    const carried = remaining(retired.maxUses, retired.useCount);
-    if (carried !== replacement.maxUses) {
-      replacement.maxUses = carried;
-      await (await this.#connected()).keygateUpdateV1(this.#recordKey(replacement.id), ...encodePatch({ maxUses: carried, updatedAt: replacement.updatedAt }));
+    const redis = await this.#connected();
+    const oldKey = this.#recordKey(rotation.oldId);
+    const claimed = [
+      String(rotation.oldRevokedAt.getTime()),
+      String(rotation.now.getTime()),
+      rotation.oldStatus === undefined ? '' : JSON.stringify(rotation.oldStatus),
+    ];
+    const claim = await scrubbed(() => redis.keygateClaimRotationV1(oldKey, ...claimed));
+    if (claim === null) return null;
+    if (typeof claim === 'number') {
+      throw new KeygateError('invalid_argument', 'a key that is revoked or already rotated cannot be rotated', { field: 'id' });
+    }
+    const [previousRevokedAt, previousUpdatedAt, previousStatus, pairs] = claim;
+    let old: ApiKeyRecord;
+    let replacement: ApiKeyRecord;
+    try {
+      old = decodeRecord(pairsToHash(pairs)) as ApiKeyRecord;
+      // The uses left at the instant of the claim: the old key's counter as the same script saw it.
+      const snapshot = decodeStoredRecord(old);
+      replacement = { ...rotation.replacement, maxUses: remainingUses(snapshot.maxUses, snapshot.useCount) };
+      await this.insert(replacement);
+    } catch (error) {
+      await scrubbed(() => redis.keygateUndoRotationV1(oldKey, ...claimed, previousRevokedAt, previousUpdatedAt, previousStatus)).catch(() => undefined);
+      // Caches that read the old record while it was claimed read it again.
+      await this.#publish(rotation.oldId).catch(() => undefined);
+      throw error;
     }
     await this.#publish(rotation.oldId);
-    return { old: retired, replacement: (await this.findById(replacement.id)) as ApiKeyRecord };
+    return { old, replacement: (await this.findById(replacement.id)) ?? replacement };
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
@@ -197,22 +278,32 @@ export class RedisStore implements ApiKeyStore {
     return found;
   }
 
+  /**
+   * One EVALSHA: deadline, lifecycle and limits, counted all or nothing (see CONSUME_SCRIPT).
+   * `request.deadline` is compared with the Redis server's clock: keep the clocks of the app hosts
+   * and of Redis in sync (NTP). A Redis clock running ahead by more than `storeTimeoutMs` would
+   * refuse every consume with `deadline_exceeded`.
+   */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
     const limit = request.rateLimit;
-    const reply = await this.#ready().keygateConsumeV1(
+    const reply = await this.#ready().keygateConsumeV2(
       this.#recordKey(id),
       String(request.now),
       numberArg(request.maxUses),
       numberArg(limit?.perSecond),
       numberArg(limit?.burst),
       numberArg(limit?.perDay),
+      deadlineArg(request.deadline),
     );
     if (!reply) return null;
-    const [admitted, refusal, useCount, dayCount, tokens] = reply;
+    const [admitted, refusal, useCount] = reply;
     const outcome: ConsumeOutcome = { admitted: admitted === 1, useCount: Number(useCount) };
     if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
-    if (limit?.perDay !== undefined) outcome.dayCount = Number(dayCount);
-    if (limit?.perSecond !== undefined) outcome.tokens = Number(tokens);
+    // A deadline or lifecycle refusal is the 3-element reply: no counters were looked at.
+    if (reply.length === 5) {
+      if (limit?.perDay !== undefined) outcome.dayCount = Number(reply[3]);
+      if (limit?.perSecond !== undefined) outcome.tokens = Number(reply[4]);
+    }
     return outcome;
   }
 
