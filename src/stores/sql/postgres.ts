@@ -9,7 +9,15 @@ import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, Store
 import type { PostgresClient, PostgresQueryResult } from './clients.js';
 import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
 import type { SqlEngine } from './dialect.js';
-import { type ListShape, type PostgresStatements, listStatement, postgresStatements, updateStatement } from './postgres-sql.js';
+import {
+  type ListShape,
+  type PostgresStatements,
+  guardedUpdateStatement,
+  listStatement,
+  postgresStatements,
+  updateStatement,
+} from './postgres-sql.js';
+import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
@@ -90,19 +98,29 @@ export class PostgresEngine implements SqlEngine {
     return row ? recordFromRow(row) : null;
   }
 
+  /**
+   * One statement. A patch that sets `status` to anything but `revoked` runs the guarded form,
+   * which locks the row and refuses (changing nothing) when the stored key is revoked.
+   */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     const fields = PATCHABLE_FIELDS.filter((field) => patch[field] !== undefined);
     const columns = fields.map(columnOf);
     if (columns.length === 0) return this.findById(id);
-    const key = fields.join(',');
+    const guarded = patch.status !== undefined && patch.status !== 'revoked';
+    const key = `${guarded ? 'guarded:' : ''}${fields.join(',')}`;
     let text = this.#updates.get(key);
     if (text === undefined) {
-      text = updateStatement(this.#table, columns);
+      text = guarded ? guardedUpdateStatement(this.#table, columns) : updateStatement(this.#table, columns);
       this.#updates.set(key, text);
     }
     const values = [id, ...columns.map((column) => parameter(column, patch[column.field as keyof ApiKeyPatch]))];
     const [row] = await this.#rows(text, values);
-    return row ? recordFromRow(row) : null;
+    if (!row) return null;
+    if (guarded) {
+      if (row.refused === 'true') throw revokedKeyCannotChangeStatus();
+      if (row.id === null || row.id === undefined) return null; // the row vanished under us
+    }
+    return recordFromRow(row);
   }
 
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
@@ -114,6 +132,7 @@ export class PostgresEngine implements SqlEngine {
       rotation.oldStatus ?? null,
     ];
     const rows = await insertingOnce(rotation.replacement, () => this.#rows(this.#statements.rotate, values));
+    if (rows.some((row) => row.role === 'refused')) throw retiredKeyCannotRotate();
     const old = rows.find((row) => row.role === 'old');
     const replacement = rows.find((row) => row.role === 'replacement');
     return old && replacement ? { old: recordFromRow(old), replacement: recordFromRow(replacement) } : null;
@@ -153,12 +172,15 @@ export class PostgresEngine implements SqlEngine {
       perSecond ?? null,
       rateLimit && perSecond !== undefined ? bucketCapacity(rateLimit) : null,
       timestampLiteralOf(request.now),
+      request.deadline ?? null,
     ]);
     if (!row) return null;
     const refusal = row.refusal as ConsumeRefusal | null;
     const admitted = Number(row.applied) === 1;
     if (!admitted && refusal === null) return null; // the row vanished under us
     const useCount = Number(row.use_count);
+    // A deadline or lifecycle refusal reports the lifetime count only: no limit was looked at.
+    if (!admitted && !isLimitRefusal(refusal as ConsumeRefusal)) return { admitted: false, refusal: refusal as ConsumeRefusal, useCount };
     const dayUsed = Number(row.day_used);
     const level = row.level === null ? Number.NaN : Number(row.level);
     const outcome: ConsumeOutcome = admitted

@@ -6,66 +6,108 @@
  * Everything is built here, with this realm's `Object`, `Array`, `Date` and `JSON`: never objects
  * made by a driver (see MemoryStore's note on jest realms), and never shared between calls, so a
  * caller mutating a record cannot reach another.
+ *
+ * A value that cannot be decoded (a row edited in the database: a NULL array element, JSON that is
+ * not an object, an infinite timestamp, text in a counter) is refused with `invalid_record`
+ * (`invalidRecord` of `record-decoder`), naming the record and the field but never the value: a
+ * value could be a hash. Nothing is coerced (a NULL scope never becomes the scope `"null"`).
+ * Whether a decoded value is acceptable (a known status, a non-negative count, …) is then
+ * `decodeStoredRecord`'s call, which keygate applies to every record it reads.
  */
+import { invalidRecord } from '../record-decoder.js';
 import type { ApiKeyRecord } from '../../types.js';
 import { type Column, RECORD_COLUMNS } from './columns.js';
 
 /** A database row: column name (every column is selected under its own name) to value. */
 export type Row = Readonly<Record<string, unknown>>;
 
-function number(value: unknown, column: string): number {
-  const result = typeof value === 'number' ? value : typeof value === 'bigint' || typeof value === 'string' ? Number(value) : Number.NaN;
-  if (Number.isNaN(result)) throw new Error(`keygate: column ${column} holds ${String(value)}, not a number`);
+/** Thrown inside this module; `recordFromRow` turns it into `invalid_record` for the row's id and field. */
+class Undecodable {
+  constructor(readonly problem: string) {}
+}
+
+function number(value: unknown): number {
+  // Only what the dialects select: a JavaScript number (SQLite), or decimal text (PostgreSQL `::text`).
+  let result = Number.NaN;
+  if (typeof value === 'number') result = value;
+  else if (typeof value === 'bigint') result = Number(value);
+  else if (typeof value === 'string' && value.trim() !== '') result = Number(value);
+  if (!Number.isFinite(result)) throw new Undecodable('is not a finite number');
   return result;
 }
 
-function json(value: unknown, column: string): unknown {
-  if (typeof value !== 'string') throw new Error(`keygate: column ${column} does not hold JSON text`);
-  return JSON.parse(value) as unknown;
+function text(value: unknown): string {
+  if (typeof value !== 'string') throw new Undecodable('is not text');
+  return value;
 }
 
-function stringList(value: unknown, column: string): string[] {
-  const parsed = json(value, column);
-  if (!Array.isArray(parsed)) throw new Error(`keygate: column ${column} does not hold a JSON array`);
-  return parsed.map((entry) => String(entry));
-}
-
-function object(value: unknown, column: string): Record<string, unknown> {
-  const parsed = json(value, column);
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new Error(`keygate: column ${column} does not hold a JSON object`);
+function json(value: unknown): unknown {
+  if (typeof value !== 'string') throw new Undecodable('does not hold JSON text');
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    throw new Undecodable('does not hold valid JSON');
   }
+}
+
+function stringList(value: unknown): string[] {
+  const parsed = json(value);
+  if (!Array.isArray(parsed)) throw new Undecodable('does not hold an array');
+  // An element that is not a string (a NULL element of a PostgreSQL text[], a nested array, a
+  // number in SQLite's JSON) is refused, never turned into a string that could grant something.
+  if (!parsed.every((entry) => typeof entry === 'string')) throw new Undecodable('holds an element that is not a string');
+  return parsed as string[];
+}
+
+function object(value: unknown): Record<string, unknown> {
+  const parsed = json(value);
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Undecodable('does not hold a JSON object');
   return parsed as Record<string, unknown>;
+}
+
+function instant(value: unknown): Date {
+  const date = new Date(number(value));
+  if (Number.isNaN(date.getTime())) throw new Undecodable('is not an instant a Date can hold');
+  return date;
 }
 
 function decode(column: Column, value: unknown): unknown {
   switch (column.kind) {
     case 'text':
-      return String(value);
+      return text(value);
     case 'optionalText':
-      return value === null || value === undefined ? undefined : String(value);
+      return value === null || value === undefined ? undefined : text(value);
     case 'list':
-      return stringList(value, column.name);
+      return stringList(value);
     case 'json':
-      return object(value, column.name);
+      return object(value);
     case 'rateLimit':
-      return value === null ? null : object(value, column.name);
+      return value === null ? null : object(value);
     case 'count':
-      return number(value, column.name);
+      return number(value);
     case 'nullableCount':
-      return value === null ? null : number(value, column.name);
+      return value === null ? null : number(value);
     case 'instant':
-      return new Date(number(value, column.name));
+      return instant(value);
     case 'nullableInstant':
-      return value === null ? null : new Date(number(value, column.name));
+      return value === null ? null : instant(value);
   }
 }
 
-/** The record a row holds. Absent optional fields stay absent (no `undefined`-valued keys). */
+/**
+ * The record a row holds. Absent optional fields stay absent (no `undefined`-valued keys).
+ * Throws `KeygateError('invalid_record')` naming the first field that cannot be decoded.
+ */
 export function recordFromRow(row: Row): ApiKeyRecord {
   const record: Record<string, unknown> = {};
   for (const column of RECORD_COLUMNS) {
-    const value = decode(column, row[column.name]);
+    let value: unknown;
+    try {
+      value = decode(column, row[column.name]);
+    } catch (error) {
+      if (error instanceof Undecodable) throw invalidRecord(row.id, column.field, `(column ${column.name}) ${error.problem}`);
+      throw error;
+    }
     if (value !== undefined) record[column.field] = value;
   }
   return record as unknown as ApiKeyRecord;

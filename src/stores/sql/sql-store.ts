@@ -3,9 +3,11 @@
  * updated atomically in the database. The dialect engines do the SQL; this class validates the
  * options, refuses values the database would not give back exactly, and notifies listeners.
  */
+import { isKeygateError } from '../../errors.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import type { SqlEngine } from './dialect.js';
+import { withoutHashes } from './driver-errors.js';
 import { type ChangeListener, listenersOf } from './listeners.js';
 import { type SqlStoreOptions, resolveSqlStoreOptions } from './options.js';
 import { PostgresEngine } from './postgres.js';
@@ -24,14 +26,26 @@ import { type SqlDialect, assertStorable } from './values.js';
  *   `null` vs absent optional fields. Values a database cannot hold exactly (a lone UTF-16
  *   surrogate; in PostgreSQL, U+0000 or an instant before 4714 BC) are refused with
  *   `invalid_argument` instead of being altered.
+ * - **Lifecycle in the consume.** Each consume also reads the key's status, `revokedAt` and
+ *   `expiresAt` as stored, under the same lock, and refuses a key that is no longer usable
+ *   (`api_key_revoked`, `api_key_disabled`, `api_key_expired`) whatever the caller's cache holds:
+ *   a revocation made by any process, or by hand in the database, is final at once. It refuses
+ *   with `deadline_exceeded` (counting nothing) when it gets to run after the caller's wall-clock
+ *   deadline: PostgreSQL compares `clock_timestamp()` read once the row lock is held (so keep the
+ *   app's and the database's clocks in sync, e.g. with NTP); SQLite `Date.now()` inside the transaction.
+ * - **A revoked key stays revoked.** `update` refuses to change a revoked key's status, and
+ *   `rotate` a key already revoked or rotated, with `invalid_argument`, atomically with the write.
  * - **Faults.** Every driver error rejects; keygate answers 503 `store_unavailable` and never
- *   admits. keygate bounds each call by `storeTimeoutMs`, but give the pool a `statement_timeout`
- *   too, so an abandoned query does not hold a connection. A `pg` Pool reconnects by itself once
- *   the database is back.
+ *   admits. Key hashes are removed from a driver error's text (PostgreSQL quotes a failing row in
+ *   `detail`) before it leaves the store. keygate bounds each call by `storeTimeoutMs`, but give
+ *   the pool a `statement_timeout` too, so an abandoned query does not hold a connection. A `pg`
+ *   Pool reconnects by itself once the database is back.
  * - **Cache invalidation.** `subscribe` tells listeners in this process (every `SqlStore` on the
  *   same client and table) at once. Other processes are not notified: a change made elsewhere
- *   reaches their verification caches when the entry expires (`cache.ttlMs`, 30 s by default),
- *   so lower it, or disable the cache, when revocations must reach every process sooner.
+ *   reaches their verification caches when the entry expires (`cache.ttlMs`, 30 s by default).
+ *   A revocation, suspension or expiry does not wait for that: every counted request's consume
+ *   reads the row and refuses it. Other changes (scopes, allowed IPs, limits), and checks made
+ *   with `consume: false`, follow the cache; lower its TTL when they must reach every process sooner.
  *
  * Run `await store.migrate()` at start (idempotent), or apply `sqlSchema()` with your migration tool.
  *
@@ -92,26 +106,30 @@ export class SqlStore implements ApiKeyStore {
    */
   async insert(record: ApiKeyRecord): Promise<void> {
     assertStorable(record, this.dialect);
-    await this.#engine.insert(record);
+    await withoutHashes(() => this.#engine.insert(record), [record.keyHash]);
   }
 
   /** The record with this id, or `null`. */
   async findById(id: string): Promise<ApiKeyRecord | null> {
     if (!this.#canHold(id)) return null;
-    return this.#engine.findById(id);
+    return withoutHashes(() => this.#engine.findById(id));
   }
 
   /** The record with this keyPrefix (exact, case-sensitive, through the unique index), or `null`. */
   async findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null> {
     if (!this.#canHold(keyPrefix)) return null;
-    return this.#engine.findByKeyPrefix(keyPrefix);
+    return withoutHashes(() => this.#engine.findByKeyPrefix(keyPrefix));
   }
 
-  /** Applies the patch in one statement and returns the updated record (`null` for an unknown id); notifies listeners. */
+  /**
+   * Applies the patch in one statement and returns the updated record (`null` for an unknown id);
+   * notifies listeners. A patch setting `status` to anything but `revoked` is refused with
+   * `invalid_argument` (field `status`), changing nothing, when the stored key is revoked.
+   */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     if (!this.#canHold(id)) return null;
     assertStorable(patch, this.dialect);
-    const updated = await this.#engine.update(id, patch);
+    const updated = await this.#writing(id, () => this.#engine.update(id, patch));
     if (updated) this.#notify(id);
     return updated;
   }
@@ -119,6 +137,8 @@ export class SqlStore implements ApiKeyStore {
   /**
    * Inserts the replacement (carrying the old key's remaining uses) and retires the old record
    * atomically: one statement on PostgreSQL, one immediate transaction on SQLite. Notifies listeners.
+   * Refuses with `invalid_argument` (field `id`), changing nothing, when the old key is already
+   * revoked or rotated (`revokedAt` set).
    */
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     if (!this.#canHold(rotation.oldId)) return null;
@@ -126,7 +146,7 @@ export class SqlStore implements ApiKeyStore {
       { replacement: rotation.replacement, oldRevokedAt: rotation.oldRevokedAt, now: rotation.now },
       this.dialect,
     );
-    const rotated = await this.#engine.rotate(rotation);
+    const rotated = await this.#writing(rotation.oldId, () => this.#engine.rotate(rotation), [rotation.replacement.keyHash]);
     if (rotated) this.#notify(rotation.oldId);
     return rotated;
   }
@@ -134,16 +154,17 @@ export class SqlStore implements ApiKeyStore {
   /** Records matching the filters after the keyset position, ordered by (createdAt, id), at most `limit`. */
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
     assertStorable(query, this.dialect);
-    return this.#engine.list(query);
+    return withoutHashes(() => this.#engine.list(query));
   }
 
   /**
-   * Checks and counts one use atomically (max uses, UTC-day quota, token bucket; all or nothing),
-   * with the caller's clock. PostgreSQL: one statement; SQLite: one immediate transaction.
+   * Checks and counts one use atomically, all or nothing: the deadline, the key's lifecycle as
+   * stored, then max uses, UTC-day quota and token bucket, with the caller's clock. PostgreSQL:
+   * one statement; SQLite: one immediate transaction.
    */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
     if (!this.#canHold(id)) return null;
-    return this.#engine.consume(id, request);
+    return withoutHashes(() => this.#engine.consume(id, request));
   }
 
   /**
@@ -166,6 +187,21 @@ export class SqlStore implements ApiKeyStore {
   /** False for a lookup key no stored record can have (PostgreSQL text never holds U+0000). */
   #canHold(key: string): boolean {
     return !(this.dialect === 'postgres' && key.includes('\u0000'));
+  }
+
+  /**
+   * Runs a write of record `id`. When it fails in a way that may have come after the write took
+   * effect (a row that could not be decoded once updated, a connection lost around the commit),
+   * listeners are told anyway: a needless cache drop costs a lookup, a missed one keeps a stale
+   * entry. The store's own refusals (`invalid_argument`, `already_exists`) changed nothing.
+   */
+  async #writing<T>(id: string, write: () => Promise<T>, hashes: readonly string[] = []): Promise<T> {
+    try {
+      return await withoutHashes(write, hashes);
+    } catch (error) {
+      if (!(isKeygateError(error) && (error.code === 'invalid_argument' || error.code === 'already_exists'))) this.#notify(id);
+      throw error;
+    }
   }
 
   #notify(id: string): void {

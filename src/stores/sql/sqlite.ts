@@ -3,14 +3,17 @@
  * read-decide-write inside `db.transaction(…).immediate()` is atomic twice over: no other
  * JavaScript runs in this process meanwhile, and `BEGIN IMMEDIATE` takes the database's write lock
  * first, so other processes on the same file wait (up to the connection's busy timeout) instead of
- * interleaving. The limit arithmetic is `decideConsume` itself.
+ * interleaving. The consume's checks are `lifecycleRefusal` and `decideConsume` themselves, after
+ * the deadline, read with `Date.now()` once the transaction holds the write lock.
  */
 import { type CounterState, decideConsume } from '../../policy/limits.js';
+import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
 import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
 import type { SqlEngine } from './dialect.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
@@ -46,6 +49,7 @@ export class SqliteEngine implements SqlEngine {
   readonly #migrate: SqliteTransaction<[], void>;
   readonly #consume: SqliteTransaction<[string, ConsumeRequest], ConsumeOutcome | null>;
   readonly #rotate: SqliteTransaction<[StoreRotation], { old: ApiKeyRecord; replacement: ApiKeyRecord } | null>;
+  readonly #guardedUpdate: SqliteTransaction<[string, ApiKeyPatch], ApiKeyRecord | null>;
 
   constructor(db: SqliteDatabase, table: TableName) {
     this.#db = db;
@@ -55,6 +59,7 @@ export class SqliteEngine implements SqlEngine {
     });
     this.#consume = db.transaction((id: string, request: ConsumeRequest) => this.#consumeNow(id, request));
     this.#rotate = db.transaction((rotation: StoreRotation) => this.#rotateNow(rotation));
+    this.#guardedUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#guardedUpdateNow(id, patch));
   }
 
   /**
@@ -96,7 +101,27 @@ export class SqliteEngine implements SqlEngine {
     return this.#find('key_prefix', keyPrefix);
   }
 
+  /**
+   * One statement; a patch that sets `status` to anything but `revoked` runs in an immediate
+   * transaction that first refuses (changing nothing) when the stored key is revoked.
+   */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
+    if (patch.status !== undefined && patch.status !== 'revoked') return this.#guardedUpdate.immediate(id, patch);
+    return this.#updateNow(id, patch);
+  }
+
+  #guardedUpdateNow(id: string, patch: ApiKeyPatch): ApiKeyRecord | null {
+    const stored = this.#statement(`SELECT "status", "revoked_at" FROM ${this.#table.qualified} WHERE "id" = ?`).get(id) as
+      | { status: string; revoked_at: number | null }
+      | undefined;
+    if (!stored) return null;
+    if (lifecycleRefusal(stored.status, stored.revoked_at, null, patch.updatedAt.getTime()) === 'api_key_revoked') {
+      throw revokedKeyCannotChangeStatus();
+    }
+    return this.#updateNow(id, patch);
+  }
+
+  #updateNow(id: string, patch: ApiKeyPatch): ApiKeyRecord | null {
     const columns = PATCHABLE_FIELDS.filter((field) => patch[field] !== undefined).map(columnOf);
     if (columns.length === 0) return this.#find('id', id);
     const assignments = columns.map((column) => `"${column.name}" = ?`).join(', ');
@@ -114,10 +139,13 @@ export class SqliteEngine implements SqlEngine {
 
   #rotateNow(rotation: StoreRotation): { old: ApiKeyRecord; replacement: ApiKeyRecord } | null {
     const table = this.#table.qualified;
-    const uses = this.#statement(`SELECT "max_uses", "use_count" FROM ${table} WHERE "id" = ?`).get(rotation.oldId) as
-      | { max_uses: number | null; use_count: number }
+    const uses = this.#statement(`SELECT "status", "revoked_at", "max_uses", "use_count" FROM ${table} WHERE "id" = ?`).get(rotation.oldId) as
+      | { status: string; revoked_at: number | null; max_uses: number | null; use_count: number }
       | undefined;
     if (!uses) return null;
+    // Already retired or retiring (revoked, or rotated with a grace period): rotating it again
+    // would mint another key with the uses it has left.
+    if (uses.revoked_at !== null || (uses.status !== 'active' && uses.status !== 'suspended')) throw retiredKeyCannotRotate();
     const replacement: ApiKeyRecord = { ...rotation.replacement };
     if (uses.max_uses !== null) replacement.maxUses = Math.max(0, uses.max_uses - uses.use_count);
     this.#insertNow(replacement);
@@ -161,10 +189,27 @@ export class SqliteEngine implements SqlEngine {
 
   #consumeNow(id: string, request: ConsumeRequest): ConsumeOutcome | null {
     const table = this.#table.qualified;
-    const row = this.#statement(`SELECT "use_count", "day", "day_count", "tokens", "tokens_at" FROM ${table} WHERE "id" = ?`).get(id) as
-      | { use_count: number; day: number; day_count: number; tokens: number | null; tokens_at: number }
+    const row = this.#statement(
+      `SELECT "status", "revoked_at", "expires_at", "use_count", "day", "day_count", "tokens", "tokens_at" FROM ${table} WHERE "id" = ?`,
+    ).get(id) as
+      | {
+          status: string;
+          revoked_at: number | null;
+          expires_at: number | null;
+          use_count: number;
+          day: number;
+          day_count: number;
+          tokens: number | null;
+          tokens_at: number;
+        }
       | undefined;
     if (!row) return null;
+    // Read here, inside BEGIN IMMEDIATE: after any wait for another process's write lock.
+    if (request.deadline !== undefined && Date.now() > request.deadline) {
+      return { admitted: false, refusal: 'deadline_exceeded', useCount: row.use_count };
+    }
+    const lifecycle = lifecycleRefusal(row.status, row.revoked_at, row.expires_at, request.now);
+    if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: row.use_count };
     const state: CounterState = { useCount: row.use_count, day: row.day, dayCount: row.day_count, tokens: row.tokens, tokensAt: row.tokens_at };
     const { outcome, next } = decideConsume(state, request);
     if (next) {
