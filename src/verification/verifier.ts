@@ -285,13 +285,12 @@ export class Verifier {
    * better than the body does.
    */
   private async load(keyPrefix: string, secret: string, trusted: boolean, client: string): Promise<VerifiedKey | null> {
-    const { store, storeTimeoutMs, pepper, pool, failureBudget, now } = this.settings;
+    const { pepper, pool, failureBudget, now } = this.settings;
     // A spent budget is refused before the store lookup too: under a flood that lookup would be
     // the largest cost left.
     const spent = trusted ? 0 : (failureBudget?.wait(keyPrefix, client, now()) ?? 0);
     if (spent > 0) throw refusalError('too_many_failed_attempts', { retryAfter: spent });
-    const found = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
-    const record = found === null ? null : this.decode(found, keyPrefix);
+    const record = await this.find(keyPrefix);
     const hash = record?.keyHash ?? this.dummy;
     // Only slow hashes need a budget: a wrong secret against an HMAC hash costs a microsecond.
     let attempt: Attempt | undefined;
@@ -312,9 +311,17 @@ export class Verifier {
     return verified && record ? compileKey(record) : null;
   }
 
-  /** The stored record, validated; `null` (and a warning) when keygate cannot use it. */
-  private decode(found: unknown, keyPrefix: string): ApiKeyRecord | null {
+  /**
+   * The stored record of a keyPrefix, validated; `null` when there is none, and also (with a
+   * warning) when keygate cannot use it, whether the store itself could not decode it or
+   * {@link decodeStoredRecord} refused it.
+   */
+  private async find(keyPrefix: string): Promise<ApiKeyRecord | null> {
+    const { store, storeTimeoutMs } = this.settings;
+    let found: unknown = null;
     try {
+      found = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
+      if (found === null) return null;
       const record = decodeStoredRecord(found);
       if (record.keyPrefix !== keyPrefix) throw new KeygateError('invalid_record', 'the key store returned a record of another keyPrefix');
       return record;

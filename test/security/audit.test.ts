@@ -13,6 +13,7 @@ import {
   type Keygate,
   KeygateError,
   MemoryStore,
+  invalidRecord,
   keygate,
   requireScopes,
 } from 'keygate';
@@ -142,6 +143,20 @@ describe('2. stored values keygate did not write fail closed', () => {
     expect((error as KeygateError).code).toBe('invalid_record');
     expect((error as KeygateError).field).toBe('status');
     expect(await rejection(() => keys.list())).toBeInstanceOf(KeygateError);
+  });
+
+  it('refuses a key whose store cannot decode its record (the store throws invalid_record) like an unknown key, not with a 500', async () => {
+    const store = new CountingStore();
+    const keys = track(keygate({ store, prefix: 'pk_test', hashing: 'sha256' }));
+    const { key } = await keys.create({ name: 'k' });
+    store.findByKeyPrefix = async () => {
+      throw invalidRecord('some-id', 'metadata', 'is not valid JSON');
+    };
+    const warnings = await warningsDuring(async () => {
+      const result = await keys.verify(key);
+      expect(result.ok ? 'admitted' : result.error.code).toBe('invalid_api_key');
+    });
+    expect(warnings.map((warning) => warning.code)).toContain('KEYGATE_INVALID_RECORD');
   });
 
   it.each([
