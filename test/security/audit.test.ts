@@ -20,17 +20,10 @@ import {
 import { formatKey } from '../../src/key/format';
 import { randomBase62 } from '../../src/key/base62';
 import { CountingStore, testClock } from '../helpers/harness';
+import { closeAfterEach } from '../helpers/managers';
 import { rejection } from '../helpers/rejection';
 
-const managers: Keygate[] = [];
-afterEach(async () => {
-  await Promise.all(managers.splice(0).map((keys) => keys.close()));
-});
-
-function track(keys: Keygate): Keygate {
-  managers.push(keys);
-  return keys;
-}
+const track = closeAfterEach();
 
 /** A well-formed key for `keyPrefix` (`<prefix>_<lookupId>`) with another secret. */
 function withSecret(keyPrefix: string, secret: string): string {

@@ -8,16 +8,9 @@ import express from 'express';
 import { keygate, MemoryStore, type Keygate } from 'keygate';
 import { formatKey } from '../../src/key/format';
 import { CountingStore, testClock } from '../helpers/harness';
+import { closeAfterEach } from '../helpers/managers';
 
-const managers: Keygate[] = [];
-afterEach(async () => {
-  await Promise.all(managers.splice(0).map((keys) => keys.close()));
-});
-
-function track(keys: Keygate): Keygate {
-  managers.push(keys);
-  return keys;
-}
+const track = closeAfterEach();
 
 /** A well-formed key with the keyPrefix of `key` and another secret. */
 function wrongSecretFor(key: string, variant: number): string {
