@@ -227,6 +227,12 @@ export class Keygate {
     if (isRevokedAt(old, nowMs)) throw invalidArgument('id', 'a revoked key cannot be rotated');
     if (old.revokedAt !== null) throw invalidArgument('id', 'this key was already rotated; rotate its replacement instead');
     if (!checkExpiry(old, nowMs).ok) throw invalidArgument('id', 'an expired key cannot be rotated');
+    // While the key this one replaced is still in its grace period, a rotation would put a third
+    // key of the lineage in service, each holding the uses left: at most two keys live at once.
+    const predecessor = old.rotatedFromId === undefined ? null : await this.#read(old.rotatedFromId);
+    if (predecessor && !isRevokedAt(predecessor, nowMs) && predecessor.revokedAt !== null) {
+      throw invalidArgument('id', `the key this one replaced is in its grace period until ${predecessor.revokedAt.toISOString()}; rotate after that, or revoke it first`);
+    }
 
     const oldRevokedAt = new Date(nowMs + gracePeriodMs);
     for (let attempt = 1; ; attempt++) {

@@ -88,6 +88,9 @@ export interface VerifierSettings {
   bcryptCost: number;
 }
 
+/** Codes a store may throw that are not answers to a request. */
+const NOT_REFUSALS = new Set(['invalid_record', 'invalid_argument', 'not_found', 'already_exists']);
+
 /** How many digests of keys that verified are remembered, and for how long (see FailureBudget). */
 const KNOWN_GOOD_MAX = 100_000;
 const KNOWN_GOOD_TTL_MS = 24 * 3_600_000;
@@ -192,7 +195,8 @@ export class Verifier {
       if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
       return await this.consume(key, now);
     } catch (error) {
-      if (!(error instanceof KeygateError)) return { ok: false, error: storeUnavailable('verification failed', error) };
+      // Anything but a refusal (a store answering with a record or counters it cannot use) fails closed.
+      if (!(error instanceof KeygateError) || NOT_REFUSALS.has(error.code)) return { ok: false, error: storeUnavailable('verification failed', error) };
       const delayMs = this.settings.failureBudget?.delayMs ?? 0;
       if (error.code === 'too_many_failed_attempts' && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       return { ok: false, error };

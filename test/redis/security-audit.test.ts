@@ -402,6 +402,20 @@ describeWithRedis('security audit (issue 9) on Redis', () => {
       const result = await keys.verify(key);
       expect(result.ok || result.error.code).toBe(code);
     });
+
+    // Review finding: a cached key with maxUses 2 whose useCount was set to nan (or -50) by hand
+    // was admitted 100 times (52 times): the consume took the junk as a count.
+    it.each(['nan', '-50', '1.5', 'inf'])('refuses (503, fail closed) a cached key whose useCount was set to %s in Redis, never over maxUses', async (junk) => {
+      const keys = manager();
+      const { key, apiKey } = await keys.create({ name: 'junk count', maxUses: 2 });
+      expect((await keys.verify(key)).ok).toBe(true);
+      await admin.hset(recordKey(apiKey.id), 'useCount', junk);
+      for (let i = 0; i < 5; i++) {
+        const result = await keys.verify(key);
+        expect(result.ok || result.error.code).toBe('store_unavailable');
+      }
+      expect(await admin.hget(recordKey(apiKey.id), 'useCount')).toBe(junk);
+    });
   });
 
   // ---------------------------------------------------------------------------------------------

@@ -357,6 +357,24 @@ describe('6 and 7. rotation neither multiplies uses nor revives a revoked key', 
     expect(admitted).toBe(200);
   });
 
+  it('refuses to rotate a replacement while the key it replaced is in its grace period (a chain used to mint 5 × maxUses)', async () => {
+    const clock = testClock();
+    const keys = track(keygate({ store: new MemoryStore(), prefix: 'pk_test', hashing: 'sha256', now: clock.now }));
+    const first = await keys.create({ name: 'metered', maxUses: 5 });
+    const second = await keys.rotate(first.apiKey.id, { gracePeriodMs: 3_600_000 });
+    const error = await rejection(() => keys.rotate(second.apiKey.id, { gracePeriodMs: 3_600_000 }));
+    expect((error as KeygateError).code).toBe('invalid_argument');
+    let admitted = 0;
+    for (const candidate of [first.key, second.key]) {
+      for (let i = 0; i < 10; i++) if ((await keys.verify(candidate)).ok) admitted++;
+    }
+    expect(admitted).toBe(10); // twice the 5 uses left at the one rotation, never more
+    // Once the grace period is over (or the old key is revoked), the replacement may be rotated.
+    await keys.revoke(first.apiKey.id);
+    const third = await keys.rotate(second.apiKey.id);
+    expect(third.apiKey.maxUses).toBe(0);
+  });
+
   it('keeps a key revoked once its grace period has passed, whatever update says (the audit revived one)', async () => {
     const clock = testClock();
     const keys = track(keygate({ store: new MemoryStore(), prefix: 'pk_test', hashing: 'sha256', now: clock.now }));

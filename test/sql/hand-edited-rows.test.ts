@@ -104,6 +104,19 @@ function scenarios(dialect: () => Dialect): void {
     expect(await bench.useCount(apiKey.id)).toBe(1);
   });
 
+  // Review finding: a negative use_count written by hand let a cached key pass maxUses.
+  it('refuses (503, fail closed) a cached key whose use_count was set below zero by hand, never over maxUses', async () => {
+    const { keys } = bench;
+    const { key, apiKey } = await keys.create({ name: 'negative count', maxUses: 2 });
+    expect((await keys.verify(key)).ok).toBe(true);
+    await bench.edit(apiKey.id, `"use_count" = -50`);
+    for (let i = 0; i < 5; i++) {
+      const result = await keys.verify(key);
+      expect(!result.ok && result.error.code).toBe('store_unavailable');
+    }
+    expect(await bench.useCount(apiKey.id)).toBe(-50);
+  });
+
   it('refuses a cached key on its next request once its row was set by hand to a status keygate does not know', async () => {
     const { keys } = bench;
     const { key, apiKey } = await keys.create({ name: 'cached, then disabled by hand' });

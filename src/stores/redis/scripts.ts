@@ -148,7 +148,10 @@ local state = redis.call('HMGET', key, 'useCount', 'c:day', 'c:dayCount', 'c:tok
 if not state[1] then return false end
 local requestNow = tonumber(ARGV[1])
 local useCount = tonumber(state[1])
-if useCount == nil then return redis.error_reply('ERR keygate: the record useCount is not a number') end
+-- A count written by hand as nan, a negative or a fraction would let limits pass: fail closed.
+if useCount == nil or useCount ~= useCount or useCount < 0 or useCount ~= math.floor(useCount) or useCount == math.huge then
+  return redis.error_reply('ERR keygate: the record useCount is not a non-negative integer')
+end
 local deadline = tonumber(ARGV[6])
 if deadline then
   if redis.replicate_commands then redis.replicate_commands() end

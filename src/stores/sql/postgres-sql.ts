@@ -158,6 +158,7 @@ function consumeStatement(table: TableName): string {
   SELECT "state".*,
     CASE
       WHEN "lifecycle" IS NOT NULL THEN "lifecycle"
+      WHEN "use_count" < 0 THEN 'invalid_counters'
       WHEN $3::float8 IS NOT NULL AND "use_count" >= $3::float8 THEN 'usage_exhausted'
       WHEN $4::float8 IS NOT NULL AND "day_used" >= $4::float8 THEN 'quota_exceeded'
       WHEN $5::float8 IS NOT NULL AND "level" < 1 THEN 'rate_limited'

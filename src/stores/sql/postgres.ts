@@ -3,6 +3,7 @@
  * and turns rows into records and outcomes. One round trip per operation.
  */
 import { crc32 } from '../../key/checksum.js';
+import { invalidRecord } from '../record-decoder.js';
 import { bucketCapacity } from '../../policy/limits.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
@@ -179,6 +180,8 @@ export class PostgresEngine implements SqlEngine {
     const admitted = Number(row.applied) === 1;
     if (!admitted && refusal === null) return null; // the row vanished under us
     const useCount = Number(row.use_count);
+    // A count edited by hand below zero would let maxUses pass: the statement refused it, fail closed.
+    if (refusal === ('invalid_counters' as string)) throw invalidRecord(id, 'useCount', 'is negative');
     // A deadline or lifecycle refusal reports the lifetime count only: no limit was looked at.
     if (!admitted && !isLimitRefusal(refusal as ConsumeRefusal)) return { admitted: false, refusal: refusal as ConsumeRefusal, useCount };
     const dayUsed = Number(row.day_used);

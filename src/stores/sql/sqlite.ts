@@ -7,6 +7,7 @@
  * the deadline, read with `Date.now()` once the transaction holds the write lock.
  */
 import { type CounterState, decideConsume } from '../../policy/limits.js';
+import { invalidRecord } from '../record-decoder.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
@@ -210,6 +211,8 @@ export class SqliteEngine implements SqlEngine {
     }
     const lifecycle = lifecycleRefusal(row.status, row.revoked_at, row.expires_at, request.now);
     if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: row.use_count };
+    // A count edited by hand to a negative or a fraction would let limits pass: fail closed.
+    if (!Number.isSafeInteger(row.use_count) || row.use_count < 0) throw invalidRecord(id, 'useCount', 'is not a non-negative integer');
     const state: CounterState = { useCount: row.use_count, day: row.day, dayCount: row.day_count, tokens: row.tokens, tokensAt: row.tokens_at };
     const { outcome, next } = decideConsume(state, request);
     if (next) {
