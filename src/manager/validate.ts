@@ -6,6 +6,7 @@
 import { invalidArgument } from '../errors.js';
 import { parseIpRange } from '../policy/ip.js';
 import { isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
+import { isPlainObject } from '../stores/record-decoder.js';
 import type { ApiKeyPatch } from '../stores/store.js';
 import {
   API_KEY_STATUSES,
@@ -42,12 +43,6 @@ export interface ValidatedCreate {
 /** Names of whole arguments: their fields are named bare (`colour`), not `input.colour`. */
 const ARGUMENTS = new Set(['input', 'patch', 'query', 'options']);
 
-/** True for `{...}` literals and `Object.create(null)`: not arrays, Maps, Dates or class instances. */
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (value === null || typeof value !== 'object') return false;
-  const prototype: unknown = Object.getPrototypeOf(value);
-  return prototype === null || prototype === Object.prototype || Object.getPrototypeOf(prototype) === null;
-}
 
 /**
  * Requires a plain object, rejects fields outside `allowed` (naming the first unknown one), and

@@ -28,11 +28,8 @@ export function lifecycleRefusal(status: string, revokedAt: number | null, expir
 
 /** Refuses revoked keys (including a rotated-out key past its grace), suspended keys and any unknown status. */
 export function checkStatus(record: Lifecycle, now: number): PolicyResult {
-  const status: string = record.status;
-  if (status !== 'active' && status !== 'suspended') return { ok: false, code: 'api_key_revoked' };
-  if (record.revokedAt !== null && record.revokedAt.getTime() <= now) return { ok: false, code: 'api_key_revoked' };
-  if (status === 'suspended') return { ok: false, code: 'api_key_disabled' };
-  return ADMIT;
+  const code = lifecycleRefusal(record.status, epochOf(record.revokedAt), null, now);
+  return code === undefined ? ADMIT : { ok: false, code };
 }
 
 /** Refuses a key whose `expiresAt` is at or before now. */
@@ -43,8 +40,12 @@ export function checkExpiry(record: Lifecycle, now: number): PolicyResult {
 
 /** True when the key can no longer come back: status `revoked` (or unknown), or `revokedAt` passed. */
 export function isRevokedAt(record: Pick<ApiKeyRecord, 'status' | 'revokedAt'>, now: number): boolean {
-  const status: string = record.status;
-  return (status !== 'active' && status !== 'suspended') || (record.revokedAt !== null && record.revokedAt.getTime() <= now);
+  return lifecycleRefusal(record.status, epochOf(record.revokedAt), null, now) === 'api_key_revoked';
+}
+
+/** Epoch milliseconds of a nullable date: the form {@link lifecycleRefusal} takes. */
+export function epochOf(date: Date | null): number | null {
+  return date === null ? null : date.getTime();
 }
 
 /** `isActive` of the public view: status active, not expired, not revoked at `now`. */

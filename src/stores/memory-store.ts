@@ -4,9 +4,10 @@
  * consumes can never over-admit. Records are kept as JSON text and rebuilt on every read, so a
  * caller mutating what it got back cannot change the store.
  */
-import { KeygateError, invalidArgument } from '../errors.js';
+import { KeygateError } from '../errors.js';
 import { type CounterState, decideConsume, initialCounters } from '../policy/limits.js';
-import { lifecycleRefusal } from '../policy/status.js';
+import { epochOf, lifecycleRefusal } from '../policy/status.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
 import type { ApiKeyRecord, ApiKeyStatus } from '../types.js';
 import type {
   ApiKeyPatch,
@@ -60,10 +61,10 @@ class StoredKey implements CounterState {
     this.ownerId = record.ownerId;
     this.tenantId = record.tenantId;
     this.status = record.status;
-    this.revokedAt = record.revokedAt === null ? null : record.revokedAt.getTime();
-    this.expiresAt = record.expiresAt === null ? null : record.expiresAt.getTime();
+    this.revokedAt = epochOf(record.revokedAt);
+    this.expiresAt = epochOf(record.expiresAt);
     this.createdAt = record.createdAt.getTime();
-    this.lastUsedAt = record.lastUsedAt === null ? null : record.lastUsedAt.getTime();
+    this.lastUsedAt = epochOf(record.lastUsedAt);
     this.useCount = counters.useCount;
     this.day = counters.day;
     this.dayCount = counters.dayCount;
@@ -104,8 +105,8 @@ function thaw(slot: Slot): ApiKeyRecord {
 function refreeze(slot: Slot, record: ApiKeyRecord): void {
   slot.settings = settingsOf(record);
   slot.status = record.status;
-  slot.revokedAt = record.revokedAt === null ? null : record.revokedAt.getTime();
-  slot.expiresAt = record.expiresAt === null ? null : record.expiresAt.getTime();
+  slot.revokedAt = epochOf(record.revokedAt);
+  slot.expiresAt = epochOf(record.expiresAt);
 }
 
 /** True when a slot's key is revoked for good at `at`: the status says so, or `revokedAt` has passed. */
@@ -176,7 +177,7 @@ export class MemoryStore implements ApiKeyStore {
     const slot = this.#byId.get(id);
     if (!slot) return null;
     if (patch.status !== undefined && patch.status !== 'revoked' && isRevoked(slot, patch.updatedAt.getTime())) {
-      throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
+      throw revokedKeyCannotChangeStatus();
     }
     const record = thaw(slot);
     applyPatch(record, patch);
@@ -189,7 +190,7 @@ export class MemoryStore implements ApiKeyStore {
     const slot = this.#byId.get(rotation.oldId);
     if (!slot) return null;
     if (slot.revokedAt !== null || isRevoked(slot, rotation.now.getTime())) {
-      throw invalidArgument('id', 'this key was already rotated or revoked; rotate its replacement instead');
+      throw retiredKeyCannotRotate();
     }
     const old = thaw(slot);
     const replacement = { ...rotation.replacement };

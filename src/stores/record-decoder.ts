@@ -20,7 +20,8 @@ export function invalidRecord(id: unknown, field: string, problem: string): Keyg
 
 const RATE_LIMIT_FIELDS = ['perSecond', 'burst', 'perDay'] as const;
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** True for `{...}` literals and `Object.create(null)` (from any realm): not arrays, Maps, Dates or class instances. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
   const prototype: unknown = Object.getPrototypeOf(value);
   return prototype === null || Object.getPrototypeOf(prototype) === null;

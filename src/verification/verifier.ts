@@ -17,6 +17,7 @@ import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } fro
 import { checkExpiry, checkStatus } from '../policy/status.js';
 import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import { decodeStoredRecord } from '../stores/record-decoder.js';
+import { isLimitRefusal } from '../stores/refusals.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
@@ -240,7 +241,7 @@ export class Verifier {
     }
     if (outcome.admitted !== true) {
       const code = outcome.refusal;
-      if (code === 'usage_exhausted' || code === 'quota_exceeded' || code === 'rate_limited') {
+      if (isLimitRefusal(code)) {
         const limits = describeLimits(request, outcome);
         const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
         return { ok: false, error: refusalError(code, details), limits, key };

@@ -43,6 +43,7 @@ import type {
   StoreListQuery,
   StoreRotation,
 } from '../store.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
 import { decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
 import { CLAIM_ROTATION_SCRIPT, CONSUME_SCRIPT, INSERT_SCRIPT, UNDO_ROTATION_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
 
@@ -212,7 +213,7 @@ export class RedisStore implements ApiKeyStore {
     const reply = await scrubbed(async () => (await this.#connected()).keygateUpdateV2(this.#recordKey(id), ...encodePatch(patch)));
     if (reply === null) return null;
     if (typeof reply === 'number') {
-      throw new KeygateError('invalid_argument', 'a revoked key stays revoked: its status cannot be changed', { field: 'status' });
+      throw revokedKeyCannotChangeStatus();
     }
     await this.#publish(id);
     return decodeRecord(pairsToHash(reply));
@@ -230,7 +231,7 @@ export class RedisStore implements ApiKeyStore {
     const claim = await scrubbed(() => redis.keygateClaimRotationV1(oldKey, ...claimed));
     if (claim === null) return null;
     if (typeof claim === 'number') {
-      throw new KeygateError('invalid_argument', 'a key that is revoked or already rotated cannot be rotated', { field: 'id' });
+      throw retiredKeyCannotRotate();
     }
     const [previousRevokedAt, previousUpdatedAt, previousStatus, pairs] = claim;
     let old: ApiKeyRecord;

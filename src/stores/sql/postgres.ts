@@ -18,7 +18,7 @@ import {
   postgresStatements,
   updateStatement,
 } from './postgres-sql.js';
-import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
+import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';

@@ -14,7 +14,7 @@ import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, Store
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
 import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
 import type { SqlEngine } from './dialect.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
