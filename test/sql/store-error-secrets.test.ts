@@ -36,6 +36,16 @@ function expectUnavailable(error: unknown): void {
   expectNoHash(error);
 }
 
+/** A bcrypt-hashing manager on `store` whose create breaks the operator's rule: no hash in the error. */
+async function expectBcryptCreateUnavailable(store: SqlStore): Promise<void> {
+  const bcryptKeys = keygate({ store, prefix: 'pk_test', hashing: 'bcrypt', bcryptCost: 4 });
+  try {
+    expectUnavailable(await rejection(() => bcryptKeys.create({ name: 'a name far too long for the rule' })));
+  } finally {
+    await bcryptKeys.close();
+  }
+}
+
 describePostgres('No key hash in store errors (postgres)', () => {
   let server: PostgresServer;
   let pool: Pool;
@@ -79,12 +89,7 @@ describePostgres('No key hash in store errors (postgres)', () => {
   });
 
   it('a bcrypt hash is kept out too, and the store itself rejects with the driver error minus the hash', async () => {
-    const bcryptKeys = keygate({ store, prefix: 'pk_test', hashing: 'bcrypt', bcryptCost: 4 });
-    try {
-      expectUnavailable(await rejection(() => bcryptKeys.create({ name: 'a name far too long for the rule' })));
-    } finally {
-      await bcryptKeys.close();
-    }
+    await expectBcryptCreateUnavailable(store);
     // Straight from the store: still pg's error, with its code and constraint (apps match on
     // them), and the row in `detail` without the hash.
     const record = testRecord(Date.now(), { name: 'a name far too long for the rule', keyHash: `$2b$04$${'x'.repeat(53)}` });
@@ -135,12 +140,7 @@ describe('No key hash in store errors (sqlite)', () => {
   });
 
   it('a bcrypt hash is kept out too, and the store itself rejects with the driver error minus the hash', async () => {
-    const bcryptKeys = keygate({ store, prefix: 'pk_test', hashing: 'bcrypt', bcryptCost: 4 });
-    try {
-      expectUnavailable(await rejection(() => bcryptKeys.create({ name: 'a name far too long for the rule' })));
-    } finally {
-      await bcryptKeys.close();
-    }
+    await expectBcryptCreateUnavailable(store);
     const record = testRecord(Date.now(), { name: 'a name far too long for the rule', keyHash: `$2b$04$${'x'.repeat(53)}` });
     const error = (await rejection(() => store.insert(record))) as { code?: unknown; message?: unknown };
     expect(error.code).toBe('SQLITE_CONSTRAINT_TRIGGER');
