@@ -32,7 +32,23 @@ export { decideConsume, initialCounters } from './policy/limits.js';
 export { scopeGrants } from './policy/scopes.js';
 export { lifecycleRefusal } from './policy/status.js';
 export type { LifecycleRefusal } from './policy/status.js';
-export { decodeStoredRecord, invalidRecord } from './stores/record-decoder.js';
+export { decodeStoredRecord, invalidRecord } from './record/decode.js';
+export { RECORD_SCHEMA, RATE_LIMIT_FIELDS } from './record/schema.js';
+export type { FieldKind, FieldSpec, FieldSource, RecordSchema } from './record/schema.js';
+// The store toolkit: what a custom store shares with the built-in ones.
+export {
+  ChangeListeners,
+  alreadyExists,
+  isLimitRefusal,
+  isRetired,
+  rejectUnknownOptions,
+  remainingUses,
+  replacementFor,
+  retiredKeyCannotRotate,
+  revokedAtAfterUpdate,
+  revokedKeyCannotChangeStatus,
+} from './stores/toolkit.js';
+export type { ChangeListener } from './stores/toolkit.js';
 export type {
   ApiKey,
   ApiKeyRecord,

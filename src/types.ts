@@ -1,13 +1,14 @@
 /**
  * The shapes of the public contract: the stored record, its public view, and the inputs of the
  * manager. Stores persist {@link ApiKeyRecord}; everything returned to users is an {@link ApiKey}.
+ * How each record field is stored, validated and initialised is described once, in
+ * `record/schema.ts`; the compiler keeps that table and {@link ApiKeyRecord} in step.
  */
 
 /** Lifecycle state of a key. Only `active` keys are admitted. */
 export type ApiKeyStatus = 'active' | 'suspended' | 'revoked';
 
-/** Every valid {@link ApiKeyStatus}, for validation. */
-export const API_KEY_STATUSES: readonly ApiKeyStatus[] = ['active', 'suspended', 'revoked'];
+export { API_KEY_STATUSES } from './record/schema.js';
 
 /**
  * Per-key rate limits. Omit a field for no limit of that kind.

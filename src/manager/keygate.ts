@@ -13,7 +13,7 @@ import { FailureBudget } from '../verification/failure-budget.js';
 import { type AuthenticateOptions, createAuthenticate } from '../middleware/authenticate.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { checkExpiry, isRevokedAt } from '../policy/status.js';
-import { decodeStoredRecord } from '../stores/record-decoder.js';
+import { decodeStoredRecord } from '../record/decode.js';
 import type { ApiKeyPatch, ApiKeyStore } from '../stores/store.js';
 import type {
   ApiKey,

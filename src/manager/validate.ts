@@ -6,7 +6,7 @@
 import { invalidArgument } from '../errors.js';
 import { parseIpRange } from '../policy/ip.js';
 import { isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
-import { isPlainObject } from '../stores/record-decoder.js';
+import { isPlainObject } from '../record/decode.js';
 import type { ApiKeyPatch } from '../stores/store.js';
 import {
   API_KEY_STATUSES,

@@ -4,10 +4,18 @@
  * consumes can never over-admit. Records are kept as JSON text and rebuilt on every read, so a
  * caller mutating what it got back cannot change the store.
  */
-import { KeygateError } from '../errors.js';
 import { type CounterState, decideConsume, initialCounters } from '../policy/limits.js';
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from './refusals.js';
+import { INSTANT_FIELDS, OPTIONAL_FIELDS } from '../record/schema.js';
+import {
+  ChangeListeners,
+  alreadyExists,
+  isRetired,
+  replacementFor,
+  retiredKeyCannotRotate,
+  revokedAtAfterUpdate,
+  revokedKeyCannotChangeStatus,
+} from './toolkit.js';
 import type { ApiKeyRecord, ApiKeyStatus } from '../types.js';
 import type {
   ApiKeyPatch,
@@ -78,7 +86,8 @@ type Slot = StoredKey;
 
 let warnedAboutCluster = false;
 
-const DATE_FIELDS = ['expiresAt', 'createdAt', 'updatedAt', 'revokedAt'] as const;
+/** The instants kept in `settings` (as ISO text); `lastUsedAt` lives in the slot. */
+const SETTINGS_INSTANTS = INSTANT_FIELDS.filter((field) => field !== 'lastUsedAt');
 
 /** Stores a record's settings; JSON text copies everything, so the caller keeps nothing of ours. */
 function settingsOf(record: ApiKeyRecord): string {
@@ -92,7 +101,7 @@ function settingsOf(record: ApiKeyRecord): string {
  */
 function thaw(slot: Slot): ApiKeyRecord {
   const record = JSON.parse(slot.settings) as Record<string, unknown>;
-  for (const field of DATE_FIELDS) {
+  for (const field of SETTINGS_INSTANTS) {
     const value = record[field];
     if (typeof value === 'string') record[field] = new Date(value);
   }
@@ -120,14 +129,16 @@ function compareByPosition(a: Slot, b: Slot): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
-/** Applies a patch to a record in place. */
+/** Applies a patch to a record in place: `null` removes an optional field; a revocation stamps `revokedAt`. */
 function applyPatch(record: ApiKeyRecord, patch: ApiKeyPatch): void {
-  const { description, ...rest } = patch;
-  for (const [field, value] of Object.entries(rest)) {
-    if (value !== undefined) (record as unknown as Record<string, unknown>)[field] = value;
+  const fields = record as unknown as Record<string, unknown>;
+  for (const [field, value] of Object.entries(patch)) {
+    if (value === undefined) continue;
+    if (value === null && (OPTIONAL_FIELDS as readonly string[]).includes(field)) delete fields[field];
+    else fields[field] = value;
   }
-  if (description === null) delete record.description;
-  else if (description !== undefined) record.description = description;
+  const revokedAt = revokedAtAfterUpdate(epochOf(record.revokedAt), patch);
+  if (revokedAt !== undefined) record.revokedAt = revokedAt === null ? null : new Date(revokedAt);
 }
 
 /**
@@ -142,7 +153,7 @@ export class MemoryStore implements ApiKeyStore {
   // ES private fields keep records (and their hashes) out of util.inspect and JSON.stringify.
   readonly #byId = new Map<string, Slot>();
   readonly #idByKeyPrefix = new Map<string, string>();
-  readonly #listeners = new Set<(id: string | null) => void>();
+  readonly #listeners = new ChangeListeners();
 
   constructor(options: MemoryStoreOptions = {}) {
     if (!options.silenceClusterWarning && !warnedAboutCluster && isClusterWorker()) {
@@ -182,25 +193,21 @@ export class MemoryStore implements ApiKeyStore {
     const record = thaw(slot);
     applyPatch(record, patch);
     refreeze(slot, record);
-    this.#notify(id);
+    this.#listeners.notify(id);
     return thaw(slot);
   }
 
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     const slot = this.#byId.get(rotation.oldId);
     if (!slot) return null;
-    if (slot.revokedAt !== null || isRevoked(slot, rotation.now.getTime())) {
-      throw retiredKeyCannotRotate();
-    }
+    if (isRetired(slot.status, slot.revokedAt, rotation.now.getTime())) throw retiredKeyCannotRotate();
     const old = thaw(slot);
-    const replacement = { ...rotation.replacement };
-    if (old.maxUses !== null) replacement.maxUses = Math.max(0, old.maxUses - old.useCount);
-    const inserted = this.#insertNow(replacement);
+    const inserted = this.#insertNow(replacementFor(rotation, old));
     const patch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
     if (rotation.oldStatus) patch.status = rotation.oldStatus;
     applyPatch(old, patch);
     refreeze(slot, old);
-    this.#notify(rotation.oldId);
+    this.#listeners.notify(rotation.oldId);
     return { old: thaw(slot), replacement: thaw(inserted) };
   }
 
@@ -248,23 +255,16 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   subscribe(listener: (id: string | null) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   #insertNow(record: ApiKeyRecord): Slot {
-    if (this.#byId.has(record.id)) throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
-    if (this.#idByKeyPrefix.has(record.keyPrefix)) {
-      throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
-    }
+    if (this.#byId.has(record.id)) throw alreadyExists('id', record.id);
+    if (this.#idByKeyPrefix.has(record.keyPrefix)) throw alreadyExists('keyPrefix', record.keyPrefix);
     const slot = new StoredKey(record);
     this.#byId.set(slot.id, slot);
     this.#idByKeyPrefix.set(slot.keyPrefix, slot.id);
     return slot;
-  }
-
-  #notify(id: string): void {
-    for (const listener of this.#listeners) listener(id);
   }
 }
 

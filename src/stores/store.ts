@@ -101,8 +101,20 @@ export interface ConsumeOutcome {
 /**
  * The persistence interface every store implements.
  *
- * Implementations must make `consume` and `rotate` atomic with respect to each other and to
- * concurrent calls from any process sharing the store.
+ * What must be atomic (one indivisible step with respect to every other call from any process
+ * sharing the store): `consume`; `update` with its checks; and, for `rotate`, the decision on the
+ * old record (refuse a retired key, else retire it and read the uses it has left), so that of
+ * concurrent rotations of one key exactly one succeeds. A store whose data spans places no single
+ * step can cover (Redis Cluster hash slots) may perform `insert` and the rest of `rotate` as an
+ * ordered sequence instead, provided that a failure part-way leaves nothing a key holder can use
+ * that they should not (an index entry without its record, a retiring key without a replacement
+ * nobody holds) and that the store documents the order. Each built-in store states which of the
+ * two it does (MemoryStore and SqlStore: every method atomic; RedisStore: everything atomic on a
+ * standalone server, insert and rotate ordered on a Cluster).
+ *
+ * The shared pieces (listeners, refusals, the rotation and revocation rules) are exported as the
+ * store toolkit (`ChangeListeners`, `alreadyExists`, `replacementFor`, … from `keygate`); the
+ * contract suite (`keygate/testing`) checks all of it.
  */
 export interface ApiKeyStore {
   /** Inserts a new record. Rejects with `KeygateError('already_exists')` when its `id` or `keyPrefix` is taken. */
@@ -112,12 +124,18 @@ export interface ApiKeyStore {
   /** The record with this keyPrefix, or `null`. */
   findByKeyPrefix(keyPrefix: string): Promise<ApiKeyRecord | null>;
   /**
-   * Applies `patch` and returns the updated record, or `null` when the id is unknown.
+   * Applies `patch` and returns the updated record, or `null` when the id is unknown. The checks
+   * below and the write are one atomic step: the manager never reads a record before updating it,
+   * so two administrators racing cannot undo each other's revocation.
    *
-   * A revoked key stays revoked: when the patch sets `status` to anything but `revoked` and the
-   * stored record is revoked (`status` is `revoked`, or `revokedAt` is at or before
-   * `patch.updatedAt`), the store rejects with `KeygateError('invalid_argument')` (field `status`)
-   * and changes nothing. The check and the write are one atomic step.
+   * - A revoked key stays revoked: when the patch sets `status` to anything but `revoked` and the
+   *   stored record is revoked (`status` is `revoked`, or `revokedAt` is at or before
+   *   `patch.updatedAt`), the store rejects with `KeygateError('invalid_argument')` (field
+   *   `status`; `revokedKeyCannotChangeStatus()` of the store toolkit builds it) and changes nothing.
+   * - A revocation is stamped by the store: when the patch sets `status` to `revoked`, `revokedAt`
+   *   becomes the earlier of its stored value and `patch.updatedAt` (a key already revoked keeps
+   *   its instant; a key in a rotation grace period stops now). `revokedAtAfterUpdate` of the
+   *   store toolkit computes it.
    */
   update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null>;
   /**

@@ -3,7 +3,7 @@
  * that changes `req.apiKey.expiresAt`, `.metadata` or `.rateLimit` changes its own copy, never the
  * record keygate makes its next decision from.
  */
-import { copyJsonObject } from '../stores/record-decoder.js';
+import { copyJsonObject } from '../record/decode.js';
 import { isActiveAt } from '../policy/status.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 

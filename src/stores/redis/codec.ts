@@ -3,7 +3,7 @@
  * milliseconds), so `update` can set and delete single fields atomically. Counter fields (`c:*`)
  * belong to the consume script and are never part of the record.
  */
-import { invalidRecord } from '../record-decoder.js';
+import { invalidRecord } from '../../record/decode.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
 
@@ -42,7 +42,7 @@ export function encodePatch(patch: ApiKeyPatch): string[] {
  * not JSON (a value written by hand, such as a bare `Revoked`) throws `invalid_record` naming the
  * record and the field, never a SyntaxError quoting the value. Types are not checked here (a date
  * field becomes a Date only when it holds a number): every record keygate reads goes through
- * `decodeStoredRecord` (src/stores/record-decoder.ts).
+ * `decodeStoredRecord` (src/record/decode.ts).
  */
 export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null {
   const fields = Object.keys(hash);

@@ -32,7 +32,7 @@
  */
 import type { Cluster, Redis } from 'ioredis';
 import { KeygateError } from '../../errors.js';
-import { decodeStoredRecord } from '../record-decoder.js';
+import { decodeStoredRecord } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type {
   ApiKeyPatch,
@@ -43,7 +43,7 @@ import type {
   StoreListQuery,
   StoreRotation,
 } from '../store.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import { decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
 import { CLAIM_ROTATION_SCRIPT, CONSUME_SCRIPT, INSERT_SCRIPT, UNDO_ROTATION_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
 

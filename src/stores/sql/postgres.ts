@@ -3,7 +3,7 @@
  * and turns rows into records and outcomes. One round trip per operation.
  */
 import { crc32 } from '../../key/checksum.js';
-import { invalidRecord } from '../record-decoder.js';
+import { invalidRecord } from '../../record/decode.js';
 import { bucketCapacity } from '../../policy/limits.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
@@ -18,7 +18,7 @@ import {
   postgresStatements,
   updateStatement,
 } from './postgres-sql.js';
-import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
+import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';

@@ -14,7 +14,7 @@
  * Whether a decoded value is acceptable (a known status, a non-negative count, …) is then
  * `decodeStoredRecord`'s call, which keygate applies to every record it reads.
  */
-import { invalidRecord } from '../record-decoder.js';
+import { invalidRecord } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import { type Column, RECORD_COLUMNS } from './columns.js';
 

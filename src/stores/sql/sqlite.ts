@@ -7,14 +7,14 @@
  * the deadline, read with `Date.now()` once the transaction holds the write lock.
  */
 import { type CounterState, decideConsume } from '../../policy/limits.js';
-import { invalidRecord } from '../record-decoder.js';
+import { invalidRecord } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
 import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
 import type { SqlEngine } from './dialect.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../refusals.js';
+import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import { type Row, recordFromRow } from './row.js';
 import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
