@@ -21,10 +21,15 @@
  *    status, `revokedAt` or `expiresAt` says it is no longer usable (keygate's `lifecycleRefusal`,
  *    so a revocation made in one process stops every other process at once, whatever its cache
  *    holds); `consume` refuses after `request.deadline` (keygate has already answered 503);
- *    `update` will not bring a revoked key back; `rotate` will not rotate a key twice.
+ *    `update` will not bring a revoked key back, and stamps `revokedAt` itself when a patch
+ *    revokes; `rotate` will not rotate a key twice.
  * 6. Records are copied in and out: a caller mutating what it got back cannot change the store.
  *    (Copy with a JSON round-trip or by hand, not `structuredClone`: its objects come from Node's
  *    main realm and fail jest's strict equality inside a test environment.)
+ *
+ * The rules that do not depend on where records live come from keygate's store toolkit
+ * (`ChangeListeners`, `alreadyExists`, `replacementFor`, `isRetired`, `revokedAtAfterUpdate`, the
+ * refusal builders), so this store says them in the same words as the built-in ones.
  *
  * The queue serialises calls within one process only. Several processes writing the same file
  * would need a file lock; in practice, share keys between processes with a database.
@@ -44,6 +49,8 @@
  *   create: async () => new JsonFileStore(join(mkdtempSync(join(tmpdir(), 'keygate-')), 'keys.json')),
  *   // called after every test with the store `create` made
  *   destroy: async (store) => rmSync(dirname(store.path), { recursive: true, force: true }),
+ *   // the optional methods it implements: their tests run (undeclared ones are reported skipped)
+ *   capabilities: { subscribe: true },
  * });
  * ```
  */
@@ -57,12 +64,17 @@ import {
   type ApiKeyStore,
   type ConsumeOutcome,
   type ConsumeRequest,
+  ChangeListeners,
   type CounterState,
-  KeygateError,
+  alreadyExists,
   decideConsume,
   initialCounters,
-  invalidArgument,
+  isRetired,
   lifecycleRefusal,
+  replacementFor,
+  retiredKeyCannotRotate,
+  revokedAtAfterUpdate,
+  revokedKeyCannotChangeStatus,
   type StoreListQuery,
   type StoreRotation,
   keygate,
@@ -111,23 +123,27 @@ function fromStored(stored: StoredRecord): ApiKeyRecord {
   };
 }
 
-/** Applies a patch: `undefined` leaves a field, `null` clears it (and removes `description`). */
+/**
+ * Applies a patch: `undefined` leaves a field, `null` clears it (and removes `description`); a
+ * revocation stamps `revokedAt` by the contract's rule (`revokedAtAfterUpdate` of the toolkit).
+ */
 function applyPatch(record: StoredRecord, patch: ApiKeyPatch): void {
-  const { description, updatedAt, expiresAt, revokedAt, ...rest } = patch;
+  const { description, updatedAt, expiresAt, revokedAt: _revokedAt, ...rest } = patch;
   for (const [field, value] of Object.entries(rest)) {
     if (value !== undefined) (record as unknown as Record<string, unknown>)[field] = jsonCopy(value);
   }
   if (description === null) delete record.description;
   else if (description !== undefined) record.description = description;
   if (expiresAt !== undefined) record.expiresAt = time(expiresAt);
-  if (revokedAt !== undefined) record.revokedAt = time(revokedAt);
+  const revokedAt = revokedAtAfterUpdate(record.revokedAt, patch);
+  if (revokedAt !== undefined) record.revokedAt = revokedAt;
   record.updatedAt = updatedAt.getTime();
 }
 
 /** Keeps keys in one JSON file; every call reads it and every write replaces it atomically. */
 export class JsonFileStore implements ApiKeyStore {
   private queue: Promise<unknown> = Promise.resolve();
-  private readonly listeners = new Set<(id: string | null) => void>();
+  private readonly listeners = new ChangeListeners();
 
   constructor(readonly path: string) {}
 
@@ -162,14 +178,12 @@ export class JsonFileStore implements ApiKeyStore {
       const stored = data.records[id];
       if (!stored) return null;
       const revoked = lifecycleRefusal(stored.status, stored.revokedAt, null, patch.updatedAt.getTime()) === 'api_key_revoked';
-      if (revoked && patch.status !== undefined && patch.status !== 'revoked') {
-        throw invalidArgument('status', 'a revoked key cannot be reactivated');
-      }
+      if (revoked && patch.status !== undefined && patch.status !== 'revoked') throw revokedKeyCannotChangeStatus();
       applyPatch(stored, patch);
       await this.save(data);
       return fromStored(stored);
     });
-    if (updated) this.notify(id);
+    if (updated) this.listeners.notify(id);
     return updated;
   }
 
@@ -178,11 +192,10 @@ export class JsonFileStore implements ApiKeyStore {
       const data = await this.load();
       const old = data.records[rotation.oldId];
       if (!old) return null;
-      if (old.status === 'revoked' || old.revokedAt !== null) throw invalidArgument('id', 'this key was already rotated or revoked');
+      if (isRetired(old.status, old.revokedAt, rotation.now.getTime())) throw retiredKeyCannotRotate();
       this.assertFree(data, rotation.replacement);
-      const replacement = toStored(rotation.replacement);
       // Carry the uses the old key has left at this very moment (inside the lock).
-      if (old.maxUses !== null) replacement.maxUses = Math.max(0, old.maxUses - old.useCount);
+      const replacement = toStored(replacementFor(rotation, old));
       data.records[replacement.id] = replacement;
       data.counters[replacement.id] = { day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
       // The old key stays active until `oldRevokedAt` (end of the grace period), or is revoked now.
@@ -192,7 +205,7 @@ export class JsonFileStore implements ApiKeyStore {
       await this.save(data);
       return { old: fromStored(old), replacement: fromStored(replacement) };
     });
-    if (rotated) this.notify(rotation.oldId);
+    if (rotated) this.listeners.notify(rotation.oldId);
     return rotated;
   }
 
@@ -238,8 +251,7 @@ export class JsonFileStore implements ApiKeyStore {
 
   /** Lets keygate drop a changed key from its verification cache. */
   subscribe(listener: (id: string | null) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Runs `task` after every task queued before it, alone. */
@@ -250,10 +262,8 @@ export class JsonFileStore implements ApiKeyStore {
   }
 
   private assertFree(data: FileData, record: ApiKeyRecord): void {
-    if (data.records[record.id]) throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
-    if (Object.values(data.records).some((other) => other.keyPrefix === record.keyPrefix)) {
-      throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
-    }
+    if (data.records[record.id]) throw alreadyExists('id', record.id);
+    if (Object.values(data.records).some((other) => other.keyPrefix === record.keyPrefix)) throw alreadyExists('keyPrefix', record.keyPrefix);
   }
 
   private async load(): Promise<FileData> {
@@ -270,10 +280,6 @@ export class JsonFileStore implements ApiKeyStore {
     const temporary = `${this.path}.tmp`;
     await writeFile(temporary, JSON.stringify(data), { mode: 0o600 });
     await rename(temporary, this.path);
-  }
-
-  private notify(id: string): void {
-    for (const listener of this.listeners) listener(id);
   }
 }
 

@@ -3,28 +3,32 @@
  * (messages may change; match on `code`).
  */
 
-/** HTTP status and problem title of every error code. */
+/**
+ * Every error code with its HTTP status, its problem title and, for the codes that refuse a
+ * request, the client-safe message of the refusal (what the problem's `detail` says). This table
+ * is the only place these words live.
+ */
 export const ERROR_CODES = {
-  missing_api_key: { status: 401, title: 'API key required' },
-  malformed_api_key: { status: 401, title: 'Malformed API key' },
-  invalid_api_key: { status: 401, title: 'Invalid API key' },
-  api_key_revoked: { status: 401, title: 'API key revoked' },
-  api_key_expired: { status: 401, title: 'API key expired' },
-  api_key_disabled: { status: 403, title: 'API key disabled' },
-  ip_not_allowed: { status: 403, title: 'Client IP not allowed' },
-  insufficient_scope: { status: 403, title: 'Insufficient scope' },
-  usage_exhausted: { status: 403, title: 'API key usage exhausted' },
-  quota_exceeded: { status: 429, title: 'Daily quota exceeded' },
-  rate_limited: { status: 429, title: 'Rate limit exceeded' },
-  ambiguous_credentials: { status: 400, title: 'Ambiguous credentials' },
-  too_many_failed_attempts: { status: 429, title: 'Too many failed attempts' },
-  store_unavailable: { status: 503, title: 'API key store unavailable' },
-  verification_busy: { status: 503, title: 'Too many verifications in progress' },
+  missing_api_key: { status: 401, title: 'API key required', message: 'An API key is required.' },
+  malformed_api_key: { status: 401, title: 'Malformed API key', message: 'The API key is not in the expected format.' },
+  invalid_api_key: { status: 401, title: 'Invalid API key', message: 'The API key is not valid.' },
+  api_key_revoked: { status: 401, title: 'API key revoked', message: 'The API key has been revoked.' },
+  api_key_expired: { status: 401, title: 'API key expired', message: 'The API key has expired.' },
+  api_key_disabled: { status: 403, title: 'API key disabled', message: 'The API key is suspended.' },
+  ip_not_allowed: { status: 403, title: 'Client IP not allowed', message: 'The API key may not be used from this address.' },
+  insufficient_scope: { status: 403, title: 'Insufficient scope', message: 'The API key lacks a required scope.' },
+  usage_exhausted: { status: 403, title: 'API key usage exhausted', message: 'The API key has used all of its allowed requests.' },
+  quota_exceeded: { status: 429, title: 'Daily quota exceeded', message: 'The API key has used its daily quota.' },
+  rate_limited: { status: 429, title: 'Rate limit exceeded', message: 'Too many requests for this API key; slow down.' },
+  ambiguous_credentials: { status: 400, title: 'Ambiguous credentials', message: 'The request carries more than one API key.' },
+  too_many_failed_attempts: { status: 429, title: 'Too many failed attempts', message: 'Too many failed attempts with this API key; retry later.' },
+  store_unavailable: { status: 503, title: 'API key store unavailable', message: 'The API key service is temporarily unavailable; retry shortly.' },
+  verification_busy: { status: 503, title: 'Too many verifications in progress', message: 'Too many API keys are being verified at once; retry shortly.' },
   invalid_argument: { status: 400, title: 'Invalid argument' },
   not_found: { status: 404, title: 'API key not found' },
   already_exists: { status: 409, title: 'API key already exists' },
   invalid_record: { status: 500, title: 'Stored API key record is invalid' },
-} as const satisfies Record<string, { status: number; title: string }>;
+} as const satisfies Record<string, { status: number; title: string; message?: string }>;
 
 /** Every code a {@link KeygateError} can carry. */
 export type KeygateErrorCode = keyof typeof ERROR_CODES;
@@ -91,6 +95,31 @@ export class KeygateError extends Error {
   get title(): string {
     return ERROR_CODES[this.code].title;
   }
+}
+
+/**
+ * The error of a refused request, in the table's client-safe words. Every refusal keygate answers
+ * is built here. An `insufficient_scope` refusal with `requiredScopes` names them.
+ */
+export function refusalError(code: RefusalCode, details: Pick<KeygateErrorDetails, 'retryAfter' | 'requiredScopes' | 'cause'> = {}): KeygateError {
+  const message =
+    code === 'insufficient_scope' && details.requiredScopes
+      ? `The API key lacks the required scope: ${details.requiredScopes.join(' ')}.`
+      : ERROR_CODES[code].message;
+  // A refusal is an expected answer, not a fault: its stack trace would say nothing and capturing
+  // one is the most expensive part of building it (it matters under a flood of bad requests).
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new KeygateError(code, message, details);
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
+}
+
+/** `not_found` for a record id: the one wording of the manager's "no such key". */
+export function notFound(id: string): KeygateError {
+  return new KeygateError('not_found', `no API key with id ${id}`);
 }
 
 /** Shorthand for the manager's argument errors: names the field in code and message. */

@@ -8,7 +8,7 @@ import './express-augment.js';
 export { keygate, Keygate } from './manager/keygate.js';
 export type { RotateOptions, VerifyOptions, VerifyResult } from './manager/keygate.js';
 export type { KeygateOptions } from './manager/options.js';
-export type { AuthenticateOptions } from './middleware/authenticate.js';
+export type { AuthenticateOptions } from './middleware/authenticate-options.js';
 export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
 export { MemoryStore } from './stores/memory-store.js';
 export type { MemoryStoreOptions } from './stores/memory-store.js';

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { KeygateError } from '../errors.js';
+import { refusalError } from '../errors.js';
 
 /** Size of the pool. */
 export interface HashPoolOptions {
@@ -107,7 +107,7 @@ export class HashPool {
     const workers = this.#workers;
     this.#workers = [];
     const waiting = [...this.#queues.clean.splice(0), ...this.#queues.suspect.splice(0)];
-    for (const pending of waiting) pending.reject(new KeygateError('verification_busy', 'the hashing threads were stopped'));
+    for (const pending of waiting) pending.reject(refusalError('verification_busy'));
     await Promise.all(workers.map((thread) => thread.worker.terminate()));
   }
 
@@ -122,7 +122,7 @@ export class HashPool {
   #run(job: Job, lane: 'clean' | 'suspect'): Promise<boolean | string> {
     const idle = this.#idleThread();
     if (!idle && this.#waiting() >= this.#maxQueue) {
-      return Promise.reject(new KeygateError('verification_busy', 'Too many API keys are being verified at once; retry shortly.', { retryAfter: 1 }));
+      return Promise.reject(refusalError('verification_busy', { retryAfter: 1 }));
     }
     return new Promise((resolve, reject) => {
       const pending: PendingJob = { job, resolve, reject };
@@ -160,7 +160,14 @@ export class HashPool {
   #start(thread: Thread, pending: PendingJob): void {
     thread.busy = pending;
     thread.worker.ref();
-    thread.worker.postMessage(pending.job);
+    try {
+      thread.worker.postMessage(pending.job);
+    } catch (error) {
+      // A thread that cannot take a job is lost: its job fails with the real error, and the
+      // thread is replaced rather than left marked busy (which would stall every later job).
+      this.#lose(thread, error as Error);
+      void thread.worker.terminate();
+    }
   }
 
   #next(thread: Thread): void {

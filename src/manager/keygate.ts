@@ -5,12 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { KeygateError, invalidArgument, isKeygateError } from '../errors.js';
+import { type KeygateError, invalidArgument, isKeygateError, notFound, refusalError } from '../errors.js';
 import { mintKey } from '../key/generate.js';
 import { type HashingOptions, hashSecret } from '../key/hash.js';
 import { HashPool } from '../key/hash-pool.js';
 import { FailureBudget } from '../verification/failure-budget.js';
-import { type AuthenticateOptions, createAuthenticate } from '../middleware/authenticate.js';
+import { createAuthenticate } from '../middleware/authenticate.js';
+import { type AuthenticateOptions, resolveAuthenticate } from '../middleware/authenticate-options.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { checkExpiry, isRevokedAt } from '../policy/status.js';
 import { decodeStoredRecord } from '../record/decode.js';
@@ -27,8 +28,8 @@ import type {
 import { toApiKey } from '../verification/principal.js';
 import { withDeadline } from '../verification/timeout.js';
 import { Verifier } from '../verification/verifier.js';
-import { type KeygateOptions, type ResolvedOptions, rejectUnknown, resolveAuthenticate, resolveOptions } from './options.js';
-import { count, recordId, requiredScopes, validateCreate, validateList, validateUpdate } from './validate.js';
+import { type KeygateOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validateUpdate } from './validate.js';
 
 /** Options of `keys.rotate()`. */
 export interface RotateOptions {
@@ -122,27 +123,15 @@ export class Keygate {
     if (fields.expiresAt !== null && fields.expiresAt.getTime() <= now.getTime()) {
       throw invalidArgument('expiresAt', 'must be in the future');
     }
-    for (let attempt = 1; ; attempt++) {
-      const minted = mintKey(this.#options.prefix);
-      const record: ApiKeyRecord = {
-        id: randomUUID(),
-        keyPrefix: minted.keyPrefix,
-        keyHash: await hashSecret(minted.secret, this.#hashing),
-        ...fields,
-        useCount: 0,
-        createdAt: now,
-        updatedAt: now,
-        lastUsedAt: null,
-        revokedAt: fields.status === 'revoked' ? now : null,
-      };
-      try {
+    const created = await this.#mint(
+      (identity) => ({ ...fields, ...identity, useCount: 0, lastUsedAt: null, revokedAt: fields.status === 'revoked' ? now : null }),
+      async (record) => {
         await this.#call(() => this.#options.store.insert(record), 'to insert a key');
-        return { key: minted.key, apiKey: toApiKey(record, now.getTime()) };
-      } catch (error) {
-        // A lookupId collision is astronomically rare; mint another rather than fail the caller.
-        if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
-      }
-    }
+        return record;
+      },
+      now,
+    );
+    return { key: created.key, apiKey: toApiKey(created.stored, now.getTime()) };
   }
 
   /** The key with this id, or `null`. */
@@ -177,27 +166,17 @@ export class Keygate {
    */
   async update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey> {
     const validId = recordId(id);
-    const changes: ApiKeyPatch = { ...validateUpdate(patch), updatedAt: new Date(this.#options.now()) };
-    if (changes.status !== undefined) {
-      const current = await this.#read(validId);
-      if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
-      // The store refuses it too, atomically (a revocation racing this update); this answers early.
-      if (isRevokedAt(current, changes.updatedAt.getTime()) && changes.status !== 'revoked') {
-        throw invalidArgument('status', 'a revoked key cannot be reactivated; create a new key');
-      }
-      if (changes.status === 'revoked' && current.status !== 'revoked') changes.revokedAt = changes.updatedAt;
-    }
-    return this.#write(validId, changes);
+    // One store call, no read first: the store refuses a revived key and stamps a revocation in
+    // the same atomic step, so two administrators racing cannot undo each other.
+    return this.#write(validId, { ...validateUpdate(patch), updatedAt: new Date(this.#options.now()) });
   }
 
-  /** Revokes a key at once, in this process and every instance sharing the store. Revoking twice is harmless. */
+  /**
+   * Revokes a key at once, in this process and every instance sharing the store. Revoking twice is
+   * harmless: the key keeps the instant it was first revoked.
+   */
   async revoke(id: string): Promise<ApiKey> {
-    const validId = recordId(id);
-    const now = new Date(this.#options.now());
-    const current = await this.#read(validId);
-    if (!current) throw new KeygateError('not_found', `no API key with id ${validId}`);
-    if (current.status === 'revoked') return toApiKey(current, now.getTime());
-    return this.#write(validId, { status: 'revoked', revokedAt: now, updatedAt: now });
+    return this.#write(recordId(id), { status: 'revoked', updatedAt: new Date(this.#options.now()) });
   }
 
   /**
@@ -211,17 +190,12 @@ export class Keygate {
    */
   async rotate(id: string, options: RotateOptions = {}): Promise<CreatedApiKey> {
     const validId = recordId(id);
-    if (options === null || typeof options !== 'object') throw invalidArgument('options', 'must be an object');
-    try {
-      rejectUnknown(options, ['gracePeriodMs'], 'rotate()');
-    } catch (error) {
-      throw invalidArgument('options', (error as Error).message);
-    }
-    const gracePeriodMs = options.gracePeriodMs === undefined ? 0 : count(options.gracePeriodMs, 'gracePeriodMs');
+    const input = requireFields(options, 'options', ['gracePeriodMs']);
+    const gracePeriodMs = input.gracePeriodMs === undefined ? 0 : count(input.gracePeriodMs, 'gracePeriodMs');
     const nowMs = this.#options.now();
     const now = new Date(nowMs);
     const old = await this.#read(validId);
-    if (!old) throw new KeygateError('not_found', `no API key with id ${validId}`);
+    if (!old) throw notFound(validId);
     // A key rotated once (its revokedAt is set, grace or not) is retired: rotating it again would
     // mint another key with its remaining uses. The store refuses it too, atomically.
     if (isRevokedAt(old, nowMs)) throw invalidArgument('id', 'a revoked key cannot be rotated');
@@ -235,23 +209,11 @@ export class Keygate {
     }
 
     const oldRevokedAt = new Date(nowMs + gracePeriodMs);
-    for (let attempt = 1; ; attempt++) {
-      const minted = mintKey(this.#options.prefix);
-      const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
-      const replacement: ApiKeyRecord = {
-        ...settings,
-        id: randomUUID(),
-        keyPrefix: minted.keyPrefix,
-        keyHash: await hashSecret(minted.secret, this.#hashing),
-        useCount: 0,
-        createdAt: now,
-        updatedAt: now,
-        lastUsedAt: null,
-        revokedAt: null,
-        rotatedFromId: old.id,
-      };
-      try {
-        const rotated = await this.#call(
+    const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
+    const rotated = await this.#mint(
+      (identity) => ({ ...settings, ...identity, useCount: 0, lastUsedAt: null, revokedAt: null, rotatedFromId: old.id }),
+      async (replacement) => {
+        const result = await this.#call(
           () =>
             this.#options.store.rotate({
               oldId: validId,
@@ -262,18 +224,20 @@ export class Keygate {
             }),
           'to rotate a key',
         );
-        if (!rotated) throw new KeygateError('not_found', `no API key with id ${validId}`);
-        this.#verifier.invalidate(validId);
-        return { key: minted.key, apiKey: toApiKey(decodeStoredRecord(rotated.replacement), nowMs) };
-      } catch (error) {
-        if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
-      }
-    }
+        if (!result) throw notFound(validId);
+        return decodeStoredRecord(result.replacement);
+      },
+      now,
+    );
+    this.#verifier.invalidate(validId);
+    return { key: rotated.key, apiKey: toApiKey(rotated.stored, nowMs) };
   }
 
   /**
    * Runs the middleware's pipeline on a raw key, consume included unless `consume: false`.
-   * Never rejects: refusals and store failures come back as `{ ok: false, error }`.
+   * Refusals and store failures come back as `{ ok: false, error }`, never as a rejection. It
+   * rejects only on a fault that is not an answer about the key: a bug in keygate, a `now` clock
+   * that throws, a hashing thread that died.
    *
    * @example
    * ```ts
@@ -288,7 +252,7 @@ export class Keygate {
     } catch (error) {
       return { ok: false, error: error as KeygateError };
     }
-    if (typeof rawKey !== 'string') return { ok: false, error: new KeygateError('malformed_api_key', 'The API key must be a string.') };
+    if (typeof rawKey !== 'string') return { ok: false, error: refusalError('malformed_api_key') };
     const result = await this.#verifier.verify(rawKey, context);
     if (result.ok) return { ok: true, apiKey: result.apiKey, limits: result.limits };
     return result.limits ? { ok: false, error: result.error, limits: result.limits } : { ok: false, error: result.error };
@@ -321,12 +285,7 @@ export class Keygate {
   }
 
   #verifyContext(options: VerifyOptions): VerifyOptions {
-    if (options === null || typeof options !== 'object') throw invalidArgument('options', 'must be an object');
-    try {
-      rejectUnknown(options, ['ip', 'scopes', 'anyScopes', 'consume'], 'verify()');
-    } catch (error) {
-      throw invalidArgument('options', (error as Error).message);
-    }
+    requireFields(options, 'options', ['ip', 'scopes', 'anyScopes', 'consume']);
     const context: VerifyOptions = {};
     if (options.ip !== undefined) {
       if (typeof options.ip !== 'string') throw invalidArgument('ip', 'must be a string');
@@ -344,8 +303,30 @@ export class Keygate {
   async #write(id: string, patch: ApiKeyPatch): Promise<ApiKey> {
     const updated = await this.#call(() => this.#options.store.update(id, patch), 'to update a key');
     this.#verifier.invalidate(id);
-    if (!updated) throw new KeygateError('not_found', `no API key with id ${id}`);
+    if (!updated) throw notFound(id);
     return toApiKey(decodeStoredRecord(updated), this.#options.now());
+  }
+
+  /**
+   * The one mint step of `create` and `rotate`: mints a key, hashes its secret, builds the record
+   * around that identity and hands it to `store` (an insert or a rotation). A keyPrefix or id
+   * collision (astronomically rare) mints another key rather than failing the caller.
+   */
+  async #mint(
+    build: (identity: Pick<ApiKeyRecord, 'id' | 'keyPrefix' | 'keyHash' | 'createdAt' | 'updatedAt'>) => ApiKeyRecord,
+    store: (record: ApiKeyRecord) => Promise<ApiKeyRecord>,
+    now: Date,
+  ): Promise<{ key: string; stored: ApiKeyRecord }> {
+    for (let attempt = 1; ; attempt++) {
+      const minted = mintKey(this.#options.prefix);
+      const keyHash = await hashSecret(minted.secret, this.#hashing);
+      const record = build({ id: randomUUID(), keyPrefix: minted.keyPrefix, keyHash, createdAt: now, updatedAt: now });
+      try {
+        return { key: minted.key, stored: await store(record) };
+      } catch (error) {
+        if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
+      }
+    }
   }
 
   /** The record with this id, validated, or `null`. */

@@ -1,17 +1,17 @@
 /**
- * Option validation for `keygate()` and `authenticate()`, done once at construction so the hot path
- * stays thin. A wrong type or an unknown option is a programming mistake (`TypeError`, with a
- * "did you mean" for typos); a prefix that breaks the key format is `invalid_argument`.
+ * Option validation for `keygate()`, done once at construction so the hot path stays thin. A wrong
+ * type or an unknown option is a programming mistake (`TypeError`, with a "did you mean" for
+ * typos). The one exception is the public contract's: a prefix that breaks the key format is
+ * `invalid_argument` naming `prefix`, like every other value that breaks a key rule. Each default
+ * is written once, here, next to the check of its option.
  */
 import type { CacheOptions } from '../cache/verification-cache.js';
 import { invalidArgument } from '../errors.js';
-import type { ErrorHandler } from '../http/respond.js';
 import { isValidPrefix } from '../key/format.js';
 import type { HashingAlgorithm } from '../key/hash.js';
 import { defaultThreads } from '../key/hash-pool.js';
-import type { AuthenticateOptions, ResolvedAuthenticate } from '../middleware/authenticate.js';
+import { integerOption, rejectUnknownOptions } from '../options/checks.js';
 import type { ApiKeyStore } from '../stores/store.js';
-import { requiredScopes } from './validate.js';
 
 /** Options of `keygate()`. */
 export interface KeygateOptions {
@@ -103,50 +103,14 @@ const KEYGATE_OPTIONS = [
   'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
 ];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
-const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'] as const;
-
-/** Edit distance, for "did you mean". */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0] as number;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j] as number;
-      const cost = a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1;
-      row[j] = Math.min(above + 1, (row[j - 1] as number) + 1, diagonal + cost);
-      diagonal = above;
-    }
-  }
-  return row[b.length] as number;
-}
-
-/** Throws a TypeError naming the first unknown option, with the closest known one. */
-export function rejectUnknown(options: object, known: readonly string[], where: string): void {
-  for (const name of Object.keys(options)) {
-    if (known.includes(name)) continue;
-    const closest = known
-      .map((candidate) => ({ candidate, d: distance(name, candidate) }))
-      .sort((a, b) => a.d - b.d)[0];
-    const hint = closest && closest.d <= Math.max(2, Math.floor(name.length / 3)) ? `, did you mean \`${closest.candidate}\`?` : '';
-    throw new TypeError(`${where}: unsupported option \`${name}\`${hint}`);
-  }
-}
-
-function positiveInteger(value: unknown, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new TypeError(`${name} must be an integer from ${min} to ${max}`);
-  }
-  return value;
-}
 
 /** Validates `keygate()` options and applies defaults. */
 export function resolveOptions(options: unknown): ResolvedOptions {
   if (typeof options === 'function') throw new TypeError('keygate() takes an options object such as { store: new MemoryStore() }');
   if (options === null || typeof options !== 'object') throw new TypeError('keygate() needs options: { store, prefix?, ... }');
   const input = options as KeygateOptions;
-  rejectUnknown(input, KEYGATE_OPTIONS, 'keygate()');
+  rejectUnknownOptions(input, KEYGATE_OPTIONS, 'keygate()');
 
   const store = input.store as unknown;
   if (store === null || typeof store !== 'object') {
@@ -164,7 +128,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
   const hashing = input.hashing ?? 'bcrypt';
   if (hashing !== 'bcrypt' && hashing !== 'sha256') throw new TypeError("keygate(): `hashing` must be 'bcrypt' or 'sha256'");
-  const bcryptCost = input.bcryptCost === undefined ? 10 : positiveInteger(input.bcryptCost, 'keygate(): `bcryptCost`', 4, 15);
+  const bcryptCost = input.bcryptCost === undefined ? 10 : integerOption(input.bcryptCost, 'keygate(): `bcryptCost`', 4, 15);
   if (input.pepper !== undefined && (typeof input.pepper !== 'string' || input.pepper.length === 0)) {
     throw new TypeError('keygate(): `pepper` must be a non-empty string');
   }
@@ -173,17 +137,17 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   if (input.cache === false) cache = false;
   else if (input.cache !== undefined) {
     if (input.cache === null || typeof input.cache !== 'object') throw new TypeError('keygate(): `cache` must be { max?, ttlMs? } or false');
-    rejectUnknown(input.cache, CACHE_OPTIONS, 'keygate() cache');
+    rejectUnknownOptions(input.cache, CACHE_OPTIONS, 'keygate() cache');
     cache = {};
-    if (input.cache.max !== undefined) cache.max = positiveInteger(input.cache.max, 'keygate(): `cache.max`', 1);
-    if (input.cache.ttlMs !== undefined) cache.ttlMs = positiveInteger(input.cache.ttlMs, 'keygate(): `cache.ttlMs`', 1);
+    if (input.cache.max !== undefined) cache.max = integerOption(input.cache.max, 'keygate(): `cache.max`', 1);
+    if (input.cache.ttlMs !== undefined) cache.ttlMs = integerOption(input.cache.ttlMs, 'keygate(): `cache.ttlMs`', 1);
   }
   if (input.now !== undefined && typeof input.now !== 'function') throw new TypeError('keygate(): `now` must be a function returning epoch milliseconds');
   const storeTimeoutMs =
-    input.storeTimeoutMs === undefined ? 1000 : positiveInteger(input.storeTimeoutMs, 'keygate(): `storeTimeoutMs`', 1, 2_147_483_647);
+    input.storeTimeoutMs === undefined ? 1000 : integerOption(input.storeTimeoutMs, 'keygate(): `storeTimeoutMs`', 1, 2_147_483_647);
 
-  const hashThreads = input.hashThreads === undefined ? defaultThreads() : positiveInteger(input.hashThreads, 'keygate(): `hashThreads`', 0, 64);
-  const maxHashQueue = input.maxHashQueue === undefined ? 64 : positiveInteger(input.maxHashQueue, 'keygate(): `maxHashQueue`', 0);
+  const hashThreads = input.hashThreads === undefined ? defaultThreads() : integerOption(input.hashThreads, 'keygate(): `hashThreads`', 0, 64);
+  const maxHashQueue = input.maxHashQueue === undefined ? 64 : integerOption(input.maxHashQueue, 'keygate(): `maxHashQueue`', 0);
   let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { burst: 10, perSecond: 1, delayMs: 1000 };
   if (input.failedAttemptLimit === false) failedAttemptLimit = false;
   else if (input.failedAttemptLimit !== undefined) {
@@ -191,16 +155,16 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     if (limit === null || typeof limit !== 'object') {
       throw new TypeError('keygate(): `failedAttemptLimit` must be { burst?, perSecond?, delayMs?, processBurst?, processPerSecond? } or false');
     }
-    rejectUnknown(limit, ['burst', 'perSecond', 'delayMs', 'processBurst', 'processPerSecond'], 'keygate() failedAttemptLimit');
+    rejectUnknownOptions(limit, ['burst', 'perSecond', 'delayMs', 'processBurst', 'processPerSecond'], 'keygate() failedAttemptLimit');
     const { burst, perSecond, delayMs, processBurst, processPerSecond } = limit as Record<string, unknown>;
     failedAttemptLimit = {
-      burst: burst === undefined ? 10 : positiveInteger(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
-      perSecond: perSecond === undefined ? 1 : positiveInteger(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
-      delayMs: delayMs === undefined ? 1000 : positiveInteger(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
+      burst: burst === undefined ? 10 : integerOption(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
+      perSecond: perSecond === undefined ? 1 : integerOption(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
+      delayMs: delayMs === undefined ? 1000 : integerOption(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
     };
-    if (processBurst !== undefined) failedAttemptLimit.processBurst = positiveInteger(processBurst, 'keygate(): `failedAttemptLimit.processBurst`', 1);
+    if (processBurst !== undefined) failedAttemptLimit.processBurst = integerOption(processBurst, 'keygate(): `failedAttemptLimit.processBurst`', 1);
     if (processPerSecond !== undefined) {
-      failedAttemptLimit.processPerSecond = positiveInteger(processPerSecond, 'keygate(): `failedAttemptLimit.processPerSecond`', 1);
+      failedAttemptLimit.processPerSecond = integerOption(processPerSecond, 'keygate(): `failedAttemptLimit.processPerSecond`', 1);
     }
   }
 
@@ -216,55 +180,5 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     hashThreads,
     maxHashQueue,
     failedAttemptLimit,
-  };
-}
-
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-/** Validates `authenticate()` options and applies defaults. */
-export function resolveAuthenticate(options: unknown): ResolvedAuthenticate {
-  if (options === undefined) options = {};
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError('authenticate() takes an options object, e.g. authenticate({ scopes: ["leads:read"] })');
-  }
-  const input = options as AuthenticateOptions;
-  rejectUnknown(input, AUTHENTICATE_OPTIONS, 'authenticate()');
-  const asTypeError = <T>(build: () => T): T => {
-    try {
-      return build();
-    } catch (error) {
-      throw new TypeError(`authenticate(): ${(error as Error).message}`);
-    }
-  };
-  const scopes = input.scopes === undefined ? undefined : asTypeError(() => requiredScopes(input.scopes, 'scopes'));
-  const anyScopes = input.anyScopes === undefined ? undefined : asTypeError(() => requiredScopes(input.anyScopes, 'anyScopes'));
-
-  const header = input.header === undefined ? 'x-api-key' : input.header;
-  if (header !== false && (typeof header !== 'string' || !HEADER_NAME.test(header))) {
-    throw new TypeError('authenticate(): `header` must be a header name or false');
-  }
-  const query = input.query ?? false;
-  if (query !== false && (typeof query !== 'string' || query.length === 0)) {
-    throw new TypeError('authenticate(): `query` must be a parameter name or false');
-  }
-  const bearer = input.bearer ?? true;
-  if (typeof bearer !== 'boolean') throw new TypeError('authenticate(): `bearer` must be a boolean');
-  if (!bearer && header === false && query === false) throw new TypeError('authenticate(): every credential source is turned off');
-
-  const realm = input.realm ?? 'api';
-  if (typeof realm !== 'string' || /[\u0000-\u001f\u007f]/.test(realm)) throw new TypeError('authenticate(): `realm` must be a printable string');
-  if (input.onError !== undefined && typeof input.onError !== 'function') throw new TypeError('authenticate(): `onError` must be a function');
-  const onError: ErrorHandler | undefined = input.onError;
-  const passErrors = input.passErrors ?? false;
-  if (typeof passErrors !== 'boolean') throw new TypeError('authenticate(): `passErrors` must be a boolean');
-  if (passErrors && onError) throw new TypeError('authenticate(): give either `onError` or `passErrors`, not both');
-  const rateLimitHeaders = input.rateLimitHeaders ?? true;
-  if (typeof rateLimitHeaders !== 'boolean') throw new TypeError('authenticate(): `rateLimitHeaders` must be a boolean');
-
-  return {
-    sources: { bearer, header: header === false ? null : header.toLowerCase(), query: query === false ? null : query },
-    scopes: scopes && scopes.length > 0 ? scopes : undefined,
-    anyScopes: anyScopes && anyScopes.length > 0 ? anyScopes : undefined,
-    style: { realm, rateLimitHeaders, onError, passErrors },
   };
 }

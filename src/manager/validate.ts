@@ -4,41 +4,30 @@
  * never writes anything.
  */
 import { invalidArgument } from '../errors.js';
+import { checkStringList } from '../options/checks.js';
 import { parseIpRange } from '../policy/ip.js';
-import { isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
+import { GRANTED_SCOPE_RULE, REQUIRED_SCOPE_RULE, isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
 import { isPlainObject } from '../record/decode.js';
-import type { ApiKeyPatch } from '../stores/store.js';
 import {
   API_KEY_STATUSES,
-  type ApiKeyStatus,
-  type CreateApiKeyInput,
-  type ListApiKeysInput,
-  type RateLimit,
-  type UpdateApiKeyInput,
-} from '../types.js';
+  CREATE_FIELDS,
+  type CreateField,
+  type FieldSpec,
+  RATE_LIMIT_FIELDS,
+  RECORD_SCHEMA,
+  SETTINGS_FIELDS,
+  type SettingsField,
+} from '../record/schema.js';
+import type { ApiKeyPatch } from '../stores/store.js';
+import type { ApiKeyRecord, ApiKeyStatus, ListApiKeysInput, RateLimit } from '../types.js';
 
 const MAX_TEXT = 200;
 const MAX_DESCRIPTION = 2_000;
-const MAX_LIST_ENTRIES = 1_000;
 const MAX_METADATA_BYTES = 64 * 1024;
 const MAX_METADATA_DEPTH = 16;
 
-/** The fields of a new record that come from the caller, validated. */
-export interface ValidatedCreate {
-  name: string;
-  description?: string;
-  ownerId?: string;
-  tenantId?: string;
-  environment?: string;
-  scopes: string[];
-  allowedIps: string[];
-  maxUses: number | null;
-  rateLimit: RateLimit | null;
-  expiresAt: Date | null;
-  metadata: Record<string, unknown>;
-  tags: string[];
-  status: ApiKeyStatus;
-}
+/** The fields of a new record that come from the caller, validated (with initial values for those not given). */
+export type ValidatedCreate = Pick<ApiKeyRecord, CreateField>;
 
 /** Names of whole arguments: their fields are named bare (`colour`), not `input.colour`. */
 const ARGUMENTS = new Set(['input', 'patch', 'query', 'options']);
@@ -66,24 +55,19 @@ export function text(value: unknown, field: string, max = MAX_TEXT): string {
 }
 
 function stringList(value: unknown, field: string, check: (entry: string) => boolean, what: string): string[] {
-  if (!Array.isArray(value)) throw invalidArgument(field, 'must be an array of strings');
-  if (value.length > MAX_LIST_ENTRIES) throw invalidArgument(field, `must have at most ${MAX_LIST_ENTRIES} entries`);
-  const out: string[] = [];
-  value.forEach((entry: unknown, index) => {
-    if (typeof entry !== 'string' || !check(entry)) throw invalidArgument(`${field}[${index}]`, `must be ${what}`);
-    if (!out.includes(entry)) out.push(entry);
-  });
-  return out;
+  const checked = checkStringList(value, check, what);
+  if (checked.ok) return checked.list;
+  throw invalidArgument(checked.index === undefined ? field : `${field}[${checked.index}]`, checked.problem);
 }
 
 /** Granted scopes: `:`-separated segments, `*` only as a whole segment. */
 export function grantedScopes(value: unknown, field = 'scopes'): string[] {
-  return stringList(value, field, isValidGrantedScope, 'a scope such as "leads:read" (segments without spaces; "*" only as a whole segment)');
+  return stringList(value, field, isValidGrantedScope, GRANTED_SCOPE_RULE);
 }
 
 /** Required scopes: literal. */
 export function requiredScopes(value: unknown, field = 'scopes'): string[] {
-  return stringList(value, field, isValidRequiredScope, 'a literal scope such as "leads:read"');
+  return stringList(value, field, isValidRequiredScope, REQUIRED_SCOPE_RULE);
 }
 
 /** IP addresses or CIDR ranges, v4 or v6. */
@@ -119,14 +103,12 @@ export function maxUses(value: unknown, field = 'maxUses'): number | null {
 /** `null`, or `{ perSecond?, burst?, perDay? }` with positive integers; `{}` means no limit. */
 export function rateLimit(value: unknown, field = 'rateLimit'): RateLimit | null {
   if (value === null) return null;
-  const input = requireFields(value, field, ['perSecond', 'burst', 'perDay']);
+  const input = requireFields(value, field, RATE_LIMIT_FIELDS);
   const out: RateLimit = {};
-  if (input.perSecond !== undefined) out.perSecond = positive(input.perSecond, `${field}.perSecond`);
-  if (input.burst !== undefined) {
-    if (out.perSecond === undefined) throw invalidArgument(`${field}.burst`, 'needs perSecond');
-    out.burst = positive(input.burst, `${field}.burst`);
+  for (const limit of RATE_LIMIT_FIELDS) {
+    if (input[limit] !== undefined) out[limit] = positive(input[limit], `${field}.${limit}`);
   }
-  if (input.perDay !== undefined) out.perDay = positive(input.perDay, `${field}.perDay`);
+  if (out.burst !== undefined && out.perSecond === undefined) throw invalidArgument(`${field}.burst`, 'needs perSecond');
   return Object.keys(out).length === 0 ? null : out;
 }
 
@@ -196,53 +178,57 @@ function jsonValue(value: unknown, path: string, depth: number): unknown {
   throw invalidArgument(path, 'must be a JSON value (string, number, boolean, null, array or object)');
 }
 
-const CREATE_FIELDS = [
-  'name', 'description', 'ownerId', 'tenantId', 'environment', 'scopes', 'allowedIps', 'maxUses',
-  'rateLimit', 'expiresAt', 'metadata', 'tags', 'status',
-] as const;
+/**
+ * How each field a caller sets is validated. The compiler requires an entry for every field the
+ * record schema lets callers set, so a new field cannot reach the store unvalidated.
+ */
+const FIELD_VALIDATORS: { readonly [F in CreateField]: (value: unknown, field: F) => ApiKeyRecord[F] } = {
+  name: (value, field) => text(value, field),
+  description: (value, field) => text(value, field, MAX_DESCRIPTION),
+  ownerId: (value, field) => text(value, field),
+  tenantId: (value, field) => text(value, field),
+  environment: (value, field) => text(value, field),
+  status: (value, field) => status(value, field),
+  scopes: (value, field) => grantedScopes(value, field),
+  allowedIps: (value, field) => allowedIps(value, field),
+  maxUses: (value, field) => maxUses(value, field),
+  rateLimit: (value, field) => rateLimit(value, field),
+  expiresAt: (value, field) => instant(value, field),
+  metadata: (value, field) => metadata(value, field),
+  tags: (value, field) => tags(value, field),
+};
 
-/** Validates the input of `create`. */
-export function validateCreate(value: unknown): ValidatedCreate {
-  const input = requireFields(value, 'input', CREATE_FIELDS) as unknown as CreateApiKeyInput;
-  const out: ValidatedCreate = {
-    name: text(input.name, 'name'),
-    scopes: input.scopes === undefined ? [] : grantedScopes(input.scopes),
-    allowedIps: input.allowedIps === undefined ? [] : allowedIps(input.allowedIps),
-    maxUses: input.maxUses === undefined ? null : maxUses(input.maxUses),
-    rateLimit: input.rateLimit === undefined ? null : rateLimit(input.rateLimit),
-    expiresAt: input.expiresAt === undefined ? null : instant(input.expiresAt, 'expiresAt'),
-    metadata: input.metadata === undefined ? {} : metadata(input.metadata),
-    tags: input.tags === undefined ? [] : tags(input.tags),
-    status: input.status === undefined ? 'active' : status(input.status),
-  };
-  if (input.description !== undefined) out.description = text(input.description, 'description', MAX_DESCRIPTION);
-  if (input.ownerId !== undefined) out.ownerId = text(input.ownerId, 'ownerId');
-  if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
-  if (input.environment !== undefined) out.environment = text(input.environment, 'environment');
-  return out;
+function validateField<F extends CreateField>(field: F, value: unknown): ApiKeyRecord[F] {
+  return FIELD_VALIDATORS[field](value, field);
 }
 
-const UPDATE_FIELDS = [
-  'name', 'description', 'scopes', 'allowedIps', 'maxUses', 'rateLimit', 'expiresAt', 'metadata', 'tags', 'status',
-] as const;
-
-/** Validates the patch of `update`; `updatedAt` is left for the caller to stamp. */
-export function validateUpdate(value: unknown): Omit<ApiKeyPatch, 'updatedAt'> {
-  const input = requireFields(value, 'patch', UPDATE_FIELDS) as UpdateApiKeyInput;
-  const patch: Omit<ApiKeyPatch, 'updatedAt'> = {};
-  if (input.name !== undefined) patch.name = text(input.name, 'name');
-  if (input.description !== undefined) {
-    patch.description = input.description === null ? null : text(input.description, 'description', MAX_DESCRIPTION);
+/** Validates the input of `create`: every field the caller may set, with the schema's initial value for those not given. */
+export function validateCreate(value: unknown): ValidatedCreate {
+  const input = requireFields(value, 'input', CREATE_FIELDS);
+  const out: Record<string, unknown> = {};
+  for (const field of CREATE_FIELDS) {
+    const given = input[field];
+    const spec: FieldSpec = RECORD_SCHEMA[field];
+    if (given !== undefined) out[field] = validateField(field, given);
+    else if (spec.initial) out[field] = spec.initial();
+    else if (spec.kind !== 'optionalText') out[field] = validateField(field, given); // required: names the field
   }
-  if (input.scopes !== undefined) patch.scopes = grantedScopes(input.scopes);
-  if (input.allowedIps !== undefined) patch.allowedIps = allowedIps(input.allowedIps);
-  if (input.maxUses !== undefined) patch.maxUses = maxUses(input.maxUses);
-  if (input.rateLimit !== undefined) patch.rateLimit = rateLimit(input.rateLimit);
-  if (input.expiresAt !== undefined) patch.expiresAt = instant(input.expiresAt, 'expiresAt');
-  if (input.metadata !== undefined) patch.metadata = metadata(input.metadata);
-  if (input.tags !== undefined) patch.tags = tags(input.tags);
-  if (input.status !== undefined) patch.status = status(input.status);
-  return patch;
+  return out as ValidatedCreate;
+}
+
+/**
+ * Validates the patch of `update`; `updatedAt` is left for the caller to stamp. `null` clears an
+ * optional field (such as `description`).
+ */
+export function validateUpdate(value: unknown): Omit<ApiKeyPatch, 'updatedAt'> {
+  const input = requireFields(value, 'patch', SETTINGS_FIELDS);
+  const patch: Record<string, unknown> = {};
+  for (const field of SETTINGS_FIELDS) {
+    const given = input[field];
+    if (given === undefined) continue;
+    patch[field] = given === null && RECORD_SCHEMA[field].kind === 'optionalText' ? null : validateField(field as SettingsField, given);
+  }
+  return patch as Omit<ApiKeyPatch, 'updatedAt'>;
 }
 
 /** Validated `list` input, with the page size defaulted. */

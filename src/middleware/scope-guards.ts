@@ -3,23 +3,17 @@
  * a refusal here does not give the use back.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { refusalError } from '../errors.js';
 import { type RefusalStyle, refuse } from '../http/respond.js';
-import { requiredScopes } from '../manager/validate.js';
 import { checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
-import { refusalError } from '../verification/verifier.js';
 import { admissionOf } from './admission.js';
-import { missingApiKey } from './authenticate.js';
+import { requiredScopesOption } from './authenticate-options.js';
 
 const DEFAULT_STYLE: RefusalStyle = { realm: 'api', rateLimitHeaders: true, onError: undefined, passErrors: false };
 
 /** Builds a guard; a wrong scope list is the developer's mistake, so it throws a TypeError at mount time. */
 function guard(name: string, check: typeof checkAllScopes, scopes: unknown[]): RequestHandler {
-  let required: string[];
-  try {
-    required = requiredScopes(scopes, 'scopes');
-  } catch (error) {
-    throw new TypeError(`${name}: ${(error as Error).message}`);
-  }
+  const required = requiredScopesOption(scopes, `${name}() scopes`);
   if (required.length === 0) throw new TypeError(`${name} needs at least one scope`);
 
   return function keygateScopeGuard(req: Request, res: Response, next: NextFunction): void {
@@ -27,7 +21,7 @@ function guard(name: string, check: typeof checkAllScopes, scopes: unknown[]): R
     // A principal set by other means (tests, custom auth) is honoured; no principal at all is refused.
     const granted = admission?.scopes ?? (req.apiKey ? compileScopes(req.apiKey.scopes) : undefined);
     const style = admission?.style ?? DEFAULT_STYLE;
-    if (!granted) return refuse(missingApiKey(), req, res, next, style);
+    if (!granted) return refuse(refusalError('missing_api_key'), req, res, next, style);
     if (check(granted, required).ok) return next();
     return refuse(refusalError('insufficient_scope', { requiredScopes: required }), req, res, next, style);
   };

@@ -48,3 +48,33 @@ export function integerOption(value: unknown, name: string, min: number, max = N
   }
   return value;
 }
+
+/** The result of {@link checkStringList}: the cleaned list, or the first problem and where it is. */
+export type StringListCheck = { ok: true; list: string[] } | { ok: false; index?: number; problem: string };
+
+/** Entries a list option or field may hold. */
+export const MAX_LIST_ENTRIES = 1_000;
+
+/**
+ * Checks a list of strings without throwing, so that a construction option (a `TypeError`) and a
+ * manager argument (`invalid_argument`) share one check and each throws its own kind of error.
+ * Duplicates are dropped, order kept.
+ */
+export function checkStringList(value: unknown, accepts: (entry: string) => boolean, what: string): StringListCheck {
+  if (!Array.isArray(value)) return { ok: false, problem: 'must be an array of strings' };
+  if (value.length > MAX_LIST_ENTRIES) return { ok: false, problem: `must have at most ${MAX_LIST_ENTRIES} entries` };
+  const list: string[] = [];
+  for (let index = 0; index < value.length; index++) {
+    const entry: unknown = value[index];
+    if (typeof entry !== 'string' || !accepts(entry)) return { ok: false, index, problem: `must be ${what}` };
+    if (!list.includes(entry)) list.push(entry);
+  }
+  return { ok: true, list };
+}
+
+/** A list option of a constructor or factory: the cleaned list, or a TypeError naming the entry (`authenticate(): scopes[1] must be …`). */
+export function stringListOption(value: unknown, name: string, accepts: (entry: string) => boolean, what: string): string[] {
+  const checked = checkStringList(value, accepts, what);
+  if (checked.ok) return checked.list;
+  throw new TypeError(`${name}${checked.index === undefined ? '' : `[${checked.index}]`} ${checked.problem}`);
+}

@@ -3,8 +3,58 @@
  * quota and lifetime uses. Stores that count in their own language (Lua, SQL) implement the same
  * rules; the store contract suite checks they agree.
  */
-import type { ConsumeOutcome, ConsumeRefusal, ConsumeRequest } from '../stores/store.js';
 import type { RateLimit } from '../types.js';
+
+/**
+ * One atomic consume: the limits to enforce and the caller's clock. The limits travel with the
+ * request (they come from the record the caller verified), so a store need not read the record.
+ */
+export interface ConsumeRequest {
+  /** Caller's clock, epoch milliseconds. */
+  now: number;
+  maxUses: number | null;
+  rateLimit: RateLimit | null;
+  /**
+   * Wall-clock instant (epoch milliseconds on the `Date.now()` scale, never the injected clock)
+   * after which the caller has given up and answered `503 store_unavailable`. A store that gets
+   * to the consume after it (a queued command, a wait for a row lock or a connection) must not
+   * apply it: it refuses with `deadline_exceeded` and counts nothing, so a request answered 503
+   * is never counted. Compare it with the clock of the place that applies the consume (Redis
+   * `TIME`, PostgreSQL `clock_timestamp()`, `Date.now()` in process). Absent: no deadline.
+   */
+  deadline?: number;
+}
+
+/**
+ * Why a consume was refused. The lifecycle codes come first (the record in the store is no longer
+ * usable, whatever the caller's cache says), then the limits, most lasting first.
+ */
+export type ConsumeRefusal =
+  | 'deadline_exceeded'
+  | 'api_key_revoked'
+  | 'api_key_disabled'
+  | 'api_key_expired'
+  | 'usage_exhausted'
+  | 'quota_exceeded'
+  | 'rate_limited';
+
+/**
+ * The result of one consume. When refused, nothing was counted (all-or-nothing). A limit refusal
+ * (`usage_exhausted`, `quota_exceeded`, `rate_limited`) carries the counters that caused it; a
+ * lifecycle or deadline refusal carries `useCount` only.
+ */
+export interface ConsumeOutcome {
+  admitted: boolean;
+  /** The most lasting limit that refused, when `admitted` is false. */
+  refusal?: ConsumeRefusal;
+  /** Lifetime admitted uses, including this one when admitted. */
+  useCount: number;
+  /** Requests counted in the current UTC day (present when `perDay` is set). */
+  dayCount?: number;
+  /** Tokens left in the bucket after this request (present when `perSecond` is set). */
+  tokens?: number;
+}
+
 
 /** Milliseconds in a UTC day. */
 export const DAY_MS = 86_400_000;

@@ -76,3 +76,9 @@ export function isValidGrantedScope(scope: unknown): scope is string {
 export function isValidRequiredScope(scope: unknown): scope is string {
   return typeof scope === 'string' && scope.length > 0 && scope.length <= 256 && SCOPE_PATTERN.test(scope);
 }
+
+/** How a granted scope is described in errors. */
+export const GRANTED_SCOPE_RULE = 'a scope such as "leads:read" (segments without spaces; "*" only as a whole segment)';
+
+/** How a required scope is described in errors. */
+export const REQUIRED_SCOPE_RULE = 'a literal scope such as "leads:read"';

@@ -6,7 +6,7 @@
  * milliseconds (only while calls are pending) costs next to nothing. A deadline fires at most
  * {@link SWEEP_MS} late.
  */
-import { KeygateError, isKeygateError } from '../errors.js';
+import { type KeygateError, isKeygateError, refusalError } from '../errors.js';
 
 /** How often pending calls are checked against their deadlines. */
 export const SWEEP_MS = 10;
@@ -73,11 +73,8 @@ function unavailable(error: unknown, what: string): KeygateError {
   return storeUnavailable(`the key store failed ${what}`, error);
 }
 
-/** The client-facing wording of every `store_unavailable` refusal: nothing about keygate's internals. */
-export const STORE_UNAVAILABLE_MESSAGE = 'The API key service is temporarily unavailable; retry shortly.';
-
 /**
- * A `store_unavailable` error: the public message for clients, `Retry-After: 1`, and the failure
+ * A `store_unavailable` error: the public message for clients (nothing about keygate's internals), `Retry-After: 1`, and the failure
  * as `cause` for logs, as a copy that keeps only the driver error's name, message, code and stack.
  * Drivers attach what they sent to their errors (ioredis a reply error's command arguments,
  * PostgreSQL a failing row in `detail`), and those can hold a record's keyHash.
@@ -86,7 +83,7 @@ export function storeUnavailable(internal: string, failure?: unknown): KeygateEr
   const cause = new Error(internal);
   cause.name = 'KeygateStoreFailure';
   if (failure !== undefined) (cause as Error & { cause?: unknown }).cause = safeCopy(failure);
-  return new KeygateError('store_unavailable', STORE_UNAVAILABLE_MESSAGE, { cause, retryAfter: 1 });
+  return refusalError('store_unavailable', { cause, retryAfter: 1 });
 }
 
 /** A copy of a thrown value with only its name, message, code and stack: no attached data. */

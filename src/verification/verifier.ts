@@ -5,7 +5,7 @@
  * before the consume counts nothing.
  */
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
-import { KeygateError, type RefusalCode } from '../errors.js';
+import { KeygateError, type RefusalCode, isKeygateError, refusalError } from '../errors.js';
 import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
 import { type HashingAlgorithm, dummyHash, hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
@@ -113,36 +113,6 @@ function consumeDeadlineMargin(storeTimeoutMs: number): number {
   return Math.min(100, Math.max(1, Math.floor(storeTimeoutMs / 10)));
 }
 
-const REFUSAL_MESSAGES: Partial<Record<RefusalCode, string>> = {
-  malformed_api_key: 'The API key is not in the expected format.',
-  invalid_api_key: 'The API key is not valid.',
-  api_key_revoked: 'The API key has been revoked.',
-  api_key_expired: 'The API key has expired.',
-  api_key_disabled: 'The API key is suspended.',
-  ip_not_allowed: 'The API key may not be used from this address.',
-  usage_exhausted: 'The API key has used all of its allowed requests.',
-  quota_exceeded: 'The API key has used its daily quota.',
-  rate_limited: 'Too many requests for this API key; slow down.',
-  too_many_failed_attempts: 'Too many failed attempts with this API key; retry later.',
-};
-
-/** A refusal error for a policy code, with a client-safe message. */
-export function refusalError(code: RefusalCode, details: { retryAfter?: number; requiredScopes?: readonly string[] } = {}): KeygateError {
-  const message =
-    code === 'insufficient_scope' && details.requiredScopes
-      ? `The API key lacks the required scope: ${details.requiredScopes.join(' ')}.`
-      : REFUSAL_MESSAGES[code];
-  // A refusal is an expected answer, not a fault: its stack trace would say nothing and capturing
-  // one is the most expensive part of building it (it matters under a flood of bad requests).
-  const stackTraceLimit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    return new KeygateError(code, message, details);
-  } finally {
-    Error.stackTraceLimit = stackTraceLimit;
-  }
-}
-
 /** Runs the verification pipeline against one store with one cache. */
 export class Verifier {
   readonly cache: VerificationCache<VerifiedKey>;
@@ -175,7 +145,11 @@ export class Verifier {
     this.inflight.clear();
   }
 
-  /** Verifies a raw key for a request context; never rejects. */
+  /**
+   * Verifies a raw key for a request context. Refusals and store failures are answers
+   * (`{ ok: false }`); it rejects only on a fault in keygate itself, which the caller must not
+   * mistake for a refusal.
+   */
   async verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
     try {
       if (rawKey.length > MAX_KEY_LENGTH) return { ok: false, error: refusalError('malformed_api_key') };
@@ -196,8 +170,12 @@ export class Verifier {
       if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
       return await this.consume(key, now);
     } catch (error) {
-      // Anything but a refusal (a store answering with a record or counters it cannot use) fails closed.
-      if (!(error instanceof KeygateError) || NOT_REFUSALS.has(error.code)) return { ok: false, error: storeUnavailable('verification failed', error) };
+      // Every store call goes through withDeadline, so a store failure is a KeygateError by now. Any
+      // other error is a fault in keygate itself or in what the app gave it (a bug, a clock that
+      // throws, a hashing thread that died): it surfaces as what it is, never as a 503 that hides it.
+      if (!isKeygateError(error)) throw error;
+      // A store answering with a record or counters keygate cannot use fails closed.
+      if (NOT_REFUSALS.has(error.code)) return { ok: false, error: storeUnavailable('verification failed', error) };
       const delayMs = this.settings.failureBudget?.delayMs ?? 0;
       if (error.code === 'too_many_failed_attempts' && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       return { ok: false, error };

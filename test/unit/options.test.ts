@@ -1,7 +1,9 @@
 import { availableParallelism } from 'node:os';
 import { KeygateError } from '../../src/errors';
 import { keygate } from '../../src/manager/keygate';
-import { rejectUnknown, resolveAuthenticate, resolveOptions } from '../../src/manager/options';
+import { resolveOptions } from '../../src/manager/options';
+import { resolveAuthenticate } from '../../src/middleware/authenticate-options';
+import { rejectUnknownOptions as rejectUnknown } from '../../src/options/checks';
 import { MemoryStore } from '../../src/stores/memory-store';
 
 /** A structurally complete store that is never called: option checks must not touch the store. */
