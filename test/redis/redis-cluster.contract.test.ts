@@ -23,5 +23,6 @@ describeWithRedis('RedisStore on Redis Cluster', () => {
 
   describeStoreContract('RedisStore (Cluster)', {
     create: () => new RedisStore({ client, keyPrefix: `cluster${++namespace}:` }),
+    capabilities: { subscribe: true },
   });
 });

@@ -23,5 +23,6 @@ describeWithRedis('RedisStore contract', () => {
 
   describeStoreContract('RedisStore', {
     create: () => new RedisStore({ client, keyPrefix: `contract${++namespace}:` }),
+    capabilities: { subscribe: true },
   });
 });

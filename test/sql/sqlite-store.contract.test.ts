@@ -27,4 +27,5 @@ describeStoreContract('SqlStore (sqlite)', {
     databases.get(store)?.close();
     databases.delete(store);
   },
+  capabilities: { subscribe: true },
 });

@@ -17,6 +17,7 @@ describeStoreContract('MemoryStore', {
     expect(store).toBeInstanceOf(MemoryStore);
     destroyed.push(store);
   },
+  capabilities: { subscribe: true },
 });
 
 afterAll(() => {

@@ -1,0 +1,307 @@
+/**
+ * What every feature file of the store contract shares: the few jest globals it uses (typed here,
+ * so keygate's published declarations need no jest types), the fixed instants every timestamp
+ * derives from, the per-test store set-up and tear-down, and the record and call helpers.
+ *
+ * Nothing here registers a test by itself: `describeStoreContract` builds one {@link ContractSuite}
+ * and hands it to each feature file in turn.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import { isKeygateError } from '../../errors.js';
+import { RECORD_FIELDS, type RecordField } from '../../record/schema.js';
+import type { ApiKeyStore, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
+import type { ApiKeyRecord, RateLimit } from '../../types.js';
+import { sampleRecord } from '../sample-record.js';
+import type { StoreCapabilities, StoreContractOptions } from '../store-contract.js';
+
+// ---------------------------------------------------------------------------------------------
+// The jest globals the suite needs. They are looked up when `describeStoreContract` runs, so
+// importing the suite outside a test runner is harmless.
+
+/** The matchers the suite uses (a subset of jest's `expect(…)`). */
+export interface Matchers {
+  toBe(expected: unknown): void;
+  toEqual(expected: unknown): void;
+  toStrictEqual(expected: unknown): void;
+  toBeNull(): void;
+  toBeUndefined(): void;
+  toBeCloseTo(expected: number, digits?: number): void;
+  toContain(item: unknown): void;
+  toHaveLength(length: number): void;
+  not: Matchers;
+}
+
+/** A test-registering global (`it`), with the `skip` variant capability-gated tests use. */
+export interface TestFunction {
+  (name: string, body: () => Promise<void>): void;
+  /** Registers a test the runner reports as skipped and never runs (`it.skip`). */
+  skip(name: string, body: () => Promise<void>): void;
+}
+
+/** The ambient test-runner globals the suite reads from `globalThis`. */
+export interface TestGlobals {
+  describe(name: string, body: () => void): void;
+  it: TestFunction;
+  expect(actual: unknown): Matchers;
+}
+
+/** The runner's globals, or an error saying where the suite must be called from. */
+export function testGlobals(): TestGlobals {
+  const scope = globalThis as unknown as Partial<TestGlobals>;
+  if (
+    typeof scope.describe !== 'function' ||
+    typeof scope.it !== 'function' ||
+    typeof scope.it.skip !== 'function' ||
+    typeof scope.expect !== 'function'
+  ) {
+    throw new Error(
+      'describeStoreContract must be called in a jest test file: it uses the globals describe, it, it.skip and expect',
+    );
+  }
+  return scope as TestGlobals;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed instants. Every timestamp and every `now` of the suite derives from these, so nothing in
+// it sleeps and a day can pass between two calls.
+
+/** One second, in milliseconds. */
+export const SECOND = 1_000;
+/** One day, in milliseconds. */
+export const DAY = 86_400_000;
+/** 2025-03-14T00:00:00.000Z: a UTC midnight, where the daily quota resets. */
+export const MIDNIGHT = Date.UTC(2025, 2, 14);
+/** 2025-03-14T12:00:00.000Z: the usual `now` of the suite. */
+export const NOON = MIDNIGHT + DAY / 2;
+/** 2025-01-02T03:04:05.678Z: when the suite's records are created (a non-zero millisecond on purpose). */
+export const CREATED = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
+
+// ---------------------------------------------------------------------------------------------
+// The suite as each feature file sees it.
+
+/** An optional capability a store may declare in {@link StoreContractOptions.capabilities}. */
+export type Capability = keyof StoreCapabilities;
+
+/**
+ * What `describeStoreContract` hands every feature file: the runner's `describe` and `expect`, and
+ * two ways to register a test that runs against a fresh store of its own.
+ */
+export interface ContractSuite {
+  readonly describe: TestGlobals['describe'];
+  readonly expect: TestGlobals['expect'];
+  /** The capabilities the store declared (absent ones are not supported). */
+  readonly capabilities: Readonly<StoreCapabilities>;
+  /**
+   * Registers a test. `create` makes its store before the body runs, and `destroy` gets it
+   * afterwards whether the body passed or not (a failure of `destroy` is reported only when the
+   * body itself passed, so it never hides the body's error).
+   */
+  test(title: string, body: (store: ApiKeyStore) => Promise<void>): void;
+  /**
+   * Registers a test of an optional capability: run when the store declared it, otherwise
+   * registered with `it.skip`, so a missing capability shows as skipped, never as passed.
+   */
+  testWhen(capability: Capability, title: string, body: (store: ApiKeyStore) => Promise<void>): void;
+}
+
+/** Builds the {@link ContractSuite} for one `describeStoreContract` call. */
+export function contractSuite<S extends ApiKeyStore>(globals: TestGlobals, options: StoreContractOptions<S>): ContractSuite {
+  const capabilities: Readonly<StoreCapabilities> = { ...options.capabilities };
+
+  function run(body: (store: ApiKeyStore) => Promise<void>): () => Promise<void> {
+    return async () => {
+      const store = await options.create();
+      let failure: { error: unknown } | undefined;
+      try {
+        await body(store);
+      } catch (error) {
+        failure = { error };
+      }
+      if (options.destroy) {
+        try {
+          await options.destroy(store);
+        } catch (error) {
+          if (!failure) throw error;
+        }
+      }
+      if (failure) throw failure.error;
+    };
+  }
+
+  return {
+    describe: globals.describe,
+    expect: globals.expect,
+    capabilities,
+    test: (title, body) => globals.it(title, run(body)),
+    testWhen: (capability, title, body) => (capabilities[capability] === true ? globals.it : globals.it.skip)(title, run(body)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records.
+
+/** A valid record created at {@link CREATED}, with every optional field absent; `overrides` must not carry `undefined`. */
+export function makeRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return sampleRecord(overrides, CREATED);
+}
+
+/** Fields whose values identify a record and must be fresh in every record: `sampleRecord` makes them. */
+type IdentityField = 'id' | 'keyPrefix' | 'keyHash';
+
+/** Every field but the identity ones, none left out (`-?`), none `undefined`. */
+type EveryField = { [F in Exclude<RecordField, IdentityField>]-?: Exclude<ApiKeyRecord[F], undefined> };
+
+/**
+ * A record with every field set, nested metadata and non-trivial arrays. Typed {@link EveryField}
+ * so that a field added to the record does not compile until it is given a value here, and the
+ * round-trip test then checks it in every store.
+ */
+export function makeFullRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  const everyField: EveryField = {
+    name: 'Full key — ünïcödé 🔑',
+    description: 'every field set',
+    ownerId: 'user_42',
+    tenantId: 'tenant_7',
+    environment: 'live',
+    status: 'suspended',
+    scopes: ['leads:read', 'leads:write', 'billing:*'],
+    allowedIps: ['203.0.113.7', '10.0.0.0/8', '2001:db8::/32', '::1'],
+    maxUses: 1_000,
+    useCount: 7,
+    rateLimit: { perSecond: 5, burst: 20, perDay: 10_000 },
+    expiresAt: new Date(Date.UTC(2026, 5, 30, 23, 59, 59, 999)),
+    createdAt: new Date(CREATED),
+    updatedAt: new Date(CREATED + 1),
+    lastUsedAt: new Date(CREATED + 2),
+    revokedAt: new Date(Date.UTC(2026, 0, 1)),
+    rotatedFromId: randomUUID(),
+    metadata: {
+      plan: 'pro',
+      seats: 3,
+      ratio: 0.25,
+      trial: false,
+      cancelledAt: null,
+      limits: { burst: [1, 2, 3], nested: { deeper: { label: 'x', empty: {}, none: [] } } },
+      quote: 'a "quoted" \\ string',
+    },
+    tags: ['crm', 'beta', 'crm-export'],
+  };
+  return makeRecord({ ...everyField, ...overrides });
+}
+
+/**
+ * A replacement made the way the manager makes one for `rotate`: the old record's settings and
+ * create-time fields (read from the schema, so a new field is carried without an edit here), a new
+ * identity, fresh counters, active, created at `now`, pointing back at the old record.
+ */
+export function makeReplacement(old: ApiKeyRecord, now: number, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  const carried: Record<string, unknown> = {};
+  for (const { field, spec } of RECORD_FIELDS) {
+    const value = old[field];
+    if (spec.source !== 'system' && value !== undefined) carried[field] = deepCopy(value);
+  }
+  return sampleRecord({ ...(carried as Partial<ApiKeyRecord>), status: 'active', rotatedFromId: old.id, ...overrides }, now);
+}
+
+/** (createdAt, id) ascending: the order of `list`. */
+export function byPosition(a: ApiKeyRecord, b: ApiKeyRecord): number {
+  const byTime = a.createdAt.getTime() - b.createdAt.getTime();
+  if (byTime !== 0) return byTime;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** The ids of `records`, in order. */
+export function ids(records: readonly ApiKeyRecord[]): string[] {
+  return records.map((record) => record.id);
+}
+
+/**
+ * A deep copy of JSON-like data and Dates made with this realm's constructors (`structuredClone`
+ * returns Node main-realm objects, which fail jest's strict type checks in a test environment).
+ */
+export function deepCopy<T>(value: T): T {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(deepCopy) as T;
+  if (value instanceof Date) return new Date(value.getTime()) as T;
+  return Object.fromEntries(Object.entries(value).map(([field, inner]) => [field, deepCopy(inner)])) as T;
+}
+
+/** Whether `value` has `field` as an own property (present, even if `undefined`). */
+export function hasOwn(value: object, field: string): boolean {
+  return Object.prototype.hasOwnProperty.call(value, field);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store calls.
+
+/** Inserts and returns the records, in the order given. */
+export async function seed(store: ApiKeyStore, records: ApiKeyRecord[]): Promise<ApiKeyRecord[]> {
+  for (const record of records) await store.insert(record);
+  return records;
+}
+
+/** A consume request at `now` with these limits and no deadline. */
+export function request(now: number, maxUses: number | null, rateLimit: RateLimit | null): ConsumeRequest {
+  return { now, maxUses, rateLimit };
+}
+
+/** Consumes `count` times, one after the other, and returns the outcomes in order. */
+export async function consumeTimes(
+  store: ApiKeyStore,
+  id: string,
+  count: number,
+  consumeRequest: ConsumeRequest,
+): Promise<(ConsumeOutcome | null)[]> {
+  const outcomes: (ConsumeOutcome | null)[] = [];
+  for (let i = 0; i < count; i++) outcomes.push(await store.consume(id, consumeRequest));
+  return outcomes;
+}
+
+/** Fires `count` consumes at once and splits the outcomes into admitted and refused. */
+export async function consumeConcurrently(store: ApiKeyStore, id: string, count: number, consumeRequest: ConsumeRequest) {
+  const outcomes = await Promise.all(Array.from({ length: count }, () => store.consume(id, consumeRequest)));
+  const admitted = outcomes.filter((outcome): outcome is ConsumeOutcome => outcome?.admitted === true);
+  const refused = outcomes.filter((outcome) => outcome?.admitted !== true);
+  return { outcomes, admitted, refused };
+}
+
+/** The error `action` rejects (or throws) with; fails when it succeeds. */
+export async function rejectionOf(action: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await action();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the store call to reject, but it resolved');
+}
+
+/**
+ * A description of an error that compares well in an assertion: whether it is a `KeygateError`,
+ * its code, and the field an `invalid_argument` names (`undefined`, which `toEqual` ignores, for
+ * the others).
+ */
+export function errorShape(error: unknown): { keygateError: boolean; code: unknown; field: unknown } {
+  const details = error as { code?: unknown; field?: unknown } | null;
+  return { keygateError: isKeygateError(error), code: details?.code, field: details?.field };
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes (for stores that notify asynchronously). */
+export async function eventually(condition: () => boolean, timeoutMs = 2_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    await delay(5);
+  }
+  return true;
+}
+
+/** Numbers sorted ascending, without changing `values`. */
+export function ascending(values: number[]): number[] {
+  return [...values].sort((a, b) => a - b);
+}
+
+/** The integers from `from` to `to`, both included. */
+export function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
