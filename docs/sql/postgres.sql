@@ -3,6 +3,8 @@
 -- (migrate() also takes an advisory lock first and runs them in one transaction).
 -- For another table name: sqlSchema({ dialect: 'postgres', table: 'auth.api_keys' }) from keygate/sql.
 -- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
+-- Upgrades: columns of record fields added by later keygate versions are listed after the counters,
+-- and added to an existing table by ALTER TABLE … ADD COLUMN IF NOT EXISTS after the CREATE TABLE.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               text COLLATE "C" NOT NULL,

@@ -3,6 +3,8 @@
 -- in one BEGIN IMMEDIATE transaction. Instants are epoch milliseconds; lists and objects are JSON text.
 -- For another table name: sqlSchema({ dialect: 'sqlite', table: 'api_keys' }) from keygate/sql.
 -- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
+-- Upgrades: columns of record fields added by later keygate versions are listed after the counters;
+-- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               TEXT NOT NULL,

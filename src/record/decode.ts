@@ -56,6 +56,27 @@ export function copyJsonObject(value: Record<string, unknown>): Record<string, u
   return {};
 }
 
+/**
+ * A deep copy of one field's value, already validated, by its kind: what lets a view handed to the
+ * app share nothing with the record keygate decides from.
+ */
+export function copyFieldValue(kind: FieldKind, value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  switch (kind) {
+    case 'list':
+      return [...(value as string[])];
+    case 'instant':
+    case 'nullableInstant':
+      return new Date((value as Date).getTime());
+    case 'rateLimit':
+      return { ...(value as RateLimit) };
+    case 'json':
+      return copyJsonObject(value as Record<string, unknown>);
+    default:
+      return value;
+  }
+}
+
 /** Checks one field's value as stored; returns a fresh copy, or the problem as text. */
 function decodeField(kind: FieldKind, entry: unknown): { value: unknown } | { problem: string; field?: string } {
   switch (kind) {

@@ -7,8 +7,10 @@
  *
  * The table is typed against `keyof ApiKeyRecord`, and each field's kind against the field's type,
  * so the compiler rejects a field that is missing, extra, or of the wrong kind. Adding a field is a
- * change here (plus its validator in `manager/validate.ts` when callers set it, which the compiler
- * also asks for), and then its behaviour.
+ * change here, and then its behaviour: callers' values are validated by the field's kind (a
+ * stricter rule, such as the scope grammar, is one entry in `manager/validate.ts`), and every store
+ * keeps it (SQL stores add its column on `migrate()`). `test/record/schema-extension.test.ts`
+ * proves this with a field that exists only in that test.
  */
 import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
 
@@ -134,33 +136,51 @@ export type SettingsField = {
   [F in RecordField]: (typeof RECORD_SCHEMA)[F]['source'] extends 'settings' ? F : never;
 }[RecordField];
 
-/** Every field with its spec, in table order. */
-export const RECORD_FIELDS: readonly { readonly field: RecordField; readonly spec: FieldSpec }[] = Object.entries(RECORD_SCHEMA).map(
-  ([field, spec]) => ({ field: field as RecordField, spec }),
-);
-
-function fieldsWhere(test: (spec: FieldSpec) => boolean): readonly RecordField[] {
-  return RECORD_FIELDS.filter((entry) => test(entry.spec)).map((entry) => entry.field);
+/** One field of a schema with its spec. */
+export interface SchemaField {
+  readonly field: RecordField;
+  readonly spec: FieldSpec;
 }
 
-/** Fields `create()` accepts. */
-export const CREATE_FIELDS = fieldsWhere((spec) => spec.source !== 'system') as readonly CreateField[];
-
-/** Fields `update()` accepts. */
-export const SETTINGS_FIELDS = fieldsWhere((spec) => spec.source === 'settings') as readonly SettingsField[];
-
-/** Fields holding an instant (a Date, or `null` where nullable). */
-export const INSTANT_FIELDS = fieldsWhere((spec) => spec.kind === 'instant' || spec.kind === 'nullableInstant');
-
-/** Fields that may be absent from a record (never present as `undefined`). */
-export const OPTIONAL_FIELDS = fieldsWhere((spec) => spec.kind === 'optionalText');
+/** The field lists every consumer of the schema reads, derived from one schema table. */
+export interface DerivedSchema {
+  /** Every field with its spec, in table order. */
+  readonly RECORD_FIELDS: readonly SchemaField[];
+  /** Fields `create()` accepts. */
+  readonly CREATE_FIELDS: readonly CreateField[];
+  /** Fields `update()` accepts. */
+  readonly SETTINGS_FIELDS: readonly SettingsField[];
+  /** Fields holding an instant (a Date, or `null` where nullable). */
+  readonly INSTANT_FIELDS: readonly RecordField[];
+  /** Fields that may be absent from a record (never present as `undefined`). */
+  readonly OPTIONAL_FIELDS: readonly RecordField[];
+  /**
+   * Fields a store's `update` may change (`ApiKeyPatch`): the settings, plus `revokedAt` (set by
+   * revocation and rotation) and `updatedAt`, in a fixed order so that one patch shape always
+   * builds one statement.
+   */
+  readonly PATCHABLE_FIELDS: readonly RecordField[];
+}
 
 /**
- * Fields a store's `update` may change (`ApiKeyPatch`): the settings, plus `revokedAt` (set by
- * revocation and rotation) and `updatedAt`, in a fixed order so that one patch shape always builds
- * one statement.
+ * Derives the field lists from a schema table. Exported so that a test can derive them for a
+ * schema with an extra field and prove every consumer follows.
  */
-export const PATCHABLE_FIELDS: readonly RecordField[] = [...SETTINGS_FIELDS, 'revokedAt', 'updatedAt'];
+export function deriveSchema(schema: Readonly<Record<string, FieldSpec>>): DerivedSchema {
+  const fields: SchemaField[] = Object.entries(schema).map(([field, spec]) => ({ field: field as RecordField, spec }));
+  const where = (test: (spec: FieldSpec) => boolean): RecordField[] => fields.filter((entry) => test(entry.spec)).map((entry) => entry.field);
+  const settings = where((spec) => spec.source === 'settings') as SettingsField[];
+  return {
+    RECORD_FIELDS: fields,
+    CREATE_FIELDS: where((spec) => spec.source !== 'system') as CreateField[],
+    SETTINGS_FIELDS: settings,
+    INSTANT_FIELDS: where((spec) => spec.kind === 'instant' || spec.kind === 'nullableInstant'),
+    OPTIONAL_FIELDS: where((spec) => spec.kind === 'optionalText'),
+    PATCHABLE_FIELDS: [...settings, 'revokedAt', 'updatedAt'],
+  };
+}
+
+export const { RECORD_FIELDS, CREATE_FIELDS, SETTINGS_FIELDS, INSTANT_FIELDS, OPTIONAL_FIELDS, PATCHABLE_FIELDS } = deriveSchema(RECORD_SCHEMA);
 
 /** The values a new record starts with for every field that has an `initial`, fresh on every call. */
 export function initialValues(): Partial<ApiKeyRecord> {

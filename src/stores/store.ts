@@ -40,8 +40,9 @@ export interface StoreRotation {
   /** The record being replaced. */
   oldId: string;
   /**
-   * The new record, ready to insert. When the old record has `maxUses`, the store replaces
-   * `replacement.maxUses` with the uses the old key has left at this moment (never below 0).
+   * The new record, ready to insert. The store sets `replacement.maxUses` to the uses the old key
+   * has left at this moment, inside its atomic step: `null` (unlimited) when the old key is
+   * unlimited, else never below 0 (`replacementFor` of the store toolkit).
    */
   replacement: ApiKeyRecord;
   /** When the old key stops working (now, or the end of the grace period). */

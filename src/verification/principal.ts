@@ -3,9 +3,13 @@
  * that changes `req.apiKey.expiresAt`, `.metadata` or `.rateLimit` changes its own copy, never the
  * record keygate makes its next decision from.
  */
-import { copyJsonObject } from '../record/decode.js';
+import { copyFieldValue } from '../record/decode.js';
+import { RECORD_FIELDS } from '../record/schema.js';
 import { isActiveAt } from '../policy/status.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
+
+/** Every field of the view, from the record schema: all but the hash. */
+const VIEW_FIELDS = RECORD_FIELDS.filter((entry) => entry.field !== 'keyHash');
 
 /** A record with its hash removed: what the verification cache keeps. */
 export type VisibleRecord = Omit<ApiKeyRecord, 'keyHash'>;
@@ -17,25 +21,13 @@ export function withoutHash(record: ApiKeyRecord | VisibleRecord): VisibleRecord
   return visible;
 }
 
-function copyDate(date: Date | null): Date | null {
-  return date === null ? null : new Date(date.getTime());
-}
-
 /** The `ApiKey` view of a record at `now`: a deep copy of every field but `keyHash`, plus `isActive`. */
 export function toApiKey(record: ApiKeyRecord | VisibleRecord, now: number): ApiKey {
-  const view: ApiKey = {
-    ...withoutHash(record),
-    scopes: [...record.scopes],
-    allowedIps: [...record.allowedIps],
-    tags: [...record.tags],
-    rateLimit: record.rateLimit === null ? null : { ...record.rateLimit },
-    metadata: copyJsonObject(record.metadata),
-    expiresAt: copyDate(record.expiresAt),
-    createdAt: new Date(record.createdAt.getTime()),
-    updatedAt: new Date(record.updatedAt.getTime()),
-    lastUsedAt: copyDate(record.lastUsedAt),
-    revokedAt: copyDate(record.revokedAt),
-    isActive: isActiveAt(record, now),
-  };
-  return view;
+  const view: Record<string, unknown> = {};
+  for (const { field, spec } of VIEW_FIELDS) {
+    const value = (record as Record<string, unknown>)[field];
+    if (value !== undefined) view[field] = copyFieldValue(spec.kind, value);
+  }
+  view.isActive = isActiveAt(record, now);
+  return view as unknown as ApiKey;
 }

@@ -1,10 +1,11 @@
 /**
  * The built `keygate/sql` entry point as users load it (`npm test` builds dist/ first): it loads
- * neither database driver, and the main entry point never loads it.
+ * neither database driver nor the manager (and what the manager pulls in: ipaddr.js, the bcrypt
+ * worker pool's worker_threads), and the main entry point never loads it.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 
 const root = resolve(__dirname, '../..');
 
@@ -39,6 +40,47 @@ describe('the built keygate/sql', () => {
        console.log(JSON.stringify(await store.list({ limit: 1 })));`,
     ]);
     expect(output.trim()).toBe('[]');
+  });
+
+  it('loads nothing of the manager through require(): no dist/cjs/manager, ipaddr.js or worker_threads', () => {
+    const output = node([
+      '-e',
+      `const Module = require('node:module');
+       const requested = [];
+       const load = Module.prototype.require;
+       Module.prototype.require = function (id) { requested.push(id); return load.apply(this, arguments); };
+       require('./dist/cjs/sql.js');
+       const files = Object.keys(require.cache);
+       console.log(JSON.stringify({
+         manager: files.filter((f) => /[\\/]dist[\\/]cjs[\\/]manager[\\/]/.test(f)),
+         ipaddr: files.filter((f) => /node_modules[\\/]ipaddr\.js[\\/]/.test(f)),
+         builtins: requested.filter((id) => /^(node:)?worker_threads$/.test(id)),
+         loaded: files.length,
+       }));`,
+    ]);
+    const result = JSON.parse(output) as { manager: string[]; ipaddr: string[]; builtins: string[]; loaded: number };
+    expect(result.loaded).toBeGreaterThan(5); // the probe saw the store's own modules load
+    expect({ ...result, loaded: undefined }).toEqual({ manager: [], ipaddr: [], builtins: [], loaded: undefined });
+  });
+
+  it('imports nothing of the manager (ESM import graph): no dist/esm/manager, ipaddr.js or worker_threads', () => {
+    const files = new Set<string>();
+    const packages = new Set<string>();
+    const pending = [resolve(root, 'dist/esm/sql.js')];
+    for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
+      if (files.has(file)) continue;
+      files.add(file);
+      const source = readFileSync(file, 'utf8');
+      for (const match of source.matchAll(/\b(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)) {
+        const specifier = match[1] as string;
+        if (specifier.startsWith('.')) pending.push(resolve(dirname(file), specifier));
+        else packages.add(specifier);
+      }
+    }
+    const modules = [...files].map((file) => relative(resolve(root, 'dist/esm'), file).split('\\').join('/'));
+    expect(modules).toContain('stores/sql/sql-store.js');
+    expect(modules.filter((module) => module.startsWith('manager/'))).toEqual([]);
+    expect([...packages].filter((name) => /^(node:)?worker_threads$|^ipaddr\.js$/.test(name))).toEqual([]);
   });
 
   it('is never loaded by the main entry point', () => {

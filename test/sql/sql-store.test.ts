@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type ApiKeyRecord, isKeygateError, keygate } from 'keygate';
 import { DEFAULT_TABLE, type PostgresClient, SqlStore, sqlSchema } from 'keygate/sql';
-import { schemaStatements } from '../../src/stores/sql/schema';
+import { tableSchema } from '../../src/stores/sql/schema';
 import { parseTableName } from '../../src/stores/sql/table-name';
 import { testRecord } from '../helpers/records';
 import { rejection } from '../helpers/rejection';
@@ -126,7 +126,8 @@ describe('schema', () => {
     expect(client.texts).toHaveLength(1);
     const [lock, ...rest] = (client.texts[0] as string).split(';\n');
     expect(lock).toMatch(/^SELECT pg_advisory_xact_lock\(\d+, -?\d+\)$/);
-    expect(`${rest.join(';\n')}`).toBe(`${schemaStatements('postgres', parseTableName('auth.keys', true)).join(';\n')};`);
+    const schema = tableSchema('postgres', parseTableName('auth.keys', true));
+    expect(`${rest.join(';\n')}`).toBe(`${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes].join(';\n')};`);
     expect(`${rest.join(';\n\n')}`).toBe(sqlSchema({ dialect: 'postgres', table: 'auth.keys' }).replace(/;\n$/, ';'));
   });
 
@@ -141,7 +142,9 @@ describe('schema', () => {
     const store = new SqlStore({ dialect: 'sqlite', client: db });
     await store.migrate();
     await store.migrate();
-    const statements = schemaStatements('sqlite', parseTableName(DEFAULT_TABLE, false));
+    const schema = tableSchema('sqlite', parseTableName(DEFAULT_TABLE, false));
+    expect(schema.addColumns).toEqual([]); // today every column is of the first version
+    const statements = [schema.createTable, ...schema.indexes];
     expect(executed).toEqual([...statements, ...statements]);
     expect(sqlSchema({ dialect: 'sqlite' })).toBe(`${statements.join(';\n\n')};\n`);
     const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").all();

@@ -1,80 +1,77 @@
 /**
- * How each field of an {@link ApiKeyRecord} maps to a column, and the counter columns that only
- * the store uses. Both dialects, the schema, the row decoder and the patch builder read this one
- * table, so a field cannot be forgotten in one of them.
+ * The record's columns, derived from the record schema (`record/schema.ts`), and the counter
+ * columns that only the store uses. Both dialects, the DDL and migrations, the row decoder and the
+ * patch builder read these lists, so a field added to the schema reaches every one of them.
  */
-import type { ApiKeyRecord } from '../../types.js';
+import { type FieldKind, type FieldSpec, PATCHABLE_FIELDS, RECORD_FIELDS, type RecordField } from '../../record/schema.js';
 
 /**
- * How a field is stored:
- * - `text`: a required string; `optionalText`: a string, or NULL for an absent optional field;
- * - `list`: an array of strings; `json`: a JSON object; `rateLimit`: a JSON object or NULL;
- * - `count` / `nullableCount`: a safe integer (or NULL); `instant` / `nullableInstant`: a Date (or NULL).
+ * How a column is stored: the record schema's {@link FieldKind}. The SQL side maps each kind to
+ * its column type (`schema.ts`), parameter encoding (`parameters.ts`), select expression and row
+ * decoding (`row.ts`).
  */
-export type ColumnKind = 'text' | 'optionalText' | 'list' | 'json' | 'rateLimit' | 'count' | 'nullableCount' | 'instant' | 'nullableInstant';
+export type ColumnKind = FieldKind;
 
 /** One record field and its column. */
 export interface Column {
-  readonly field: keyof ApiKeyRecord;
+  /** The record field the column holds. */
+  readonly field: RecordField;
+  /** The column's name (snake_case), always used double-quoted. */
   readonly name: string;
+  /** What the column holds, which decides its SQL type, encoding and decoding. */
   readonly kind: ColumnKind;
+  /**
+   * The record schema version that introduced the column: 1 for the columns of the first table,
+   * more for a column `migrate()` adds to existing tables with `ALTER TABLE … ADD COLUMN`.
+   */
+  readonly since: number;
+  /** What a new record (and, for a column added later, every existing row) starts with. */
+  readonly initial?: () => unknown;
 }
 
-/** Every record field, in table order. */
-export const RECORD_COLUMNS: readonly Column[] = [
-  { field: 'id', name: 'id', kind: 'text' },
-  { field: 'keyPrefix', name: 'key_prefix', kind: 'text' },
-  { field: 'keyHash', name: 'key_hash', kind: 'text' },
-  { field: 'name', name: 'name', kind: 'text' },
-  { field: 'description', name: 'description', kind: 'optionalText' },
-  { field: 'ownerId', name: 'owner_id', kind: 'optionalText' },
-  { field: 'tenantId', name: 'tenant_id', kind: 'optionalText' },
-  { field: 'environment', name: 'environment', kind: 'optionalText' },
-  { field: 'status', name: 'status', kind: 'text' },
-  { field: 'scopes', name: 'scopes', kind: 'list' },
-  { field: 'allowedIps', name: 'allowed_ips', kind: 'list' },
-  { field: 'maxUses', name: 'max_uses', kind: 'nullableCount' },
-  { field: 'useCount', name: 'use_count', kind: 'count' },
-  { field: 'rateLimit', name: 'rate_limit', kind: 'rateLimit' },
-  { field: 'expiresAt', name: 'expires_at', kind: 'nullableInstant' },
-  { field: 'createdAt', name: 'created_at', kind: 'instant' },
-  { field: 'updatedAt', name: 'updated_at', kind: 'instant' },
-  { field: 'lastUsedAt', name: 'last_used_at', kind: 'nullableInstant' },
-  { field: 'revokedAt', name: 'revoked_at', kind: 'nullableInstant' },
-  { field: 'rotatedFromId', name: 'rotated_from_id', kind: 'optionalText' },
-  { field: 'metadata', name: 'metadata', kind: 'json' },
-  { field: 'tags', name: 'tags', kind: 'list' },
-];
+/**
+ * The columns of a list of record fields, in the same order. Takes the fields as a parameter so
+ * that tests can describe a schema with fields the record does not have yet (a migration to a
+ * later version).
+ */
+export function columnsOf(fields: readonly { readonly field: RecordField; readonly spec: FieldSpec }[]): readonly Column[] {
+  return fields.map(({ field, spec }) => ({
+    field,
+    name: spec.column,
+    kind: spec.kind,
+    since: spec.since ?? 1,
+    ...(spec.initial ? { initial: spec.initial } : {}),
+  }));
+}
+
+/** Every record field's column, in table order. */
+export const RECORD_COLUMNS: readonly Column[] = columnsOf(RECORD_FIELDS);
+
+/**
+ * The record's column names, quoted, in table order: the column list of an INSERT, and SQLite's
+ * select list (which needs no casts).
+ */
+export const COLUMN_LIST = RECORD_COLUMNS.map((column) => `"${column.name}"`).join(', ');
+
+const BY_FIELD = new Map(RECORD_COLUMNS.map((column) => [column.field, column]));
 
 /** The column of a record field. */
-export function columnOf(field: keyof ApiKeyRecord): Column {
-  const column = RECORD_COLUMNS.find((candidate) => candidate.field === field);
+export function columnOf(field: RecordField): Column {
+  const column = BY_FIELD.get(field);
   if (!column) throw new Error(`keygate: no column for field ${String(field)}`);
   return column;
 }
 
 /**
- * Fields `update` may change (the fields of `ApiKeyPatch`), in a fixed order so that the same
- * patch shape always builds the same statement.
+ * The columns `update` may change (the fields of `ApiKeyPatch`, the schema's `PATCHABLE_FIELDS`),
+ * in that fixed order, so that one patch shape always builds one statement.
  */
-export const PATCHABLE_FIELDS = [
-  'name',
-  'description',
-  'scopes',
-  'allowedIps',
-  'maxUses',
-  'rateLimit',
-  'expiresAt',
-  'metadata',
-  'tags',
-  'status',
-  'revokedAt',
-  'updatedAt',
-] as const satisfies readonly (keyof ApiKeyRecord)[];
+export const PATCHABLE_COLUMNS: readonly Column[] = PATCHABLE_FIELDS.map(columnOf);
 
 /**
  * The counter columns beside `use_count`, mirroring `CounterState` of `policy/limits`: the UTC day
  * index `day` with its `day_count`, and the token bucket level `tokens` (NULL = never drawn from,
- * hence full) at `tokens_at`, the latest admitted instant in epoch milliseconds.
+ * hence full) at `tokens_at`, the latest admitted instant in epoch milliseconds. They belong to the
+ * first version of the table.
  */
 export const COUNTER_COLUMNS = ['day', 'day_count', 'tokens', 'tokens_at'] as const;

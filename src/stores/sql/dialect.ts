@@ -7,6 +7,9 @@ import type { ApiKeyStore } from '../store.js';
 
 /** One dialect's implementation of the store operations, bound to a client and a table. */
 export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe'> {
-  /** Creates the table and its indexes if they do not exist. Idempotent and safe to run concurrently. */
+  /**
+   * Creates the table and its indexes if they do not exist, and adds the columns of later record
+   * schema versions to an older table (`migrate.ts`). Idempotent and safe to run concurrently.
+   */
   migrate(): Promise<void>;
 }

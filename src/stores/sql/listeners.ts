@@ -6,23 +6,16 @@
  * Other processes are not told: PostgreSQL and SQLite offer no change feed that keygate uses (yet),
  * so a change made elsewhere reaches this process's cache when its entry expires (`cache.ttlMs`).
  */
+import { ChangeListeners } from '../toolkit.js';
 
-/** A change listener: the id of a changed record. */
-export type ChangeListener = (id: string | null) => void;
+/** Keyed by the user's client object, so the listener sets go away with the client. */
+const registry = new WeakMap<object, Map<string, ChangeListeners>>();
 
-const registry = new WeakMap<object, Map<string, Set<ChangeListener>>>();
-
-/** The listener set of one (client, table) pair, created on first use. */
-export function listenersOf(client: object, table: string): Set<ChangeListener> {
-  let byTable = registry.get(client);
-  if (!byTable) {
-    byTable = new Map();
-    registry.set(client, byTable);
-  }
-  let listeners = byTable.get(table);
-  if (!listeners) {
-    listeners = new Set();
-    byTable.set(table, listeners);
-  }
+/** The listeners of one (client, table) pair, created on first use. */
+export function listenersOf(client: object, table: string): ChangeListeners {
+  const byTable = registry.get(client) ?? new Map<string, ChangeListeners>();
+  registry.set(client, byTable);
+  const listeners = byTable.get(table) ?? new ChangeListeners();
+  byTable.set(table, listeners);
   return listeners;
 }

@@ -3,9 +3,9 @@
  * with a "did you mean"), a client of the wrong driver is named as such, and the table name must be
  * a safe identifier.
  */
-import { rejectUnknown } from '../../manager/options.js';
+import { rejectUnknownOptions } from '../../options/checks.js';
 import type { PostgresClient, SqliteDatabase } from './clients.js';
-import { DEFAULT_TABLE, type TableName, parseTableName } from './table-name.js';
+import { type TableName, parseTableName } from './table-name.js';
 import type { SqlDialect } from './values.js';
 
 /** Options of a `SqlStore` on PostgreSQL. */
@@ -66,7 +66,7 @@ function hasMethods(value: object, names: readonly string[]): boolean {
 export function resolveSqlStoreOptions(options: unknown): ResolvedSqlStoreOptions {
   const usage = "new SqlStore() needs options: { dialect: 'postgres' | 'sqlite', client, table? }";
   if (options === null || typeof options !== 'object') throw new TypeError(usage);
-  rejectUnknown(options, OPTIONS, 'new SqlStore()');
+  rejectUnknownOptions(options, OPTIONS, 'new SqlStore()');
   const { dialect, client, table } = options as Record<string, unknown>;
 
   if (typeof dialect !== 'string' || !DIALECTS.includes(dialect as SqlDialect)) {
@@ -84,7 +84,7 @@ export function resolveSqlStoreOptions(options: unknown): ResolvedSqlStoreOption
   if (client === null || typeof client !== 'object') {
     throw new TypeError(`new SqlStore(): \`client\` is required: ${dialect === 'postgres' ? 'a pg Pool or Client' : 'a better-sqlite3 Database'}`);
   }
-  const tableName = parseTableName(table ?? DEFAULT_TABLE, dialect === 'postgres');
+  const tableName = parseTableName(table, dialect === 'postgres');
 
   if (dialect === 'postgres') {
     if (!hasMethods(client, ['query'])) {

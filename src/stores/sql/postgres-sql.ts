@@ -6,8 +6,11 @@
  * store works the same on a `Pool`, a `Client` or a `PoolClient`: no connection is ever held across
  * round trips, and nothing can interleave with a half-done operation.
  */
-import { type Column, RECORD_COLUMNS, columnOf } from './columns.js';
+import type { StoreRotation } from '../store.js';
+import { COLUMN_LIST, type Column, RECORD_COLUMNS, columnOf } from './columns.js';
+import { parameterOf } from './parameters.js';
 import type { TableName } from './table-name.js';
+import { timestamptzLiteral } from './values.js';
 
 /** Milliseconds in a UTC day, as in `policy/limits`. */
 const DAY_MS = 86_400_000;
@@ -16,6 +19,7 @@ const DAY_MS = 86_400_000;
 const PARAMETER_CASTS: Record<Column['kind'], string> = {
   text: 'text',
   optionalText: 'text',
+  status: 'text',
   list: 'text[]',
   json: 'jsonb',
   rateLimit: 'jsonb',
@@ -27,6 +31,25 @@ const PARAMETER_CASTS: Record<Column['kind'], string> = {
 
 function quoted(name: string): string {
   return `"${name}"`;
+}
+
+/**
+ * The status half of `lifecycleRefusal`'s `api_key_revoked`: any status but `active` and
+ * `suspended`, including NULL and whatever was written by hand (the allow-list).
+ */
+const UNUSABLE_STATUS = `NOT coalesce("status" IN ('active', 'suspended'), false)`;
+
+/** `lifecycleRefusal(…) === 'api_key_revoked'` at the instant `at` (SQL): the row can no longer come back. */
+function revokedBy(at: string): string {
+  return `("revoked_at" <= ${at} OR ${UNUSABLE_STATUS}) IS TRUE`;
+}
+
+/** The toolkit's `isRetired` (SQL): revoked by status, or `revoked_at` set at all (rotated already). */
+const RETIRED = `("revoked_at" IS NOT NULL OR ${UNUSABLE_STATUS})`;
+
+/** The toolkit's `remainingUses` of the row `qualifier` (SQL): NULL for unlimited, never below 0. */
+function remainingUses(qualifier: string): string {
+  return `CASE WHEN ${qualifier}"max_uses" IS NULL THEN NULL ELSE greatest(0, ${qualifier}"max_uses" - ${qualifier}"use_count") END`;
 }
 
 /**
@@ -44,6 +67,7 @@ function selectExpression(column: Column, qualifier: string): string {
   switch (column.kind) {
     case 'text':
     case 'optionalText':
+    case 'status':
       return `${reference} AS ${quoted(column.name)}`;
     case 'list':
       return `array_to_json(${reference})::text AS ${quoted(column.name)}`;
@@ -70,11 +94,9 @@ export function placeholder(index: number, column: Column): string {
   return `$${index}::${PARAMETER_CASTS[column.kind]}`;
 }
 
-const COLUMN_LIST = RECORD_COLUMNS.map((column) => quoted(column.name)).join(', ');
-
 /** The statements that never change shape, built once per table. */
 export interface PostgresStatements {
-  /** `$1..$22`: the record's columns in `RECORD_COLUMNS` order. */
+  /** `$1…$n`: the record's columns in `RECORD_COLUMNS` order (`recordParameters`). */
   insert: string;
   /** `$1`: id. */
   findById: string;
@@ -141,7 +163,7 @@ function consumeStatement(table: TableName): string {
   SELECT "id", "use_count", "at",
     CASE
       WHEN $8::float8 IS NOT NULL AND "clock" > $8::float8 THEN 'deadline_exceeded'
-      WHEN NOT coalesce("status" IN ('active', 'suspended'), false) THEN 'api_key_revoked'
+      WHEN ${UNUSABLE_STATUS} THEN 'api_key_revoked'
       WHEN "revoked_at" <= $7::timestamptz THEN 'api_key_revoked'
       WHEN "status" = 'suspended' THEN 'api_key_disabled'
       WHEN "expires_at" <= $7::timestamptz THEN 'api_key_expired'
@@ -181,34 +203,34 @@ SELECT "refusal", "use_count"::text AS "use_count", "day_used"::text AS "day_use
 FROM "verdict"`;
 }
 
+/** The replacement's maxUses is not a parameter of the rotation: the old row's remaining uses take its place. */
+const CARRIED = columnOf('maxUses');
+
 /**
  * One rotation, in one statement: lock the old row, insert the replacement carrying the old key's
- * remaining uses (`greatest(0, max_uses - use_count)`; no limit stays the replacement's own), and
- * retire the old row. A unique violation on the replacement aborts the whole statement, so nothing
- * changes. No rows back means the old id is unknown.
+ * remaining uses (the toolkit's `replacementFor`: `remainingUses(max_uses, use_count)`, so an
+ * unlimited key's replacement is unlimited), and retire the old row. A unique violation on the
+ * replacement aborts the whole statement, so nothing changes. No rows back means the old id is
+ * unknown.
  *
- * An old row that is already retired or retiring (`revoked_at` set, or a status other than
- * `active` / `suspended`) is `refused`: nothing is inserted or updated, and the statement returns
- * one row with role `refused`. The check reads the row under its lock, so of concurrent rotations
- * of one key the first retires it and every other one, having waited for the lock, sees the
- * `revoked_at` it wrote and is refused.
+ * An old row that is already retired or retiring (the toolkit's `isRetired`: `revoked_at` set, or
+ * a status other than `active` / `suspended`) is `refused`: nothing is inserted or updated, and the
+ * statement returns one row with role `refused`. The check reads the row under its lock, so of
+ * concurrent rotations of one key the first retires it and every other one, having waited for the
+ * lock, sees the `revoked_at` it wrote and is refused.
  *
- * Parameters: `$1` old id; `$2..$23` the replacement's columns in `RECORD_COLUMNS` order; `$24` the
- * old key's `revoked_at`; `$25` `updated_at`; `$26` its new status, or NULL to keep it.
- * Returns the two records, each tagged `old` or `replacement` in `"role"`, or one `refused` row.
+ * Parameters: {@link rotationParameters}. Returns the two records, each tagged `old` or
+ * `replacement` in `"role"`, or one `refused` row.
  */
 function rotateStatement(table: TableName): string {
-  const count = RECORD_COLUMNS.length;
-  const maxUses = columnOf('maxUses');
-  const values = RECORD_COLUMNS.map((column, i) => {
-    const parameter = placeholder(i + 2, column);
-    if (column !== maxUses) return parameter;
-    return `CASE WHEN "old"."max_uses" IS NULL THEN ${parameter} ELSE greatest(0, "old"."max_uses" - "old"."use_count") END`;
-  });
+  let index = 1;
+  const values = RECORD_COLUMNS.map((column) => (column === CARRIED ? remainingUses('"old".') : placeholder(++index, column)));
+  const revokedAt = `$${++index}::timestamptz`;
+  const updatedAt = `$${++index}::timestamptz`;
+  const status = `$${++index}::text`;
   const nothing = RECORD_COLUMNS.map((column) => `NULL::text AS ${quoted(column.name)}`).join(', ');
   return `WITH "old" AS MATERIALIZED (
-  SELECT "id", "max_uses", "use_count",
-    ("revoked_at" IS NOT NULL OR NOT coalesce("status" IN ('active', 'suspended'), false)) AS "refused"
+  SELECT "id", "max_uses", "use_count", ${RETIRED} AS "refused"
   FROM ${table.qualified} WHERE "id" = $1::text FOR UPDATE
 ), "inserted" AS (
   INSERT INTO ${table.qualified} (${COLUMN_LIST})
@@ -217,9 +239,9 @@ function rotateStatement(table: TableName): string {
   RETURNING ${recordSelectList()}
 ), "retired" AS (
   UPDATE ${table.qualified} AS "k" SET
-    "revoked_at" = $${count + 2}::timestamptz,
-    "updated_at" = $${count + 3}::timestamptz,
-    "status" = coalesce($${count + 4}::text, "k"."status")
+    "revoked_at" = ${revokedAt},
+    "updated_at" = ${updatedAt},
+    "status" = coalesce(${status}, "k"."status")
   FROM "old"
   WHERE "k"."id" = "old"."id" AND NOT "old"."refused"
   RETURNING ${recordSelectList('"k".')}
@@ -232,36 +254,60 @@ SELECT 'refused' AS "role", ${nothing} FROM "old" WHERE "old"."refused"`;
 }
 
 /**
- * A guarded update, in one statement: `current` locks the row and decides whether the store
- * record is revoked (`revoked_at` at or before the patch's `updated_at`, or a status other than
- * `active` / `suspended`); `updated` applies the patch only when it is not. Used for a patch that
- * sets `status` to something other than `revoked`: a revoked key stays revoked.
- *
- * Parameters: `$1` id, then `columns` in order (the last is `updated_at`, always present).
- * Returns no row for an unknown id, else one row: `"refused"` (`'true'` or `'false'`, as text like
- * every value the store reads) and, when applied, the record.
+ * The parameters of the rotate statement: `$1` the old id; then the replacement's columns in
+ * `RECORD_COLUMNS` order, without `max_uses` (carried from the old row); then the old key's
+ * `revoked_at`, `updated_at`, and its new status (NULL to keep it).
  */
-export function guardedUpdateStatement(table: TableName, columns: readonly Column[]): string {
+export function rotationParameters(rotation: StoreRotation): unknown[] {
+  const replacement = RECORD_COLUMNS.filter((column) => column !== CARRIED).map((column) =>
+    parameterOf('postgres', column, rotation.replacement[column.field]),
+  );
+  return [rotation.oldId, ...replacement, timestamptzLiteral(rotation.oldRevokedAt), timestamptzLiteral(rotation.now), rotation.oldStatus ?? null];
+}
+
+/**
+ * One update, in one statement. Parameters: `$1` id, then `columns` in order (the patch's fields
+ * in `PATCHABLE_COLUMNS` order; `updated_at` is always among them).
+ *
+ * Without `status` among the columns it is a plain `UPDATE … RETURNING` the record. With it, the
+ * statement applies the two rules of `ApiKeyStore.update` atomically with the write:
+ * - `current` locks the row and decides whether the patch is `refused`: it sets a status other than
+ *   `revoked` while the stored key is revoked (`revoked_at` at or before the patch's `updated_at`,
+ *   or a status other than `active` / `suspended`); `updated` then changes nothing;
+ * - a patch setting `revoked` stamps `revoked_at` with the earlier of its stored value and the
+ *   patch's `updated_at` (the toolkit's `revokedAtAfterUpdate`); otherwise the patch's own
+ *   `revoked_at`, if any, applies.
+ * The status is a parameter, so one statement text serves every status value. It returns no row
+ * for an unknown id, else one row: `"refused"` (`'true'` or `'false'`, as text like every value the
+ * store reads) and, when applied, the record.
+ */
+export function updateStatement(table: TableName, columns: readonly Column[]): string {
+  const placeholderOf = (field: Column['field']): string | undefined => {
+    const index = columns.findIndex((column) => column.field === field);
+    return index < 0 ? undefined : placeholder(index + 2, columns[index] as Column);
+  };
+  const status = placeholderOf('status');
+  const updatedAt = placeholderOf('updatedAt');
+  if (updatedAt === undefined) throw new Error('keygate: a patch always sets updatedAt');
   const assignments = columns.map((column, i) => `${quoted(column.name)} = ${placeholder(i + 2, column)}`);
-  const updatedAt = columns.findIndex((column) => column.field === 'updatedAt');
-  if (updatedAt < 0) throw new Error('keygate: a patch always sets updatedAt');
+  if (status === undefined) {
+    return `UPDATE ${table.qualified} SET ${assignments.join(', ')} WHERE "id" = $1::text RETURNING ${recordSelectList()}`;
+  }
+  const revokedAt = placeholderOf('revokedAt') ?? '"k"."revoked_at"';
+  const stamped = columns
+    .map((column, i) => (column.field === 'revokedAt' ? undefined : assignments[i]))
+    .filter((assignment) => assignment !== undefined);
+  stamped.push(`"revoked_at" = CASE WHEN ${status} = 'revoked' THEN least(coalesce("k"."revoked_at", ${updatedAt}), ${updatedAt}) ELSE ${revokedAt} END`);
   return `WITH "current" AS MATERIALIZED (
-  SELECT "id",
-    ("revoked_at" <= $${updatedAt + 2}::timestamptz OR NOT coalesce("status" IN ('active', 'suspended'), false)) IS TRUE AS "refused"
+  SELECT "id", (${status} <> 'revoked' AND ${revokedBy(updatedAt)}) IS TRUE AS "refused"
   FROM ${table.qualified} WHERE "id" = $1::text FOR UPDATE
 ), "updated" AS (
-  UPDATE ${table.qualified} AS "k" SET ${assignments.join(', ')}
+  UPDATE ${table.qualified} AS "k" SET ${stamped.join(', ')}
   FROM "current"
   WHERE "k"."id" = "current"."id" AND NOT "current"."refused"
   RETURNING ${recordSelectList('"k".')}
 )
 SELECT "current"."refused"::text AS "refused", "updated".* FROM "current" LEFT JOIN "updated" ON true`;
-}
-
-/** `UPDATE … SET <given columns> WHERE id = $1 RETURNING <record>`; `columns` follow `$1`. */
-export function updateStatement(table: TableName, columns: readonly Column[]): string {
-  const assignments = columns.map((column, i) => `${quoted(column.name)} = ${placeholder(i + 2, column)}`);
-  return `UPDATE ${table.qualified} SET ${assignments.join(', ')} WHERE "id" = $1::text RETURNING ${recordSelectList()}`;
 }
 
 /** Which filters a list call has; the statement takes their values in this order, then the limit. */

@@ -2,52 +2,21 @@
  * The PostgreSQL dialect: runs the statements of `postgres-sql.ts` through the user's `pg` client
  * and turns rows into records and outcomes. One round trip per operation.
  */
-import { crc32 } from '../../key/checksum.js';
 import { invalidRecord } from '../../record/decode.js';
 import { bucketCapacity } from '../../policy/limits.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
-import type { PostgresClient, PostgresQueryResult } from './clients.js';
-import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
-import type { SqlEngine } from './dialect.js';
-import {
-  type ListShape,
-  type PostgresStatements,
-  guardedUpdateStatement,
-  listStatement,
-  postgresStatements,
-  updateStatement,
-} from './postgres-sql.js';
 import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
+import type { PostgresClient, PostgresQueryResult } from './clients.js';
+import { PATCHABLE_COLUMNS } from './columns.js';
+import type { SqlEngine } from './dialect.js';
+import { migratePostgres } from './migrate.js';
+import { parameterOf, recordParameters } from './parameters.js';
+import { type ListShape, type PostgresStatements, listStatement, postgresStatements, rotationParameters, updateStatement } from './postgres-sql.js';
 import { type Row, recordFromRow } from './row.js';
-import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
 import { timestamptzLiteral } from './values.js';
-
-/** First half of the advisory lock key of `migrate()`: "kgat". */
-const MIGRATION_LOCK_CLASS = 0x6b676174;
-
-/** A record field's value as a pg parameter for its column's cast. */
-function parameter(column: Column, value: unknown): unknown {
-  if (value === null || value === undefined) return null;
-  switch (column.kind) {
-    case 'list':
-      return [...(value as string[])];
-    case 'json':
-    case 'rateLimit':
-      return JSON.stringify(value);
-    case 'instant':
-    case 'nullableInstant':
-      return timestamptzLiteral(value as Date);
-    default:
-      return value;
-  }
-}
-
-function recordParameters(record: ApiKeyRecord): unknown[] {
-  return RECORD_COLUMNS.map((column) => parameter(column, record[column.field]));
-}
 
 function rowsOf(result: PostgresQueryResult | PostgresQueryResult[]): Row[] {
   const single = Array.isArray(result) ? result[result.length - 1] : result;
@@ -72,21 +41,13 @@ export class PostgresEngine implements SqlEngine {
     return rowsOf(await this.#client.query(text, values));
   }
 
-  /**
-   * One simple-protocol query holding every statement: PostgreSQL runs such a query as a single
-   * transaction, so the advisory lock taken first is held until the last index exists. Two
-   * processes migrating at once therefore take turns instead of racing on the catalog (which
-   * `IF NOT EXISTS` alone does not prevent), and it works on a Pool, whose successive queries may
-   * use different connections.
-   */
+  /** See `migratePostgres`: one transaction, under an advisory lock. */
   async migrate(): Promise<void> {
-    const lockKey = crc32(`keygate:migrate:${this.#table.text}`) | 0;
-    const script = [`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, ${lockKey})`, ...schemaStatements('postgres', this.#table)];
-    await this.#client.query(`${script.join(';\n')};`);
+    await migratePostgres(this.#client, this.#table);
   }
 
   async insert(record: ApiKeyRecord): Promise<void> {
-    await insertingOnce(record, () => this.#client.query(this.#statements.insert, recordParameters(record)));
+    await insertingOnce(record, () => this.#client.query(this.#statements.insert, recordParameters('postgres', record)));
   }
 
   async findById(id: string): Promise<ApiKeyRecord | null> {
@@ -100,24 +61,22 @@ export class PostgresEngine implements SqlEngine {
   }
 
   /**
-   * One statement. A patch that sets `status` to anything but `revoked` runs the guarded form,
-   * which locks the row and refuses (changing nothing) when the stored key is revoked.
+   * One statement (see `updateStatement`): a patch with a `status` locks the row, refuses to
+   * revive a revoked key and stamps a revocation, atomically with the write.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const fields = PATCHABLE_FIELDS.filter((field) => patch[field] !== undefined);
-    const columns = fields.map(columnOf);
+    const columns = PATCHABLE_COLUMNS.filter((column) => patch[column.field as keyof ApiKeyPatch] !== undefined);
     if (columns.length === 0) return this.findById(id);
-    const guarded = patch.status !== undefined && patch.status !== 'revoked';
-    const key = `${guarded ? 'guarded:' : ''}${fields.join(',')}`;
+    const key = columns.map((column) => column.name).join(',');
     let text = this.#updates.get(key);
     if (text === undefined) {
-      text = guarded ? guardedUpdateStatement(this.#table, columns) : updateStatement(this.#table, columns);
+      text = updateStatement(this.#table, columns);
       this.#updates.set(key, text);
     }
-    const values = [id, ...columns.map((column) => parameter(column, patch[column.field as keyof ApiKeyPatch]))];
+    const values = [id, ...columns.map((column) => parameterOf('postgres', column, patch[column.field as keyof ApiKeyPatch]))];
     const [row] = await this.#rows(text, values);
     if (!row) return null;
-    if (guarded) {
+    if (patch.status !== undefined) {
       if (row.refused === 'true') throw revokedKeyCannotChangeStatus();
       if (row.id === null || row.id === undefined) return null; // the row vanished under us
     }
@@ -125,14 +84,7 @@ export class PostgresEngine implements SqlEngine {
   }
 
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
-    const values = [
-      rotation.oldId,
-      ...recordParameters(rotation.replacement),
-      timestamptzLiteral(rotation.oldRevokedAt),
-      timestamptzLiteral(rotation.now),
-      rotation.oldStatus ?? null,
-    ];
-    const rows = await insertingOnce(rotation.replacement, () => this.#rows(this.#statements.rotate, values));
+    const rows = await insertingOnce(rotation.replacement, () => this.#rows(this.#statements.rotate, rotationParameters(rotation)));
     if (rows.some((row) => row.role === 'refused')) throw retiredKeyCannotRotate();
     const old = rows.find((row) => row.role === 'old');
     const replacement = rows.find((row) => row.role === 'replacement');

@@ -9,7 +9,7 @@
  *
  * A value that cannot be decoded (a row edited in the database: a NULL array element, JSON that is
  * not an object, an infinite timestamp, text in a counter) is refused with `invalid_record`
- * (`invalidRecord` of `record-decoder`), naming the record and the field but never the value: a
+ * (`invalidRecord` of `record/decode`), naming the record and the field but never the value: a
  * value could be a hash. Nothing is coerced (a NULL scope never becomes the scope `"null"`).
  * Whether a decoded value is acceptable (a known status, a non-negative count, …) is then
  * `decodeStoredRecord`'s call, which keygate applies to every record it reads.
@@ -74,6 +74,7 @@ function instant(value: unknown): Date {
 function decode(column: Column, value: unknown): unknown {
   switch (column.kind) {
     case 'text':
+    case 'status':
       return text(value);
     case 'optionalText':
       return value === null || value === undefined ? undefined : text(value);
@@ -91,6 +92,9 @@ function decode(column: Column, value: unknown): unknown {
       return instant(value);
     case 'nullableInstant':
       return value === null ? null : instant(value);
+    default:
+      // Every kind is decoded above; a new kind must be added here, or the compiler says so.
+      return column.kind satisfies never;
   }
 }
 

@@ -1,48 +1,67 @@
 /**
- * The DDL of the key table, per dialect: what `migrate()` runs, statement by statement, and what
- * `docs/sql/*.sql` ship for teams that run migrations with their own tool. Every statement is
- * idempotent (`IF NOT EXISTS`).
+ * The DDL of the key table, per dialect, derived from the record's columns: what `migrate()` runs
+ * and what `docs/sql/*.sql` ship for teams that run migrations with their own tool.
+ *
+ * The first version of the table (every column with `since` 1, and the counters) is written
+ * exactly as it always was, so the DDL of existing installations never changes. A column of a later
+ * version is appended after the counters, where `ALTER TABLE … ADD COLUMN` puts it on an existing
+ * table, with one definition for both statements whose default is the field's `initial` value: a
+ * fresh table and an upgraded one come out the same, and existing rows read back as new records
+ * would be written.
  */
-import { COUNTER_COLUMNS, type ColumnKind, RECORD_COLUMNS } from './columns.js';
-import { DEFAULT_TABLE, type TableName, parseTableName } from './table-name.js';
+import { API_KEY_STATUSES } from '../../record/schema.js';
+import { COUNTER_COLUMNS, type Column, type ColumnKind, RECORD_COLUMNS } from './columns.js';
+import { parameterOf } from './parameters.js';
+import { type TableName, parseTableName } from './table-name.js';
 import type { SqlDialect } from './values.js';
 
 type CounterColumn = (typeof COUNTER_COLUMNS)[number];
 
-const POSTGRES_TYPES: Record<ColumnKind, string> = {
-  text: 'text NOT NULL',
-  optionalText: 'text',
-  list: "text[] NOT NULL DEFAULT '{}'",
-  json: "jsonb NOT NULL DEFAULT '{}'",
-  rateLimit: 'jsonb',
-  count: 'bigint NOT NULL DEFAULT 0',
-  nullableCount: 'bigint',
-  instant: 'timestamptz(3) NOT NULL',
-  nullableInstant: 'timestamptz(3)',
+/** A column's SQL type, whether it accepts NULL, and the default of a first-version column. */
+interface ColumnType {
+  readonly type: string;
+  readonly nullable?: true;
+  readonly default?: string;
+}
+
+const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
+  postgres: {
+    text: { type: 'text' },
+    optionalText: { type: 'text', nullable: true },
+    status: { type: 'text' },
+    list: { type: 'text[]', default: "'{}'" },
+    json: { type: 'jsonb', default: "'{}'" },
+    rateLimit: { type: 'jsonb', nullable: true },
+    count: { type: 'bigint', default: '0' },
+    nullableCount: { type: 'bigint', nullable: true },
+    instant: { type: 'timestamptz(3)' },
+    nullableInstant: { type: 'timestamptz(3)', nullable: true },
+  },
+  sqlite: {
+    text: { type: 'TEXT' },
+    optionalText: { type: 'TEXT', nullable: true },
+    status: { type: 'TEXT' },
+    list: { type: 'TEXT', default: "'[]'" },
+    json: { type: 'TEXT', default: "'{}'" },
+    rateLimit: { type: 'TEXT', nullable: true },
+    count: { type: 'INTEGER', default: '0' },
+    nullableCount: { type: 'INTEGER', nullable: true },
+    instant: { type: 'INTEGER' },
+    nullableInstant: { type: 'INTEGER', nullable: true },
+  },
 };
 
-const SQLITE_TYPES: Record<ColumnKind, string> = {
-  text: 'TEXT NOT NULL',
-  optionalText: 'TEXT',
-  list: "TEXT NOT NULL DEFAULT '[]'",
-  json: "TEXT NOT NULL DEFAULT '{}'",
-  rateLimit: 'TEXT',
-  count: 'INTEGER NOT NULL DEFAULT 0',
-  nullableCount: 'INTEGER',
-  instant: 'INTEGER NOT NULL',
-  nullableInstant: 'INTEGER',
-};
-
-const POSTGRES_COMMENTS: Partial<Record<ColumnKind, string>> = {
-  rateLimit: '{ perSecond?, burst?, perDay? } or NULL',
-};
-
-const SQLITE_COMMENTS: Partial<Record<ColumnKind, string>> = {
-  list: 'JSON array of strings',
-  json: 'JSON object',
-  rateLimit: 'JSON { perSecond?, burst?, perDay? } or NULL',
-  instant: 'epoch milliseconds',
-  nullableInstant: 'epoch milliseconds',
+const COMMENTS: Record<SqlDialect, Partial<Record<ColumnKind, string>>> = {
+  postgres: {
+    rateLimit: '{ perSecond?, burst?, perDay? } or NULL',
+  },
+  sqlite: {
+    list: 'JSON array of strings',
+    json: 'JSON object',
+    rateLimit: 'JSON { perSecond?, burst?, perDay? } or NULL',
+    instant: 'epoch milliseconds',
+    nullableInstant: 'epoch milliseconds',
+  },
 };
 
 const COUNTER_TYPES: Record<SqlDialect, Record<CounterColumn, string>> = {
@@ -79,50 +98,128 @@ const INDEXES: readonly { suffix: string; unique?: true; columns: readonly strin
   { suffix: 'status_idx', columns: ['status', 'created_at', 'id'] },
 ];
 
-function columnLines(dialect: SqlDialect): { definition: string; comment?: string }[] {
-  const lines: { definition: string; comment?: string }[] = [];
-  for (const column of RECORD_COLUMNS) {
-    const quoted = `"${column.name}"`.padEnd(18);
-    if (dialect === 'postgres') {
-      const type = POSTGRES_TYPES[column.kind];
-      const collated = BINARY_COLLATED.has(column.name) ? type.replace('text', 'text COLLATE "C"') : type;
-      const comment = POSTGRES_COMMENTS[column.kind];
-      lines.push({ definition: `${quoted} ${collated}`, ...(comment ? { comment } : {}) });
-    } else {
-      const comment = SQLITE_COMMENTS[column.kind];
-      lines.push({ definition: `${quoted} ${SQLITE_TYPES[column.kind]}`, ...(comment ? { comment } : {}) });
-    }
-  }
-  for (const counter of COUNTER_COLUMNS) {
-    lines.push({ definition: `${`"${counter}"`.padEnd(18)} ${COUNTER_TYPES[dialect][counter]}`, comment: COUNTER_COMMENTS[counter] });
-  }
-  return lines;
+function quoted(name: string): string {
+  return `"${name}"`;
 }
 
-function createTable(dialect: SqlDialect, table: TableName): string {
-  const lines = columnLines(dialect).map((line) => ({ text: `  ${line.definition},`, comment: line.comment }));
-  lines.push({ text: `  CONSTRAINT ${table.indexName('pkey')} PRIMARY KEY ("id"),`, comment: undefined });
-  lines.push({
-    text: `  CONSTRAINT ${table.indexName('status_check')} CHECK ("status" IN ('active', 'suspended', 'revoked'))`,
-    comment: undefined,
-  });
-  const width = Math.max(...lines.filter((line) => line.comment).map((line) => line.text.length));
-  const body = lines.map((line) => (line.comment ? `${line.text.padEnd(width)} -- ${line.comment}` : line.text)).join('\n');
-  return `CREATE TABLE IF NOT EXISTS ${table.qualified} (\n${body}\n)${dialect === 'sqlite' ? ' STRICT' : ''}`;
+function quotedText(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** A constant as SQL, for a DEFAULT: the value encoded as the store binds it, then written out. */
+function literal(dialect: SqlDialect, column: Column, value: unknown): string {
+  const encoded = parameterOf(dialect, column, value);
+  if (typeof encoded === 'number' && Number.isSafeInteger(encoded)) return String(encoded);
+  if (typeof encoded === 'string') return quotedText(encoded);
+  if (Array.isArray(encoded)) return encoded.length === 0 ? "'{}'" : `ARRAY[${encoded.map((item) => quotedText(String(item))).join(', ')}]::text[]`;
+  throw new Error(`keygate: the initial value of field ${column.field} cannot be a column default`);
+}
+
+/** The CHECK that holds a status column to the known statuses. */
+function statusCheck(column: Column): string {
+  return `CHECK (${quoted(column.name)} IN (${API_KEY_STATUSES.map(quotedText).join(', ')}))`;
 }
 
 /**
- * The statements that create the table and its indexes, in order, without trailing semicolons.
- * `migrate()` runs exactly these (PostgreSQL: in one transaction under an advisory lock; SQLite:
- * in one `BEGIN IMMEDIATE` transaction).
+ * A column's definition after its name. A first-version column keeps the definition it was
+ * shipped with (its kind's default). A later column's default is its field's `initial` value,
+ * which `ADD COLUMN` writes into every existing row; without one it must accept NULL, or adding
+ * it to a table that has rows would fail.
  */
-export function schemaStatements(dialect: SqlDialect, table: TableName): string[] {
+function columnDefinition(dialect: SqlDialect, column: Column, table: TableName): string {
+  const spec = COLUMN_TYPES[dialect][column.kind];
+  const type = dialect === 'postgres' && BINARY_COLLATED.has(column.name) ? `${spec.type} COLLATE "C"` : spec.type;
+  let fallback = spec.default;
+  if (column.since > 1) {
+    const initial = column.initial?.();
+    fallback = initial === undefined || initial === null ? undefined : literal(dialect, column, initial);
+    if (!spec.nullable && fallback === undefined) {
+      throw new Error(`keygate: field ${column.field} (since version ${column.since}) must accept null or have an initial value`);
+    }
+  }
+  const parts = [type];
+  if (!spec.nullable) parts.push('NOT NULL');
+  if (fallback !== undefined) parts.push(`DEFAULT ${fallback}`);
+  // A later status column carries its check itself: ADD COLUMN cannot add a table constraint in SQLite.
+  if (column.kind === 'status' && column.since > 1) parts.push(`CONSTRAINT ${table.indexName(`${column.name}_check`)} ${statusCheck(column)}`);
+  return parts.join(' ');
+}
+
+function firstVersion(columns: readonly Column[]): readonly Column[] {
+  return columns.filter((column) => column.since <= 1);
+}
+
+/** Columns added after the first version, in the order migrations add them. */
+function laterColumns(columns: readonly Column[]): readonly Column[] {
+  return columns.filter((column) => column.since > 1).sort((a, b) => a.since - b.since);
+}
+
+function createTable(dialect: SqlDialect, table: TableName, columns: readonly Column[]): string {
+  const lines: { text: string; comment?: string | undefined }[] = [];
+  const line = (name: string, definition: string, comment: string | undefined) => lines.push({ text: `  ${quoted(name).padEnd(18)} ${definition},`, comment });
+  for (const column of firstVersion(columns)) line(column.name, columnDefinition(dialect, column, table), COMMENTS[dialect][column.kind]);
+  for (const counter of COUNTER_COLUMNS) line(counter, COUNTER_TYPES[dialect][counter], COUNTER_COMMENTS[counter]);
+  for (const column of laterColumns(columns)) line(column.name, columnDefinition(dialect, column, table), COMMENTS[dialect][column.kind]);
+  const constraints = [`CONSTRAINT ${table.indexName('pkey')} PRIMARY KEY ("id")`];
+  for (const column of firstVersion(columns)) {
+    if (column.kind === 'status') constraints.push(`CONSTRAINT ${table.indexName(`${column.name}_check`)} ${statusCheck(column)}`);
+  }
+  lines.push(...constraints.map((constraint, i) => ({ text: `  ${constraint}${i < constraints.length - 1 ? ',' : ''}` })));
+  const width = Math.max(...lines.filter((entry) => entry.comment).map((entry) => entry.text.length));
+  const body = lines.map((entry) => (entry.comment ? `${entry.text.padEnd(width)} -- ${entry.comment}` : entry.text)).join('\n');
+  return `CREATE TABLE IF NOT EXISTS ${table.qualified} (\n${body}\n)${dialect === 'sqlite' ? ' STRICT' : ''}`;
+}
+
+/** The DDL of one table, statement by statement, without trailing semicolons. */
+export interface TableSchema {
+  /** `CREATE TABLE IF NOT EXISTS` with every column, of every version. */
+  readonly createTable: string;
+  /**
+   * One `ALTER TABLE … ADD COLUMN` per column of a later version, oldest version first. On
+   * PostgreSQL it says `IF NOT EXISTS`; SQLite has no such clause, so `migrate()` runs it only for a
+   * column the table lacks.
+   */
+  readonly addColumns: readonly { readonly column: string; readonly statement: string }[];
+  /** `CREATE [UNIQUE] INDEX IF NOT EXISTS …`, after the columns they may cover exist. */
+  readonly indexes: readonly string[];
+}
+
+/**
+ * The DDL of `table` for `columns` (the record's columns unless a test describes a later schema).
+ * Throws when a later column could not be added to a table that has rows.
+ */
+export function tableSchema(dialect: SqlDialect, table: TableName, columns: readonly Column[] = RECORD_COLUMNS): TableSchema {
+  const addColumns = laterColumns(columns).map((column) => ({
+    column: column.name,
+    statement:
+      `ALTER TABLE ${table.qualified} ADD COLUMN ${dialect === 'postgres' ? 'IF NOT EXISTS ' : ''}` +
+      `${quoted(column.name)} ${columnDefinition(dialect, column, table)}`,
+  }));
   const indexes = INDEXES.map(
     (index) =>
       `CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${table.indexName(index.suffix)} ` +
-      `ON ${table.qualified} (${index.columns.map((column) => `"${column}"`).join(', ')})`,
+      `ON ${table.qualified} (${index.columns.map(quoted).join(', ')})`,
   );
-  return [createTable(dialect, table), ...indexes];
+  return { createTable: createTable(dialect, table, columns), addColumns, indexes };
+}
+
+/**
+ * The script of {@link sqlSchema} for `columns`. PostgreSQL: every statement, as `migrate()` runs
+ * them. SQLite: the idempotent statements, with the `ADD COLUMN`s of later versions as comments
+ * to run once on a table created before them.
+ */
+export function schemaScript(dialect: SqlDialect, table: TableName, columns: readonly Column[] = RECORD_COLUMNS): string {
+  const schema = tableSchema(dialect, table, columns);
+  if (dialect === 'postgres') return `${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes].join(';\n\n')};\n`;
+  const upgrades =
+    schema.addColumns.length === 0
+      ? []
+      : [
+          '-- Columns of later versions (CREATE TABLE above already has them). SQLite has no ADD COLUMN\n' +
+            '-- IF NOT EXISTS: on a table created before them, run each of these once.\n' +
+            schema.addColumns.map((add) => `-- ${add.statement};`).join('\n'),
+        ];
+  return `${schema.createTable};\n\n${[...upgrades, ...schema.indexes.map((index) => `${index};`)].join('\n\n')}\n`;
 }
 
 /** Options of {@link sqlSchema}. */
@@ -137,6 +234,16 @@ export interface SqlSchemaOptions {
  * The SQL script `SqlStore#migrate()` runs, for teams that apply migrations with their own tool
  * (Flyway, Prisma migrate, node-pg-migrate, …). Idempotent: every statement is `IF NOT EXISTS`.
  *
+ * Upgrades: a record field added after the first version of the table (its `since` in the record
+ * schema is above 1) is a column `CREATE TABLE` lists after the counters and that an existing table
+ * gets with `ALTER TABLE … ADD COLUMN`, its default being the field's initial value (existing rows
+ * read back as a new record would be written); a field added later must accept null or have an
+ * initial value. On PostgreSQL the script carries that `ALTER TABLE … ADD COLUMN IF NOT EXISTS`
+ * after the `CREATE TABLE`, so the same script creates a table or upgrades one, and can run again.
+ * SQLite has no `IF NOT EXISTS` for columns: its script carries the `ALTER TABLE`s as comments, to
+ * run once on a table created before them (`migrate()` checks the table's columns and adds the
+ * missing ones by itself). Regenerate the script when you upgrade keygate.
+ *
  * @example
  * ```ts
  * import { writeFileSync } from 'node:fs';
@@ -147,6 +254,5 @@ export interface SqlSchemaOptions {
 export function sqlSchema(options: SqlSchemaOptions): string {
   const { dialect } = options;
   if (dialect !== 'postgres' && dialect !== 'sqlite') throw new TypeError("sqlSchema(): `dialect` must be 'postgres' or 'sqlite'");
-  const table = parseTableName(options.table ?? DEFAULT_TABLE, dialect === 'postgres', 'sqlSchema()');
-  return `${schemaStatements(dialect, table).join(';\n\n')};\n`;
+  return schemaScript(dialect, parseTableName(options.table, dialect === 'postgres', 'sqlSchema()'));
 }

@@ -8,7 +8,8 @@ import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import type { SqlEngine } from './dialect.js';
 import { withoutHashes } from './driver-errors.js';
-import { type ChangeListener, listenersOf } from './listeners.js';
+import type { ChangeListeners } from '../toolkit.js';
+import { listenersOf } from './listeners.js';
 import { type SqlStoreOptions, resolveSqlStoreOptions } from './options.js';
 import { PostgresEngine } from './postgres.js';
 import { SqliteEngine } from './sqlite.js';
@@ -78,7 +79,7 @@ export class SqlStore implements ApiKeyStore {
   readonly table: string;
   // ES private fields: neither util.inspect nor JSON.stringify reaches the client or the records.
   readonly #engine: SqlEngine;
-  readonly #listeners: Set<ChangeListener>;
+  readonly #listeners: ChangeListeners;
 
   constructor(options: SqlStoreOptions) {
     const resolved = resolveSqlStoreOptions(options);
@@ -91,10 +92,12 @@ export class SqlStore implements ApiKeyStore {
 
   /**
    * Creates the table and its indexes when they do not exist: the unique index on `key_prefix`,
-   * and `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`.
-   * Idempotent, and safe to run from several processes at once (PostgreSQL: under an advisory
-   * lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE` transaction). It runs exactly the
-   * statements `sqlSchema()` returns.
+   * and `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`; and adds
+   * to a table made by an earlier keygate the columns of record fields introduced since, with
+   * their initial values in existing rows. Idempotent, and safe to run from several processes at
+   * once (PostgreSQL: under an advisory lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE`
+   * transaction, which also reads the table's columns). It runs the statements `sqlSchema()`
+   * returns (on SQLite, its commented `ADD COLUMN`s only for the columns the table lacks).
    */
   migrate(): Promise<void> {
     return this.#engine.migrate();
@@ -122,15 +125,17 @@ export class SqlStore implements ApiKeyStore {
   }
 
   /**
-   * Applies the patch in one statement and returns the updated record (`null` for an unknown id);
-   * notifies listeners. A patch setting `status` to anything but `revoked` is refused with
-   * `invalid_argument` (field `status`), changing nothing, when the stored key is revoked.
+   * Applies the patch and returns the updated record (`null` for an unknown id); notifies
+   * listeners. With the write, atomically (PostgreSQL: one statement; SQLite: one immediate
+   * transaction): a patch setting `status` to anything but `revoked` is refused with
+   * `invalid_argument` (field `status`), changing nothing, when the stored key is revoked; a patch
+   * setting `revoked` stamps `revokedAt` with the earlier of the stored one and `patch.updatedAt`.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     if (!this.#canHold(id)) return null;
     assertStorable(patch, this.dialect);
     const updated = await this.#writing(id, () => this.#engine.update(id, patch));
-    if (updated) this.#notify(id);
+    if (updated) this.#listeners.notify(id);
     return updated;
   }
 
@@ -147,7 +152,7 @@ export class SqlStore implements ApiKeyStore {
       this.dialect,
     );
     const rotated = await this.#writing(rotation.oldId, () => this.#engine.rotate(rotation), [rotation.replacement.keyHash]);
-    if (rotated) this.#notify(rotation.oldId);
+    if (rotated) this.#listeners.notify(rotation.oldId);
     return rotated;
   }
 
@@ -173,10 +178,7 @@ export class SqlStore implements ApiKeyStore {
    * processes are not reported (see the class notes). Returns the unsubscribe function.
    */
   subscribe(listener: (id: string | null) => void): () => void {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#listeners.add(listener);
   }
 
   /** A secret-free summary: the dialect and the table. */
@@ -199,12 +201,8 @@ export class SqlStore implements ApiKeyStore {
     try {
       return await withoutHashes(write, hashes);
     } catch (error) {
-      if (!(isKeygateError(error) && (error.code === 'invalid_argument' || error.code === 'already_exists'))) this.#notify(id);
+      if (!(isKeygateError(error) && (error.code === 'invalid_argument' || error.code === 'already_exists'))) this.#listeners.notify(id);
       throw error;
     }
-  }
-
-  #notify(id: string): void {
-    for (const listener of [...this.#listeners]) listener(id);
   }
 }

@@ -11,56 +11,39 @@ import { invalidRecord } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
+import { isRetired, replacementFor, retiredKeyCannotRotate, revokedAtAfterUpdate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
-import { type Column, PATCHABLE_FIELDS, RECORD_COLUMNS, columnOf } from './columns.js';
+import { COLUMN_LIST, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
 import type { SqlEngine } from './dialect.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
+import { migrateSqlite } from './migrate.js';
+import { parameterOf, recordParameters } from './parameters.js';
 import { type Row, recordFromRow } from './row.js';
-import { schemaStatements } from './schema.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
 
-/** A record field's value as a SQLite parameter: text, integers, JSON text, epoch milliseconds. */
-function parameter(column: Column, value: unknown): unknown {
-  if (value === null || value === undefined) return null;
-  switch (column.kind) {
-    case 'list':
-    case 'json':
-    case 'rateLimit':
-      return JSON.stringify(value);
-    case 'instant':
-    case 'nullableInstant':
-      return (value as Date).getTime();
-    default:
-      return value;
-  }
+/** A row's lifecycle columns, as `lifecycleRefusal` and `isRetired` take them. */
+interface StoredLifecycle {
+  status: string;
+  revoked_at: number | null;
 }
-
-function recordParameters(record: ApiKeyRecord): unknown[] {
-  return RECORD_COLUMNS.map((column) => parameter(column, record[column.field]));
-}
-
-const SELECT_LIST = RECORD_COLUMNS.map((column) => `"${column.name}"`).join(', ');
 
 /** {@link SqlEngine} for SQLite. */
 export class SqliteEngine implements SqlEngine {
   readonly #db: SqliteDatabase;
   readonly #table: TableName;
   readonly #statements = new Map<string, SqliteStatement>();
-  readonly #migrate: SqliteTransaction<[], void>;
   readonly #consume: SqliteTransaction<[string, ConsumeRequest], ConsumeOutcome | null>;
-  readonly #rotate: SqliteTransaction<[StoreRotation], { old: ApiKeyRecord; replacement: ApiKeyRecord } | null>;
-  readonly #guardedUpdate: SqliteTransaction<[string, ApiKeyPatch], ApiKeyRecord | null>;
+  // The write transactions return rows, decoded once committed: a row edited by hand into
+  // something undecodable must not roll back a write (a revocation) that the database took.
+  readonly #rotate: SqliteTransaction<[StoreRotation], { old: Row; replacement: Row } | null>;
+  readonly #statusUpdate: SqliteTransaction<[string, ApiKeyPatch], Row | undefined>;
 
   constructor(db: SqliteDatabase, table: TableName) {
     this.#db = db;
     this.#table = table;
-    this.#migrate = db.transaction(() => {
-      for (const statement of schemaStatements('sqlite', table)) db.exec(statement);
-    });
     this.#consume = db.transaction((id: string, request: ConsumeRequest) => this.#consumeNow(id, request));
     this.#rotate = db.transaction((rotation: StoreRotation) => this.#rotateNow(rotation));
-    this.#guardedUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#guardedUpdateNow(id, patch));
+    this.#statusUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#statusUpdateNow(id, patch));
   }
 
   /**
@@ -76,18 +59,23 @@ export class SqliteEngine implements SqlEngine {
     return statement;
   }
 
+  #row(column: 'id' | 'key_prefix', value: string): Row | undefined {
+    return this.#statement(`SELECT ${COLUMN_LIST} FROM ${this.#table.qualified} WHERE "${column}" = ?`).get(value) as Row | undefined;
+  }
+
   #find(column: 'id' | 'key_prefix', value: string): ApiKeyRecord | null {
-    const row = this.#statement(`SELECT ${SELECT_LIST} FROM ${this.#table.qualified} WHERE "${column}" = ?`).get(value);
-    return row ? recordFromRow(row as Row) : null;
+    const row = this.#row(column, value);
+    return row ? recordFromRow(row) : null;
   }
 
   #insertNow(record: ApiKeyRecord): void {
     const placeholders = RECORD_COLUMNS.map(() => '?').join(', ');
-    this.#statement(`INSERT INTO ${this.#table.qualified} (${SELECT_LIST}) VALUES (${placeholders})`).run(...recordParameters(record));
+    this.#statement(`INSERT INTO ${this.#table.qualified} (${COLUMN_LIST}) VALUES (${placeholders})`).run(...recordParameters('sqlite', record));
   }
 
+  /** See `migrateSqlite`: one immediate transaction, adding the columns the table lacks. */
   async migrate(): Promise<void> {
-    this.#migrate.immediate();
+    migrateSqlite(this.#db, this.#table);
   }
 
   async insert(record: ApiKeyRecord): Promise<void> {
@@ -103,59 +91,58 @@ export class SqliteEngine implements SqlEngine {
   }
 
   /**
-   * One statement; a patch that sets `status` to anything but `revoked` runs in an immediate
-   * transaction that first refuses (changing nothing) when the stored key is revoked.
+   * One statement; a patch with a `status` runs in an immediate transaction that reads the stored
+   * lifecycle first, to refuse reviving a revoked key and to stamp a revocation.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    if (patch.status !== undefined && patch.status !== 'revoked') return this.#guardedUpdate.immediate(id, patch);
-    return this.#updateNow(id, patch);
+    const row = patch.status !== undefined ? this.#statusUpdate.immediate(id, patch) : this.#updateNow(id, patch);
+    return row ? recordFromRow(row) : null;
   }
 
-  #guardedUpdateNow(id: string, patch: ApiKeyPatch): ApiKeyRecord | null {
-    const stored = this.#statement(`SELECT "status", "revoked_at" FROM ${this.#table.qualified} WHERE "id" = ?`).get(id) as
-      | { status: string; revoked_at: number | null }
-      | undefined;
-    if (!stored) return null;
-    if (lifecycleRefusal(stored.status, stored.revoked_at, null, patch.updatedAt.getTime()) === 'api_key_revoked') {
+  #lifecycleOf(id: string): StoredLifecycle | undefined {
+    return this.#statement(`SELECT "status", "revoked_at" FROM ${this.#table.qualified} WHERE "id" = ?`).get(id) as StoredLifecycle | undefined;
+  }
+
+  #statusUpdateNow(id: string, patch: ApiKeyPatch): Row | undefined {
+    const stored = this.#lifecycleOf(id);
+    if (!stored) return undefined;
+    if (patch.status !== 'revoked' && lifecycleRefusal(stored.status, stored.revoked_at, null, patch.updatedAt.getTime()) === 'api_key_revoked') {
       throw revokedKeyCannotChangeStatus();
     }
-    return this.#updateNow(id, patch);
+    const revokedAt = revokedAtAfterUpdate(stored.revoked_at, patch);
+    return this.#updateNow(id, revokedAt === undefined ? patch : { ...patch, revokedAt: revokedAt === null ? null : new Date(revokedAt) });
   }
 
-  #updateNow(id: string, patch: ApiKeyPatch): ApiKeyRecord | null {
-    const columns = PATCHABLE_FIELDS.filter((field) => patch[field] !== undefined).map(columnOf);
-    if (columns.length === 0) return this.#find('id', id);
+  #updateNow(id: string, patch: ApiKeyPatch): Row | undefined {
+    const columns = PATCHABLE_COLUMNS.filter((column) => patch[column.field as keyof ApiKeyPatch] !== undefined);
+    if (columns.length === 0) return this.#row('id', id);
     const assignments = columns.map((column) => `"${column.name}" = ?`).join(', ');
-    const values = columns.map((column) => parameter(column, patch[column.field as keyof ApiKeyPatch]));
-    const row = this.#statement(`UPDATE ${this.#table.qualified} SET ${assignments} WHERE "id" = ? RETURNING ${SELECT_LIST}`).get(
-      ...values,
-      id,
-    );
-    return row ? recordFromRow(row as Row) : null;
+    const values = columns.map((column) => parameterOf('sqlite', column, patch[column.field as keyof ApiKeyPatch]));
+    const sql = `UPDATE ${this.#table.qualified} SET ${assignments} WHERE "id" = ? RETURNING ${COLUMN_LIST}`;
+    return this.#statement(sql).get(...values, id) as Row | undefined;
   }
 
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
-    return insertingOnce(rotation.replacement, () => this.#rotate.immediate(rotation));
+    const rows = await insertingOnce(rotation.replacement, () => this.#rotate.immediate(rotation));
+    return rows ? { old: recordFromRow(rows.old), replacement: recordFromRow(rows.replacement) } : null;
   }
 
-  #rotateNow(rotation: StoreRotation): { old: ApiKeyRecord; replacement: ApiKeyRecord } | null {
+  #rotateNow(rotation: StoreRotation): { old: Row; replacement: Row } | null {
     const table = this.#table.qualified;
     const uses = this.#statement(`SELECT "status", "revoked_at", "max_uses", "use_count" FROM ${table} WHERE "id" = ?`).get(rotation.oldId) as
-      | { status: string; revoked_at: number | null; max_uses: number | null; use_count: number }
+      | (StoredLifecycle & { max_uses: number | null; use_count: number })
       | undefined;
     if (!uses) return null;
-    // Already retired or retiring (revoked, or rotated with a grace period): rotating it again
-    // would mint another key with the uses it has left.
-    if (uses.revoked_at !== null || (uses.status !== 'active' && uses.status !== 'suspended')) throw retiredKeyCannotRotate();
-    const replacement: ApiKeyRecord = { ...rotation.replacement };
-    if (uses.max_uses !== null) replacement.maxUses = Math.max(0, uses.max_uses - uses.use_count);
+    // Rotating a retired or retiring key again would mint another key with the uses it has left.
+    if (isRetired(uses.status, uses.revoked_at, rotation.now.getTime())) throw retiredKeyCannotRotate();
+    const replacement = replacementFor(rotation, { maxUses: uses.max_uses, useCount: uses.use_count });
     this.#insertNow(replacement);
     const old = this.#statement(
-      `UPDATE ${table} SET "revoked_at" = ?, "updated_at" = ?, "status" = coalesce(?, "status") WHERE "id" = ? RETURNING ${SELECT_LIST}`,
-    ).get(rotation.oldRevokedAt.getTime(), rotation.now.getTime(), rotation.oldStatus ?? null, rotation.oldId);
-    const stored = this.#find('id', replacement.id);
+      `UPDATE ${table} SET "revoked_at" = ?, "updated_at" = ?, "status" = coalesce(?, "status") WHERE "id" = ? RETURNING ${COLUMN_LIST}`,
+    ).get(rotation.oldRevokedAt.getTime(), rotation.now.getTime(), rotation.oldStatus ?? null, rotation.oldId) as Row | undefined;
+    const stored = this.#row('id', replacement.id);
     if (!old || !stored) throw new Error('keygate: the rotated records vanished inside their transaction');
-    return { old: recordFromRow(old as Row), replacement: stored };
+    return { old, replacement: stored };
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
@@ -178,7 +165,7 @@ export class SqliteEngine implements SqlEngine {
       values.push(query.after.createdAt.getTime(), query.after.id);
     }
     const where = conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
-    const sql = `SELECT ${SELECT_LIST} FROM ${this.#table.qualified}${where} ORDER BY "created_at", "id" LIMIT ?`;
+    const sql = `SELECT ${COLUMN_LIST} FROM ${this.#table.qualified}${where} ORDER BY "created_at", "id" LIMIT ?`;
     return this.#statement(sql)
       .all(...values, query.limit)
       .map((row) => recordFromRow(row as Row));

@@ -31,10 +31,11 @@ function quote(identifier: string): string {
 }
 
 /**
- * Validates `table` (`name`, or `schema.name` for PostgreSQL) and derives its quoted forms.
- * Throws a TypeError naming the rule it breaks.
+ * Validates `table` (`name`, or `schema.name` for PostgreSQL; {@link DEFAULT_TABLE} when
+ * `undefined`) and derives its quoted forms. Throws a TypeError naming the rule it breaks.
  */
 export function parseTableName(table: unknown, allowSchema: boolean, where = 'new SqlStore()'): TableName {
+  if (table === undefined) return parseTableName(DEFAULT_TABLE, allowSchema, where);
   const rule = `letters, digits and _ (not starting with a digit), at most ${MAX_TABLE_NAME_LENGTH} characters`;
   if (typeof table !== 'string') throw new TypeError(`${where}: \`table\` must be a string of ${rule}`);
   const parts = table.split('.');

@@ -3,8 +3,8 @@
  * translated; every other driver error passes through untouched (keygate reports it as
  * `store_unavailable`, keeping the original as `cause`).
  */
-import { KeygateError } from '../../errors.js';
 import type { ApiKeyRecord } from '../../types.js';
+import { alreadyExists } from '../toolkit.js';
 
 /** PostgreSQL's `unique_violation` SQLSTATE. */
 const POSTGRES_UNIQUE_VIOLATION = '23505';
@@ -17,27 +17,30 @@ function property(error: unknown, name: string): unknown {
 }
 
 /** True when `error` is a unique-constraint violation from either driver. */
-export function isUniqueViolation(error: unknown): boolean {
+function isUniqueViolation(error: unknown): boolean {
   const code = property(error, 'code');
   return code === POSTGRES_UNIQUE_VIOLATION || code === SQLITE_PRIMARY_KEY || code === SQLITE_UNIQUE;
 }
 
-/** The `already_exists` error for a record whose insertion hit a unique constraint. */
-export function alreadyExists(record: ApiKeyRecord, error: unknown): KeygateError {
+/**
+ * Which unique constraint a violation hit: the primary key (`id`) or, the only other one, the
+ * `key_prefix` index. pg names the constraint (`<table>_pkey`); better-sqlite3 says it in the code.
+ */
+function violatedField(error: unknown): 'id' | 'keyPrefix' {
   const constraint = property(error, 'constraint');
-  const onId =
-    property(error, 'code') === SQLITE_PRIMARY_KEY || (typeof constraint === 'string' && constraint.endsWith('_pkey'));
-  return onId
-    ? new KeygateError('already_exists', `a key with id ${record.id} already exists`)
-    : new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
+  const onId = property(error, 'code') === SQLITE_PRIMARY_KEY || (typeof constraint === 'string' && constraint.endsWith('_pkey'));
+  return onId ? 'id' : 'keyPrefix';
 }
 
-/** Runs `write`, turning a unique violation into `already_exists` for `record`. */
+/** Runs `write`, turning a unique violation into the toolkit's `already_exists` for `record`. */
 export async function insertingOnce<T>(record: ApiKeyRecord, write: () => Promise<T> | T): Promise<T> {
   try {
     return await write();
   } catch (error) {
-    if (isUniqueViolation(error)) throw alreadyExists(record, error);
+    if (isUniqueViolation(error)) {
+      const field = violatedField(error);
+      throw alreadyExists(field, record[field]);
+    }
     throw error;
   }
 }

@@ -1,0 +1,219 @@
+/**
+ * Migrations derived from the record schema: a field whose `since` is above 1 becomes a column
+ * that migrate() adds to a table created before it. Today every field is of version 1, so these
+ * tests describe a later schema of their own (the record's fields plus two of version 2) and run
+ * the real migration code with it, on SQLite and on a real PostgreSQL.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { Pool } from 'pg';
+import type { ApiKeyRecord } from 'keygate';
+import { SqlStore, sqlSchema } from 'keygate/sql';
+import type { FieldSpec, RecordField } from '../../src/record/schema';
+import { type Column, RECORD_COLUMNS, columnsOf } from '../../src/stores/sql/columns';
+import { migratePostgres, migrateSqlite } from '../../src/stores/sql/migrate';
+import { schemaScript, tableSchema } from '../../src/stores/sql/schema';
+import { parseTableName } from '../../src/stores/sql/table-name';
+import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { testRecord } from '../helpers/records';
+
+jest.setTimeout(30_000);
+
+const CREATED = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
+
+function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return testRecord(CREATED, { name: 'from version 1', maxUses: 5, tags: ['a'], ...overrides });
+}
+
+/** Fields of a pretend version 2, which the record type does not have (hence the casts). */
+function laterFields(fields: Record<string, FieldSpec>): readonly Column[] {
+  return columnsOf(Object.entries(fields).map(([field, spec]) => ({ field: field as RecordField, spec })));
+}
+
+/** The record's columns, plus an optional text and a list that starts with two entries. */
+const VERSION_2: readonly Column[] = [
+  ...RECORD_COLUMNS,
+  ...laterFields({
+    nickname: { kind: 'optionalText', column: 'nickname', source: 'settings', since: 2 },
+    labels: { kind: 'list', column: 'labels', source: 'settings', since: 2, initial: () => ["it's", 'new'] },
+  }),
+];
+
+describe('the DDL of a later schema version', () => {
+  it('is unchanged for today\'s schema: no ALTER, the version-1 script', () => {
+    for (const dialect of ['postgres', 'sqlite'] as const) {
+      const table = parseTableName(undefined, dialect === 'postgres');
+      expect(tableSchema(dialect, table).addColumns).toEqual([]);
+      expect(schemaScript(dialect, table)).toBe(sqlSchema({ dialect }));
+      expect(sqlSchema({ dialect })).not.toContain('ALTER');
+    }
+  });
+
+  it('postgres: CREATE TABLE lists the later columns after the counters; ADD COLUMN IF NOT EXISTS follows with the same definition', () => {
+    const script = schemaScript('postgres', parseTableName('auth.keys', true), VERSION_2);
+    expect(script).toMatch(/"tokens_at" +double precision NOT NULL DEFAULT 0, +-- [^\n]*\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
+    expect(script).toContain(
+      'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "nickname" text;\n\n' +
+        `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "labels" text[] NOT NULL DEFAULT ARRAY['it''s', 'new']::text[];\n\nCREATE UNIQUE INDEX`,
+    );
+  });
+
+  it('sqlite: the script stays idempotent and carries the ADD COLUMNs as comments, to run once on an older table', () => {
+    const script = schemaScript('sqlite', parseTableName(undefined, false), VERSION_2);
+    expect(script).toContain(`"labels"           TEXT NOT NULL DEFAULT '["it''s","new"]',`);
+    expect(script).toContain(
+      '-- ALTER TABLE "keygate_api_keys" ADD COLUMN "nickname" TEXT;\n' +
+        `-- ALTER TABLE "keygate_api_keys" ADD COLUMN "labels" TEXT NOT NULL DEFAULT '["it''s","new"]';\n\nCREATE UNIQUE INDEX`,
+    );
+    const db = new Database(':memory:');
+    db.exec(script);
+    db.exec(script);
+    db.close();
+  });
+
+  it('refuses a later field that could not be added to a table with rows: NOT NULL without an initial value', () => {
+    const broken = [...RECORD_COLUMNS, ...laterFields({ code: { kind: 'text', column: 'code', source: 'settings', since: 2 } })];
+    expect(() => tableSchema('postgres', parseTableName(undefined, true), broken)).toThrow(/field code \(since version 2\) must accept null or have an initial value/);
+  });
+});
+
+describe('migrate() to a later version (sqlite)', () => {
+  let dir: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'keygate-later-columns-'));
+  });
+
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function columnsOfTable(db: Database.Database, table: string): unknown[] {
+    return db.prepare('SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid').all(table);
+  }
+
+  it('adds the missing columns with their initial values, inside one immediate transaction, and twice is harmless', async () => {
+    const db = new Database(join(dir, `${randomUUID()}.db`));
+    try {
+      const store = new SqlStore({ dialect: 'sqlite', client: db });
+      await store.migrate();
+      const key = record();
+      await store.insert(key);
+
+      // Every statement, the read of the table's columns included, runs inside the transaction.
+      const outside: string[] = [];
+      const { exec, prepare } = db;
+      db.exec = (source: string) => (db.inTransaction || outside.push(source), exec.call(db, source));
+      db.prepare = ((source: string) => (db.inTransaction || outside.push(source), prepare.call(db, source))) as typeof db.prepare;
+      const table = parseTableName(undefined, false);
+      migrateSqlite(db, table, VERSION_2);
+      db.exec = exec;
+      db.prepare = prepare;
+      expect(outside).toEqual([]);
+      const upgraded = columnsOfTable(db, table.text);
+      migrateSqlite(db, table, VERSION_2);
+      expect(columnsOfTable(db, table.text)).toEqual(upgraded);
+
+      // The existing row holds the initial values and reads back as it was written.
+      expect(db.prepare('SELECT "nickname", "labels" FROM "keygate_api_keys" WHERE "id" = ?').get(key.id)).toEqual({
+        nickname: null,
+        labels: '["it\'s","new"]',
+      });
+      expect(await store.findById(key.id)).toStrictEqual(key);
+      expect(await store.consume(key.id, { now: CREATED, maxUses: 5, rateLimit: null })).toEqual({ admitted: true, useCount: 1 });
+
+      // A table created at version 2 is the same as one upgraded to it.
+      const fresh = parseTableName('fresh_keys', false);
+      migrateSqlite(db, fresh, VERSION_2);
+      expect(columnsOfTable(db, fresh.text)).toEqual(upgraded);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('changes nothing on a table already at the later version, whichever version migrates it', async () => {
+    const db = new Database(join(dir, `${randomUUID()}.db`));
+    try {
+      const table = parseTableName(undefined, false);
+      migrateSqlite(db, table, VERSION_2);
+      const before = db.prepare('SELECT sql FROM sqlite_master ORDER BY name').all();
+      await new SqlStore({ dialect: 'sqlite', client: db }).migrate();
+      migrateSqlite(db, table, VERSION_2);
+      expect(db.prepare('SELECT sql FROM sqlite_master ORDER BY name').all()).toEqual(before);
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describePostgres('migrate() to a later version (postgres)', () => {
+  let server: PostgresServer;
+  let pool: Pool;
+
+  async function describeColumns(table: string): Promise<unknown[]> {
+    const { rows } = await pool.query(
+      `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
+       WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
+      [table],
+    );
+    return rows;
+  }
+
+  beforeAll(async () => {
+    server = await startPostgres();
+    pool = new Pool({ connectionString: server.connectionString, max: 6 });
+    pool.on('error', () => undefined);
+  });
+
+  afterAll(async () => {
+    await pool?.end();
+    await server?.destroy();
+  });
+
+  it('adds the missing columns with their initial values under the migration lock, and twice is harmless', async () => {
+    const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'upgraded' });
+    await store.migrate();
+    const key = record();
+    await store.insert(key);
+
+    const table = parseTableName('upgraded', true);
+    const texts: string[] = [];
+    const recording = { query: (text: string, values?: unknown[]) => (texts.push(text), pool.query(text, values)) };
+    await migratePostgres(recording, table, VERSION_2);
+    expect(texts).toHaveLength(1); // one query: one transaction, the advisory lock first
+    expect(texts[0]).toMatch(/^SELECT pg_advisory_xact_lock\(/);
+    expect(texts[0]).toContain('ALTER TABLE "upgraded" ADD COLUMN IF NOT EXISTS "labels"');
+    const upgraded = await describeColumns('upgraded');
+    await migratePostgres(pool, table, VERSION_2);
+    expect(await describeColumns('upgraded')).toEqual(upgraded);
+
+    const { rows } = await pool.query('SELECT "nickname", "labels" FROM "upgraded" WHERE "id" = $1', [key.id]);
+    expect(rows).toEqual([{ nickname: null, labels: ["it's", 'new'] }]);
+    expect(await store.findById(key.id)).toStrictEqual(key);
+    expect(await store.consume(key.id, { now: CREATED, maxUses: 5, rateLimit: null })).toEqual({ admitted: true, useCount: 1 });
+
+    // A table created at version 2 is the same as one upgraded to it.
+    await migratePostgres(pool, parseTableName('fresh', true), VERSION_2);
+    expect(await describeColumns('fresh')).toEqual(upgraded);
+  });
+
+  it('several sessions upgrading the same table at once all succeed', async () => {
+    await new SqlStore({ dialect: 'postgres', client: pool, table: 'raced_upgrade' }).migrate();
+    const table = parseTableName('raced_upgrade', true);
+    await Promise.all(Array.from({ length: 5 }, () => migratePostgres(pool, table, VERSION_2)));
+    const names = (await describeColumns('raced_upgrade')).map((column) => (column as { column_name: string }).column_name);
+    expect(names.slice(-2)).toEqual(['nickname', 'labels']);
+  });
+
+  it('the shipped script form (sqlSchema for a later version) upgrades a version-1 table and can run again', async () => {
+    await new SqlStore({ dialect: 'postgres', client: pool, table: 'scripted' }).migrate();
+    const script = schemaScript('postgres', parseTableName('scripted', true), VERSION_2);
+    await pool.query(script);
+    await pool.query(script);
+    const names = (await describeColumns('scripted')).map((column) => (column as { column_name: string }).column_name);
+    expect(names.slice(-2)).toEqual(['nickname', 'labels']);
+  });
+});
