@@ -80,6 +80,7 @@ export function resolveAuthenticate(options: unknown): ResolvedAuthenticate {
   if (!bearer && header === false && query === false) throw new TypeError('authenticate(): every credential source is turned off');
 
   const realm = input.realm ?? 'api';
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what a header value must not hold
   if (typeof realm !== 'string' || /[\u0000-\u001f\u007f]/.test(realm)) throw new TypeError('authenticate(): `realm` must be a printable string');
   if (input.onError !== undefined && typeof input.onError !== 'function') throw new TypeError('authenticate(): `onError` must be a function');
   const onError: ErrorHandler | undefined = input.onError;

@@ -111,6 +111,7 @@ describe.each(EXPRESS_VERSIONS)('authenticate() on %s', (_label, makeExpress) =>
     ])('refuses %s as 401 malformed_api_key without touching the store', async (_name, value) => {
       const { keys, store } = testKeys();
       store.resetCounts();
+      // eslint-disable-next-line no-control-regex -- the test replaces control characters on purpose
       const res = await request(testApp(makeExpress, keys)).get('/whoami').set('X-API-Key', value.replace(/[\u0000-\u001f]/g, '?'));
       expectProblem(res, 401, 'malformed_api_key');
       expect(res.headers['www-authenticate']).toBe('Bearer realm="api", error="invalid_token"');
