@@ -53,7 +53,7 @@ describe('the built keygate/sql', () => {
        const files = Object.keys(require.cache);
        console.log(JSON.stringify({
          manager: files.filter((f) => /[\\/]dist[\\/]cjs[\\/]manager[\\/]/.test(f)),
-         ipaddr: files.filter((f) => /node_modules[\\/]ipaddr\.js[\\/]/.test(f)),
+         ipaddr: files.filter((f) => /node_modules[\\/]ipaddr\\.js[\\/]/.test(f)),
          builtins: requested.filter((id) => /^(node:)?worker_threads$/.test(id)),
          loaded: files.length,
        }));`,

@@ -5,6 +5,7 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { inspect } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type ApiKeyRecord, isKeygateError, keygate } from 'keygate';
@@ -261,6 +262,6 @@ describe('subscribe and ownership (sqlite)', () => {
     await store.migrate();
     await store.insert(record({ keyHash: '$hmac-sha256$secret-hash' }));
     expect(JSON.stringify(store)).toBe(`{"dialect":"sqlite","table":"${DEFAULT_TABLE}"}`);
-    expect(require('node:util').inspect(store, { depth: 10 })).not.toContain('secret-hash');
+    expect(inspect(store, { depth: 10 })).not.toContain('secret-hash');
   });
 });
