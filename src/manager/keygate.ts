@@ -15,6 +15,7 @@ import { type AuthenticateOptions, resolveAuthenticate } from '../middleware/aut
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { checkExpiry, isRevokedAt } from '../policy/status.js';
 import { decodeStoredRecord } from '../record/decode.js';
+import { CREATE_FIELDS, initialValues } from '../record/schema.js';
 import type { ApiKeyPatch, ApiKeyStore } from '../stores/store.js';
 import type {
   ApiKey,
@@ -124,7 +125,7 @@ export class Keygate {
       throw invalidArgument('expiresAt', 'must be in the future');
     }
     const created = await this.#mint(
-      (identity) => ({ ...fields, ...identity, useCount: 0, lastUsedAt: null, revokedAt: fields.status === 'revoked' ? now : null }),
+      (identity) => ({ ...initialValues(), ...fields, ...identity, revokedAt: fields.status === 'revoked' ? now : null }) as ApiKeyRecord,
       async (record) => {
         await this.#call(() => this.#options.store.insert(record), 'to insert a key');
         return record;
@@ -209,9 +210,11 @@ export class Keygate {
     }
 
     const oldRevokedAt = new Date(nowMs + gracePeriodMs);
-    const { keyHash: _oldHash, id: _oldId, keyPrefix: _oldPrefix, ...settings } = old;
+    // The replacement holds what the caller set on the old key; everything keygate and the store
+    // keep (counters, timestamps, revocation) starts afresh.
+    const settings = Object.fromEntries(CREATE_FIELDS.filter((field) => old[field] !== undefined).map((field) => [field, old[field]]));
     const rotated = await this.#mint(
-      (identity) => ({ ...settings, ...identity, useCount: 0, lastUsedAt: null, revokedAt: null, rotatedFromId: old.id }),
+      (identity) => ({ ...initialValues(), ...settings, ...identity, rotatedFromId: old.id }) as ApiKeyRecord,
       async (replacement) => {
         const result = await this.#call(
           () =>

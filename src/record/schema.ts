@@ -160,6 +160,8 @@ export interface DerivedSchema {
    * builds one statement.
    */
   readonly PATCHABLE_FIELDS: readonly RecordField[];
+  /** The values a new record starts with for every field that has an `initial`, fresh on every call. */
+  readonly initialValues: () => Partial<ApiKeyRecord>;
 }
 
 /**
@@ -177,14 +179,13 @@ export function deriveSchema(schema: Readonly<Record<string, FieldSpec>>): Deriv
     INSTANT_FIELDS: where((spec) => spec.kind === 'instant' || spec.kind === 'nullableInstant'),
     OPTIONAL_FIELDS: where((spec) => spec.kind === 'optionalText'),
     PATCHABLE_FIELDS: [...settings, 'revokedAt', 'updatedAt'],
+    initialValues: () => {
+      const values: Record<string, unknown> = {};
+      for (const { field, spec } of fields) if (spec.initial) values[field] = spec.initial();
+      return values as Partial<ApiKeyRecord>;
+    },
   };
 }
 
-export const { RECORD_FIELDS, CREATE_FIELDS, SETTINGS_FIELDS, INSTANT_FIELDS, OPTIONAL_FIELDS, PATCHABLE_FIELDS } = deriveSchema(RECORD_SCHEMA);
-
-/** The values a new record starts with for every field that has an `initial`, fresh on every call. */
-export function initialValues(): Partial<ApiKeyRecord> {
-  const values: Record<string, unknown> = {};
-  for (const { field, spec } of RECORD_FIELDS) if (spec.initial) values[field] = spec.initial();
-  return values as Partial<ApiKeyRecord>;
-}
+export const { RECORD_FIELDS, CREATE_FIELDS, SETTINGS_FIELDS, INSTANT_FIELDS, OPTIONAL_FIELDS, PATCHABLE_FIELDS, initialValues } =
+  deriveSchema(RECORD_SCHEMA);

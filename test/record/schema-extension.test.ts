@@ -22,7 +22,10 @@ type Library = typeof import('../../src/index');
 type Sql = typeof import('../../src/sql');
 type RedisModule = typeof import('../../src/redis');
 
+/** A setting callers give and change. */
 const COLOUR: Schema.FieldSpec = { kind: 'optionalText', column: 'colour', source: 'settings', since: 2 };
+/** A field only keygate writes, with an initial value. */
+const REVIEWED_AT: Schema.FieldSpec = { kind: 'nullableInstant', column: 'reviewed_at', source: 'system', initial: () => null, since: 2 };
 
 /** keygate loaded with a schema that has one more field, and nothing else changed. */
 function loadExtended(): { lib: Library; sql: Sql; redis: RedisModule } {
@@ -30,7 +33,7 @@ function loadExtended(): { lib: Library; sql: Sql; redis: RedisModule } {
   jest.isolateModules(() => {
     jest.doMock('../../src/record/schema', () => {
       const actual = jest.requireActual<typeof Schema>('../../src/record/schema');
-      const RECORD_SCHEMA = { ...actual.RECORD_SCHEMA, colour: COLOUR };
+      const RECORD_SCHEMA = { ...actual.RECORD_SCHEMA, colour: COLOUR, reviewedAt: REVIEWED_AT };
       return { ...actual, RECORD_SCHEMA, ...actual.deriveSchema(RECORD_SCHEMA) };
     });
     loaded = {
@@ -49,6 +52,9 @@ async function exerciseColour(lib: Library, store: import('../../src/index').Api
   try {
     const { key, apiKey } = await keys.create({ name: 'colourful', colour: 'teal' } as never);
     expect((apiKey as unknown as { colour?: string }).colour).toBe('teal');
+    // A system field starts at its initial value, and callers cannot set it.
+    expect((apiKey as unknown as { reviewedAt?: unknown }).reviewedAt).toBeNull();
+    await expect(keys.create({ name: 'x', reviewedAt: null } as never)).rejects.toMatchObject({ code: 'invalid_argument', field: 'reviewedAt' });
     expect(((await keys.get(apiKey.id)) as unknown as { colour?: string }).colour).toBe('teal');
 
     const verified = await keys.verify(key);
@@ -60,10 +66,16 @@ async function exerciseColour(lib: Library, store: import('../../src/index').Api
     expect('colour' in cleared).toBe(false);
     expect('colour' in ((await keys.get(apiKey.id)) as object)).toBe(false);
 
+    // A rotation copies what callers set and starts keygate's own fields afresh.
+    await keys.update(apiKey.id, { colour: 'olive' } as never);
+    const rotated = await keys.rotate(apiKey.id);
+    expect(rotated.apiKey as unknown).toMatchObject({ colour: 'olive', reviewedAt: null, useCount: 0, rotatedFromId: apiKey.id });
+    await keys.revoke(rotated.apiKey.id);
+
     // Validated by its kind: a caller's bad value is invalid_argument naming the field, nothing written.
     await expect(keys.create({ name: 'bad', colour: 42 } as never)).rejects.toMatchObject({ code: 'invalid_argument', field: 'colour' });
     await expect(keys.update(apiKey.id, { colour: '' } as never)).rejects.toMatchObject({ code: 'invalid_argument', field: 'colour' });
-    expect((await keys.list()).items).toHaveLength(1);
+    expect((await keys.list()).items).toHaveLength(2); // the key and its rotation
 
     // A record that keygate did not write is refused when the field has the wrong type.
     const stored = await store.findById(apiKey.id);
@@ -97,7 +109,7 @@ describe('a field added to the record schema only', () => {
       await store.migrate();
       await store.migrate(); // twice is harmless
       const columns = (db.prepare('SELECT name FROM pragma_table_info(?)').all('keygate_api_keys') as { name: string }[]).map((row) => row.name);
-      expect(columns).toContain('colour');
+      expect(columns).toEqual(expect.arrayContaining(['colour', 'reviewed_at']));
       expect((await store.findById(old.apiKey.id))?.name).toBe('from version 1');
       db.prepare('DELETE FROM keygate_api_keys').run(); // exerciseColour counts the keys it lists
       await exerciseColour(extended.lib, store);
