@@ -99,6 +99,9 @@ export interface ResolvedOptions {
   failedAttemptLimit: Required<Pick<FailedAttemptLimit, 'burst' | 'perSecond' | 'delayMs'>> & Pick<FailedAttemptLimit, 'processBurst' | 'processPerSecond'> | false;
 }
 
+/** The failure budgets' defaults; the process-wide ones depend on the thread count (see FailureBudget). */
+const FAILED_ATTEMPT_DEFAULTS = { burst: 10, perSecond: 1, delayMs: 1000 } as const;
+
 const KEYGATE_OPTIONS = [
   'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
 ];
@@ -148,7 +151,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
 
   const hashThreads = input.hashThreads === undefined ? defaultThreads() : integerOption(input.hashThreads, 'keygate(): `hashThreads`', 0, 64);
   const maxHashQueue = input.maxHashQueue === undefined ? 64 : integerOption(input.maxHashQueue, 'keygate(): `maxHashQueue`', 0);
-  let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { burst: 10, perSecond: 1, delayMs: 1000 };
+  let failedAttemptLimit: ResolvedOptions['failedAttemptLimit'] = { ...FAILED_ATTEMPT_DEFAULTS };
   if (input.failedAttemptLimit === false) failedAttemptLimit = false;
   else if (input.failedAttemptLimit !== undefined) {
     const limit: unknown = input.failedAttemptLimit;
@@ -158,9 +161,9 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     rejectUnknownOptions(limit, ['burst', 'perSecond', 'delayMs', 'processBurst', 'processPerSecond'], 'keygate() failedAttemptLimit');
     const { burst, perSecond, delayMs, processBurst, processPerSecond } = limit as Record<string, unknown>;
     failedAttemptLimit = {
-      burst: burst === undefined ? 10 : integerOption(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
-      perSecond: perSecond === undefined ? 1 : integerOption(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
-      delayMs: delayMs === undefined ? 1000 : integerOption(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
+      burst: burst === undefined ? FAILED_ATTEMPT_DEFAULTS.burst : integerOption(burst, 'keygate(): `failedAttemptLimit.burst`', 1),
+      perSecond: perSecond === undefined ? FAILED_ATTEMPT_DEFAULTS.perSecond : integerOption(perSecond, 'keygate(): `failedAttemptLimit.perSecond`', 1),
+      delayMs: delayMs === undefined ? FAILED_ATTEMPT_DEFAULTS.delayMs : integerOption(delayMs, 'keygate(): `failedAttemptLimit.delayMs`', 0, 60_000),
     };
     if (processBurst !== undefined) failedAttemptLimit.processBurst = integerOption(processBurst, 'keygate(): `failedAttemptLimit.processBurst`', 1);
     if (processPerSecond !== undefined) {

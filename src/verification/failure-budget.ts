@@ -23,14 +23,14 @@ import { LRUCache } from 'lru-cache';
 import { refilledTokens } from '../policy/limits.js';
 import type { RateLimit } from '../types.js';
 
-/** Size of the budgets. */
+/** Size of the budgets (`keygate()`'s `failedAttemptLimit`, with its defaults applied). */
 export interface FailureBudgetOptions {
-  /** Failures allowed in a row per keyPrefix and client address. @default 10 */
-  burst?: number;
-  /** Failures allowed per second per keyPrefix and client address after that. @default 1 */
-  perSecond?: number;
-  /** How long a refusal for a spent budget is held before it is answered (a tarpit). @default 1000 */
-  delayMs?: number;
+  /** Failures allowed in a row per keyPrefix and client address. */
+  burst: number;
+  /** Failures allowed per second per keyPrefix and client address after that. */
+  perSecond: number;
+  /** How long a refusal for a spent budget is held before it is answered (a tarpit). */
+  delayMs: number;
   /** Suspect compares allowed in a row across the whole process. @default 2 × processPerSecond */
   processBurst?: number;
   /** Suspect compares allowed per second across the whole process. @default 4 × hashing threads, at least 4 */
@@ -83,11 +83,11 @@ export class FailureBudget {
   readonly #clients = new LRUCache<string, Bucket>({ max: 10_000 });
   #process: Bucket | undefined;
 
-  constructor(options: FailureBudgetOptions = {}, hashThreads = 1) {
-    this.#pairLimit = { perSecond: options.perSecond ?? 1, burst: options.burst ?? 10 };
+  constructor(options: FailureBudgetOptions, hashThreads = 1) {
+    this.#pairLimit = { perSecond: options.perSecond, burst: options.burst };
     const processPerSecond = options.processPerSecond ?? Math.max(4, 4 * hashThreads);
     this.#processLimit = { perSecond: processPerSecond, burst: options.processBurst ?? 2 * processPerSecond };
-    this.delayMs = options.delayMs ?? 1000;
+    this.delayMs = options.delayMs;
   }
 
   /** Whole seconds until this keyPrefix may fail again from this client; 0 when it may now. */
