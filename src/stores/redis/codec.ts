@@ -1,27 +1,45 @@
 /**
- * A record as a Redis hash: one field per record field, each value JSON (Dates as epoch
+ * A record as a Redis hash: one field per record field, each value JSON (instants as epoch
  * milliseconds), so `update` can set and delete single fields atomically. Counter fields (`c:*`)
  * belong to the consume script and are never part of the record.
+ *
+ * Which fields are instants and which are removed (rather than set to `null`) both come from the
+ * record schema (`record/schema.ts`), so a new record field needs no change here.
  */
 import { invalidRecord } from '../../record/decode.js';
+import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS } from '../../record/schema.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
 
-const DATE_FIELDS = new Set(['expiresAt', 'createdAt', 'updatedAt', 'lastUsedAt', 'revokedAt']);
+/** Fields kept as epoch milliseconds (a JSON number) rather than as a Date's JSON text. */
+const INSTANTS: ReadonlySet<string> = new Set(INSTANT_FIELDS);
+/** Fields that are absent rather than `null`: a `null` in a patch deletes the hash field. */
+const REMOVED_BY_NULL: ReadonlySet<string> = new Set(OPTIONAL_FIELDS);
 const COUNTER_FIELD = /^c:/;
 
+/** The counter state of a record that has never been consumed (see CONSUME_SCRIPT). */
+const EMPTY_COUNTERS = ['c:tokens', 'null', 'c:tokensAt', '0', 'c:day', '-1', 'c:dayCount', '0'] as const;
+
 function encodeValue(field: string, value: unknown): string {
-  if (DATE_FIELDS.has(field)) return value === null ? 'null' : String((value as Date).getTime());
+  if (INSTANTS.has(field)) return value === null ? 'null' : String((value as Date).getTime());
   return JSON.stringify(value);
 }
 
-/** Field/value pairs for HSET of a new record, with an empty counter state. */
+/**
+ * Field/value pairs for HSET of a new record, with an empty counter state. Only the schema's fields
+ * are written: anything else on the object (or a field named like a counter) would otherwise land
+ * in the hash beside the counters.
+ */
 export function encodeRecord(record: ApiKeyRecord): string[] {
   const args: string[] = [];
-  for (const [field, value] of Object.entries(record)) {
-    if (value !== undefined) args.push(field, encodeValue(field, value));
+  const fields = record as unknown as Record<string, unknown>;
+  for (const { field } of RECORD_FIELDS) {
+    const value = fields[field];
+    // An optional field given as null is absent, as a patch setting it to null makes it.
+    if (value === undefined || (value === null && REMOVED_BY_NULL.has(field))) continue;
+    args.push(field, encodeValue(field, value));
   }
-  args.push('c:tokens', 'null', 'c:tokensAt', '0', 'c:day', '-1', 'c:dayCount', '0');
+  args.push(...EMPTY_COUNTERS);
   return args;
 }
 
@@ -31,7 +49,7 @@ export function encodePatch(patch: ApiKeyPatch): string[] {
   const deletions: string[] = [];
   for (const [field, value] of Object.entries(patch)) {
     if (value === undefined) continue;
-    if (field === 'description' && value === null) deletions.push(field);
+    if (value === null && REMOVED_BY_NULL.has(field)) deletions.push(field);
     else pairs.push(field, encodeValue(field, value));
   }
   return [String(pairs.length / 2), ...pairs, ...deletions];
@@ -40,8 +58,8 @@ export function encodePatch(patch: ApiKeyPatch): string[] {
 /**
  * Rebuilds a record from HGETALL's object; `null` for an empty hash (no such key). A field that is
  * not JSON (a value written by hand, such as a bare `Revoked`) throws `invalid_record` naming the
- * record and the field, never a SyntaxError quoting the value. Types are not checked here (a date
- * field becomes a Date only when it holds a number): every record keygate reads goes through
+ * record and the field, never a SyntaxError quoting the value. Types are not checked here (an
+ * instant becomes a Date only when it holds a number): every record keygate reads goes through
  * `decodeStoredRecord` (src/record/decode.ts).
  */
 export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null {
@@ -57,13 +75,21 @@ export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null 
     } catch {
       throw invalidRecord(id, field, 'is not valid JSON');
     }
-    // Only a number is a date; anything else is left for the record decoder to refuse (the Lua
+    // Only a number is an instant; anything else is left for the record decoder to refuse (the Lua
     // scripts likewise treat such a date as unreadable).
-    const value = DATE_FIELDS.has(field) && typeof parsed === 'number' ? new Date(parsed) : parsed;
+    const value = INSTANTS.has(field) && typeof parsed === 'number' ? new Date(parsed) : parsed;
     // defineProperty: a hand-written field named "__proto__" must stay a field, not a prototype.
     Object.defineProperty(record, field, { value, enumerable: true, writable: true, configurable: true });
   }
   return record as unknown as ApiKeyRecord;
+}
+
+/**
+ * A record exactly as the store keeps it, without a round trip: encoded for HSET and decoded back
+ * (a fresh object sharing nothing with `record`). For returning what the store just wrote.
+ */
+export function asStored(record: ApiKeyRecord): ApiKeyRecord {
+  return decodeRecord(pairsToHash(encodeRecord(record))) as ApiKeyRecord;
 }
 
 function parseOrUndefined(text: string | undefined): unknown {

@@ -4,35 +4,61 @@
  *
  * Layout (`ns` is the `keyPrefix` option, default `keygate:`):
  * - `ns key:{<id>}`: the record, one hash field per record field, plus its counters (`c:*`).
- *   Everything one consume touches is in this one hash, so each script is atomic on a Cluster too.
+ *   Everything one consume touches is in this one hash, so each script on it is atomic on a
+ *   Cluster too.
  * - `ns kp:<keyPrefix>`: the id of the record with that keyPrefix (lookup index).
  * - `ns list`, `ns list:owner:<ownerId>`, `ns list:tenant:<tenantId>`: sorted sets of
  *   `<createdAt>:<id>` members for keyset pagination.
  * - `ns invalidate`: the pub/sub channel that carries the id of every changed record.
+ * The layout is the same on both deployments and across versions of this store: what one version
+ * wrote, the next one reads.
  *
- * Atomic (one Lua script on one hash): every consume (deadline, lifecycle and limits checked and
- * counted in one step), every update (including the "a revoked key stays revoked" check), and the
- * claim that starts a rotation.
+ * What is atomic, and what is only ordered:
  *
- * Only ordered, not atomic (they span several hash slots, which no Redis Cluster script can):
- * - insert: the keyPrefix index (SET NX), then the list entries, then the record. A process dying
- *   half-way leaves an index or list entry whose record is missing, which lookups and list() skip.
+ * On both deployments, one Lua script on one record's hash (so one slot), each step indivisible
+ * with respect to every other command from any process:
+ * - consume: deadline, lifecycle and limits checked and counted together;
+ * - update: the "a revoked key stays revoked" check, the revocation stamp (`revokedAt` = the
+ *   earlier of the stored one and `updatedAt`), the write and its invalidation message.
+ *
+ * On standalone Redis (a `Redis` client) every write is one script, because every key can be
+ * declared to a script on a single server:
+ * - insert: the record, its keyPrefix index and its list entries, or nothing (`already_exists`);
+ * - rotate: the old record's claim (refused when it is revoked or already rotated), the checks
+ *   that the replacement's id and keyPrefix are free, the replacement with the uses the old key
+ *   has left at that instant, its index and list entries, and the invalidation message: all of
+ *   it, or nothing.
+ * A single round trip each, so a process dying mid-call leaves either everything or nothing.
+ *
+ * On Redis Cluster (a `Cluster` client) the index and the lists live in other slots than the
+ * record, and no script can span slots, so insert and rotate are ordered sequences instead, each
+ * ordered so that a failure part-way leaves nothing a key holder can use:
+ * - insert: (1) the keyPrefix index (SET NX: of two inserts of one keyPrefix, one wins), (2) the
+ *   list entries, (3) the record, by a script that refuses an id in use; when (3) refuses, what (1)
+ *   and (2) added is taken back. A process dying after (1) or (2) leaves an index or list entry
+ *   without its record, which lookups and list() skip.
  * - rotate: (1) the claim, atomic on the OLD record: it refuses a record already revoked or
  *   already rotated (`revokedAt` set), else sets its `revokedAt`, `updatedAt` (and `status`) and
- *   returns its `maxUses` and `useCount` as of that instant. Of concurrent rotations of one key
- *   exactly one passes this step, before anything else is written. (2) The replacement is inserted
- *   with the uses left at the claim. (3) If that insert fails (`already_exists`, a lost
- *   connection, …), or the claimed record cannot be read, the claim is undone: the old record's
- *   revokedAt, updatedAt and status are restored exactly as they were, unless a change made in
- *   between (a revocation) touched them, which then stands. Between (1) and (2) the old record
- *   already shows the rotation while the replacement does not exist yet; a process dying there
- *   leaves the old key retiring at `oldRevokedAt` (when the caller asked it to stop) with no
- *   replacement anyone holds: rotate it no more, create a new key. A replacement written but
- *   never returned is a record whose secret nobody has.
+ *   returns the record as of that instant. Of concurrent rotations of one key exactly one passes
+ *   this step, before anything else is written. (2) The replacement is inserted as above, with
+ *   the uses left at the claim. (3) The invalidation message. If (2) fails (`already_exists`, a
+ *   lost connection, …), or the claimed record cannot be decoded, the claim is undone: the old
+ *   record's revokedAt, updatedAt and status are restored exactly as they were, unless a change
+ *   made in between (a revocation) touched them, which then stands. Between (1) and (2) the old
+ *   record already shows the rotation while the replacement does not exist yet; a process dying
+ *   there leaves the old key retiring at `oldRevokedAt` with no replacement anyone holds: rotate
+ *   it no more, create a new key. A replacement written but never returned is a record whose
+ *   secret nobody has.
+ *
+ * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
+ * then the record (and checks that the record still has that keyPrefix); list() reads a page of a
+ * sorted set, then each record.
+ *
+ * Invalidation: every write's id reaches this process's listeners at once and every other process
+ * through Redis pub/sub (at most once: a subscriber that reconnects tells its listeners `null`).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { KeygateError } from '../../errors.js';
-import { decodeStoredRecord } from '../../record/decode.js';
+import { decodeStoredRecord, invalidRecord } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type {
   ApiKeyPatch,
@@ -43,9 +69,24 @@ import type {
   StoreListQuery,
   StoreRotation,
 } from '../store.js';
-import { retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
-import { decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
-import { CLAIM_ROTATION_SCRIPT, CONSUME_SCRIPT, INSERT_SCRIPT, UNDO_ROTATION_SCRIPT, UPDATE_SCRIPT } from './scripts.js';
+import {
+  ChangeListeners,
+  alreadyExists,
+  rejectUnknownOptions,
+  replacementFor,
+  retiredKeyCannotRotate,
+  revokedKeyCannotChangeStatus,
+} from '../toolkit.js';
+import { asStored, decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
+import {
+  CLAIM_ROTATION_SCRIPT,
+  CONSUME_SCRIPT,
+  INSERT_RECORD_SCRIPT,
+  INSERT_SCRIPT,
+  ROTATE_SCRIPT,
+  UNDO_ROTATION_SCRIPT,
+  UPDATE_SCRIPT,
+} from './scripts.js';
 
 /** An ioredis client: a `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -56,6 +97,9 @@ export interface RedisStoreOptions {
    * An ioredis `Redis` or `Cluster` client you own. The store never closes it. Create it with
    * `autoResendUnfulfilledCommands: false` if you can: otherwise a consume in flight when the
    * connection drops may be sent again after reconnecting and counted twice.
+   *
+   * The kind of client decides what is atomic (see the class comment): with a `Redis` client,
+   * insert and rotate are one script each; with a `Cluster`, ordered steps.
    */
   client: RedisClient;
   /**
@@ -65,19 +109,35 @@ export interface RedisStoreOptions {
   keyPrefix?: string;
 }
 
-/** The custom commands the store defines on the client (names carry a version so upgrades never clash). */
+/** Which field of a new record is already in use. */
+type TakenField = 'id' | 'keyPrefix';
+
+/**
+ * The custom commands the store defines on the client. Names carry a version, bumped whenever a
+ * script's arguments or replies change, so processes running an older keygate against the same
+ * Redis (during a rolling upgrade) never run a script they do not expect.
+ */
 interface ScriptCommands {
+  /** Cluster: the record's hash alone. 1, or 0 when the id is taken. */
   keygateInsertV1(key: string, ...args: string[]): Promise<number>;
+  /** Standalone, `numberOfKeys` first: record, index and lists in one step. */
+  keygateInsertRecordV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['inserted'] | ['taken', TakenField]>;
+  /** Standalone, `numberOfKeys` first: the whole rotation; null for an unknown old id. */
+  keygateRotateV1(
+    numberOfKeys: number,
+    ...keysAndArgs: string[]
+  ): Promise<['rotated', string[]] | ['retired'] | ['taken', TakenField] | ['invalid', string, string] | null>;
   /** The hash after the patch, null for an unknown id, 0 when the record is revoked and stays so. */
-  keygateUpdateV2(key: string, ...args: string[]): Promise<string[] | 0 | null>;
-  /** [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
+  keygateUpdateV3(key: string, ...args: string[]): Promise<string[] | 0 | null>;
+  /** Cluster: [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
   keygateClaimRotationV1(key: string, ...args: string[]): Promise<[string, string, string, string[]] | 0 | null>;
+  /** Cluster: 1 when the claim was undone, 0 when the record changed meanwhile. */
   keygateUndoRotationV1(key: string, ...args: string[]): Promise<number>;
   /** [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount, dayCount, tokens]. */
   keygateConsumeV2(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, number, string] | null>;
 }
 
-const OPTIONS = ['client', 'keyPrefix'];
+const OPTIONS = ['client', 'keyPrefix'] as const;
 /** Offsets createdAt so that list members sort as text, including dates before 1970. */
 const TIME_OFFSET = 8_640_000_000_000_000;
 const LIST_BATCH = 200;
@@ -95,14 +155,23 @@ function deadlineArg(value: number | undefined): string {
   return typeof value === 'number' && Number.isFinite(value) ? String(value) : '';
 }
 
-function remainingUses(maxUses: number | null, useCount: number): number | null {
-  return maxUses === null ? null : Math.max(0, maxUses - useCount);
+/** The old record's side of a rotation, as the claim and rotate scripts take it. */
+function retirementArgs(rotation: StoreRotation): [string, string, string] {
+  return [
+    String(rotation.oldRevokedAt.getTime()),
+    String(rotation.now.getTime()),
+    rotation.oldStatus === undefined ? '' : JSON.stringify(rotation.oldStatus),
+  ];
+}
+
+function takenError(field: TakenField, record: ApiKeyRecord): Error {
+  return alreadyExists(field, field === 'id' ? record.id : record.keyPrefix);
 }
 
 /**
  * Strips the command arguments ioredis attaches to its errors (`err.command.args`, also on the
- * node errors a Cluster error carries): for an insert they hold the record, keyHash included, and
- * errors end up in logs. The command's name stays.
+ * node errors a Cluster error carries): for an insert or a rotation they hold the record, keyHash
+ * included, and errors end up in logs. The command's name stays.
  */
 function withoutArguments(error: unknown, depth = 0): unknown {
   if (error === null || typeof error !== 'object' || depth > 3) return error;
@@ -131,7 +200,8 @@ async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Keeps keys in Redis through ioredis.
+ * Keeps keys in Redis through ioredis. On standalone Redis every method is atomic; on Redis
+ * Cluster, `insert` and `rotate` are ordered steps (the file's header comment says which).
  *
  * @example
  * ```ts
@@ -146,14 +216,13 @@ export class RedisStore implements ApiKeyStore {
   readonly #client: RedisClient & ScriptCommands;
   readonly #ns: string;
   readonly #channel: string;
-  readonly #listeners = new Set<(id: string | null) => void>();
+  /** Listeners share one subscription connection, open while there is at least one. */
+  readonly #listeners = new ChangeListeners({ onFirst: () => this.#openSubscriber(), onLast: () => this.#closeSubscriber() });
   #subscriber: RedisClient | undefined;
 
   constructor(options: RedisStoreOptions) {
     if (options === null || typeof options !== 'object') throw new TypeError('RedisStore needs options: { client }');
-    for (const name of Object.keys(options)) {
-      if (!OPTIONS.includes(name)) throw new TypeError(`RedisStore: unsupported option \`${name}\` (supported: ${OPTIONS.join(', ')})`);
-    }
+    rejectUnknownOptions(options, OPTIONS, 'RedisStore');
     const client = options.client as unknown;
     if (!client || typeof client !== 'object' || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function') {
       throw new TypeError('RedisStore: `client` must be an ioredis Redis or Cluster instance');
@@ -164,7 +233,10 @@ export class RedisStore implements ApiKeyStore {
     this.#channel = `${ns}invalidate`;
     const redis = client as RedisClient;
     redis.defineCommand('keygateInsertV1', { numberOfKeys: 1, lua: INSERT_SCRIPT });
-    redis.defineCommand('keygateUpdateV2', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
+    // No numberOfKeys: the caller passes it first, as a record has one to three list keys.
+    redis.defineCommand('keygateInsertRecordV1', { lua: INSERT_RECORD_SCRIPT });
+    redis.defineCommand('keygateRotateV1', { lua: ROTATE_SCRIPT });
+    redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
     redis.defineCommand('keygateConsumeV2', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
@@ -176,26 +248,13 @@ export class RedisStore implements ApiKeyStore {
     return { keyPrefix: this.#ns };
   }
 
+  /** One script on standalone Redis; on a Cluster, index, lists, then record (see the header comment). */
   async insert(record: ApiKeyRecord): Promise<void> {
-    await scrubbed(() => this.#insert(record));
-  }
-
-  async #insert(record: ApiKeyRecord): Promise<void> {
-    const redis = await this.#connected();
-    const indexKey = this.#indexKey(record.keyPrefix);
-    if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') {
-      throw new KeygateError('already_exists', `a key with keyPrefix ${record.keyPrefix} already exists`);
-    }
-    const member = listMember(record.createdAt, record.id);
-    const lists = this.#listKeys(record);
-    // Listed before written: a crash here leaves list entries without a record, which list() skips.
-    const added = await Promise.all(lists.map((list) => redis.zadd(list, 0, member)));
-    if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) {
-      // Undo only what this call added: an entry that already existed belongs to the record that owns the id.
-      const ours = lists.filter((_list, i) => added[i] === 1);
-      await Promise.all([...ours.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
-      throw new KeygateError('already_exists', `a key with id ${record.id} already exists`);
-    }
+    await scrubbed(async () => {
+      const redis = await this.#connected();
+      if (redis.isCluster) await this.#insertInOrder(redis, record);
+      else await this.#insertAtOnce(redis, record);
+    });
   }
 
   async findById(id: string): Promise<ApiKeyRecord | null> {
@@ -209,47 +268,22 @@ export class RedisStore implements ApiKeyStore {
     return record && record.keyPrefix === keyPrefix ? record : null;
   }
 
+  /** One script on either deployment: checks, revocation stamp, write and invalidation message. */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const reply = await scrubbed(async () => (await this.#connected()).keygateUpdateV2(this.#recordKey(id), ...encodePatch(patch)));
+    const reply = await scrubbed(async () =>
+      (await this.#connected()).keygateUpdateV3(this.#recordKey(id), this.#channel, id, ...encodePatch(patch)),
+    );
     if (reply === null) return null;
-    if (typeof reply === 'number') {
-      throw revokedKeyCannotChangeStatus();
-    }
-    await this.#publish(id);
+    if (typeof reply === 'number') throw revokedKeyCannotChangeStatus();
+    // Other processes heard it from the script; this one's listeners hear it now.
+    this.#listeners.notify(id);
     return decodeRecord(pairsToHash(reply));
   }
 
-  /** See the class comment for what is atomic here (the claim) and what is only ordered. */
+  /** One script on standalone Redis; on a Cluster, claim, insert and (on failure) undo (see the header comment). */
   async rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     const redis = await this.#connected();
-    const oldKey = this.#recordKey(rotation.oldId);
-    const claimed = [
-      String(rotation.oldRevokedAt.getTime()),
-      String(rotation.now.getTime()),
-      rotation.oldStatus === undefined ? '' : JSON.stringify(rotation.oldStatus),
-    ];
-    const claim = await scrubbed(() => redis.keygateClaimRotationV1(oldKey, ...claimed));
-    if (claim === null) return null;
-    if (typeof claim === 'number') {
-      throw retiredKeyCannotRotate();
-    }
-    const [previousRevokedAt, previousUpdatedAt, previousStatus, pairs] = claim;
-    let old: ApiKeyRecord;
-    let replacement: ApiKeyRecord;
-    try {
-      old = decodeRecord(pairsToHash(pairs)) as ApiKeyRecord;
-      // The uses left at the instant of the claim: the old key's counter as the same script saw it.
-      const snapshot = decodeStoredRecord(old);
-      replacement = { ...rotation.replacement, maxUses: remainingUses(snapshot.maxUses, snapshot.useCount) };
-      await this.insert(replacement);
-    } catch (error) {
-      await scrubbed(() => redis.keygateUndoRotationV1(oldKey, ...claimed, previousRevokedAt, previousUpdatedAt, previousStatus)).catch(() => undefined);
-      // Caches that read the old record while it was claimed read it again.
-      await this.#publish(rotation.oldId).catch(() => undefined);
-      throw error;
-    }
-    await this.#publish(rotation.oldId);
-    return { old, replacement: (await this.findById(replacement.id)) ?? replacement };
+    return redis.isCluster ? this.#rotateInOrder(redis, rotation) : this.#rotateAtOnce(redis, rotation);
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
@@ -314,14 +348,94 @@ export class RedisStore implements ApiKeyStore {
    * connection is lost and restored, listeners get `null`: what changed meanwhile is unknown.
    */
   subscribe(listener: (id: string | null) => void): () => void {
-    this.#listeners.add(listener);
-    if (!this.#subscriber) this.#openSubscriber();
-    return () => {
-      if (!this.#listeners.delete(listener) || this.#listeners.size > 0) return;
-      const subscriber = this.#subscriber;
-      this.#subscriber = undefined;
-      subscriber?.disconnect();
-    };
+    return this.#listeners.add(listener);
+  }
+
+  /** Standalone insert: INSERT_RECORD_SCRIPT declares the record, its index and its lists. */
+  async #insertAtOnce(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
+    const keys = [this.#recordKey(record.id), this.#indexKey(record.keyPrefix), ...this.#listKeys(record)];
+    const reply = await redis.keygateInsertRecordV1(keys.length, ...keys, record.id, listMember(record.createdAt, record.id), ...encodeRecord(record));
+    if (reply[0] === 'taken') throw takenError(reply[1], record);
+  }
+
+  /** Cluster insert: index (SET NX), then lists, then the record; undone in part when the id is taken. */
+  async #insertInOrder(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
+    const indexKey = this.#indexKey(record.keyPrefix);
+    if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') throw takenError('keyPrefix', record);
+    const member = listMember(record.createdAt, record.id);
+    const lists = this.#listKeys(record);
+    // Listed before written: a crash here leaves list entries without a record, which list() skips.
+    const added = await Promise.all(lists.map((list) => redis.zadd(list, 0, member)));
+    if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) {
+      // Undo only what this call added: an entry that already existed belongs to the record that owns the id.
+      const ours = lists.filter((_list, i) => added[i] === 1);
+      await Promise.all([...ours.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
+      throw takenError('id', record);
+    }
+  }
+
+  /** Standalone rotation: ROTATE_SCRIPT, every check and write in one step. */
+  async #rotateAtOnce(
+    redis: RedisClient & ScriptCommands,
+    rotation: StoreRotation,
+  ): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
+    const next = rotation.replacement;
+    const keys = [this.#recordKey(rotation.oldId), this.#recordKey(next.id), this.#indexKey(next.keyPrefix), ...this.#listKeys(next)];
+    const reply = await scrubbed(() =>
+      redis.keygateRotateV1(
+        keys.length,
+        ...keys,
+        ...retirementArgs(rotation),
+        this.#channel,
+        rotation.oldId,
+        next.id,
+        listMember(next.createdAt, next.id),
+        ...encodeRecord(next),
+      ),
+    );
+    if (reply === null) return null;
+    switch (reply[0]) {
+      case 'retired':
+        throw retiredKeyCannotRotate();
+      case 'taken':
+        throw takenError(reply[1], next);
+      case 'invalid':
+        throw invalidRecord(rotation.oldId, reply[1], reply[2]);
+      case 'rotated':
+        break;
+    }
+    const old = decodeRecord(pairsToHash(reply[1])) as ApiKeyRecord;
+    this.#listeners.notify(rotation.oldId);
+    // The script checked the old maxUses and useCount and wrote the same carry-over.
+    return { old, replacement: asStored(replacementFor(rotation, old)) };
+  }
+
+  /** Cluster rotation: claim the old record, insert the replacement, undo the claim if that fails. */
+  async #rotateInOrder(
+    redis: RedisClient & ScriptCommands,
+    rotation: StoreRotation,
+  ): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
+    const oldKey = this.#recordKey(rotation.oldId);
+    const claimed = retirementArgs(rotation);
+    const claim = await scrubbed(() => redis.keygateClaimRotationV1(oldKey, ...claimed));
+    if (claim === null) return null;
+    if (typeof claim === 'number') throw retiredKeyCannotRotate();
+    const [previousRevokedAt, previousUpdatedAt, previousStatus, pairs] = claim;
+    let old: ApiKeyRecord;
+    let replacement: ApiKeyRecord;
+    try {
+      old = decodeRecord(pairsToHash(pairs)) as ApiKeyRecord;
+      // The uses left at the instant of the claim: the old key's counter as the same script saw it.
+      replacement = replacementFor(rotation, decodeStoredRecord(old));
+      await scrubbed(() => this.#insertInOrder(redis, replacement));
+    } catch (error) {
+      await scrubbed(() => redis.keygateUndoRotationV1(oldKey, ...claimed, previousRevokedAt, previousUpdatedAt, previousStatus)).catch(() => undefined);
+      // Caches that read the old record while it was claimed read it again.
+      await this.#publish(rotation.oldId).catch(() => undefined);
+      throw error;
+    }
+    await this.#publish(rotation.oldId);
+    return { old, replacement: asStored(replacement) };
   }
 
   #openSubscriber(): void {
@@ -337,10 +451,10 @@ export class RedisStore implements ApiKeyStore {
     this.#subscriber = subscriber;
     let connectedBefore = false;
     subscriber.on('message', (channel: string, id: string) => {
-      if (channel === this.#channel) this.#notify(id);
+      if (channel === this.#channel) this.#listeners.notify(id);
     });
     subscriber.on('ready', () => {
-      if (connectedBefore) this.#notify(null);
+      if (connectedBefore) this.#listeners.notify(null);
       connectedBefore = true;
     });
     subscriber.on('error', () => {
@@ -350,13 +464,16 @@ export class RedisStore implements ApiKeyStore {
     subscriber.subscribe(this.#channel).catch(() => undefined);
   }
 
-  #notify(id: string | null): void {
-    for (const listener of this.#listeners) listener(id);
+  #closeSubscriber(): void {
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    subscriber?.disconnect();
   }
 
+  /** For the Cluster rotation, whose steps publish nothing themselves. */
   async #publish(id: string): Promise<void> {
     // In-process listeners hear it at once; other processes through Redis.
-    this.#notify(id);
+    this.#listeners.notify(id);
     await this.#client.publish(this.#channel, id);
   }
 

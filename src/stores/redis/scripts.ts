@@ -1,7 +1,14 @@
 /**
- * The Lua scripts of the Redis store. Each touches one record's hash (one hash tag), so it runs
- * atomically on standalone Redis and on Redis Cluster alike. ioredis loads them once and runs them
- * with EVALSHA, falling back to EVAL on NOSCRIPT (`defineCommand`).
+ * The Lua scripts of the Redis store. ioredis loads them once and runs them with EVALSHA, falling
+ * back to EVAL on NOSCRIPT (`defineCommand`).
+ *
+ * Two families:
+ * - Scripts on one record's hash (one hash tag, so one slot): consume, update, and the claim and
+ *   undo of a rotation on a Cluster. Atomic on standalone Redis and on Redis Cluster alike.
+ * - Scripts that also write the keyPrefix index and the list sorted sets (INSERT_RECORD_SCRIPT,
+ *   ROTATE_SCRIPT): several slots, so for standalone Redis only, where every key can be declared
+ *   in one script. They check everything before their first write, so a refusal changes nothing:
+ *   Redis does not roll a script back when a command fails half-way.
  *
  * Numbers are written with `%.17g` so doubles (the token bucket level) round-trip exactly between
  * Lua and JavaScript.
@@ -11,6 +18,13 @@
  * closed: a status that is not exactly `active` or `suspended` (a hand-edited `"Revoked"`,
  * `"disabled"`, text that is not JSON, a missing field) counts as revoked, and a date that is
  * neither JSON `null` nor a finite number counts as already passed.
+ *
+ * UPDATE_SCRIPT and ROTATE_SCRIPT PUBLISH the changed id on the invalidation channel themselves,
+ * after their checks and before their first write. The message is then part of the same atomic
+ * step: it is never lost to a failure between the write and a separate PUBLISH, and no command
+ * runs before the script ends, so whatever a subscriber reads on hearing it includes the change.
+ * Publishing first also means a server that refuses the PUBLISH (an ACL without the channel)
+ * refuses before anything is written.
  */
 
 /**
@@ -40,7 +54,52 @@ local function passed(date, now)
 end
 `;
 
-/** Inserts the hash fields in ARGV unless the record exists. Returns 1, or 0 when taken. */
+/**
+ * Lua helpers for the scripts that write a whole new record with its index and list entries
+ * (standalone Redis only). KEYS[first_list..] are the list sorted sets.
+ * - taken(record, index): 'id' or 'keyPrefix' when that one is in use, else false.
+ * - lists_unwritable(first_list): an error reply when a list key holds something other than a
+ *   sorted set (its ZADD would fail after earlier writes), else nil.
+ * - count_of(raw, nullable): a stored count as a number; false for JSON null when `nullable`;
+ *   nil when it is not a non-negative safe integer (the record decoder's rule).
+ * - write_record(record, index, first_list, id, member, first_pair): SET the index, ZADD every
+ *   list, HSET the record's pairs ARGV[first_pair..].
+ */
+const RECORD_WRITE_HELPERS = `
+local function taken(record, index)
+  if redis.call('EXISTS', record) == 1 then return 'id' end
+  if redis.call('EXISTS', index) == 1 then return 'keyPrefix' end
+  return false
+end
+local function lists_unwritable(first_list)
+  for i = first_list, #KEYS do
+    local kind = redis.call('TYPE', KEYS[i])['ok']
+    if kind ~= 'none' and kind ~= 'zset' then
+      return redis.error_reply('WRONGTYPE keygate: the list key ' .. KEYS[i] .. ' is not a sorted set')
+    end
+  end
+  return nil
+end
+local function count_of(raw, nullable)
+  if not raw then return nil end
+  local ok, value = pcall(cjson.decode, raw)
+  if not ok then return nil end
+  if nullable and value == cjson.null then return false end
+  if type(value) == 'number' and value >= 0 and value <= 9007199254740991 and value == math.floor(value) then return value end
+  return nil
+end
+local function write_record(record, index, first_list, id, member, first_pair)
+  redis.call('SET', index, id)
+  for i = first_list, #KEYS do redis.call('ZADD', KEYS[i], 0, member) end
+  redis.call('HSET', record, unpack(ARGV, first_pair))
+end
+`;
+
+/**
+ * Inserts one record's hash only (Cluster, where the index and lists live in other slots and are
+ * written before it, see RedisStore): the hash fields in ARGV unless the record exists.
+ * Returns 1, or 0 when the id is taken.
+ */
 export const INSERT_SCRIPT = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
@@ -48,33 +107,118 @@ return 1
 `;
 
 /**
- * Patches an existing record: ARGV[1] = n, then n field/value pairs to set, then fields to delete.
- * Returns the whole hash after the patch; nil when the record does not exist; the number 0 (and
- * changes nothing) when the patch sets `status` to anything but `revoked` while the stored record
- * is revoked: its status is not `active`/`suspended`, or its `revokedAt` is at or before the
- * patch's `updatedAt` (a revoked key stays revoked; checked and written in this one step).
+ * A whole insert in one atomic step (standalone Redis): the record's hash, its keyPrefix index and
+ * its list entries, or nothing.
+ * KEYS: the record, the keyPrefix index, then 1 to 3 list sorted sets.
+ * ARGV: id, list member, then the record's field/value pairs.
+ * Returns { 'inserted' }, or { 'taken', 'id' | 'keyPrefix' } having changed nothing.
+ */
+export const INSERT_RECORD_SCRIPT = `${RECORD_WRITE_HELPERS}
+local field = taken(KEYS[1], KEYS[2])
+if field then return { 'taken', field } end
+local unwritable = lists_unwritable(3)
+if unwritable then return unwritable end
+write_record(KEYS[1], KEYS[2], 3, ARGV[1], ARGV[2], 3)
+return { 'inserted' }
+`;
+
+/**
+ * A whole rotation in one atomic step (standalone Redis): retires the old record and inserts its
+ * replacement carrying the uses the old key has left, or changes nothing.
+ * KEYS: the old record, the replacement's record, its keyPrefix index, then 1 to 3 list sorted sets.
+ * ARGV: the old record's new revokedAt (epoch ms), updatedAt (epoch ms) and status (JSON, '' to
+ * leave it), the invalidation channel, the old id (the message), the replacement's id, its list
+ * member, then its field/value pairs.
+ *
+ * Refusals, in this order, each before any write:
+ * - nil when the old record does not exist;
+ * - { 'retired' } when it is revoked or already rotated (the rule of CLAIM_ROTATION_SCRIPT);
+ * - { 'taken', 'id' | 'keyPrefix' } when the replacement's id or keyPrefix is in use;
+ * - { 'invalid', field, problem } when a field of the old record is not JSON, or its maxUses or
+ *   useCount is not a count.
+ * Otherwise publishes the old id, writes the old record's revokedAt, updatedAt (and status), writes
+ * the replacement with `maxUses` = the uses the old key has left (null stays null, never below 0:
+ * the rule of `remainingUses` in the store toolkit) and returns
+ * { 'rotated', HGETALL of the old record after the claim }.
+ */
+export const ROTATE_SCRIPT = `${LIFECYCLE_HELPERS}${RECORD_WRITE_HELPERS}
+local old, replacement, index = KEYS[1], KEYS[2], KEYS[3]
+local stored = redis.call('HGETALL', old)
+if #stored == 0 then return false end
+local before = {}
+for i = 1, #stored, 2 do before[stored[i]] = stored[i + 1] end
+if status_of(before['status']) == 'revoked' or date_of(before['revokedAt']) ~= false then return { 'retired' } end
+local field = taken(replacement, index)
+if field then return { 'taken', field } end
+-- The old record is returned for decoding once written: refuse now what could not be decoded then.
+for i = 1, #stored, 2 do
+  if string.sub(stored[i], 1, 2) ~= 'c:' and not pcall(cjson.decode, stored[i + 1]) then
+    return { 'invalid', stored[i], 'is not valid JSON' }
+  end
+end
+local maxUses = count_of(before['maxUses'], true)
+if maxUses == nil then return { 'invalid', 'maxUses', 'is not a non-negative integer or null' } end
+local useCount = count_of(before['useCount'], false)
+if useCount == nil then return { 'invalid', 'useCount', 'is not a non-negative integer' } end
+local unwritable = lists_unwritable(4)
+if unwritable then return unwritable end
+local remaining = 'null'
+if maxUses then remaining = string.format('%.17g', math.max(0, maxUses - useCount)) end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('HSET', old, 'revokedAt', ARGV[1], 'updatedAt', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', old, 'status', ARGV[3]) end
+write_record(replacement, index, 4, ARGV[6], ARGV[7], 8)
+redis.call('HSET', replacement, 'maxUses', remaining)
+return { 'rotated', redis.call('HGETALL', old) }
+`;
+
+/**
+ * Patches an existing record, the checks and the write in one step.
+ * ARGV: the invalidation channel, the record's id (the message), n, then n field/value pairs to
+ * set, then fields to delete.
+ *
+ * - Returns nil when the record does not exist.
+ * - A revoked key stays revoked: returns the number 0 and changes nothing when the patch sets
+ *   `status` to anything but `revoked` while the stored record is revoked (its status is not
+ *   `active`/`suspended`, or its `revokedAt` is at or before the patch's `updatedAt`).
+ * - A revocation is stamped here: when the patch sets `status` to `revoked`, `revokedAt` becomes
+ *   the earlier of the stored one and the patch's `updatedAt`, whatever `revokedAt` the patch
+ *   carries (the rule of `revokedAtAfterUpdate` in the store toolkit), so a key already revoked
+ *   keeps its instant and a key in a rotation grace period stops now. A stored `revokedAt` that
+ *   cannot be read is replaced by `updatedAt`.
+ * Otherwise publishes the id and returns the whole hash after the patch.
  */
 export const UPDATE_SCRIPT = `${LIFECYCLE_HELPERS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local n = tonumber(ARGV[1])
+local n = tonumber(ARGV[3])
+local last_pair = 3 + 2 * n
 local newStatus = nil
-local updatedAt = nil
-for i = 2, 2 * n, 2 do
+local updatedAtText = nil
+for i = 4, last_pair, 2 do
   if ARGV[i] == 'status' then newStatus = ARGV[i + 1] end
-  if ARGV[i] == 'updatedAt' then updatedAt = tonumber(ARGV[i + 1]) end
+  if ARGV[i] == 'updatedAt' then updatedAtText = ARGV[i + 1] end
 end
+local updatedAt = tonumber(updatedAtText)
 local function is_revoked_text(raw)
   local ok, value = pcall(cjson.decode, raw)
   return ok and value == 'revoked'
 end
-if newStatus and not is_revoked_text(newStatus) then
-  local stored = redis.call('HMGET', KEYS[1], 'status', 'revokedAt')
+local stored = redis.call('HMGET', KEYS[1], 'status', 'revokedAt')
+local storedRevokedAt = date_of(stored[2])
+local revoking = newStatus ~= nil and is_revoked_text(newStatus)
+if newStatus and not revoking then
   if status_of(stored[1]) == 'revoked' then return 0 end
-  local revokedAt = date_of(stored[2])
-  if revokedAt == true or (revokedAt ~= false and (updatedAt == nil or revokedAt <= updatedAt)) then return 0 end
+  if storedRevokedAt == true or (storedRevokedAt ~= false and (updatedAt == nil or storedRevokedAt <= updatedAt)) then return 0 end
 end
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + 2 * n)) end
-if #ARGV > 1 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 2 + 2 * n)) end
+local stamp = nil
+if revoking then
+  if updatedAt == nil then return redis.error_reply('ERR keygate: a patch that revokes needs updatedAt') end
+  if type(storedRevokedAt) == 'number' and storedRevokedAt <= updatedAt then stamp = stored[2] else stamp = updatedAtText end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, last_pair)) end
+if #ARGV > last_pair then redis.call('HDEL', KEYS[1], unpack(ARGV, last_pair + 1)) end
+if stamp then redis.call('HSET', KEYS[1], 'revokedAt', stamp) end
 return redis.call('HGETALL', KEYS[1])
 `;
 
