@@ -6,30 +6,22 @@
  * (`first`: a new keygate() on the same store, empty cache), and again by the same manager
  * (`warm`: a cache hit). One discarded key first warms the JIT. Prints one JSON line.
  */
-import { pathToFileURL } from 'node:url';
-import { join } from 'node:path';
-import { PREFIX } from './lib/keys.mjs';
-import { REQUIRED_SCOPES, keySettings } from './variants.mjs';
+import { PEPPER, PREFIX, REQUIRED_SCOPES, benchOptions, importKeygate, keySettings } from './lib/keys.mjs';
+import { median } from './lib/report.mjs';
 
-const options = JSON.parse(process.env.BENCH_OPTIONS ?? '{}');
-const { keygate, MemoryStore } = await import(pathToFileURL(join(options.dist, 'esm', 'index.js')).href);
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-}
+const options = benchOptions();
+const { keygate, MemoryStore } = await importKeygate(options.dist);
 
 async function coldPath(hashing, count) {
   const store = new MemoryStore();
-  const creator = keygate({ store, prefix: PREFIX, hashing, pepper: 'bench-pepper' });
+  const creator = keygate({ store, prefix: PREFIX, hashing, pepper: PEPPER });
   const keys = [];
   for (let i = 0; i <= count; i++) keys.push((await creator.create(keySettings())).key);
   const context = { ip: '127.0.0.1', scopes: REQUIRED_SCOPES };
   const first = [];
   const warm = [];
   for (const [index, key] of keys.entries()) {
-    const manager = keygate({ store, prefix: PREFIX, pepper: 'bench-pepper' });
+    const manager = keygate({ store, prefix: PREFIX, pepper: PEPPER });
     let started = performance.now();
     const cold = await manager.verify(key, context);
     const coldMs = performance.now() - started;

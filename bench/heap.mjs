@@ -3,17 +3,16 @@
  * --expose-gc by run.mjs. Three measurements:
  * - `create`: N_create keys made by `keys.create` (sha256), the bench key's settings (scopes,
  *   allowlist, limits, metadata, tags): exactly what an application holds per key.
- * - `insert-full` / `insert-minimal`: records straight through `store.insert` (as the 1M-key
- *   server fills its store), flat strings, the bench key's settings (1M) / a name-only key (250k).
+ * - `insert-full` / `insert-minimal`: copies of records made by `keys.create`, inserted through
+ *   `store.insert` as the 1M-key server fills its store (`fillStore`), flat strings, the bench
+ *   key's settings (1M) / a name-only key (250k).
  * Prints one JSON line.
  */
-import { pathToFileURL } from 'node:url';
-import { join } from 'node:path';
-import { PREFIX } from './lib/keys.mjs';
-import { insertFiller, keySettings } from './variants.mjs';
+import { PEPPER, PREFIX, benchOptions, fillStore, importKeygate, keySettings } from './lib/keys.mjs';
 
-const options = JSON.parse(process.env.BENCH_OPTIONS ?? '{}');
-const { keygate, MemoryStore } = await import(pathToFileURL(join(options.dist, 'esm', 'index.js')).href);
+const options = benchOptions();
+const keygateModule = await importKeygate(options.dist);
+const { keygate, MemoryStore } = keygateModule;
 
 if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc');
 
@@ -22,14 +21,14 @@ function settle() {
   return process.memoryUsage();
 }
 
-async function measure(kind, settings, count, fill) {
-  let store = new MemoryStore();
-  const keys = keygate({ store, prefix: PREFIX, hashing: 'sha256', pepper: 'bench-pepper' });
-  const { apiKey } = await keys.create(settings);
-  const template = await store.findById(apiKey.id);
+/** Heap and RSS per key added by `fill(keys, store)` to a MemoryStore that already holds one key. */
+async function measure(kind, count, fill) {
+  const store = new MemoryStore();
+  const keys = keygate({ store, prefix: PREFIX, hashing: 'sha256', pepper: PEPPER });
+  await keys.create({ name: 'first' });
   const before = settle();
   const started = performance.now();
-  await fill(keys, store, template);
+  await fill(keys, store);
   const elapsedMs = performance.now() - started;
   const after = settle();
   const result = {
@@ -42,20 +41,18 @@ async function measure(kind, settings, count, fill) {
     storeSize: store.size,
   };
   await keys.close();
-  store = null;
-  settle();
   return result;
 }
 
 const insertKeys = options.heapKeys ?? 1_000_000;
 const createKeys = options.heapCreateKeys ?? 100_000;
 const minimalKeys = options.heapMinimalKeys ?? 250_000;
+const settings = keySettings();
 const results = [
-  await measure('create', keySettings(), createKeys, async (keys) => {
-    const settings = keySettings();
+  await measure('create', createKeys, async (keys) => {
     for (let i = 0; i < createKeys; i++) await keys.create(settings);
   }),
-  await measure('insert-full', keySettings(), insertKeys, (keys, store, template) => insertFiller(store, template, insertKeys)),
-  await measure('insert-minimal', { name: 'k' }, minimalKeys, (keys, store, template) => insertFiller(store, template, minimalKeys)),
+  await measure('insert-full', insertKeys, (keys, store) => fillStore(keygateModule, store, settings, insertKeys)),
+  await measure('insert-minimal', minimalKeys, (keys, store) => fillStore(keygateModule, store, { name: 'k' }, minimalKeys)),
 ];
 process.stdout.write(`${JSON.stringify(results)}\n`);

@@ -41,23 +41,12 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { cpus, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import {
-  coreBusyPct,
-  coreTimes,
-  cpuSplit,
-  pinned,
-  pinningPlan,
-  processTable,
-  startPostgres,
-  startRedis,
-  stopChild,
-  track,
-} from './lib/infra.mjs';
-import { keyPrefixOf, wrongSecretsFor } from './lib/keys.mjs';
+import { fileURLToPath } from 'node:url';
+import { cpuSince, cpuSnapshot, pinned, pinningPlan, startPostgres, startRedis, stopProcess, track } from './lib/infra.mjs';
+import { createdRecords, importKeygate, wrongSecretsFor } from './lib/keys.mjs';
 import { load, measure, probe, startServer, summarize } from './lib/load.mjs';
 import { analyseProfile, compareProfiles } from './lib/profile.mjs';
-import { MAIN_COLUMNS, fmt, fmtInt, fmtMs, fmtRatio, mainRows, markdownTable, median, textTable } from './lib/report.mjs';
+import { MAIN_COLUMNS, fmt, fmtInt, fmtMs, fmtRatio, mainRows, markdownTable, median, statusCounts, textTable } from './lib/report.mjs';
 import { VARIANTS, variantNamed } from './variants.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -132,7 +121,7 @@ function parseConfig(argv) {
     if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`);
     const [rawName, inline] = arg.slice(2).split(/=(.*)/s);
     const name = camel(rawName);
-    if (!(name in DEFAULTS)) throw new Error(`unknown option --${rawName}; see the header of bench/run.mjs`);
+    if (!(name in DEFAULTS)) throw new Error(`unknown option --${rawName}; see --help`);
     if (typeof DEFAULTS[name] === 'boolean') flags[name] = inline === undefined ? true : inline !== 'false';
     else flags[name] = inline ?? argv[++i];
   }
@@ -154,6 +143,11 @@ function parseConfig(argv) {
   return merged;
 }
 
+if (process.argv.includes('--help')) {
+  const source = readFileSync(fileURLToPath(import.meta.url), 'utf8');
+  console.log(source.slice(source.indexOf(' * Options'), source.indexOf('*/')).replace(/^ \* ?/gm, '').trimEnd());
+  process.exit(0);
+}
 const cfg = parseConfig(process.argv.slice(2));
 const plan = pinningPlan();
 
@@ -185,7 +179,8 @@ function git(args) {
 }
 
 function resolveDist() {
-  const results = resolve(ROOT, cfg.out);
+  // Inside the repository whatever --out says, so that the copy finds node_modules.
+  const results = join(HERE, 'results');
   mkdirSync(results, { recursive: true });
   if (cfg.ref) {
     const sha = git(['rev-parse', '--verify', `${cfg.ref}^{commit}`]);
@@ -243,37 +238,16 @@ const PEER_PACKAGES = [
 async function waitForQuiet(maxS = 30) {
   const deadline = Date.now() + maxS * 1000;
   for (;;) {
-    const before = processTable();
-    const cores0 = coreTimes();
-    const t0 = performance.now();
+    const snapshot = cpuSnapshot();
     await delay(1000);
-    const elapsed = performance.now() - t0;
-    const split = cpuSplit(before, processTable(), elapsed);
-    const busy = coreBusyPct(cores0, coreTimes()).reduce((sum, pct) => sum + (Number.isFinite(pct) ? pct : 0), 0);
-    const foreign = Math.max(split.foreign, busy - split.ours);
+    const cpu = cpuSince(snapshot);
+    const foreign = Math.max(cpu.foreign, cpu.unexplained);
     if (foreign < cfg.noiseLimit) return foreign;
     if (Date.now() > deadline) {
       log(`warning: other processes keep using ${foreign.toFixed(0)}% of a core; measuring anyway (rounds disturbed by them are retried once)`);
       return foreign;
     }
     log(`waiting for a quiet machine: other processes use ${foreign.toFixed(0)}% of a core`);
-  }
-}
-
-async function probeSqlStore(dist) {
-  try {
-    const { SqlStore } = await import(pathToFileURL(join(dist, 'esm', 'sql.js')).href);
-    const { default: pg } = await import('pg');
-    const pool = new pg.Pool({ max: 1, host: '127.0.0.1' });
-    try {
-      const store = new SqlStore({ dialect: 'postgres', client: pool });
-      if (typeof store.migrate !== 'function') return 'SqlStore not available (no migrate())';
-    } finally {
-      await pool.end();
-    }
-    return null;
-  } catch (error) {
-    return `SqlStore not available (${error.message.split('\n')[0]})`;
   }
 }
 
@@ -340,35 +314,38 @@ function describe(stats) {
   return `${fmtInt(stats.rps).padStart(8)} req/s  p50 ${fmtMs(stats.latency.p50)} ms  p99 ${fmtMs(stats.latency.p99)} ms  server core ${Number.isFinite(core) ? core.toFixed(0) : '?'}%  load core ${Number.isFinite(stats.coreBusyPct?.[plan.loadCore ?? 1]) ? stats.coreBusyPct[plan.loadCore ?? 1].toFixed(0) : '?'}%${stats.problems?.length ? `  PROBLEMS: ${stats.problems.join('; ')}` : ''}`;
 }
 
-/** Starts a variant's server, checks it, measures it, stops it. */
-async function runVariant(variant, timing, extraOptions = {}) {
+/**
+ * Starts `variant`'s server and checks it: `{ server }`, or `{ skip }`, `{ invalid }`, `{ error }`
+ * (the shapes `record` takes), with no server left running.
+ */
+async function startChecked(variant, options = serverOptions, startTimeoutMs = undefined) {
   let server;
   try {
-    server = await startServer(plan, variant, { ...serverOptions, ...extraOptions });
-  } catch (error) {
-    return { error: error.message };
-  }
-  if (server.skip) return { skip: server.skip };
-  try {
+    const started = performance.now();
+    server = await startServer(plan, variant, options, { startTimeoutMs });
+    if (server.skip) return { skip: server.skip };
+    const { storeSize, heapUsedMB } = server.ready.info;
+    if (storeSize > 1) log(`  ${variant.name}: ready in ${fmt((performance.now() - started) / 1000, 1)} s, store holds ${fmtInt(storeSize)} keys, heap ${heapUsedMB} MB`);
     const problems = await preflight(server, variant);
-    if (problems.length) return { invalid: problems, info: server.ready.info };
-    const stats = await measured(server, variant, timing);
-    stats.info = server.ready.info;
-    return { stats };
-  } catch (error) {
-    return { error: error.message };
-  } finally {
+    if (problems.length === 0) return { server };
     await server.stop();
+    return { invalid: problems };
+  } catch (error) {
+    await server?.stop?.();
+    return { error: error.message };
   }
+}
+
+/** `startChecked` for a phase that cannot go on without the server. */
+async function startOrThrow(variant) {
+  const { server, ...failure } = await startChecked(variant);
+  if (!server) throw new Error(`${variant.name}: ${outcomeLine(failure)}`);
+  return server;
 }
 
 function rotate(list, by) {
   const shift = by % list.length;
   return [...list.slice(shift), ...list.slice(0, shift)];
-}
-
-function newSlot(variant) {
-  return { name: variant.name, label: variant.label, group: variant.group, rounds: [], notes: [] };
 }
 
 function record(slot, outcome, round) {
@@ -386,6 +363,67 @@ function outcomeLine(outcome) {
   if (outcome.invalid) return `INVALID: ${outcome.invalid.join('; ')}`;
   if (outcome.error) return `ERROR: ${outcome.error.split('\n').slice(0, 3).join(' | ')}`;
   return describe(outcome.stats);
+}
+
+/**
+ * Interleaved rounds over `variants` (A B C … A B C …, the order rotated each round): a slot of
+ * rounds per variant. By default each server is one process for the whole run, as a deployed
+ * server lives: all are started and checked first, then each is frozen (SIGSTOP) while the others
+ * are measured, and its first round gets `firstWarmupS` more warm-up (keygate's code needs more
+ * than 3 s of load to reach its steady rate here, and a process that lives on reaches it). With
+ * `fresh`, a new process per variant and round instead.
+ */
+async function interleaved(variants, { rounds, warmupS, seconds, firstWarmupS = 0, fresh = false, optionsFor = () => serverOptions, startTimeoutMs }) {
+  const slots = new Map(variants.map((v) => [v.name, { name: v.name, label: v.label, group: v.group, rounds: [], notes: [] }]));
+  const servers = new Map();
+  const start = async (variant) => {
+    const { server, ...failure } = await startChecked(variant, optionsFor(variant), startTimeoutMs);
+    if (!server) {
+      record(slots.get(variant.name), failure);
+      log(`  ${variant.name}: ${outcomeLine(failure)}`);
+    }
+    return server;
+  };
+  try {
+    if (!fresh) {
+      for (const variant of variants) {
+        const server = await start(variant);
+        if (!server) continue;
+        server.child.kill('SIGSTOP');
+        servers.set(variant.name, server);
+      }
+      log(`  ${servers.size} servers started and checked`);
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (const variant of rotate(variants, round)) {
+        const slot = slots.get(variant.name);
+        if (slot.skip || slot.invalid || slot.error) continue;
+        const server = fresh ? await start(variant) : servers.get(variant.name);
+        if (!server) continue;
+        server.child.kill('SIGCONT');
+        await delay(200);
+        log(`  round ${round + 1}/${rounds}  ${variant.name.padEnd(30)}`);
+        let outcome;
+        try {
+          const stats = await measured(server, variant, { warmupS: round === 0 && !fresh ? warmupS + firstWarmupS : warmupS, seconds });
+          stats.info = server.ready.info;
+          outcome = { stats };
+        } catch (error) {
+          outcome = { error: error.message };
+        }
+        if (fresh) await server.stop();
+        else server.child.kill('SIGSTOP');
+        record(slot, outcome, round);
+        log(`    ${outcomeLine(outcome)}`);
+      }
+    }
+  } finally {
+    for (const server of servers.values()) {
+      server.child.kill('SIGCONT');
+      await server.stop();
+    }
+  }
+  return [...slots.values()];
 }
 
 /** Medians of a slot's rounds; ratios paired with bare's rounds of the same index when given. */
@@ -422,150 +460,55 @@ function aggregate(slot, bareByRound, bareMedian) {
 // ---------------------------------------------------------------------------------------------
 // phases
 
-async function mainPhase() {
+/** The variants of the main table (with the `diagnostic` ones named by --only), and the `slow` ones. */
+function mainVariants() {
   const wanted = cfg.onlyVariants.length > 0 ? new Set(['bare', ...cfg.onlyVariants]) : null;
   for (const name of wanted ?? []) variantNamed(name);
-  const main = VARIANTS.filter((v) => (v.group === 'main' && (!wanted || wanted.has(v.name))) || (v.group === 'diagnostic' && wanted?.has(v.name)));
-  const slow = VARIANTS.filter((v) => v.group === 'slow' && (!wanted || wanted.has(v.name)));
-  const slots = new Map([...main, ...slow].map((v) => [v.name, newSlot(v)]));
-  if (cfg.freshServers) {
-    // One new server process per variant and round.
-    for (let round = 0; round < cfg.rounds; round++) {
-      for (const variant of rotate(main, round)) {
-        const slot = slots.get(variant.name);
-        if (slot.skip || slot.invalid || slot.error) continue;
-        log(`  round ${round + 1}/${cfg.rounds}  ${variant.name.padEnd(30)}`);
-        const outcome = await runVariant(variant, { warmupS: cfg.warmup, seconds: cfg.duration });
-        record(slot, outcome, round);
-        log(`    ${outcomeLine(outcome)}`);
-      }
-    }
-  } else {
-    // One process per variant for the whole run, as a deployed server lives: every server is
-    // started and checked first, then frozen (SIGSTOP) whenever another one is measured. The first
-    // round gets a longer warm-up: keygate's code needs more than 3 s of load to reach its steady
-    // rate here, and a process that lives on reaches it.
-    const servers = new Map();
-    try {
-      for (const variant of main) {
-        const slot = slots.get(variant.name);
-        let server;
-        try {
-          server = await startServer(plan, variant, serverOptions);
-        } catch (error) {
-          slot.error = error.message;
-          log(`  ${variant.name}: ERROR ${error.message.split('\n')[0]}`);
-          continue;
-        }
-        if (server.skip) {
-          slot.skip = server.skip;
-          log(`  ${variant.name}: skipped: ${server.skip}`);
-          continue;
-        }
-        const problems = await preflight(server, variant);
-        if (problems.length) {
-          slot.invalid = problems;
-          log(`  ${variant.name}: INVALID: ${problems.join('; ')}`);
-          await server.stop();
-          continue;
-        }
-        server.child.kill('SIGSTOP');
-        servers.set(variant.name, server);
-      }
-      log(`  ${servers.size} servers started and checked`);
-      for (let round = 0; round < cfg.rounds; round++) {
-        for (const variant of rotate(main, round)) {
-          const server = servers.get(variant.name);
-          const slot = slots.get(variant.name);
-          if (!server || slot.error) continue;
-          server.child.kill('SIGCONT');
-          await delay(200);
-          const warmupS = round === 0 ? cfg.warmup + cfg.firstWarmup : cfg.warmup;
-          log(`  round ${round + 1}/${cfg.rounds}  ${variant.name.padEnd(30)}`);
-          let outcome;
-          try {
-            const stats = await measured(server, variant, { warmupS, seconds: cfg.duration });
-            stats.info = server.ready.info;
-            outcome = { stats };
-          } catch (error) {
-            outcome = { error: error.message };
-          }
-          server.child.kill('SIGSTOP');
-          record(slot, outcome, round);
-          log(`    ${outcomeLine(outcome)}`);
-        }
-      }
-    } finally {
-      for (const server of servers.values()) {
-        server.child.kill('SIGCONT');
-        await server.stop();
-      }
-    }
-  }
-  for (const variant of slow) {
-    log(`  slow     ${variant.name.padEnd(30)} (${cfg.slowWarmup} s warm-up, ${cfg.slowDuration} s measured)`);
-    const outcome = await runVariant(variant, { warmupS: cfg.slowWarmup, seconds: cfg.slowDuration });
-    record(slots.get(variant.name), outcome, 0);
-    log(`    ${outcomeLine(outcome)}`);
-  }
-  const bare = slots.get('bare');
+  const picked = (v) => !wanted || wanted.has(v.name);
+  return {
+    main: VARIANTS.filter((v) => (v.group === 'main' && picked(v)) || (v.group === 'diagnostic' && wanted?.has(v.name))),
+    slow: VARIANTS.filter((v) => v.group === 'slow' && picked(v)),
+  };
+}
+
+async function mainPhase() {
+  const { main, slow } = mainVariants();
+  const slots = await interleaved(main, { rounds: cfg.rounds, warmupS: cfg.warmup, firstWarmupS: cfg.firstWarmup, seconds: cfg.duration, fresh: cfg.freshServers });
+  if (slow.length > 0) log(`  slow: ${cfg.slowWarmup} s warm-up, ${cfg.slowDuration} s measured`);
+  slots.push(...(await interleaved(slow, { rounds: 1, warmupS: cfg.slowWarmup, seconds: cfg.slowDuration, fresh: true })));
+  const bare = slots.find((slot) => slot.name === 'bare');
   const bareByRound = new Map(bare.rounds.filter((r) => r.problems.length === 0).map((r) => [r.round, r.rps]));
   const bareMedian = median([...bareByRound.values()]);
-  return [...slots.values()].map((slot) => aggregate(slot, slot.group === 'main' ? bareByRound : null, bareMedian));
+  return slots.map((slot) => aggregate(slot, slot.group === 'main' ? bareByRound : null, bareMedian));
 }
 
 /** 1M keys vs 10: both servers stay up for every round; the one not measured is SIGSTOPped. */
 async function scalePhase() {
   const variants = VARIANTS.filter((v) => v.group === 'scale');
-  const servers = new Map();
-  const slots = new Map(variants.map((v) => [v.name, newSlot(v)]));
-  try {
-    for (const variant of variants) {
-      const keys = variant.keys >= 1_000_000 ? cfg.scaleKeys : variant.keys;
-      log(`  starting ${variant.name} (${fmtInt(keys)} keys)`);
-      const started = performance.now();
-      const server = await startServer(plan, variant, { ...serverOptions, keys }, { startTimeoutMs: 600_000 });
-      if (server.skip) throw new Error(server.skip);
-      log(`    ready in ${((performance.now() - started) / 1000).toFixed(1)} s, store holds ${fmtInt(server.ready.info.storeSize)} keys, heap ${server.ready.info.heapUsedMB} MB`);
-      const problems = await preflight(server, variant);
-      if (problems.length) throw new Error(`${variant.name}: ${problems.join('; ')}`);
-      slots.get(variant.name).keys = server.ready.info.storeSize;
-      slots.get(variant.name).heapUsedMB = server.ready.info.heapUsedMB;
-      servers.set(variant.name, server);
-      server.child.kill('SIGSTOP');
-    }
-    for (let round = 0; round < cfg.scaleRounds; round++) {
-      for (const variant of rotate(variants, round)) {
-        const server = servers.get(variant.name);
-        server.child.kill('SIGCONT');
-        await delay(200);
-        log(`  round ${round + 1}/${cfg.scaleRounds}  ${variant.name.padEnd(30)}`);
-        const stats = await measured(server, variant, { warmupS: cfg.warmup, seconds: cfg.duration });
-        server.child.kill('SIGSTOP');
-        record(slots.get(variant.name), { stats }, round);
-        log(`    ${describe(stats)}`);
-      }
-    }
-  } finally {
-    for (const server of servers.values()) {
-      server.child.kill('SIGCONT');
-      await server.stop();
-    }
-  }
-  const rows = [...slots.values()].map((slot) => aggregate(slot, null, Number.NaN));
+  const slots = await interleaved(variants, {
+    rounds: cfg.scaleRounds,
+    warmupS: cfg.warmup,
+    seconds: cfg.duration,
+    optionsFor: (variant) => ({ ...serverOptions, keys: variant.keys >= 1_000_000 ? cfg.scaleKeys : variant.keys }),
+    startTimeoutMs: 600_000,
+  });
+  const rows = slots.map((slot) => {
+    const row = aggregate(slot, null, Number.NaN);
+    row.keys = row.rounds[0]?.info.storeSize;
+    row.heapUsedMB = row.rounds[0]?.info.heapUsedMB;
+    return row;
+  });
   const [small, big] = rows;
   return { rows, ratio: big.rps / small.rps };
 }
 
 /** One attack measurement on a fresh server: the legitimate client alone, or with the flood. */
 async function attackRound(variant, mode, round) {
-  const server = await startServer(plan, variant, serverOptions);
+  const server = await startOrThrow(variant);
   try {
-    const problems = await preflight(server, variant);
-    const wrongKeys = wrongSecretsFor(keyPrefixOf(server.ready.key), cfg.wrongKeys);
+    const wrongKeys = wrongSecretsFor(server.ready.key, cfg.wrongKeys);
     const wrong = await probe(server.url, wrongKeys[0]);
-    if (wrong.status !== 401) problems.push(`a wrong secret for the key's prefix got ${wrong.status}`);
-    if (problems.length) throw new Error(problems.join('; '));
+    if (wrong.body?.code !== 'invalid_api_key') throw new Error(`a wrong secret for the key's prefix got ${wrong.status} ${wrong.body?.code}, not invalid_api_key`);
     log(`  round ${round + 1}/${cfg.attackRounds}  legitimate client ${mode === 'flood' ? `+ flood of wrong secrets (${cfg.floodConnections} connections)` : 'alone'}`);
     await load({ url: server.url, key: server.ready.key, connections: cfg.connections, seconds: cfg.warmup });
     let flood;
@@ -580,7 +523,7 @@ async function attackRound(variant, mode, round) {
     }
     log(`    legitimate: ${describe(stats)}`);
     if (stats.flood) {
-      log(`    flood: ${fmtInt(stats.flood.rps)} answers/s, status codes ${JSON.stringify(Object.fromEntries(Object.entries(stats.flood.statusCodes ?? {}).map(([k, v]) => [k, v.count])))}, p99 ${fmtMs(stats.flood.latency.p99)} ms, ${stats.flood.timeouts} timeouts`);
+      log(`    flood: ${fmtInt(stats.flood.rps)} answers/s, status codes ${statusCounts(stats.flood.statusCodes)}, p99 ${fmtMs(stats.flood.latency.p99)} ms, ${stats.flood.timeouts} timeouts`);
     }
     return stats;
   } finally {
@@ -640,7 +583,7 @@ async function runChildJson(script, nodeArgs, options, timeoutMs) {
   });
   const timer = setTimeout(() => {
     log(`${script}: no answer after ${timeoutMs / 1000} s, stopping it`);
-    stopChild(child, 'SIGKILL');
+    stopProcess(child, 'SIGKILL');
   }, timeoutMs);
   const code = await new Promise((resolvePromise) => child.once('exit', resolvePromise));
   clearTimeout(timer);
@@ -670,10 +613,8 @@ async function profilePhase(dist, outDir, stamp) {
   const profiles = {};
   for (const name of ['bare', 'keygate-memory']) {
     const variant = variantNamed(name);
-    const server = await startServer(plan, variant, serverOptions);
+    const server = await startOrThrow(variant);
     try {
-      const problems = await preflight(server, variant);
-      if (problems.length) throw new Error(problems.join('; '));
       await load({ url: server.url, key: server.ready.key, connections: cfg.connections, seconds: cfg.warmup });
       await server.profileStart(cfg.profileInterval);
       const stats = await measure(server, { key: server.ready.key, connections: cfg.connections, warmupS: 0, seconds: cfg.profileDuration });
@@ -789,7 +730,7 @@ function markdownReport(results) {
     ), '');
     const disturbed = [...a.alone.rounds, ...a.flood.rounds].filter((r) => r.disturbed !== undefined).length;
     if (disturbed > 0) lines.push(`${disturbed} of these rounds were disturbed by other processes even when run again.`, '');
-    lines.push(`Ratio: **${fmtRatio(a.ratio)}** (per round, alone: ${a.alone.rounds.map((r) => fmtInt(r.rps)).join(', ')}; with the flood: ${a.flood.rounds.map((r) => fmtInt(r.rps)).join(', ')}). The load generator's core was ${fmt(a.flood.loadCoreBusyPct, 0)}% busy during the flood rounds; ${fmtInt(a.flood.flood401PerRound)} wrong secrets per round were refused with 401 after a full bcrypt compare (the rest with 429 by the failure budget). The flood (${m.config.floodConnections} connections, ${m.config.wrongKeys} distinct well-formed keys with the legitimate key's keyPrefix and wrong secrets; the key is bcrypt-hashed) got ${fmtInt(a.flood.floodRps)} answers/s, status codes ${JSON.stringify(Object.fromEntries(Object.entries(a.flood.floodStatusCodes ?? {}).map(([k, v]) => [k, v.count])))}.`, '');
+    lines.push(`Ratio: **${fmtRatio(a.ratio)}** (per round, alone: ${a.alone.rounds.map((r) => fmtInt(r.rps)).join(', ')}; with the flood: ${a.flood.rounds.map((r) => fmtInt(r.rps)).join(', ')}). The load generator's core was ${fmt(a.flood.loadCoreBusyPct, 0)}% busy during the flood rounds; ${fmtInt(a.flood.flood401PerRound)} wrong secrets per round were refused with 401 after a full bcrypt compare (the rest with 429 by the failure budget). The flood (${m.config.floodConnections} connections, ${m.config.wrongKeys} distinct well-formed keys with the legitimate key's keyPrefix and wrong secrets; the key is bcrypt-hashed) got ${fmtInt(a.flood.floodRps)} answers/s, status codes ${statusCounts(a.flood.floodStatusCodes)}.`, '');
   }
   if (results.profile) {
     const p = results.profile;
@@ -854,7 +795,8 @@ function printSummary(results) {
 async function main() {
   const t0 = performance.now();
   const outDir = resolve(ROOT, cfg.out);
-  pruneLeftovers(outDir);
+  mkdirSync(outDir, { recursive: true });
+  pruneLeftovers(join(HERE, 'results'));
   const dist = resolveDist();
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const infra = [];
@@ -874,17 +816,12 @@ async function main() {
     const phases = ['main', 'scale', 'attack', 'cold', 'heap', 'profile'].filter((p) => !cfg.skipPhases.has(p));
     log(`keygate benchmark: ${dist.source}${dist.dirty ? ' (src/ has uncommitted changes)' : ''}; phases: ${phases.join(', ')}`);
     log(`machine: ${results.meta.machine.nproc} cores, ${results.meta.machine.cpuModel}, Node ${process.version}`);
-    const quiet = await waitForQuiet();
-    results.meta.foreignCpuAtStartPct = quiet;
+    results.meta.foreignCpuAtStartPct = await waitForQuiet();
 
-    serverOptions = { dist: dist.dir };
-    const needs = new Set();
-    if (cfg.skipPhases.has('main')) {
-      // nothing
-    } else {
-      const wanted = cfg.onlyVariants.length > 0 ? new Set(['bare', ...cfg.onlyVariants]) : null;
-      for (const v of VARIANTS) if ((v.group === 'main' || v.group === 'slow') && (!wanted || wanted.has(v.name))) for (const n of v.needs ?? []) needs.add(n);
-    }
+    const [peer, stranger] = await createdRecords(await importKeygate(dist.dir), 2);
+    serverOptions = { dist: dist.dir, peerKey: peer.key, strangerKey: stranger.key };
+    const { main, slow } = phases.includes('main') ? mainVariants() : { main: [], slow: [] };
+    const needs = new Set([...main, ...slow].flatMap((v) => v.needs ?? []));
     if (needs.has('redis')) {
       const redis = await startRedis(plan, storeCore);
       infra.push(redis);
@@ -893,47 +830,30 @@ async function main() {
       log(`redis-server on 127.0.0.1:${redis.port}`);
     }
     if (needs.has('postgres')) {
-      const unavailable = await probeSqlStore(dist.dir);
-      if (unavailable) {
-        serverOptions.postgresSkip = unavailable;
-        log(`PostgreSQL row: ${unavailable}`);
-      } else {
-        try {
-          const postgres = await startPostgres(plan, storeCore);
-          infra.push(postgres);
-          serverOptions.postgresUrl = postgres.connectionString;
-          results.meta.versions.postgres = postgres.version;
-          log(`PostgreSQL on 127.0.0.1:${postgres.port}`);
-        } catch (error) {
-          serverOptions.postgresSkip = `PostgreSQL did not start: ${error.message.split('\n')[0]}`;
-          log(serverOptions.postgresSkip);
-        }
+      try {
+        const postgres = await startPostgres(plan, storeCore);
+        infra.push(postgres);
+        serverOptions.postgresUrl = postgres.connectionString;
+        results.meta.versions.postgres = postgres.version;
+        log(`PostgreSQL on 127.0.0.1:${postgres.port}`);
+      } catch (error) {
+        serverOptions.postgresSkip = `PostgreSQL did not start: ${error.message.split('\n')[0]}`;
+        log(serverOptions.postgresSkip);
       }
     }
 
-    if (phases.includes('main')) {
-      log('\n== warm path, side by side ==');
-      results.main = await mainPhase();
-    }
-    if (phases.includes('scale')) {
-      log('\n== scale: MemoryStore with many keys ==');
-      results.scale = await scalePhase();
-    }
-    if (phases.includes('attack')) {
-      log('\n== under a wrong-secret flood ==');
-      results.attack = await attackPhase();
-    }
-    if (phases.includes('cold')) {
-      log('\n== cold path ==');
-      results.cold = await coldPhase();
-    }
-    if (phases.includes('heap')) {
-      log('\n== heap per key ==');
-      results.heap = await heapPhase();
-    }
-    if (phases.includes('profile')) {
-      log('\n== profile of the MemoryStore warm path ==');
-      results.profile = await profilePhase(dist.dir, outDir, stamp);
+    const PHASES = {
+      main: ['warm path, side by side', mainPhase],
+      scale: ['scale: MemoryStore with many keys', scalePhase],
+      attack: ['under a wrong-secret flood', attackPhase],
+      cold: ['cold path', coldPhase],
+      heap: ['heap per key', heapPhase],
+      profile: ['profile of the MemoryStore warm path', () => profilePhase(dist.dir, outDir, stamp)],
+    };
+    for (const phase of phases) {
+      const [title, run] = PHASES[phase];
+      log(`\n== ${title} ==`);
+      results[phase] = await run();
     }
     results.targets = targets(results);
   } finally {

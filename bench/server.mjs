@@ -12,11 +12,11 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import express from 'express';
+import { benchOptions } from './lib/keys.mjs';
 import { SkipVariant, variantNamed } from './variants.mjs';
 
 const BODY = { ok: true, service: 'bench' };
 const lifetime = Number(process.env.BENCH_MAX_LIFETIME_MS ?? 15 * 60_000);
-const options = JSON.parse(process.env.BENCH_OPTIONS ?? '{}');
 
 function send(message) {
   if (process.connected) process.send(message);
@@ -30,14 +30,7 @@ process.on('disconnect', () => process.exit(0));
 
 async function main() {
   const variant = variantNamed(process.env.BENCH_VARIANT);
-  const ctx = {
-    dist: options.dist,
-    redisUrl: options.redisUrl,
-    postgresUrl: options.postgresUrl,
-    postgresSkip: options.postgresSkip,
-    options,
-    info: {},
-  };
+  const ctx = { ...benchOptions(), info: {} };
   const started = performance.now();
   let built;
   try {
@@ -65,12 +58,7 @@ async function main() {
   let profiler;
   process.on('message', async (message) => {
     if (message?.type === 'counted') {
-      let value = null;
-      try {
-        value = built.counted ? await built.counted() : null;
-      } catch (error) {
-        value = `error: ${error.message}`;
-      }
+      const value = await Promise.resolve(built.counted?.() ?? null).catch((error) => `error: ${error.message}`);
       send({ type: 'counted', value, stats: built.stats?.() ?? null });
     } else if (message?.type === 'profile-start') {
       // The V8 sampling profiler over exactly the measured window (what --cpu-prof records, minus startup and warm-up).

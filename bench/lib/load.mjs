@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { coreBusyPct, coreTimes, cpuSplit, pinned, processCpuMs, processTable, stopChild, threadCpuMs, threadCpuPct, track } from './infra.mjs';
+import { cpuSince, cpuSnapshot, pinned, processCpuMs, stopProcess, threadCpuMs, threadCpuPct, track } from './infra.mjs';
 
 const SERVER = fileURLToPath(new URL('../server.mjs', import.meta.url));
 
@@ -47,11 +47,11 @@ export async function startServer(plan, variant, options, { nodeArgs = [], start
     });
   });
   if (first.type === 'skip') {
-    await stopChild(child);
+    await stopProcess(child, 'SIGTERM', { timeoutMs: 5_000 });
     return { skip: first.reason };
   }
   if (first.type !== 'ready') {
-    await stopChild(child, 'SIGKILL');
+    await stopProcess(child, 'SIGKILL');
     throw new Error(`${variant.name}: server failed: ${first.message}`);
   }
   return {
@@ -147,28 +147,23 @@ export function summarize(result) {
  */
 export async function measure(server, { key, connections, warmupS, seconds }) {
   const warm = warmupS > 0 ? summarize(await load({ url: server.url, key, connections, seconds: warmupS })) : null;
-  const processes0 = processTable();
-  const cores0 = coreTimes();
   const serverCpu0 = processCpuMs(server.pid);
   const threads0 = threadCpuMs(server.pid);
   const ownCpu0 = process.cpuUsage();
-  const t0 = performance.now();
+  const cpu0 = cpuSnapshot();
   const result = await load({ url: server.url, key, connections, seconds });
-  const elapsed = performance.now() - t0;
   const own = process.cpuUsage(ownCpu0);
+  const cpu = cpuSince(cpu0);
   const stats = summarize(result);
-  stats.coreBusyPct = coreBusyPct(cores0, coreTimes());
-  const split = cpuSplit(processes0, processTable(), elapsed);
-  stats.oursCpuPct = split.ours;
-  // CPU no process of ours accounts for: other people's processes, even short-lived ones (about 0
-  // on a quiet machine here: the kernel's network work is charged to our processes).
-  stats.unexplainedCpuPct = stats.coreBusyPct.reduce((sum, pct) => sum + (Number.isFinite(pct) ? pct : 0), 0) - split.ours;
+  stats.coreBusyPct = cpu.coreBusyPct;
+  stats.oursCpuPct = cpu.ours;
+  stats.unexplainedCpuPct = cpu.unexplained;
   // What disturbs a measurement: visible foreign processes, or unexplained CPU beyond a margin.
-  stats.foreignCpuPct = Math.max(split.foreign, stats.unexplainedCpuPct - 10);
-  stats.serverCpuPct = (100 * (processCpuMs(server.pid) - serverCpu0)) / elapsed;
+  stats.foreignCpuPct = Math.max(cpu.foreign, cpu.unexplained - 10);
+  stats.serverCpuPct = (100 * (processCpuMs(server.pid) - serverCpu0)) / cpu.elapsedMs;
   // Which threads of the server used the core: the main thread, V8's GC/compiler helpers, workers.
-  stats.serverThreadsCpuPct = threadCpuPct(threads0, threadCpuMs(server.pid), elapsed);
-  stats.loadCpuPct = (100 * (own.user + own.system)) / 1000 / elapsed;
+  stats.serverThreadsCpuPct = threadCpuPct(threads0, threadCpuMs(server.pid), cpu.elapsedMs);
+  stats.loadCpuPct = (100 * (own.user + own.system)) / 1000 / cpu.elapsedMs;
   stats.warmupOk = warm?.ok ?? 0;
   stats.warmupRps = warm?.rps ?? null;
   return stats;

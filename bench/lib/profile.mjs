@@ -3,77 +3,25 @@
  * per function, per package, and keygate's own functions mapped back to src/*.ts through the
  * build's source maps.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
 import { fileURLToPath } from 'node:url';
-
-const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-/** Decodes a source map's `mappings` into, per generated line, `[column, source, line]` segments. */
-function decodeMappings(mappings) {
-  const lines = [];
-  let source = 0;
-  let originalLine = 0;
-  let originalColumn = 0;
-  for (const lineText of mappings.split(';')) {
-    const segments = [];
-    let column = 0;
-    if (lineText) {
-      for (const segmentText of lineText.split(',')) {
-        const values = [];
-        let value = 0;
-        let shift = 0;
-        for (const char of segmentText) {
-          const digit = BASE64.indexOf(char);
-          value += (digit & 31) << shift;
-          if (digit & 32) {
-            shift += 5;
-          } else {
-            values.push(value & 1 ? -(value >>> 1) : value >>> 1);
-            value = 0;
-            shift = 0;
-          }
-        }
-        column += values[0];
-        if (values.length >= 4) {
-          source += values[1];
-          originalLine += values[2];
-          originalColumn += values[3];
-          segments.push([column, source, originalLine]);
-        }
-      }
-    }
-    lines.push(segments);
-  }
-  return lines;
-}
 
 const maps = new Map();
 
-/** `src/…ts:line` for a generated position in keygate's build, or null. */
+/** `src/…ts:line` for a generated position in keygate's build (through its `.map` file), or null. */
 function originalPosition(file, line, column) {
   if (!maps.has(file)) {
-    let map = null;
     try {
-      if (existsSync(`${file}.map`)) {
-        const raw = JSON.parse(readFileSync(`${file}.map`, 'utf8'));
-        map = { sources: raw.sources, lines: decodeMappings(raw.mappings) };
-      }
+      maps.set(file, new SourceMap(JSON.parse(readFileSync(`${file}.map`, 'utf8'))));
     } catch {
-      map = null;
+      maps.set(file, null);
     }
-    maps.set(file, map);
   }
-  const map = maps.get(file);
-  const segments = map?.lines[line];
-  if (!segments || segments.length === 0) return null;
-  let best = segments[0];
-  for (const segment of segments) {
-    if (segment[0] <= column) best = segment;
-    else break;
-  }
-  const source = map.sources[best[1]] ?? '';
-  const at = source.lastIndexOf('src/');
-  return `${at >= 0 ? source.slice(at) : source}:${best[2] + 1}`;
+  const entry = maps.get(file)?.findEntry(line, column);
+  if (!entry?.originalSource) return null;
+  const at = entry.originalSource.lastIndexOf('src/');
+  return `${at >= 0 ? entry.originalSource.slice(at) : entry.originalSource}:${entry.originalLine + 1}`;
 }
 
 /** keygate's runtime dependencies, node internals and native frames: cost charged to their caller. */

@@ -27,6 +27,11 @@ export function fmtMs(value) {
   return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
 }
 
+/** autocannon's status code statistics as `{"200":n,…}`. */
+export function statusCounts(codes) {
+  return JSON.stringify(Object.fromEntries(Object.entries(codes ?? {}).map(([code, { count }]) => [code, count])));
+}
+
 function pad(text, width, right) {
   const value = String(text);
   return right ? value.padStart(width) : value.padEnd(width);

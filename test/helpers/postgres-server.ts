@@ -8,13 +8,12 @@
  * message, except under `CI=true`, where a missing server fails the run instead of hiding tests.
  * Set `KEYGATE_PG_BIN` to the folder holding `initdb` and `postgres` to pick a particular build.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chownSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
-import { Client } from 'pg';
+import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { HOST, findPostgresBinaries, freePort, initPostgres, spawnPostgres, stopProcess } from './servers.cjs';
+
+/** The folder holding `initdb` and `postgres`, or `null` when none is installed. */
+export { findPostgresBinaries };
 
 /** A running (or stopped, for fault tests) PostgreSQL server owned by one test file. */
 export interface PostgresServer {
@@ -32,24 +31,6 @@ export interface PostgresServer {
   restart(): Promise<void>;
   /** Stops and removes the server and its data directory. Safe to call twice. */
   destroy(): Promise<void>;
-}
-
-const PREFERRED_MAJOR = '15';
-const READY_TIMEOUT_MS = 30_000;
-
-/** The folder holding `initdb` and `postgres`, or `null` when none is installed. */
-export function findPostgresBinaries(): string | null {
-  const candidates: string[] = [];
-  if (process.env.KEYGATE_PG_BIN) candidates.push(process.env.KEYGATE_PG_BIN);
-  candidates.push(`/usr/lib/postgresql/${PREFERRED_MAJOR}/bin`);
-  try {
-    const majors = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a));
-    for (const major of majors) candidates.push(`/usr/lib/postgresql/${major}/bin`);
-  } catch {
-    // not a Debian-style layout
-  }
-  candidates.push('/usr/local/pgsql/bin', ...(process.env.PATH ?? '').split(delimiter).filter(Boolean));
-  return candidates.find((dir) => existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'postgres'))) ?? null;
 }
 
 let announced = false;
@@ -76,51 +57,6 @@ export function describePostgres(name: string, body: () => void): void {
   (postgresAvailable() ? describe : describe.skip)(name, body);
 }
 
-/** Runs the server processes as `postgres` when we are root (PostgreSQL refuses to run as root). */
-function serverIdentity(): { uid: number; gid: number } | undefined {
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
-  try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-    return { uid, gid };
-  } catch {
-    throw new Error('running as root, but there is no `postgres` OS user to run the PostgreSQL server as');
-  }
-}
-
-/** A port nobody listens on right now, found by binding port 0. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Servers still running, killed if the test process exits without destroying them. */
-const running = new Set<{ child: ChildProcess; dir: string }>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const { child, dir } of running) {
-      try {
-        child.kill('SIGQUIT');
-      } catch {
-        // already gone
-      }
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-}
-
 /**
  * Initialises and starts a fresh server. Call it in `beforeAll` and `destroy()` it in `afterAll`.
  *
@@ -132,108 +68,51 @@ function installExitHook(): void {
  * ```
  */
 export async function startPostgres(): Promise<PostgresServer> {
-  const bin = findPostgresBinaries();
-  if (!bin) throw new Error('PostgreSQL binaries not found (see postgresAvailable())');
-  const identity = serverIdentity();
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-pg-'));
-  if (identity) chownSync(dir, identity.uid, identity.gid);
-  const data = join(dir, 'data');
-  const log = join(dir, 'server.log');
-  installExitHook();
-
-  execFileSync(
-    join(bin, 'initdb'),
-    ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'],
-    { ...identity, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C.UTF-8' } },
-  );
-
+  const cluster = initPostgres();
   const port = await freePort();
-  const host = '127.0.0.1';
-  let entry: { child: ChildProcess; dir: string } | undefined;
+  let child: ChildProcess | undefined;
   let destroyed = false;
 
   async function start(): Promise<void> {
-    if (entry) return;
-    const out = openSync(log, 'a');
-    const child = spawn(
-      join(bin as string, 'postgres'),
-      [
-        '-D', data,
-        '-p', String(port),
-        '-k', dir,
-        '-c', `listen_addresses=${host}`,
-        '-c', 'fsync=off',
-        '-c', 'synchronous_commit=off',
-        '-c', 'full_page_writes=off',
-        '-c', 'max_connections=200',
-      ],
-      { ...identity, cwd: dir, stdio: ['ignore', out, out] },
-    );
-    closeSync(out);
-    entry = { child, dir };
-    running.add(entry);
-    let exited = false;
-    child.once('exit', () => {
-      exited = true;
-    });
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      const client = new Client({ host, port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 1_000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.query('SELECT 1');
-        await client.end();
-        return;
-      } catch {
-        await client.end().catch(() => undefined);
-      }
-      if (exited || Date.now() > deadline) {
-        running.delete(entry);
-        entry = undefined;
-        const tail = existsSync(log) ? readFileSync(log, 'utf8').slice(-2_000) : '(no log)';
-        throw new Error(`PostgreSQL did not become ready on port ${port}:\n${tail}`);
-      }
-      await delay(50);
-    }
+    if (!child) child = await spawnPostgres(cluster, { port });
   }
 
   async function stop(): Promise<void> {
-    const current = entry;
-    if (!current) return;
-    entry = undefined;
-    running.delete(current);
-    const { child } = current;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGINT'); // fast shutdown: roll back and cut every session
-    const timer = setTimeout(() => child.kill('SIGQUIT'), 10_000);
-    await exited;
-    clearTimeout(timer);
+    const current = child;
+    child = undefined;
+    if (current) await stopProcess(current, 'SIGINT', { fallbackSignal: 'SIGQUIT' }); // fast shutdown: roll back and cut every session
   }
 
-  await start();
+  async function destroy(): Promise<void> {
+    if (destroyed) return;
+    destroyed = true;
+    await stop();
+    rmSync(cluster.dir, { recursive: true, force: true });
+  }
+
+  function ifNotDestroyed(action: () => Promise<void>): () => Promise<void> {
+    return async () => {
+      if (destroyed) throw new Error('this PostgreSQL server was destroyed');
+      await action();
+    };
+  }
+
+  await start().catch(async (error: unknown) => {
+    await destroy();
+    throw error;
+  });
   return {
-    host,
+    host: HOST,
     port,
     user: 'postgres',
     database: 'postgres',
-    connectionString: `postgres://postgres@${host}:${port}/postgres`,
+    connectionString: `postgres://postgres@${HOST}:${port}/postgres`,
     stop,
-    start: async () => {
-      if (destroyed) throw new Error('this PostgreSQL server was destroyed');
-      await start();
-    },
-    restart: async () => {
-      if (destroyed) throw new Error('this PostgreSQL server was destroyed');
+    start: ifNotDestroyed(start),
+    restart: ifNotDestroyed(async () => {
       await stop();
       await start();
-    },
-    destroy: async () => {
-      if (destroyed) return;
-      destroyed = true;
-      await stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    }),
+    destroy,
   };
 }

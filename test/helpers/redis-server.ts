@@ -2,19 +2,14 @@
  * A real redis-server for the tests, on a free loopback port, started and stopped by the test.
  * When the binary is missing the suites say so loudly and skip; under CI=true that is a failure.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis, { type RedisOptions } from 'ioredis';
+import { HOST, freePort, redisServerBinary, spawnRedis, stopProcess } from './servers.cjs';
 
-/** Where a test can find redis-server, or why it cannot. */
-export function redisServerBinary(): string | null {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  const path = found.stdout.trim();
-  return found.status === 0 && path ? path : null;
-}
+export { freePort, redisServerBinary };
 
 /** `describe` when redis-server exists; otherwise a loud skip, or a failure under CI=true. */
 export function describeWithRedis(name: string, body: () => void): void {
@@ -31,21 +26,8 @@ export function describeWithRedis(name: string, body: () => void): void {
     });
     return;
   }
-  // eslint-disable-next-line no-console
   console.warn(`\n*** SKIPPED: ${message}\n`);
   describe.skip(name, body);
-}
-
-/** A free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** A running redis-server that a test can stop and start again on the same port. */
@@ -67,56 +49,23 @@ export class RedisServer {
   }
 
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `redis://${HOST}:${this.port}`;
   }
 
   /** A new ioredis client for this server, with the options keygate recommends. */
   client(options: RedisOptions = {}): Redis {
-    return new Redis({ host: '127.0.0.1', port: this.port, autoResendUnfulfilledCommands: false, ...options });
+    return new Redis({ host: HOST, port: this.port, autoResendUnfulfilledCommands: false, ...options });
   }
 
   async startProcess(): Promise<void> {
-    const child = spawn(
-      redisServerBinary() ?? 'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', this.directory, ...this.extraArguments],
-      { stdio: 'ignore' },
-    );
-    this.process = child;
-    const deadline = Date.now() + 10_000;
-    while (!(await this.answersPing())) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`redis-server did not start on port ${this.port}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-
-  /** One raw PING over TCP: no client library, so nothing lingers after a failed attempt. */
-  private answersPing(): Promise<boolean> {
-    return new Promise((resolve) => {
-      const socket = connect(this.port, '127.0.0.1');
-      let reply = '';
-      const finish = (ok: boolean) => {
-        socket.destroy();
-        resolve(ok);
-      };
-      socket.setTimeout(1000, () => finish(false));
-      socket.once('error', () => finish(false));
-      socket.once('connect', () => socket.write('PING\r\n'));
-      socket.on('data', (chunk) => {
-        reply += chunk.toString('utf8');
-        if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'));
-      });
-    });
+    this.process = await spawnRedis({ port: this.port, directory: this.directory, args: this.extraArguments });
   }
 
   /** Kills the server at once (no save, no goodbye), as a crash would. */
   async kill(): Promise<void> {
     const child = this.process;
     this.process = undefined;
-    if (!child || child.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGKILL');
-    });
+    if (child) await stopProcess(child, 'SIGKILL');
   }
 
   async stop(): Promise<void> {
@@ -134,7 +83,7 @@ export class RedisClusterServers {
     const cluster = new RedisClusterServers(nodes);
     const created = spawnSync(
       'redis-cli',
-      ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      ['--cluster', 'create', ...nodes.map((node) => `${HOST}:${node.port}`), '--cluster-replicas', '0', '--cluster-yes'],
       { encoding: 'utf8', timeout: 30_000 },
     );
     if (created.status !== 0) {
@@ -146,7 +95,7 @@ export class RedisClusterServers {
 
   /** Startup nodes for an ioredis `Cluster`. */
   get startupNodes(): { host: string; port: number }[] {
-    return this.nodes.map((node) => ({ host: '127.0.0.1', port: node.port }));
+    return this.nodes.map((node) => ({ host: HOST, port: node.port }));
   }
 
   async stop(): Promise<void> {

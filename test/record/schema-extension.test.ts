@@ -36,11 +36,13 @@ function loadExtended(): { lib: Library; sql: Sql; redis: RedisModule } {
       const RECORD_SCHEMA = { ...actual.RECORD_SCHEMA, colour: COLOUR, reviewedAt: REVIEWED_AT };
       return { ...actual, RECORD_SCHEMA, ...actual.deriveSchema(RECORD_SCHEMA) };
     });
+    /* eslint-disable @typescript-eslint/no-require-imports -- isolateModules loads synchronously */
     loaded = {
       lib: require('../../src/index') as Library,
       sql: require('../../src/sql') as Sql,
       redis: require('../../src/redis') as RedisModule,
     };
+    /* eslint-enable @typescript-eslint/no-require-imports */
   });
   jest.dontMock('../../src/record/schema');
   return loaded!;
