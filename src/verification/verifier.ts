@@ -5,7 +5,7 @@
  * before the consume counts nothing.
  */
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
-import { KeygateError, type RefusalCode, isKeygateError, refusalError } from '../errors.js';
+import { type KeygateError, type RefusalCode, isKeygateError, refusalError } from '../errors.js';
 import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
 import { type HashingAlgorithm, dummyHash, hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
@@ -16,7 +16,7 @@ import type { PolicyResult } from '../policy/result.js';
 import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
 import { checkExpiry, checkStatus } from '../policy/status.js';
 import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
-import { decodeStoredRecord } from '../record/decode.js';
+import { decodeStoredRecord, invalidRecord } from '../record/decode.js';
 import { isLimitRefusal } from '../stores/toolkit.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
@@ -306,10 +306,10 @@ export class Verifier {
       found = await withDeadline(() => store.findByKeyPrefix(keyPrefix), storeTimeoutMs, 'to look up a key');
       if (found === null) return null;
       const record = decodeStoredRecord(found);
-      if (record.keyPrefix !== keyPrefix) throw new KeygateError('invalid_record', 'the key store returned a record of another keyPrefix');
+      if (record.keyPrefix !== keyPrefix) throw invalidRecord(record.id, 'keyPrefix', 'is not the keyPrefix that was looked up');
       return record;
     } catch (error) {
-      if (!(error instanceof KeygateError) || error.code !== 'invalid_record') throw error;
+      if (!isKeygateError(error) || error.code !== 'invalid_record') throw error;
       const id = (found as { id?: unknown } | null)?.id;
       warnOnce(typeof id === 'string' ? id : keyPrefix, `was refused: ${error.message}`, 'KEYGATE_INVALID_RECORD');
       return null;
