@@ -195,7 +195,7 @@ export class JsonFileStore implements ApiKeyStore {
       if (isRetired(old.status, old.revokedAt, rotation.now.getTime())) throw retiredKeyCannotRotate();
       this.assertFree(data, rotation.replacement);
       // Carry the uses the old key has left at this very moment (inside the lock).
-      const replacement = toStored(replacementFor(rotation, old));
+      const replacement = toStored(replacementFor(rotation, fromStored(old)));
       data.records[replacement.id] = replacement;
       data.counters[replacement.id] = { day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
       // The old key stays active until `oldRevokedAt` (end of the grace period), or is revoked now.

@@ -8,8 +8,11 @@ import type { LimitsSnapshot } from '../policy/limits.js';
 import { problemDetails, wwwAuthenticate } from './problem.js';
 import { rateLimitHeader } from './rate-limit-headers.js';
 
-/** Takes over the answer to a refusal. */
-export type ErrorHandler = (error: KeygateError, req: Request, res: Response, next: NextFunction) => void;
+/**
+ * Takes over the answer to a refusal. It may be `async`: a rejection it returns goes to
+ * `next(err)`, like an exception it throws.
+ */
+export type ErrorHandler = (error: KeygateError, req: Request, res: Response, next: NextFunction) => unknown;
 
 /** How refusals are answered. */
 export interface RefusalStyle {
@@ -29,6 +32,10 @@ export function setRateLimitHeaders(res: Response, policyHeader: string | undefi
   const current = limits.usesRemaining === 0 ? undefined : rateLimitHeader(limits.policies);
   res.setHeader('RateLimit-Policy', policyHeader);
   if (current !== undefined) res.setHeader('RateLimit', current);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
 /**
@@ -51,11 +58,15 @@ export function refuse(
   }
   if (style.passErrors) return next(error);
   if (style.onError) {
+    let returned: unknown;
     try {
-      style.onError(error, req, res, next);
+      returned = style.onError(error, req, res, next);
     } catch (handlerError) {
-      next(handlerError);
+      return next(handlerError);
     }
+    // An async handler that fails must reach the app's error handler, not become an unhandled
+    // rejection that takes the process down (anyone can trigger a refusal).
+    if (isThenable(returned)) returned.then(undefined, (handlerError: unknown) => next(handlerError));
     return;
   }
   if (res.headersSent) return next(error);

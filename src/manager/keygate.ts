@@ -64,7 +64,11 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
   try {
     const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     if (Array.isArray(decoded) && decoded.length === 2 && Number.isSafeInteger(decoded[0]) && typeof decoded[1] === 'string') {
-      return { createdAt: new Date(decoded[0] as number), id: decoded[1] };
+      const createdAt = new Date(decoded[0] as number);
+      // Only what list() itself writes: an instant a Date holds, and an id a record could have.
+      if (!Number.isNaN(createdAt.getTime()) && decoded[1].length > 0 && decoded[1].length <= 128 && !decoded[1].includes('\u0000')) {
+        return { createdAt, id: decoded[1] };
+      }
     }
   } catch {
     // fall through to the argument error

@@ -208,7 +208,8 @@ const FIELD_VALIDATORS: { readonly [F in CreateField]?: (value: unknown, field: 
 };
 
 function validateField<F extends CreateField>(field: F, value: unknown): ApiKeyRecord[F] {
-  const own = FIELD_VALIDATORS[field];
+  // Own entries only: a polluted Object.prototype must not stand in for a field's validator.
+  const own = Object.hasOwn(FIELD_VALIDATORS, field) ? FIELD_VALIDATORS[field] : undefined;
   return (own ? own(value, field) : KIND_VALIDATORS[RECORD_SCHEMA[field].kind](value, field)) as ApiKeyRecord[F];
 }
 

@@ -19,6 +19,15 @@ export function invalidRecord(id: unknown, field: string, problem: string): Keyg
   return new KeygateError('invalid_record', `the key store returned ${which} whose ${field} ${problem}`, { field });
 }
 
+/**
+ * A field's value if the object has it as its own property, else `undefined`: what every reader of
+ * records and patches uses, so that a polluted `Object.prototype` (an `ownerId`, a `status`, a
+ * `scopes` set on it by a bug elsewhere in the app) can never fill in an absent field.
+ */
+export function ownValue(object: object, field: string): unknown {
+  return Object.hasOwn(object, field) ? (object as Record<string, unknown>)[field] : undefined;
+}
+
 /** True for `{...}` literals and `Object.create(null)` (from any realm): not arrays, Maps, Dates or class instances. */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
@@ -141,9 +150,9 @@ export function decodeStoredRecord(value: unknown): ApiKeyRecord {
   if (!isPlainObject(value)) throw invalidRecord(undefined, 'shape', 'is not an object');
   const record: Record<string, unknown> = {};
   for (const { field, spec } of RECORD_FIELDS) {
-    const decoded = decodeField(spec.kind, value[field]);
+    const decoded = decodeField(spec.kind, ownValue(value, field));
     if ('problem' in decoded) {
-      throw invalidRecord(value.id, decoded.field === undefined ? field : `${field}.${decoded.field}`, decoded.problem);
+      throw invalidRecord(ownValue(value, 'id'), decoded.field === undefined ? field : `${field}.${decoded.field}`, decoded.problem);
     }
     if (decoded.value !== undefined) record[field] = decoded.value;
   }

@@ -40,9 +40,13 @@ export interface StoreRotation {
   /** The record being replaced. */
   oldId: string;
   /**
-   * The new record, ready to insert. The store sets `replacement.maxUses` to the uses the old key
-   * has left at this moment, inside its atomic step: `null` (unlimited) when the old key is
-   * unlimited, else never below 0 (`replacementFor` of the store toolkit).
+   * The new record, ready to insert: its identity (`id`, `keyPrefix`, `keyHash`) and keygate's own
+   * fields (timestamps, `rotatedFromId`, counters) are the caller's. Inside its atomic step the
+   * store replaces every field a caller sets (`CREATE_FIELDS` of the record schema: name, status,
+   * scopes, allowedIps, limits, expiry, metadata, …; absent on the old record means absent here)
+   * with the old record's values at that moment, and `maxUses` with the uses the old key has left
+   * (`null` when unlimited, never below 0): the caller read the old record earlier, and an update
+   * made since must reach the new key. `replacementFor(rotation, old)` of the store toolkit does it.
    */
   replacement: ApiKeyRecord;
   /** When the old key stops working (now, or the end of the grace period). */

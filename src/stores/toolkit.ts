@@ -6,6 +6,7 @@
  */
 import { KeygateError, invalidArgument } from '../errors.js';
 import { lifecycleRefusal } from '../policy/status.js';
+import { CREATE_FIELDS } from '../record/schema.js';
 import type { ApiKeyRecord } from '../types.js';
 import type { ConsumeRefusal, StoreRotation } from './store.js';
 
@@ -77,11 +78,22 @@ export function remainingUses(maxUses: number | null, useCount: number): number 
 }
 
 /**
- * The replacement a store inserts for `rotate`: `rotation.replacement` carrying the uses the old
- * key has left at the moment of the rotation (`old` as the store holds it inside its atomic step).
+ * The replacement a store inserts for `rotate`, from `old` as the store holds it inside its atomic
+ * step: `rotation.replacement`'s identity and keygate's own fields, with every field a caller sets
+ * (`CREATE_FIELDS` of the record schema: name, scopes, status, limits, …) taken from `old`, and
+ * `maxUses` the uses `old` has left. The manager built the replacement from an earlier read; an
+ * update that landed between that read and the rotation must not be lost (a suspension, narrowed
+ * scopes or IPs would otherwise not reach the new key).
  */
-export function replacementFor(rotation: StoreRotation, old: Pick<ApiKeyRecord, 'maxUses' | 'useCount'>): ApiKeyRecord {
-  return { ...rotation.replacement, maxUses: remainingUses(old.maxUses, old.useCount) };
+export function replacementFor(rotation: StoreRotation, old: ApiKeyRecord): ApiKeyRecord {
+  const replacement: Record<string, unknown> = { ...rotation.replacement };
+  const stored = old as unknown as Record<string, unknown>;
+  for (const field of CREATE_FIELDS) {
+    if (Object.hasOwn(stored, field) && stored[field] !== undefined) replacement[field] = stored[field];
+    else delete replacement[field];
+  }
+  replacement.maxUses = remainingUses(old.maxUses, old.useCount);
+  return replacement as unknown as ApiKeyRecord;
 }
 
 /**
@@ -102,10 +114,11 @@ export function revokedAtAfterUpdate(
   storedRevokedAt: number | null,
   patch: { status?: string | undefined; revokedAt?: Date | null | undefined; updatedAt: Date },
 ): number | null | undefined {
-  if (patch.status === 'revoked') {
+  // Own properties only: a polluted Object.prototype must not turn every update into a revocation.
+  if (Object.hasOwn(patch, 'status') && patch.status === 'revoked') {
     const now = patch.updatedAt.getTime();
     return storedRevokedAt === null ? now : Math.min(storedRevokedAt, now);
   }
-  if (patch.revokedAt === undefined) return undefined;
+  if (!Object.hasOwn(patch, 'revokedAt') || patch.revokedAt === undefined) return undefined;
   return patch.revokedAt === null ? null : patch.revokedAt.getTime();
 }

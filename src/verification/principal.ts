@@ -3,7 +3,7 @@
  * that changes `req.apiKey.expiresAt`, `.metadata` or `.rateLimit` changes its own copy, never the
  * record keygate makes its next decision from.
  */
-import { copyFieldValue } from '../record/decode.js';
+import { copyFieldValue, ownValue } from '../record/decode.js';
 import { RECORD_FIELDS } from '../record/schema.js';
 import { isActiveAt } from '../policy/status.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
@@ -25,7 +25,7 @@ export function withoutHash(record: ApiKeyRecord | VisibleRecord): VisibleRecord
 export function toApiKey(record: ApiKeyRecord | VisibleRecord, now: number): ApiKey {
   const view: Record<string, unknown> = {};
   for (const { field, spec } of VIEW_FIELDS) {
-    const value = (record as Record<string, unknown>)[field];
+    const value = ownValue(record, field);
     if (value !== undefined) view[field] = copyFieldValue(spec.kind, value);
   }
   view.isActive = isActiveAt(record, now);

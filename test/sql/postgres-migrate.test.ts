@@ -10,6 +10,7 @@ import type { ApiKeyRecord } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
 import { testRecord } from '../helpers/records';
+import { rejection } from '../helpers/rejection';
 
 jest.setTimeout(30_000);
 
@@ -111,6 +112,39 @@ describePostgres('SqlStore (postgres) migrate', () => {
     await b.insert(key); // same id and keyPrefix: another table
     expect(await a.findById(key.id)).toStrictEqual(key);
     expect(await b.list({ limit: 10 })).toStrictEqual([key]);
+  });
+
+  it('names a missing schema and how to create it, instead of the raw 3F000', async () => {
+    const error = await rejection(() => new SqlStore({ dialect: 'postgres', client: pool, table: 'auth.api_keys' }).migrate());
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(TypeError);
+    expect((error as Error).message).toBe(
+      'keygate: schema "auth" does not exist: create it first (CREATE SCHEMA auth) before migrate() creates table "auth.api_keys"',
+    );
+    expect(error).toMatchObject({ code: '3F000', cause: { code: '3F000' } });
+    // Unquoted names fold to lower case: a schema with capitals is quoted in the advice.
+    const capitals = await rejection(() => new SqlStore({ dialect: 'postgres', client: pool, table: 'Auth.keys' }).migrate());
+    expect((capitals as Error).message).toMatch(/create it first \(CREATE SCHEMA "Auth"\)/);
+    // Following the advice works.
+    await pool.query('CREATE SCHEMA auth');
+    const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'auth.api_keys' });
+    await store.migrate();
+    const key = record();
+    await store.insert(key);
+    expect(await store.findById(key.id)).toStrictEqual(key);
+  });
+
+  it('says so when an unqualified table has no schema to go to (a search_path naming none that exists)', async () => {
+    const client = new Client({ connectionString: server.connectionString, options: '-c search_path=nowhere' });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const error = await rejection(() => new SqlStore({ dialect: 'postgres', client, table: 'homeless' }).migrate());
+      expect((error as Error).message).toMatch(/^keygate: no schema to create table "homeless" in: the connection's search_path names no schema/);
+      expect(error).toMatchObject({ code: '3F000' });
+    } finally {
+      await client.end();
+    }
   });
 
   it('serves lookups, keyset pages and filtered lists from the indexes', async () => {

@@ -31,7 +31,35 @@ export async function migratePostgres(client: PostgresClient, table: TableName, 
     ...schema.addColumns.map((add) => add.statement),
     ...schema.indexes,
   ];
-  await client.query(`${script.join(';\n')};`);
+  try {
+    await client.query(`${script.join(';\n')};`);
+  } catch (error) {
+    throw missingSchema(error, table) ?? error;
+  }
+}
+
+/** PostgreSQL's `invalid_schema_name` SQLSTATE: the schema of a qualified name does not exist. */
+const POSTGRES_INVALID_SCHEMA_NAME = '3F000';
+
+/**
+ * The error `migrate()` rejects with when the table's schema does not exist (`3F000`), or
+ * `undefined` for any other error. The raw pg error says `schema "auth" does not exist` with no
+ * word of what to do; this one says it, keeps the driver's `code` for code that matches on it,
+ * and the driver's error as `cause`. Without a schema in the name, PostgreSQL raises `3F000` when
+ * the connection's `search_path` names no schema that exists.
+ */
+function missingSchema(error: unknown, table: TableName): Error | undefined {
+  if (error === null || typeof error !== 'object' || (error as { code?: unknown }).code !== POSTGRES_INVALID_SCHEMA_NAME) return undefined;
+  const schema = table.schema;
+  // Unquoted identifiers fold to lower case: quote a schema that has capitals.
+  const written = schema === undefined || schema === schema.toLowerCase() ? schema : `"${schema}"`;
+  const message =
+    schema === undefined
+      ? `keygate: no schema to create table "${table.text}" in: the connection's search_path names no schema that exists ` +
+        '(create one, set search_path, or give the table as "schema.name")'
+      : `keygate: schema "${schema}" does not exist: create it first (CREATE SCHEMA ${written}) ` +
+        `before migrate() creates table "${table.text}"`;
+  return Object.assign(new Error(message, { cause: error }), { code: POSTGRES_INVALID_SCHEMA_NAME });
 }
 
 /**

@@ -3,6 +3,7 @@
  * here, and the DDL writes a column's default from the same encoding, so a value is stored one way
  * whichever statement writes it.
  */
+import { ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import { type Column, RECORD_COLUMNS } from './columns.js';
 import { type SqlDialect, timestamptzLiteral } from './values.js';
@@ -29,7 +30,11 @@ export function parameterOf(dialect: SqlDialect, column: Column, value: unknown)
   }
 }
 
-/** Every column's parameter for `record`, in `RECORD_COLUMNS` order (the insert's placeholders). */
+/**
+ * Every column's parameter for `record`, in `RECORD_COLUMNS` order (the insert's placeholders).
+ * Own properties only: a field the record does not have is NULL (absent), whatever a polluted
+ * `Object.prototype` holds under its name.
+ */
 export function recordParameters(dialect: SqlDialect, record: ApiKeyRecord): unknown[] {
-  return RECORD_COLUMNS.map((column) => parameterOf(dialect, column, record[column.field]));
+  return RECORD_COLUMNS.map((column) => parameterOf(dialect, column, ownValue(record, column.field)));
 }

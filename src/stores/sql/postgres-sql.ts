@@ -6,6 +6,8 @@
  * store works the same on a `Pool`, a `Client` or a `PoolClient`: no connection is ever held across
  * round trips, and nothing can interleave with a half-done operation.
  */
+import { ownValue } from '../../record/decode.js';
+import { CREATE_FIELDS } from '../../record/schema.js';
 import type { StoreRotation } from '../store.js';
 import { COLUMN_LIST, type Column, RECORD_COLUMNS, columnOf } from './columns.js';
 import { parameterOf } from './parameters.js';
@@ -203,15 +205,37 @@ SELECT "refusal", "use_count"::text AS "use_count", "day_used"::text AS "day_use
 FROM "verdict"`;
 }
 
-/** The replacement's maxUses is not a parameter of the rotation: the old row's remaining uses take its place. */
+/** The replacement's maxUses is the old row's remaining uses (the toolkit's `remainingUses`). */
 const CARRIED = columnOf('maxUses');
 
 /**
- * One rotation, in one statement: lock the old row, insert the replacement carrying the old key's
- * remaining uses (the toolkit's `replacementFor`: `remainingUses(max_uses, use_count)`, so an
- * unlimited key's replacement is unlimited), and retire the old row. A unique violation on the
- * replacement aborts the whole statement, so nothing changes. No rows back means the old id is
- * unknown.
+ * The columns of every field a caller sets (`CREATE_FIELDS` of the record schema): the rotate
+ * statement takes them from the locked old row, never from the parameters, so a field added to the
+ * schema is carried with no edit here.
+ */
+const CALLER_SET_COLUMNS: readonly Column[] = CREATE_FIELDS.map(columnOf);
+
+const CALLER_SET = new Set<Column>(CALLER_SET_COLUMNS);
+
+/** The columns the rotation's parameters supply: the replacement's identity and keygate's own fields. */
+const REPLACEMENT_PARAMETER_COLUMNS: readonly Column[] = RECORD_COLUMNS.filter((column) => !CALLER_SET.has(column));
+
+/**
+ * One rotation, in one statement: lock the old row, insert the replacement, and retire the old row.
+ * The replacement is the toolkit's `replacementFor` written in SQL: its identity and keygate's own
+ * fields (id, key_prefix, key_hash, timestamps, rotated_from_id, use_count; the counters start at
+ * their defaults) are parameters, and every caller-set column ({@link CALLER_SET_COLUMNS}) is
+ * INSERT … SELECTed from the locked old row, as it stands once the lock is held: an update that
+ * committed while the caller was building the replacement (a suspension, narrowed scopes or IPs)
+ * reaches the new key, and a NULL optional column stays NULL (absent). `max_uses` is the old key's
+ * remaining uses, `remainingUses(max_uses, use_count)`, so an unlimited key's replacement is
+ * unlimited. A unique violation on the replacement aborts the whole statement, so nothing changes.
+ * No rows back means the old id is unknown.
+ *
+ * The old row is read by a `FOR UPDATE` CTE: in READ COMMITTED, a row lock that had to wait for
+ * another transaction returns the row version that transaction committed (not the statement's
+ * snapshot), and the INSERT reads the columns from that CTE, so it sees every update committed
+ * before the rotation took the lock (test/sql/rotate-settings-race.test.ts).
  *
  * An old row that is already retired or retiring (the toolkit's `isRetired`: `revoked_at` set, or
  * a status other than `active` / `suspended`) is `refused`: nothing is inserted or updated, and the
@@ -224,13 +248,18 @@ const CARRIED = columnOf('maxUses');
  */
 function rotateStatement(table: TableName): string {
   let index = 1;
-  const values = RECORD_COLUMNS.map((column) => (column === CARRIED ? remainingUses('"old".') : placeholder(++index, column)));
+  const values = RECORD_COLUMNS.map((column) => {
+    if (column === CARRIED) return remainingUses('"old".');
+    if (CALLER_SET.has(column)) return `"old".${quoted(column.name)}`;
+    return placeholder(++index, column);
+  });
   const revokedAt = `$${++index}::timestamptz`;
   const updatedAt = `$${++index}::timestamptz`;
   const status = `$${++index}::text`;
+  const read = [...new Set(['id', 'use_count', ...CALLER_SET_COLUMNS.map((column) => column.name)])].map(quoted).join(', ');
   const nothing = RECORD_COLUMNS.map((column) => `NULL::text AS ${quoted(column.name)}`).join(', ');
   return `WITH "old" AS MATERIALIZED (
-  SELECT "id", "max_uses", "use_count", ${RETIRED} AS "refused"
+  SELECT ${read}, ${RETIRED} AS "refused"
   FROM ${table.qualified} WHERE "id" = $1::text FOR UPDATE
 ), "inserted" AS (
   INSERT INTO ${table.qualified} (${COLUMN_LIST})
@@ -254,15 +283,16 @@ SELECT 'refused' AS "role", ${nothing} FROM "old" WHERE "old"."refused"`;
 }
 
 /**
- * The parameters of the rotate statement: `$1` the old id; then the replacement's columns in
- * `RECORD_COLUMNS` order, without `max_uses` (carried from the old row); then the old key's
- * `revoked_at`, `updated_at`, and its new status (NULL to keep it).
+ * The parameters of the rotate statement: `$1` the old id; then the replacement's
+ * {@link REPLACEMENT_PARAMETER_COLUMNS} in `RECORD_COLUMNS` order (its caller-set fields are not
+ * sent: the old row's take their place); then the old key's `revoked_at`, `updated_at`, and its new
+ * status (NULL to keep it). Own properties only: nothing inherited from a polluted
+ * `Object.prototype` (an `oldStatus`, a `rotatedFromId`) is read.
  */
 export function rotationParameters(rotation: StoreRotation): unknown[] {
-  const replacement = RECORD_COLUMNS.filter((column) => column !== CARRIED).map((column) =>
-    parameterOf('postgres', column, rotation.replacement[column.field]),
-  );
-  return [rotation.oldId, ...replacement, timestamptzLiteral(rotation.oldRevokedAt), timestamptzLiteral(rotation.now), rotation.oldStatus ?? null];
+  const replacement = REPLACEMENT_PARAMETER_COLUMNS.map((column) => parameterOf('postgres', column, ownValue(rotation.replacement, column.field)));
+  const oldStatus = ownValue(rotation, 'oldStatus');
+  return [rotation.oldId, ...replacement, timestamptzLiteral(rotation.oldRevokedAt), timestamptzLiteral(rotation.now), oldStatus ?? null];
 }
 
 /**

@@ -2,7 +2,7 @@
  * The PostgreSQL dialect: runs the statements of `postgres-sql.ts` through the user's `pg` client
  * and turns rows into records and outcomes. One round trip per operation.
  */
-import { invalidRecord } from '../../record/decode.js';
+import { invalidRecord, ownValue } from '../../record/decode.js';
 import { bucketCapacity } from '../../policy/limits.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
@@ -65,7 +65,8 @@ export class PostgresEngine implements SqlEngine {
    * revive a revoked key and stamps a revocation, atomically with the write.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const columns = PATCHABLE_COLUMNS.filter((column) => patch[column.field as keyof ApiKeyPatch] !== undefined);
+    // Own properties only: an inherited `status` or `scopes` (a polluted Object.prototype) is no change.
+    const columns = PATCHABLE_COLUMNS.filter((column) => ownValue(patch, column.field) !== undefined);
     if (columns.length === 0) return this.findById(id);
     const key = columns.map((column) => column.name).join(',');
     let text = this.#updates.get(key);
@@ -73,10 +74,10 @@ export class PostgresEngine implements SqlEngine {
       text = updateStatement(this.#table, columns);
       this.#updates.set(key, text);
     }
-    const values = [id, ...columns.map((column) => parameterOf('postgres', column, patch[column.field as keyof ApiKeyPatch]))];
+    const values = [id, ...columns.map((column) => parameterOf('postgres', column, ownValue(patch, column.field)))];
     const [row] = await this.#rows(text, values);
     if (!row) return null;
-    if (patch.status !== undefined) {
+    if (columns.some((column) => column.field === 'status')) {
       if (row.refused === 'true') throw revokedKeyCannotChangeStatus();
       if (row.id === null || row.id === undefined) return null; // the row vanished under us
     }
@@ -92,11 +93,16 @@ export class PostgresEngine implements SqlEngine {
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
+    // Own properties only: an inherited `ownerId` (a polluted Object.prototype) is no filter.
+    const ownerId = ownValue(query, 'ownerId') as string | undefined;
+    const tenantId = ownValue(query, 'tenantId') as string | undefined;
+    const status = ownValue(query, 'status') as string | undefined;
+    const after = ownValue(query, 'after') as StoreListQuery['after'];
     const shape: ListShape = {
-      ownerId: query.ownerId !== undefined,
-      tenantId: query.tenantId !== undefined,
-      status: query.status !== undefined,
-      after: query.after !== undefined,
+      ownerId: ownerId !== undefined,
+      tenantId: tenantId !== undefined,
+      status: status !== undefined,
+      after: after !== undefined,
     };
     const key = `${+shape.ownerId}${+shape.tenantId}${+shape.status}${+shape.after}`;
     let text = this.#lists.get(key);
@@ -105,10 +111,10 @@ export class PostgresEngine implements SqlEngine {
       this.#lists.set(key, text);
     }
     const values: unknown[] = [];
-    if (query.ownerId !== undefined) values.push(query.ownerId);
-    if (query.tenantId !== undefined) values.push(query.tenantId);
-    if (query.status !== undefined) values.push(query.status);
-    if (query.after) values.push(timestamptzLiteral(query.after.createdAt), query.after.id);
+    if (ownerId !== undefined) values.push(ownerId);
+    if (tenantId !== undefined) values.push(tenantId);
+    if (status !== undefined) values.push(status);
+    if (after) values.push(timestamptzLiteral(after.createdAt), after.id);
     values.push(query.limit);
     return (await this.#rows(text, values)).map(recordFromRow);
   }

@@ -14,7 +14,7 @@
  * Whether a decoded value is acceptable (a known status, a non-negative count, …) is then
  * `decodeStoredRecord`'s call, which keygate applies to every record it reads.
  */
-import { invalidRecord } from '../../record/decode.js';
+import { invalidRecord, ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import { type Column, RECORD_COLUMNS } from './columns.js';
 
@@ -107,9 +107,9 @@ export function recordFromRow(row: Row): ApiKeyRecord {
   for (const column of RECORD_COLUMNS) {
     let value: unknown;
     try {
-      value = decode(column, row[column.name]);
+      value = decode(column, ownValue(row, column.name));
     } catch (error) {
-      if (error instanceof Undecodable) throw invalidRecord(row.id, column.field, `(column ${column.name}) ${error.problem}`);
+      if (error instanceof Undecodable) throw invalidRecord(ownValue(row, 'id'), column.field, `(column ${column.name}) ${error.problem}`);
       throw error;
     }
     if (value !== undefined) record[column.field] = value;

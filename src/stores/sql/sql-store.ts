@@ -4,6 +4,7 @@
  * options, refuses values the database would not give back exactly, and notifies listeners.
  */
 import { isKeygateError } from '../../errors.js';
+import { ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import type { SqlEngine } from './dialect.js';
@@ -109,7 +110,7 @@ export class SqlStore implements ApiKeyStore {
    */
   async insert(record: ApiKeyRecord): Promise<void> {
     assertStorable(record, this.dialect);
-    await withoutHashes(() => this.#engine.insert(record), [record.keyHash]);
+    await withoutHashes(() => this.#engine.insert(record), ownHashes(record));
   }
 
   /** The record with this id, or `null`. */
@@ -140,8 +141,11 @@ export class SqlStore implements ApiKeyStore {
   }
 
   /**
-   * Inserts the replacement (carrying the old key's remaining uses) and retires the old record
-   * atomically: one statement on PostgreSQL, one immediate transaction on SQLite. Notifies listeners.
+   * Inserts the replacement and retires the old record atomically: one statement on PostgreSQL,
+   * one immediate transaction on SQLite. Notifies listeners. The replacement keeps its identity
+   * and keygate's own fields, and takes every caller-set field (name, status, scopes, allowedIps,
+   * limits, expiry, metadata, …) from the old row as stored at that moment, with `maxUses` the uses
+   * the old key has left: an update made after the caller read the old key reaches the new one.
    * Refuses with `invalid_argument` (field `id`), changing nothing, when the old key is already
    * revoked or rotated (`revokedAt` set).
    */
@@ -151,7 +155,7 @@ export class SqlStore implements ApiKeyStore {
       { replacement: rotation.replacement, oldRevokedAt: rotation.oldRevokedAt, now: rotation.now },
       this.dialect,
     );
-    const rotated = await this.#writing(rotation.oldId, () => this.#engine.rotate(rotation), [rotation.replacement.keyHash]);
+    const rotated = await this.#writing(rotation.oldId, () => this.#engine.rotate(rotation), ownHashes(rotation.replacement));
     if (rotated) this.#listeners.notify(rotation.oldId);
     return rotated;
   }
@@ -205,4 +209,10 @@ export class SqlStore implements ApiKeyStore {
       throw error;
     }
   }
+}
+
+/** The record's own key hash, to redact from driver errors (none when it has no string of its own). */
+function ownHashes(record: ApiKeyRecord): string[] {
+  const hash = ownValue(record, 'keyHash');
+  return typeof hash === 'string' ? [hash] : [];
 }

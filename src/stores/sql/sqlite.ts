@@ -7,7 +7,7 @@
  * the deadline, read with `Date.now()` once the transaction holds the write lock.
  */
 import { type CounterState, decideConsume } from '../../policy/limits.js';
-import { invalidRecord } from '../../record/decode.js';
+import { invalidRecord, ownValue } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
@@ -95,7 +95,8 @@ export class SqliteEngine implements SqlEngine {
    * lifecycle first, to refuse reviving a revoked key and to stamp a revocation.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const row = patch.status !== undefined ? this.#statusUpdate.immediate(id, patch) : this.#updateNow(id, patch);
+    // Own properties only: an inherited `status` (a polluted Object.prototype) is no change.
+    const row = ownValue(patch, 'status') !== undefined ? this.#statusUpdate.immediate(id, patch) : this.#updateNow(id, patch);
     return row ? recordFromRow(row) : null;
   }
 
@@ -106,7 +107,7 @@ export class SqliteEngine implements SqlEngine {
   #statusUpdateNow(id: string, patch: ApiKeyPatch): Row | undefined {
     const stored = this.#lifecycleOf(id);
     if (!stored) return undefined;
-    if (patch.status !== 'revoked' && lifecycleRefusal(stored.status, stored.revoked_at, null, patch.updatedAt.getTime()) === 'api_key_revoked') {
+    if (ownValue(patch, 'status') !== 'revoked' && lifecycleRefusal(stored.status, stored.revoked_at, null, patch.updatedAt.getTime()) === 'api_key_revoked') {
       throw revokedKeyCannotChangeStatus();
     }
     const revokedAt = revokedAtAfterUpdate(stored.revoked_at, patch);
@@ -114,10 +115,10 @@ export class SqliteEngine implements SqlEngine {
   }
 
   #updateNow(id: string, patch: ApiKeyPatch): Row | undefined {
-    const columns = PATCHABLE_COLUMNS.filter((column) => patch[column.field as keyof ApiKeyPatch] !== undefined);
+    const columns = PATCHABLE_COLUMNS.filter((column) => ownValue(patch, column.field) !== undefined);
     if (columns.length === 0) return this.#row('id', id);
     const assignments = columns.map((column) => `"${column.name}" = ?`).join(', ');
-    const values = columns.map((column) => parameterOf('sqlite', column, patch[column.field as keyof ApiKeyPatch]));
+    const values = columns.map((column) => parameterOf('sqlite', column, ownValue(patch, column.field)));
     const sql = `UPDATE ${this.#table.qualified} SET ${assignments} WHERE "id" = ? RETURNING ${COLUMN_LIST}`;
     return this.#statement(sql).get(...values, id) as Row | undefined;
   }
@@ -127,42 +128,45 @@ export class SqliteEngine implements SqlEngine {
     return rows ? { old: recordFromRow(rows.old), replacement: recordFromRow(rows.replacement) } : null;
   }
 
+  /**
+   * Inside the immediate transaction: reads the old row as it stands (after every write committed
+   * before this transaction took the write lock), refuses a retired one, and inserts the toolkit's
+   * `replacementFor(rotation, old)`: the replacement's identity and keygate's own fields with every
+   * caller-set field of the old record, so an update made since the caller read the old key (a
+   * suspension, narrowed scopes or IPs) reaches the new key.
+   */
   #rotateNow(rotation: StoreRotation): { old: Row; replacement: Row } | null {
     const table = this.#table.qualified;
-    const uses = this.#statement(`SELECT "status", "revoked_at", "max_uses", "use_count" FROM ${table} WHERE "id" = ?`).get(rotation.oldId) as
-      | (StoredLifecycle & { max_uses: number | null; use_count: number })
-      | undefined;
-    if (!uses) return null;
+    const stored = this.#row('id', rotation.oldId) as (Row & StoredLifecycle) | undefined;
+    if (!stored) return null;
     // Rotating a retired or retiring key again would mint another key with the uses it has left.
-    if (isRetired(uses.status, uses.revoked_at, rotation.now.getTime())) throw retiredKeyCannotRotate();
-    const replacement = replacementFor(rotation, { maxUses: uses.max_uses, useCount: uses.use_count });
+    if (isRetired(stored.status, stored.revoked_at, rotation.now.getTime())) throw retiredKeyCannotRotate();
+    // A row that cannot be decoded throws invalid_record here, and the transaction changes nothing.
+    const replacement = replacementFor(rotation, recordFromRow(stored));
     this.#insertNow(replacement);
+    const oldStatus = ownValue(rotation, 'oldStatus') ?? null;
     const old = this.#statement(
       `UPDATE ${table} SET "revoked_at" = ?, "updated_at" = ?, "status" = coalesce(?, "status") WHERE "id" = ? RETURNING ${COLUMN_LIST}`,
-    ).get(rotation.oldRevokedAt.getTime(), rotation.now.getTime(), rotation.oldStatus ?? null, rotation.oldId) as Row | undefined;
-    const stored = this.#row('id', replacement.id);
-    if (!old || !stored) throw new Error('keygate: the rotated records vanished inside their transaction');
-    return { old, replacement: stored };
+    ).get(rotation.oldRevokedAt.getTime(), rotation.now.getTime(), oldStatus, rotation.oldId) as Row | undefined;
+    const inserted = this.#row('id', replacement.id);
+    if (!old || !inserted) throw new Error('keygate: the rotated records vanished inside their transaction');
+    return { old, replacement: inserted };
   }
 
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
     const conditions: string[] = [];
     const values: unknown[] = [];
-    if (query.ownerId !== undefined) {
-      conditions.push('"owner_id" = ?');
-      values.push(query.ownerId);
+    // Own properties only: an inherited `ownerId` (a polluted Object.prototype) is no filter.
+    for (const [field, column] of [['ownerId', 'owner_id'], ['tenantId', 'tenant_id'], ['status', 'status']] as const) {
+      const value = ownValue(query, field);
+      if (value === undefined) continue;
+      conditions.push(`"${column}" = ?`);
+      values.push(value);
     }
-    if (query.tenantId !== undefined) {
-      conditions.push('"tenant_id" = ?');
-      values.push(query.tenantId);
-    }
-    if (query.status !== undefined) {
-      conditions.push('"status" = ?');
-      values.push(query.status);
-    }
-    if (query.after) {
+    const after = ownValue(query, 'after') as StoreListQuery['after'];
+    if (after) {
       conditions.push('("created_at", "id") > (?, ?)');
-      values.push(query.after.createdAt.getTime(), query.after.id);
+      values.push(after.createdAt.getTime(), after.id);
     }
     const where = conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
     const sql = `SELECT ${COLUMN_LIST} FROM ${this.#table.qualified}${where} ORDER BY "created_at", "id" LIMIT ?`;

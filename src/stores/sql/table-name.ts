@@ -22,6 +22,8 @@ export interface TableName {
   readonly text: string;
   /** The table, quoted and schema-qualified when a schema was given: `"auth"."api_keys"`. */
   readonly qualified: string;
+  /** The schema part of a schema-qualified name (`auth`), else `undefined`. */
+  readonly schema: string | undefined;
   /** The name of an index or constraint of this table, quoted: `"api_keys_<suffix>"`. */
   indexName(suffix: string): string;
 }
@@ -55,6 +57,7 @@ export function parseTableName(table: unknown, allowSchema: boolean, where = 'ne
   return {
     text: table,
     qualified: parts.map(quote).join('.'),
+    schema: parts.length === 2 ? parts[0] : undefined,
     indexName: (suffix) => quote(`${name}_${suffix}`),
   };
 }

@@ -3,6 +3,7 @@
  * translated; every other driver error passes through untouched (keygate reports it as
  * `store_unavailable`, keeping the original as `cause`).
  */
+import { ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
 import { alreadyExists } from '../toolkit.js';
 
@@ -39,7 +40,7 @@ export async function insertingOnce<T>(record: ApiKeyRecord, write: () => Promis
   } catch (error) {
     if (isUniqueViolation(error)) {
       const field = violatedField(error);
-      throw alreadyExists(field, record[field]);
+      throw alreadyExists(field, String(ownValue(record, field)));
     }
     throw error;
   }

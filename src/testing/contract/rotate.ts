@@ -66,6 +66,32 @@ export function rotateContract(suite: ContractSuite): void {
       expect(await store.findById(old.id)).toStrictEqual(expectedOld);
     });
 
+    test('the replacement takes the settings the old record holds at the rotation, not the ones the caller read earlier', async (store) => {
+      // The caller (the manager) read the old key, then an update suspended it, narrowed its scopes
+      // and IPs and removed its description, then the rotation reached the store.
+      const read = makeFullRecord({ status: 'active', revokedAt: null, maxUses: 10, useCount: 0, rateLimit: { perSecond: 5 } });
+      await store.insert(read);
+      const current = await store.update(read.id, {
+        status: 'suspended',
+        scopes: ['leads:read'],
+        allowedIps: ['10.0.0.1'],
+        description: null,
+        rateLimit: { perSecond: 1, perDay: 100 },
+        updatedAt: new Date(NOON),
+      });
+      if (!current) throw new Error('update returned null for a known id');
+      const stale = makeReplacement(read, NOON + SECOND);
+      expect(stale.description === undefined).toBe(false);
+
+      const result = await store.rotate({ oldId: read.id, replacement: stale, oldRevokedAt: new Date(NOON + DAY), now: new Date(NOON + SECOND) });
+      if (!result) throw new Error('rotate returned null for a known id');
+      const expected: ApiKeyRecord = { ...stale };
+      delete expected.description;
+      Object.assign(expected, { status: 'suspended', scopes: ['leads:read'], allowedIps: ['10.0.0.1'], rateLimit: { perSecond: 1, perDay: 100 }, maxUses: 10 });
+      expect(result.replacement).toStrictEqual(expected);
+      expect(await store.findById(stale.id)).toStrictEqual(expected);
+    });
+
     test('carries remaining uses never below 0, and no limit stays no limit', async (store) => {
       const overused = makeRecord({ maxUses: 10, useCount: 12 });
       const exact = makeRecord({ maxUses: 3, useCount: 3 });
