@@ -9,7 +9,8 @@
  */
 import Redis, { Cluster } from 'ioredis';
 import { RedisStore } from 'keygate/redis';
-import { remainingUses, revokedAtAfterUpdate, type ApiKeyRecord } from 'keygate';
+import { remainingUses, replacementFor, revokedAtAfterUpdate, type ApiKeyRecord } from 'keygate';
+import { CREATE_FIELDS } from '../../src/record/schema';
 import { testRecord } from '../helpers/records';
 import { describeWithRedis, RedisClusterServers, RedisServer } from '../helpers/redis-server';
 
@@ -223,17 +224,36 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
 
     it('a rotation is refused when a list key holds something else, before any write', async () => {
       const redisStore = store();
-      const old = testRecord(NOW, { ownerId: 'o-1' });
+      const old = testRecord(NOW, { ownerId: 'o-1', tenantId: 't-9' });
       await redisStore.insert(old);
-      // The replacement goes to a tenant list that someone else's data occupies.
+      // The replacement goes to its tenant's list, which someone else's data now occupies.
+      await admin.del(`${NS}list:tenant:t-9`);
       await admin.set(`${NS}list:tenant:t-9`, 'not a sorted set');
       const before = await keyspace();
-      const error = await redisStore.rotate(rotationOf(old, { tenantId: 't-9' })).then(
+      const error = await redisStore.rotate(rotationOf(old)).then(
         () => undefined,
         (rejection: unknown) => rejection,
       );
       expect(String((error as Error | undefined)?.message)).toMatch(/WRONGTYPE/);
       expect(await keyspace()).toEqual(before);
+    });
+
+    it('a rotation whose old record has another owner than the caller read (edited by hand) lists the replacement under the stored one', async () => {
+      const redisStore = store();
+      await warmUp(redisStore);
+      const old = testRecord(NOW, { ownerId: 'o-1' });
+      await redisStore.insert(old);
+      await admin.hset(`${NS}key:{${old.id}}`, 'ownerId', '"o-2"', 'tenantId', '"t-2"');
+      const rotation = rotationOf(old); // declares the lists of o-1, as the caller read it
+      const refusedFirst = await commandsDuring(async () => {
+        const result = await redisStore.rotate(rotation);
+        expect(result?.replacement).toMatchObject({ ownerId: 'o-2', tenantId: 't-2' });
+      });
+      // The first attempt is refused before any write, the second one declares the right lists.
+      expect(refusedFirst.filter((command) => command.startsWith('eval'))).toHaveLength(2);
+      expect((await redisStore.list({ ownerId: 'o-2', limit: 10 })).map((record) => record.id)).toEqual([rotation.replacement.id]);
+      expect((await redisStore.list({ tenantId: 't-2', limit: 10 })).map((record) => record.id)).toEqual([rotation.replacement.id]);
+      expect((await redisStore.list({ ownerId: 'o-1', limit: 10 })).map((record) => record.id)).toEqual([old.id]);
     });
 
     it.each([
@@ -254,9 +274,76 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
   });
 
   describe('the scripts agree with the store toolkit', () => {
-    // The Lua scripts restate two rules of the toolkit; random cases run through both must agree.
+    // The Lua scripts restate three rules of the toolkit; random cases run through both must agree.
     function randomInt(below: number): number {
       return Math.floor(Math.random() * below);
+    }
+
+    function pick<T>(values: readonly T[]): T {
+      return values[randomInt(values.length)] as T;
+    }
+
+    function maybe<T>(value: () => T): T | undefined {
+      return randomInt(2) === 0 ? undefined : value();
+    }
+
+    function randomList(prefix: string): string[] {
+      return Array.from({ length: randomInt(4) }, (_, i) => `${prefix}${i}:${randomInt(100)}`);
+    }
+
+    function randomLimit(): ApiKeyRecord['rateLimit'] {
+      return pick([null, { perSecond: 1 + randomInt(10) }, { perSecond: 2, burst: 1 + randomInt(20) }, { perDay: 1 + randomInt(1000) }]);
+    }
+
+    /** Only the fields that are present: an optional field is absent, never `undefined`. */
+    function present<T extends object>(fields: T): Partial<T> {
+      return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as Partial<T>;
+    }
+
+    function randomRecord(): ApiKeyRecord {
+      return testRecord(NOW - DAY, {
+        name: `key ${randomInt(1000)}`,
+        ...present({
+          description: maybe(() => `about ${randomInt(100)}`),
+          ownerId: maybe(() => `o-${randomInt(3)}`),
+          tenantId: maybe(() => `t-${randomInt(3)}`),
+          environment: maybe(() => pick(['live', 'test'])),
+        }),
+        status: pick(['active', 'suspended'] as const),
+        scopes: randomList('scope'),
+        allowedIps: pick([[], ['10.0.0.0/8'], ['203.0.113.7', '::1']]),
+        maxUses: pick([null, randomInt(50)]),
+        useCount: randomInt(60),
+        rateLimit: randomLimit(),
+        expiresAt: pick([null, new Date(NOW + (1 + randomInt(100)) * DAY)]),
+        metadata: pick([{}, { plan: pick(['free', 'pro']), seats: randomInt(10) }, { nested: { list: [1, 'two', null] } }]),
+        tags: randomList('tag'),
+      });
+    }
+
+    /** An update an administrator might make between the caller's read and its rotation. */
+    function randomPatch() {
+      return {
+        ...present({
+          name: maybe(() => `renamed ${randomInt(1000)}`),
+          description: maybe(() => pick([null, `changed ${randomInt(100)}`])),
+          status: maybe(() => pick(['active', 'suspended'] as const)),
+          scopes: maybe(() => randomList('narrowed')),
+          allowedIps: maybe(() => pick([[], ['10.0.0.1']])),
+          maxUses: maybe(() => pick([null, randomInt(50)])),
+          rateLimit: maybe(randomLimit),
+          expiresAt: maybe(() => pick([null, new Date(NOW + randomInt(10) * DAY)])),
+          metadata: maybe(() => ({ changed: randomInt(10) })),
+          tags: maybe(() => randomList('retagged')),
+        }),
+        updatedAt: new Date(NOW - SECOND),
+      };
+    }
+
+    /** What the manager copies into the replacement from the record it read: every setting. */
+    function settingsOf(record: ApiKeyRecord): Partial<ApiKeyRecord> {
+      const fields = record as unknown as Record<string, unknown>;
+      return Object.fromEntries(CREATE_FIELDS.filter((field) => fields[field] !== undefined).map((field) => [field, fields[field]]));
     }
 
     it('the update script stamps revokedAt as revokedAtAfterUpdate does (200 random cases)', async () => {
@@ -283,6 +370,24 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
             patch,
             revokedAt: expected === undefined ? storedRevokedAt : expected,
           });
+        }),
+      );
+    });
+
+    it('the rotate script builds the replacement as replacementFor does, from the old record as stored at the rotation (100 random records)', async () => {
+      const redisStore = store();
+      await Promise.all(
+        Array.from({ length: 100 }, async () => {
+          // The caller reads `read`, an update lands, then the rotation built from `read` arrives.
+          const read = randomRecord();
+          await redisStore.insert(read);
+          await redisStore.update(read.id, randomPatch());
+          const current = await redisStore.findById(read.id);
+          const rotation = rotationOf(read, settingsOf(read), randomInt(2) * 60 * SECOND);
+          const expected = replacementFor(rotation, current!);
+          const result = await redisStore.rotate(rotation);
+          expect({ current, replacement: result?.replacement }).toStrictEqual({ current, replacement: expected });
+          expect({ current, stored: await redisStore.findById(rotation.replacement.id) }).toStrictEqual({ current, stored: expected });
         }),
       );
     });
@@ -530,5 +635,122 @@ describeWithRedis('the update script on both deployments', () => {
       await servers?.stop();
     });
     return { clients: () => clients };
+  });
+});
+
+/**
+ * On a Cluster, insert and rotate are ordered steps across slots (index, lists, record). Whatever
+ * step fails, and however (a refusal, a list key of another type, a command the server refuses),
+ * what the call added is taken back, and a rotation's claim on the old record is undone.
+ */
+describeWithRedis('RedisStore on Redis Cluster: a failed ordered write leaves nothing behind', () => {
+  let servers: RedisClusterServers;
+  let client: Cluster;
+  let namespace = 0;
+  let ns = '';
+
+  beforeAll(async () => {
+    servers = await RedisClusterServers.start();
+    client = new Cluster(servers.startupNodes, { redisOptions: { autoResendUnfulfilledCommands: false } });
+    await ready(client);
+  }, 60_000);
+
+  beforeEach(() => {
+    ns = `undo${++namespace}:`;
+  });
+
+  afterAll(async () => {
+    await client?.quit();
+    await servers?.stop();
+  });
+
+  function store(redis: Cluster = client): RedisStore {
+    return new RedisStore({ client: redis, keyPrefix: ns });
+  }
+
+  async function rejection(operation: Promise<unknown>): Promise<Error> {
+    return operation.then(
+      () => {
+        throw new Error('the write succeeded');
+      },
+      (error: unknown) => error as Error,
+    );
+  }
+
+  /** What the store wrote for `record` outside its hash: its index entry, and whether `ns list` holds it. */
+  async function traces(record: ApiKeyRecord): Promise<{ index: string | null; listed: boolean; hash: number }> {
+    const members = await client.zrange(`${ns}list`, 0, -1);
+    return {
+      index: await client.get(`${ns}kp:${record.keyPrefix}`),
+      listed: members.some((member) => member.endsWith(`:${record.id}`)),
+      hash: await client.exists(`${ns}key:{${record.id}}`),
+    };
+  }
+
+  /** Runs `body` with a Cluster client of a user that has `rules` on every node. */
+  async function asUser(rules: string[], body: (limited: Cluster) => Promise<void>): Promise<void> {
+    const user = `keygate-undo-${namespace}`;
+    const nodes = servers.nodes.map((node) => node.client());
+    let limited: Cluster | undefined;
+    try {
+      await Promise.all(nodes.map(ready));
+      await Promise.all(nodes.map((node) => node.call('ACL', 'SETUSER', user, 'reset', 'on', '>undo-pw', '~*', '&*', ...rules)));
+      limited = new Cluster(servers.startupNodes, { redisOptions: { username: user, password: 'undo-pw', autoResendUnfulfilledCommands: false } });
+      await ready(limited);
+      await body(limited);
+    } finally {
+      await limited?.quit();
+      await Promise.all(nodes.map((node) => node.call('ACL', 'DELUSER', user)));
+      await Promise.all(nodes.map((node) => node.quit()));
+    }
+  }
+
+  it('an insert whose owner list holds a string fails with WRONGTYPE and leaves no index entry or list member', async () => {
+    await client.set(`${ns}list:owner:o-1`, 'not a sorted set');
+    const record = testRecord(NOW, { ownerId: 'o-1' });
+    expect((await rejection(store().insert(record))).message).toMatch(/WRONGTYPE/);
+    expect(await traces(record)).toEqual({ index: null, listed: false, hash: 0 });
+    expect(await client.get(`${ns}list:owner:o-1`)).toBe('not a sorted set');
+    // And the keyPrefix is free again.
+    await client.del(`${ns}list:owner:o-1`);
+    await store().insert(record);
+    expect(await store().findByKeyPrefix(record.keyPrefix)).toStrictEqual(record);
+  });
+
+  it('an insert whose record script the server refuses (NOPERM) leaves no index entry or list member', async () => {
+    const record = testRecord(NOW, { ownerId: 'o-1', tenantId: 't-1' });
+    await asUser(['+@all', '-evalsha', '-eval'], async (limited) => {
+      expect((await rejection(store(limited).insert(record))).message).toMatch(/NOPERM/);
+    });
+    expect(await traces(record)).toEqual({ index: null, listed: false, hash: 0 });
+    expect(await client.zcard(`${ns}list:owner:o-1`)).toBe(0);
+    expect(await client.zcard(`${ns}list:tenant:t-1`)).toBe(0);
+  });
+
+  it('a rotation whose replacement cannot be listed fails, leaves the old record as it was and no trace of the replacement', async () => {
+    const redisStore = store();
+    const old = testRecord(NOW - DAY, { ownerId: 'o-1', maxUses: 10, useCount: 4 });
+    await redisStore.insert(old);
+    await client.del(`${ns}list:owner:o-1`);
+    await client.set(`${ns}list:owner:o-1`, 'not a sorted set');
+    const rotation = rotationOf(old);
+    expect((await rejection(redisStore.rotate(rotation))).message).toMatch(/WRONGTYPE/);
+    expect(await redisStore.findById(old.id)).toStrictEqual(old);
+    expect(await traces(rotation.replacement)).toEqual({ index: null, listed: false, hash: 0 });
+  });
+
+  it('a user without PUBLISH can neither update nor rotate: refused with nothing changed', async () => {
+    const redisStore = store();
+    const old = testRecord(NOW - DAY, { ownerId: 'o-1' });
+    await redisStore.insert(old);
+    const rotation = rotationOf(old);
+    await asUser(['+@all', '-publish'], async (limited) => {
+      // Refused inside the update script (its PUBLISH), and at the PUBLISH a Cluster rotation sends first.
+      const refused = /NOPERM|can't run this command/;
+      expect((await rejection(store(limited).update(old.id, { status: 'revoked', updatedAt: new Date(NOW) }))).message).toMatch(refused);
+      expect((await rejection(store(limited).rotate(rotation))).message).toMatch(refused);
+    });
+    expect(await redisStore.findById(old.id)).toStrictEqual(old);
+    expect(await traces(rotation.replacement)).toEqual({ index: null, listed: false, hash: 0 });
   });
 });

@@ -416,6 +416,161 @@ describeWithRedis('security audit (issue 9) on Redis', () => {
       }
       expect(await admin.hget(recordKey(apiKey.id), 'useCount')).toBe(junk);
     });
+
+    // Review finding: a bucket or day counter that is not a number was read as an empty state (a
+    // full bucket, a new day), so a key rate limited to 1 a second (or 1 a day) was admitted again
+    // at once. Fails before the fix: the second request is admitted.
+    it.each([
+      ['c:tokens', 'full'],
+      ['c:tokens', 'nan'],
+      ['c:tokens', '-inf'],
+      ['c:tokensAt', 'soon'],
+      ['c:tokensAt', 'nan'],
+      ['c:dayCount', 'lots'],
+      ['c:dayCount', '-5'],
+      ['c:day', 'today'],
+      ['c:day', '1e999'],
+    ])('refuses (503, fail closed) a cached key whose %s was set to %j in Redis, counting nothing', async (field, junk) => {
+      const keys = manager();
+      const { key, apiKey } = await keys.create({ name: 'junk counter', rateLimit: { perSecond: 1, perDay: 1 } });
+      expect((await keys.verify(key)).ok).toBe(true); // the bucket and the day are used up now
+      await admin.hset(recordKey(apiKey.id), field, junk);
+      const before = await admin.hgetall(recordKey(apiKey.id));
+      for (let i = 0; i < 3; i++) {
+        const result = await keys.verify(key);
+        expect(result.ok || result.error.code).toBe('store_unavailable');
+      }
+      expect(await admin.hgetall(recordKey(apiKey.id))).toEqual(before);
+    });
+
+    // Not a review finding: the guard against failing closed on the counters keygate writes itself
+    // (a bucket never used is 'null'; a record of an older layout may have no counters at all).
+    it('still counts a key whose counters are absent or in their empty state', async () => {
+      const keys = manager();
+      const { key, apiKey } = await keys.create({ name: 'empty counters', rateLimit: { perSecond: 5, perDay: 10 } });
+      expect(await admin.hget(recordKey(apiKey.id), 'c:tokens')).toBe('null');
+      expect((await keys.verify(key)).ok).toBe(true);
+      await admin.hdel(recordKey(apiKey.id), 'c:tokens', 'c:tokensAt', 'c:day', 'c:dayCount');
+      const result = await keys.verify(key);
+      expect(result.ok).toBe(true);
+      if (result.ok) expect(result.apiKey.useCount).toBe(2);
+    });
+  });
+
+  // ---------------------------------------------------------------------------------------------
+  describe('a polluted Object.prototype', () => {
+    const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
+    const POLLUTION: Record<string, unknown> = {
+      ownerId: 'polluted-owner',
+      tenantId: 'polluted-tenant',
+      description: 'polluted description',
+      environment: 'polluted',
+      oldStatus: 'active',
+      burst: 50,
+    };
+
+    /** Runs `body` with POLLUTION set on Object.prototype as a plain assignment would (enumerable), removed after. */
+    async function polluted(body: () => Promise<void>): Promise<void> {
+      const prototype = Object.prototype as Record<string, unknown>;
+      try {
+        for (const [field, value] of Object.entries(POLLUTION)) prototype[field] = value;
+        await body();
+      } finally {
+        for (const field of Object.keys(POLLUTION)) delete prototype[field];
+      }
+    }
+
+    /** Every hash of the namespace and every key name: where an inherited value would show. */
+    async function everything(): Promise<string> {
+      const keys = (await admin.keys(`${NS}*`)).sort();
+      const hashes = await Promise.all(keys.map(async (key) => ((await admin.type(key)) === 'hash' ? admin.hgetall(key) : null)));
+      return JSON.stringify({ keys, hashes });
+    }
+
+    // Review finding: the codec read `record[field]`, so a record without an ownerId was stored
+    // with the prototype's (and listed under that owner). Fails before the fix: the hashes hold
+    // "polluted-owner", "polluted description", … and a list:owner:polluted-owner key exists.
+    it('insert, update and rotate through the store write nothing inherited', async () => {
+      const redisStore = new RedisStore({ client, keyPrefix: NS });
+      await polluted(async () => {
+        const record = testRecord(NOW, { status: 'suspended' });
+        await redisStore.insert(record);
+        await redisStore.update(record.id, { name: 'renamed', updatedAt: new Date(NOW + 1) });
+        // With a grace period, no oldStatus: the prototype's "active" must not reactivate the old key.
+        const result = await redisStore.rotate({
+          oldId: record.id,
+          replacement: testRecord(NOW + 2, { rotatedFromId: record.id }),
+          oldRevokedAt: new Date(NOW + 60_000),
+          now: new Date(NOW + 2),
+        });
+        expect(Object.keys(result!.replacement)).not.toContain('ownerId');
+        expect(result!.old.status).toBe('suspended');
+      });
+      const stored = await everything();
+      expect(stored).not.toMatch(/polluted/);
+    });
+
+    it('create, update and rotate through keygate write nothing inherited', async () => {
+      const keys = manager();
+      await polluted(async () => {
+        const { apiKey } = await keys.create({ name: 'polluted create' });
+        await keys.update(apiKey.id, { name: 'polluted update' });
+        await keys.rotate(apiKey.id);
+      });
+      const stored = await everything();
+      expect(stored).toMatch(/polluted update/); // the records are there
+      expect(stored).not.toMatch(/polluted-|polluted description/);
+    });
+
+    // Review finding: the consume read `rateLimit.burst` through the prototype, so a key limited to
+    // 1 request a second had a burst of 50. Fails before the fix: 50 consumes are admitted.
+    it('a consume takes no inherited limit', async () => {
+      const redisStore = new RedisStore({ client, keyPrefix: NS });
+      const record = testRecord(NOW, { rateLimit: { perSecond: 1 } });
+      await redisStore.insert(record);
+      const outcomes: boolean[] = [];
+      await polluted(async () => {
+        for (let i = 0; i < 3; i++) outcomes.push((await redisStore.consume(record.id, { now: NOW, maxUses: null, rateLimit: { perSecond: 1 } }))!.admitted);
+      });
+      expect(outcomes).toEqual([true, false, false]);
+    });
+  });
+
+  // ---------------------------------------------------------------------------------------------
+  describe('a Redis user without PUBLISH', () => {
+    const NO_PUBLISH_USER = 'keygate-audit-no-publish';
+
+    afterEach(async () => {
+      await admin.call('ACL', 'DELUSER', NO_PUBLISH_USER);
+    });
+
+    // Review finding (documented, not changed): the update and rotate scripts publish the
+    // invalidation message themselves, so a user whose ACL lacks PUBLISH can no longer change a
+    // key. The PUBLISH comes before the first write: the change is refused as 503, never half made.
+    it('cannot revoke, update or rotate: each is refused with store_unavailable and the key is unchanged', async () => {
+      await admin.call('ACL', 'SETUSER', NO_PUBLISH_USER, 'reset', 'on', '>audit-pw', '~*', '&*', '+@all', '-publish');
+      const limited = server.client({ username: NO_PUBLISH_USER, password: 'audit-pw' });
+      try {
+        await ready(limited);
+        const { key, apiKey } = await manager().create({ name: 'no publish' });
+        const keys = manager({ client: limited });
+        const before = await admin.hgetall(recordKey(apiKey.id));
+        const keyCount = (await admin.keys(`${NS}*`)).length;
+        for (const change of [() => keys.revoke(apiKey.id), () => keys.update(apiKey.id, { status: 'suspended' }), () => keys.rotate(apiKey.id)]) {
+          const error = await change().then(
+            () => undefined,
+            (rejection: unknown) => rejection as { code?: unknown },
+          );
+          expect(error?.code).toBe('store_unavailable');
+        }
+        expect(await admin.hgetall(recordKey(apiKey.id))).toEqual(before);
+        expect((await admin.keys(`${NS}*`)).length).toBe(keyCount);
+        expect((await keys.verify(key)).ok).toBe(true); // verifying needs no PUBLISH
+      } finally {
+        await Promise.all(managers.splice(0).map((keys) => keys.close()));
+        await limited.quit();
+      }
+    });
   });
 
   // ---------------------------------------------------------------------------------------------

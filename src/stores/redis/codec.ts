@@ -6,7 +6,7 @@
  * Which fields are instants and which are removed (rather than set to `null`) both come from the
  * record schema (`record/schema.ts`), so a new record field needs no change here.
  */
-import { invalidRecord } from '../../record/decode.js';
+import { invalidRecord, ownValue } from '../../record/decode.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS } from '../../record/schema.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
@@ -28,13 +28,15 @@ function encodeValue(field: string, value: unknown): string {
 /**
  * Field/value pairs for HSET of a new record, with an empty counter state. Only the schema's fields
  * are written: anything else on the object (or a field named like a counter) would otherwise land
- * in the hash beside the counters.
+ * in the hash beside the counters. Only the record's own properties are read: a field set on a
+ * polluted `Object.prototype` is not the record's. Fields in `omit` are left out (the rotate
+ * script fills them in from the old record).
  */
-export function encodeRecord(record: ApiKeyRecord): string[] {
+export function encodeRecord(record: ApiKeyRecord, omit?: ReadonlySet<string>): string[] {
   const args: string[] = [];
-  const fields = record as unknown as Record<string, unknown>;
   for (const { field } of RECORD_FIELDS) {
-    const value = fields[field];
+    if (omit?.has(field)) continue;
+    const value = ownValue(record, field);
     // An optional field given as null is absent, as a patch setting it to null makes it.
     if (value === undefined || (value === null && REMOVED_BY_NULL.has(field))) continue;
     args.push(field, encodeValue(field, value));
@@ -43,7 +45,10 @@ export function encodeRecord(record: ApiKeyRecord): string[] {
   return args;
 }
 
-/** The UPDATE script's arguments: `[n, ...pairs, ...fieldsToDelete]`. */
+/**
+ * The UPDATE script's arguments: `[n, ...pairs, ...fieldsToDelete]`. Own enumerable properties
+ * only (`Object.entries`), so nothing inherited from a polluted `Object.prototype` is written.
+ */
 export function encodePatch(patch: ApiKeyPatch): string[] {
   const pairs: string[] = [];
   const deletions: string[] = [];
@@ -65,7 +70,7 @@ export function encodePatch(patch: ApiKeyPatch): string[] {
 export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null {
   const fields = Object.keys(hash);
   if (fields.length === 0) return null;
-  const id = parseOrUndefined(hash.id);
+  const id = parseOrUndefined(ownValue(hash, 'id') as string | undefined);
   const record: Record<string, unknown> = {};
   for (const field of fields) {
     if (COUNTER_FIELD.test(field)) continue;
@@ -104,6 +109,9 @@ function parseOrUndefined(text: string | undefined): unknown {
 /** HGETALL through a Lua script arrives as a flat `[field, value, …]` array. */
 export function pairsToHash(pairs: readonly string[]): Record<string, string> {
   const hash: Record<string, string> = {};
-  for (let i = 0; i + 1 < pairs.length; i += 2) hash[pairs[i] as string] = pairs[i + 1] as string;
+  for (let i = 0; i + 1 < pairs.length; i += 2) {
+    // defineProperty: a hand-written field named "__proto__" must stay a field, not a prototype.
+    Object.defineProperty(hash, pairs[i] as string, { value: pairs[i + 1], enumerable: true, writable: true, configurable: true });
+  }
   return hash;
 }

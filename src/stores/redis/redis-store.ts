@@ -25,30 +25,36 @@
  * declared to a script on a single server:
  * - insert: the record, its keyPrefix index and its list entries, or nothing (`already_exists`);
  * - rotate: the old record's claim (refused when it is revoked or already rotated), the checks
- *   that the replacement's id and keyPrefix are free, the replacement with the uses the old key
- *   has left at that instant, its index and list entries, and the invalidation message: all of
- *   it, or nothing.
+ *   that the replacement's id and keyPrefix are free, the replacement with the settings the old
+ *   record holds at that instant (every field a caller sets, copied in the script: an update that
+ *   landed after the caller read the old record reaches the new key) and the uses it has left,
+ *   its index and list entries, and the invalidation message: all of it, or nothing.
  * A single round trip each, so a process dying mid-call leaves either everything or nothing.
+ * (A rotation whose old record holds another owner or tenant than the caller read, which only an
+ * edit made by hand can cause, is refused before any write and sent again with the right lists.)
  *
  * On Redis Cluster (a `Cluster` client) the index and the lists live in other slots than the
  * record, and no script can span slots, so insert and rotate are ordered sequences instead, each
  * ordered so that a failure part-way leaves nothing a key holder can use:
  * - insert: (1) the keyPrefix index (SET NX: of two inserts of one keyPrefix, one wins), (2) the
- *   list entries, (3) the record, by a script that refuses an id in use; when (3) refuses, what (1)
- *   and (2) added is taken back. A process dying after (1) or (2) leaves an index or list entry
- *   without its record, which lookups and list() skip.
- * - rotate: (1) the claim, atomic on the OLD record: it refuses a record already revoked or
- *   already rotated (`revokedAt` set), else sets its `revokedAt`, `updatedAt` (and `status`) and
- *   returns the record as of that instant. Of concurrent rotations of one key exactly one passes
- *   this step, before anything else is written. (2) The replacement is inserted as above, with
- *   the uses left at the claim. (3) The invalidation message. If (2) fails (`already_exists`, a
- *   lost connection, …), or the claimed record cannot be decoded, the claim is undone: the old
- *   record's revokedAt, updatedAt and status are restored exactly as they were, unless a change
- *   made in between (a revocation) touched them, which then stands. Between (1) and (2) the old
- *   record already shows the rotation while the replacement does not exist yet; a process dying
- *   there leaves the old key retiring at `oldRevokedAt` with no replacement anyone holds: rotate
- *   it no more, create a new key. A replacement written but never returned is a record whose
- *   secret nobody has.
+ *   list entries, (3) the record, by a script that refuses an id in use; when any step fails (the
+ *   id is taken, a list key holds something else, a command is refused, the connection drops),
+ *   what (1) and (2) added is taken back. A process dying after (1) or (2) leaves an index or
+ *   list entry without its record, which lookups and list() skip.
+ * - rotate: (0) the invalidation message, before any write, so that a client refused PUBLISH
+ *   changes nothing. (1) The claim, atomic on the OLD record: it refuses a record already revoked
+ *   or already rotated (`revokedAt` set), else sets its `revokedAt`, `updatedAt` (and `status`)
+ *   and returns the record as of that instant. Of concurrent rotations of one key exactly one
+ *   passes this step, before anything else is written. (2) The replacement is inserted as above,
+ *   with the settings the old record held at the claim (its status from before the claim) and
+ *   the uses left then. (3) The invalidation message again, now that the change is made. If (2)
+ *   fails (`already_exists`, a lost connection, …), or the claimed record cannot be decoded, the
+ *   claim is undone: the old record's revokedAt, updatedAt and status are restored exactly as
+ *   they were, unless a change made in between (a revocation) touched them, which then stands.
+ *   Between (1) and (2) the old record already shows the rotation while the replacement does not
+ *   exist yet; a process dying there leaves the old key retiring at `oldRevokedAt` with no
+ *   replacement anyone holds: rotate it no more, create a new key. A replacement written but
+ *   never returned is a record whose secret nobody has.
  *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
  * then the record (and checks that the record still has that keyPrefix); list() reads a page of a
@@ -58,7 +64,8 @@
  * through Redis pub/sub (at most once: a subscriber that reconnects tells its listeners `null`).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { decodeStoredRecord, invalidRecord } from '../../record/decode.js';
+import { decodeStoredRecord, invalidRecord, ownValue } from '../../record/decode.js';
+import { CREATE_FIELDS } from '../../record/schema.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type {
   ApiKeyPatch,
@@ -123,10 +130,12 @@ interface ScriptCommands {
   /** Standalone, `numberOfKeys` first: record, index and lists in one step. */
   keygateInsertRecordV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['inserted'] | ['taken', TakenField]>;
   /** Standalone, `numberOfKeys` first: the whole rotation; null for an unknown old id. */
-  keygateRotateV1(
+  keygateRotateV2(
     numberOfKeys: number,
     ...keysAndArgs: string[]
-  ): Promise<['rotated', string[]] | ['retired'] | ['taken', TakenField] | ['invalid', string, string] | null>;
+  ): Promise<
+    ['rotated', string[], string[]] | ['retired'] | ['taken', TakenField] | ['invalid', string, string] | ['lists', string, string] | null
+  >;
   /** The hash after the patch, null for an unknown id, 0 when the record is revoked and stays so. */
   keygateUpdateV3(key: string, ...args: string[]): Promise<string[] | 0 | null>;
   /** Cluster: [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
@@ -134,10 +143,19 @@ interface ScriptCommands {
   /** Cluster: 1 when the claim was undone, 0 when the record changed meanwhile. */
   keygateUndoRotationV1(key: string, ...args: string[]): Promise<number>;
   /** [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount, dayCount, tokens]. */
-  keygateConsumeV2(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, number, string] | null>;
+  keygateConsumeV3(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, number, string] | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'] as const;
+/**
+ * The fields a caller sets, which a rotation takes from the old record as stored at that moment
+ * (ROTATE_SCRIPT copies them by these names; `replacementFor` on a Cluster). From the schema, so a
+ * new field needs no change to the script.
+ */
+const CALLER_SET_FIELDS: readonly string[] = CREATE_FIELDS;
+const CALLER_SET: ReadonlySet<string> = new Set(CALLER_SET_FIELDS);
+/** How often a standalone rotation is sent again when the old record's owner or tenant was not the one its list keys were declared for. */
+const LIST_ATTEMPTS = 3;
 /** Offsets createdAt so that list members sort as text, including dates before 1970. */
 const TIME_OFFSET = 8_640_000_000_000_000;
 const LIST_BATCH = 200;
@@ -157,11 +175,27 @@ function deadlineArg(value: number | undefined): string {
 
 /** The old record's side of a rotation, as the claim and rotate scripts take it. */
 function retirementArgs(rotation: StoreRotation): [string, string, string] {
-  return [
-    String(rotation.oldRevokedAt.getTime()),
-    String(rotation.now.getTime()),
-    rotation.oldStatus === undefined ? '' : JSON.stringify(rotation.oldStatus),
-  ];
+  const oldStatus = ownValue(rotation, 'oldStatus');
+  return [String(rotation.oldRevokedAt.getTime()), String(rotation.now.getTime()), oldStatus === undefined ? '' : JSON.stringify(oldStatus)];
+}
+
+/** The owner and tenant whose lists a record joins: own properties only (never a polluted prototype's). */
+interface ListOwners {
+  ownerId: string | undefined;
+  tenantId: string | undefined;
+}
+
+function listOwnersOf(record: ApiKeyRecord): ListOwners {
+  return { ownerId: ownValue(record, 'ownerId') as string | undefined, tenantId: ownValue(record, 'tenantId') as string | undefined };
+}
+
+/** JSON text of an optional id for ROTATE_SCRIPT, '' for none; and back. */
+function optionalArg(value: string | undefined): string {
+  return value === undefined ? '' : JSON.stringify(value);
+}
+
+function fromOptionalArg(text: string): string | undefined {
+  return text === '' ? undefined : (JSON.parse(text) as string);
 }
 
 function takenError(field: TakenField, record: ApiKeyRecord): Error {
@@ -235,11 +269,11 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateInsertV1', { numberOfKeys: 1, lua: INSERT_SCRIPT });
     // No numberOfKeys: the caller passes it first, as a record has one to three list keys.
     redis.defineCommand('keygateInsertRecordV1', { lua: INSERT_RECORD_SCRIPT });
-    redis.defineCommand('keygateRotateV1', { lua: ROTATE_SCRIPT });
+    redis.defineCommand('keygateRotateV2', { lua: ROTATE_SCRIPT });
     redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
-    redis.defineCommand('keygateConsumeV2', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateConsumeV3', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -320,15 +354,17 @@ export class RedisStore implements ApiKeyStore {
    * refuse every consume with `deadline_exceeded`.
    */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
-    const limit = request.rateLimit;
-    const reply = await this.#ready().keygateConsumeV2(
+    // Own properties only: a `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
+    const limit = (ownValue(request, 'rateLimit') ?? null) as ConsumeRequest['rateLimit'];
+    const limitField = (field: 'perSecond' | 'burst' | 'perDay') => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
+    const reply = await this.#ready().keygateConsumeV3(
       this.#recordKey(id),
       String(request.now),
-      numberArg(request.maxUses),
-      numberArg(limit?.perSecond),
-      numberArg(limit?.burst),
-      numberArg(limit?.perDay),
-      deadlineArg(request.deadline),
+      numberArg(ownValue(request, 'maxUses') as number | null | undefined),
+      numberArg(limitField('perSecond')),
+      numberArg(limitField('burst')),
+      numberArg(limitField('perDay')),
+      deadlineArg(ownValue(request, 'deadline') as number | undefined),
     );
     if (!reply) return null;
     const [admitted, refusal, useCount] = reply;
@@ -336,8 +372,8 @@ export class RedisStore implements ApiKeyStore {
     if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
     // A deadline or lifecycle refusal is the 3-element reply: no counters were looked at.
     if (reply.length === 5) {
-      if (limit?.perDay !== undefined) outcome.dayCount = Number(reply[3]);
-      if (limit?.perSecond !== undefined) outcome.tokens = Number(reply[4]);
+      if (limitField('perDay') !== undefined) outcome.dayCount = Number(reply[3]);
+      if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[4]);
     }
     return outcome;
   }
@@ -353,61 +389,90 @@ export class RedisStore implements ApiKeyStore {
 
   /** Standalone insert: INSERT_RECORD_SCRIPT declares the record, its index and its lists. */
   async #insertAtOnce(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
-    const keys = [this.#recordKey(record.id), this.#indexKey(record.keyPrefix), ...this.#listKeys(record)];
+    const keys = [this.#recordKey(record.id), this.#indexKey(record.keyPrefix), ...this.#listKeys(listOwnersOf(record))];
     const reply = await redis.keygateInsertRecordV1(keys.length, ...keys, record.id, listMember(record.createdAt, record.id), ...encodeRecord(record));
     if (reply[0] === 'taken') throw takenError(reply[1], record);
   }
 
-  /** Cluster insert: index (SET NX), then lists, then the record; undone in part when the id is taken. */
+  /**
+   * Cluster insert: index (SET NX), then lists, then the record. When any step fails (the id is
+   * taken, a list key holds something else, the connection drops, the server refuses a command),
+   * what this call added is taken back before the error is thrown: the index entry if it set it,
+   * the list members that were new. An entry that already existed is left alone: it belongs to
+   * whichever record owns it.
+   */
   async #insertInOrder(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
     const indexKey = this.#indexKey(record.keyPrefix);
     if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') throw takenError('keyPrefix', record);
     const member = listMember(record.createdAt, record.id);
-    const lists = this.#listKeys(record);
-    // Listed before written: a crash here leaves list entries without a record, which list() skips.
-    const added = await Promise.all(lists.map((list) => redis.zadd(list, 0, member)));
-    if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) {
-      // Undo only what this call added: an entry that already existed belongs to the record that owns the id.
-      const ours = lists.filter((_list, i) => added[i] === 1);
-      await Promise.all([...ours.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
-      throw takenError('id', record);
+    const lists = this.#listKeys(listOwnersOf(record));
+    let added: string[] = [];
+    try {
+      // Listed before written: a crash here leaves list entries without a record, which list() skips.
+      const outcomes = await Promise.allSettled(lists.map((list) => redis.zadd(list, 0, member)));
+      added = lists.filter((_list, i) => {
+        const outcome = outcomes[i];
+        return outcome?.status === 'fulfilled' && outcome.value === 1;
+      });
+      const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+      if (failed) throw failed.reason;
+      if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) throw takenError('id', record);
+    } catch (error) {
+      await Promise.allSettled([...added.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
+      throw error;
     }
   }
 
-  /** Standalone rotation: ROTATE_SCRIPT, every check and write in one step. */
+  /**
+   * Standalone rotation: ROTATE_SCRIPT, every check and write in one step. The script copies the
+   * settings from the old record as it holds them; only the replacement's identity and keygate's
+   * own fields are sent. Its list keys are declared for the owner and tenant the caller gave the
+   * replacement (the old record's, which no update changes); should the old record hold others
+   * (edited by hand), the script refuses before any write, names them, and is sent once more.
+   */
   async #rotateAtOnce(
     redis: RedisClient & ScriptCommands,
     rotation: StoreRotation,
   ): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     const next = rotation.replacement;
-    const keys = [this.#recordKey(rotation.oldId), this.#recordKey(next.id), this.#indexKey(next.keyPrefix), ...this.#listKeys(next)];
-    const reply = await scrubbed(() =>
-      redis.keygateRotateV1(
-        keys.length,
-        ...keys,
-        ...retirementArgs(rotation),
-        this.#channel,
-        rotation.oldId,
-        next.id,
-        listMember(next.createdAt, next.id),
-        ...encodeRecord(next),
-      ),
-    );
-    if (reply === null) return null;
-    switch (reply[0]) {
-      case 'retired':
-        throw retiredKeyCannotRotate();
-      case 'taken':
-        throw takenError(reply[1], next);
-      case 'invalid':
-        throw invalidRecord(rotation.oldId, reply[1], reply[2]);
-      case 'rotated':
-        break;
+    const identity = encodeRecord(next, CALLER_SET);
+    let owners = listOwnersOf(next);
+    for (let attempt = 1; ; attempt++) {
+      const keys = [this.#recordKey(rotation.oldId), this.#recordKey(next.id), this.#indexKey(next.keyPrefix), ...this.#listKeys(owners)];
+      const reply = await scrubbed(() =>
+        redis.keygateRotateV2(
+          keys.length,
+          ...keys,
+          ...retirementArgs(rotation),
+          this.#channel,
+          rotation.oldId,
+          next.id,
+          listMember(next.createdAt, next.id),
+          optionalArg(owners.ownerId),
+          optionalArg(owners.tenantId),
+          String(CALLER_SET_FIELDS.length),
+          ...CALLER_SET_FIELDS,
+          ...identity,
+        ),
+      );
+      if (reply === null) return null;
+      switch (reply[0]) {
+        case 'retired':
+          throw retiredKeyCannotRotate();
+        case 'taken':
+          throw takenError(reply[1], next);
+        case 'invalid':
+          throw invalidRecord(rotation.oldId, reply[1], reply[2]);
+        case 'lists':
+          if (attempt >= LIST_ATTEMPTS) throw new Error('RedisStore: the ownerId or tenantId of the record being rotated kept changing');
+          owners = { ownerId: fromOptionalArg(reply[1]), tenantId: fromOptionalArg(reply[2]) };
+          continue;
+        case 'rotated':
+          break;
+      }
+      this.#listeners.notify(rotation.oldId);
+      return { old: decodeRecord(pairsToHash(reply[1])) as ApiKeyRecord, replacement: decodeRecord(pairsToHash(reply[2])) as ApiKeyRecord };
     }
-    const old = decodeRecord(pairsToHash(reply[1])) as ApiKeyRecord;
-    this.#listeners.notify(rotation.oldId);
-    // The script checked the old maxUses and useCount and wrote the same carry-over.
-    return { old, replacement: asStored(replacementFor(rotation, old)) };
   }
 
   /** Cluster rotation: claim the old record, insert the replacement, undo the claim if that fails. */
@@ -417,6 +482,10 @@ export class RedisStore implements ApiKeyStore {
   ): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null> {
     const oldKey = this.#recordKey(rotation.oldId);
     const claimed = retirementArgs(rotation);
+    // Published before anything is written, as the standalone script does: a server that refuses
+    // this client PUBLISH (an ACL without it) refuses the rotation while it has changed nothing,
+    // rather than after the replacement exists. A message with no change is harmless to a cache.
+    await scrubbed(() => redis.publish(this.#channel, rotation.oldId));
     const claim = await scrubbed(() => redis.keygateClaimRotationV1(oldKey, ...claimed));
     if (claim === null) return null;
     if (typeof claim === 'number') throw retiredKeyCannotRotate();
@@ -424,9 +493,12 @@ export class RedisStore implements ApiKeyStore {
     let old: ApiKeyRecord;
     let replacement: ApiKeyRecord;
     try {
-      old = decodeRecord(pairsToHash(pairs)) as ApiKeyRecord;
-      // The uses left at the instant of the claim: the old key's counter as the same script saw it.
-      replacement = replacementFor(rotation, decodeStoredRecord(old));
+      const afterClaim = pairsToHash(pairs);
+      old = decodeRecord(afterClaim) as ApiKeyRecord;
+      // The settings and the uses left at the instant of the claim, as the same script saw them:
+      // the record after the claim, with the status it had before (the claim may have revoked it).
+      const beforeClaim = decodeRecord({ ...afterClaim, status: previousStatus }) as ApiKeyRecord;
+      replacement = replacementFor(rotation, decodeStoredRecord(beforeClaim));
       await scrubbed(() => this.#insertInOrder(redis, replacement));
     } catch (error) {
       await scrubbed(() => redis.keygateUndoRotationV1(oldKey, ...claimed, previousRevokedAt, previousUpdatedAt, previousStatus)).catch(() => undefined);
@@ -522,10 +594,10 @@ export class RedisStore implements ApiKeyStore {
     return `${this.#ns}kp:${keyPrefix}`;
   }
 
-  #listKeys(record: ApiKeyRecord): string[] {
+  #listKeys(owners: ListOwners): string[] {
     const lists = [`${this.#ns}list`];
-    if (record.ownerId !== undefined) lists.push(`${this.#ns}list:owner:${record.ownerId}`);
-    if (record.tenantId !== undefined) lists.push(`${this.#ns}list:tenant:${record.tenantId}`);
+    if (owners.ownerId !== undefined) lists.push(`${this.#ns}list:owner:${owners.ownerId}`);
+    if (owners.tenantId !== undefined) lists.push(`${this.#ns}list:tenant:${owners.tenantId}`);
     return lists;
   }
 

@@ -19,12 +19,17 @@
  * `"disabled"`, text that is not JSON, a missing field) counts as revoked, and a date that is
  * neither JSON `null` nor a finite number counts as already passed.
  *
+ * The consume script fails closed on counters it cannot read, too: a `useCount`, `c:tokens`,
+ * `c:tokensAt`, `c:day` or `c:dayCount` written by hand as something other than a number it could
+ * hold is an error reply (a 503), never an empty state (a full bucket, a new day).
+ *
  * UPDATE_SCRIPT and ROTATE_SCRIPT PUBLISH the changed id on the invalidation channel themselves,
  * after their checks and before their first write. The message is then part of the same atomic
  * step: it is never lost to a failure between the write and a separate PUBLISH, and no command
  * runs before the script ends, so whatever a subscriber reads on hearing it includes the change.
- * Publishing first also means a server that refuses the PUBLISH (an ACL without the channel)
- * refuses before anything is written.
+ * Publishing first also means a server that refuses the PUBLISH (an ACL without the PUBLISH
+ * command or the channel) refuses before anything is written: such a user cannot update, revoke or
+ * rotate keys at all.
  */
 
 /**
@@ -124,22 +129,37 @@ return { 'inserted' }
 
 /**
  * A whole rotation in one atomic step (standalone Redis): retires the old record and inserts its
- * replacement carrying the uses the old key has left, or changes nothing.
+ * replacement with the old record's settings AS STORED NOW and the uses the old key has left, or
+ * changes nothing.
  * KEYS: the old record, the replacement's record, its keyPrefix index, then 1 to 3 list sorted sets.
- * ARGV: the old record's new revokedAt (epoch ms), updatedAt (epoch ms) and status (JSON, '' to
- * leave it), the invalidation channel, the old id (the message), the replacement's id, its list
- * member, then its field/value pairs.
+ * ARGV:
+ *   1-3  the old record's new revokedAt (epoch ms), updatedAt (epoch ms) and status (JSON, '' to
+ *        leave it);
+ *   4-5  the invalidation channel, the old id (the message);
+ *   6-7  the replacement's id, its list member;
+ *   8-9  the ownerId and tenantId (JSON text, '' for none) the list KEYS were declared for;
+ *   10   n, then ARGV[11 .. 10 + n]: the fields a caller sets (`CREATE_FIELDS` of the record
+ *        schema), copied from the old hash;
+ *   then the replacement's own field/value pairs (identity, keygate's fields, empty counters).
+ *
+ * The caller read the old record before asking (it hashed a secret in between), so an update made
+ * since (a suspension, narrowed scopes or IPs) would be lost if the replacement carried what the
+ * caller read. The settings are therefore copied here, from the old hash as this script reads it
+ * (the rule of `replacementFor` in the store toolkit): a field absent on the old record is absent
+ * on the replacement; `maxUses` becomes the uses left. The field names come from the schema, so a
+ * new record field needs no change here.
  *
  * Refusals, in this order, each before any write:
  * - nil when the old record does not exist;
  * - { 'retired' } when it is revoked or already rotated (the rule of CLAIM_ROTATION_SCRIPT);
  * - { 'taken', 'id' | 'keyPrefix' } when the replacement's id or keyPrefix is in use;
- * - { 'invalid', field, problem } when a field of the old record is not JSON, or its maxUses or
- *   useCount is not a count.
- * Otherwise publishes the old id, writes the old record's revokedAt, updatedAt (and status), writes
- * the replacement with `maxUses` = the uses the old key has left (null stays null, never below 0:
- * the rule of `remainingUses` in the store toolkit) and returns
- * { 'rotated', HGETALL of the old record after the claim }.
+ * - { 'invalid', field, problem } when a field of the old record is not JSON, its maxUses or
+ *   useCount is not a count, or its ownerId or tenantId is not a string;
+ * - { 'lists', ownerId, tenantId } (JSON text, '' for none) when the old record's owner or tenant
+ *   is not the one the list KEYS were declared for: the caller runs it again with those lists.
+ * Otherwise publishes the old id, writes the old record's revokedAt, updatedAt (and status),
+ * writes the replacement and returns { 'rotated', HGETALL of the old record, HGETALL of the
+ * replacement }.
  */
 export const ROTATE_SCRIPT = `${LIFECYCLE_HELPERS}${RECORD_WRITE_HELPERS}
 local old, replacement, index = KEYS[1], KEYS[2], KEYS[3]
@@ -150,7 +170,8 @@ for i = 1, #stored, 2 do before[stored[i]] = stored[i + 1] end
 if status_of(before['status']) == 'revoked' or date_of(before['revokedAt']) ~= false then return { 'retired' } end
 local field = taken(replacement, index)
 if field then return { 'taken', field } end
--- The old record is returned for decoding once written: refuse now what could not be decoded then.
+-- The old record is returned for decoding once written, and its settings are copied: refuse now
+-- what could not be decoded then.
 for i = 1, #stored, 2 do
   if string.sub(stored[i], 1, 2) ~= 'c:' and not pcall(cjson.decode, stored[i + 1]) then
     return { 'invalid', stored[i], 'is not valid JSON' }
@@ -160,16 +181,39 @@ local maxUses = count_of(before['maxUses'], true)
 if maxUses == nil then return { 'invalid', 'maxUses', 'is not a non-negative integer or null' } end
 local useCount = count_of(before['useCount'], false)
 if useCount == nil then return { 'invalid', 'useCount', 'is not a non-negative integer' } end
+-- The lists the replacement joins are its owner's and tenant's, which are the old record's.
+local function text_of(raw)
+  if not raw then return false end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return false end
+  if type(value) == 'string' then return value end
+  return nil
+end
+local owner, tenant = text_of(before['ownerId']), text_of(before['tenantId'])
+if owner == nil then return { 'invalid', 'ownerId', 'is not a string' } end
+if tenant == nil then return { 'invalid', 'tenantId', 'is not a string' } end
+local function declared(arg)
+  if arg == '' then return false end
+  return cjson.decode(arg)
+end
+if owner ~= declared(ARGV[8]) or tenant ~= declared(ARGV[9]) then
+  return { 'lists', owner and cjson.encode(owner) or '', tenant and cjson.encode(tenant) or '' }
+end
 local unwritable = lists_unwritable(4)
 if unwritable then return unwritable end
 local remaining = 'null'
 if maxUses then remaining = string.format('%.17g', math.max(0, maxUses - useCount)) end
+local copied = tonumber(ARGV[10])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 redis.call('HSET', old, 'revokedAt', ARGV[1], 'updatedAt', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', old, 'status', ARGV[3]) end
-write_record(replacement, index, 4, ARGV[6], ARGV[7], 8)
+write_record(replacement, index, 4, ARGV[6], ARGV[7], 11 + copied)
+for i = 11, 10 + copied do
+  local value = before[ARGV[i]]
+  if value then redis.call('HSET', replacement, ARGV[i], value) else redis.call('HDEL', replacement, ARGV[i]) end
+end
 redis.call('HSET', replacement, 'maxUses', remaining)
-return { 'rotated', redis.call('HGETALL', old) }
+return { 'rotated', redis.call('HGETALL', old), redis.call('HGETALL', replacement) }
 `;
 
 /**
@@ -281,7 +325,9 @@ return 1
  *
  * ARGV: now, maxUses, perSecond, burst, perDay, deadline (empty string = none).
  * Returns nil for an unknown record; { 0, refusal, useCount } for a deadline or lifecycle
- * refusal; else { admitted 0|1, refusal, useCount, dayCount, tokens }.
+ * refusal; else { admitted 0|1, refusal, useCount, dayCount, tokens }. An error reply (nothing
+ * written) when useCount or, for a key that is not refused by then, a counter (`c:*`) is not a
+ * number it could hold: a key whose counters cannot be read is not admitted.
  *
  * TIME before the writes is safe: Redis 5+ replicates a script's effects, not the script (older
  * servers are asked to with `redis.replicate_commands()`).
@@ -311,10 +357,32 @@ local maxUses = tonumber(ARGV[2])
 local perSecond = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local perDay = tonumber(ARGV[5])
-local day = tonumber(state[2]) or -1
-local dayCount = tonumber(state[3]) or 0
-local tokens = tonumber(state[4])
-local tokensAt = tonumber(state[5]) or 0
+-- A counter written by hand as something other than a number would reset a limit (an unreadable
+-- bucket read as full, an unreadable day as a new one): fail closed, as for useCount. An absent
+-- counter is the empty state; c:tokens is 'null' until the bucket is first used.
+local function counter(raw, default, integer, nullable, minimum)
+  if not raw then return true, default end
+  if nullable and raw == 'null' then return true, nil end
+  local value = tonumber(raw)
+  if value == nil or value ~= value or value == math.huge or value == -math.huge then return false end
+  if integer and value ~= math.floor(value) then return false end
+  if minimum and value < minimum then return false end
+  return true, value
+end
+local function unreadable(name)
+  return redis.error_reply('ERR keygate: the record counter ' .. name .. ' is not a number it could hold')
+end
+local ok, day = counter(state[2], -1, true, false, nil)
+if not ok then return unreadable('c:day') end
+local dayCount
+ok, dayCount = counter(state[3], 0, true, false, 0)
+if not ok then return unreadable('c:dayCount') end
+local tokens
+ok, tokens = counter(state[4], nil, false, true, 0)
+if not ok then return unreadable('c:tokens') end
+local tokensAt
+ok, tokensAt = counter(state[5], 0, false, false, nil)
+if not ok then return unreadable('c:tokensAt') end
 local now = math.max(requestNow, tokensAt)
 local today = math.floor(now / 86400000)
 if day ~= today then dayCount = 0 end
