@@ -4,15 +4,10 @@
  * filters by: the store reads own properties only. Before, renaming a suspended key wrote the
  * inherited `status: 'active'` and `scopes: ['admin']` on both dialects.
  */
-import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Pool } from 'pg';
 import { type ApiKeyRecord, keygate } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { closeAfterEach } from '../helpers/managers';
-import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { describeEachDialect } from '../helpers/sql-stores';
 import { testRecord } from '../helpers/records';
 
 jest.setTimeout(30_000);
@@ -94,43 +89,4 @@ function describePollution(store: () => SqlStore): void {
   });
 }
 
-describe('SqlStore (sqlite) under a polluted Object.prototype', () => {
-  let dir: string;
-  let db: Database.Database;
-  let sqlite: SqlStore;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'keygate-pollution-'));
-    db = new Database(join(dir, 'keys.db'));
-    sqlite = new SqlStore({ dialect: 'sqlite', client: db });
-    await sqlite.migrate();
-  });
-
-  afterAll(() => {
-    db?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  describePollution(() => sqlite);
-});
-
-describePostgres('SqlStore (postgres) under a polluted Object.prototype', () => {
-  let server: PostgresServer;
-  let pool: Pool;
-  let postgres: SqlStore;
-
-  beforeAll(async () => {
-    server = await startPostgres();
-    pool = new Pool({ connectionString: server.connectionString, max: 4 });
-    pool.on('error', () => undefined);
-    postgres = new SqlStore({ dialect: 'postgres', client: pool });
-    await postgres.migrate();
-  });
-
-  afterAll(async () => {
-    await pool?.end();
-    await server?.destroy();
-  });
-
-  describePollution(() => postgres);
-});
+describeEachDialect('SqlStore under a polluted Object.prototype', ({ store }) => describePollution(store));

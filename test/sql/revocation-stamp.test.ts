@@ -5,15 +5,10 @@
  * guarded UPDATE statement; SQLite: its immediate transaction). The manager no longer reads a
  * record before revoking it, so this is what keeps racing administrators from undoing each other.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import Database from 'better-sqlite3';
-import { Pool } from 'pg';
 import { type ApiKeyRecord, isKeygateError } from 'keygate';
 import { type PostgresClient, SqlStore } from 'keygate/sql';
-import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { describeEachDialect } from '../helpers/sql-stores';
 import { testRecord } from '../helpers/records';
 import { rejection } from '../helpers/rejection';
 
@@ -69,72 +64,40 @@ function describeStamp(store: () => SqlStore): void {
   });
 }
 
-describe('the revocation stamp (sqlite)', () => {
-  let dir: string;
-  let db: Database.Database;
-  let sqlite: SqlStore;
+describeEachDialect(
+  'the revocation stamp',
+  ({ store, pool }, dialect) => {
+    describeStamp(store);
+    if (dialect !== 'postgres') return;
 
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'keygate-stamp-'));
-    db = new Database(join(dir, 'keys.db'));
-    sqlite = new SqlStore({ dialect: 'sqlite', client: db });
-    await sqlite.migrate();
-  });
-
-  afterAll(() => {
-    db?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  describeStamp(() => sqlite);
-});
-
-describePostgres('the revocation stamp (postgres)', () => {
-  let server: PostgresServer;
-  let pool: Pool;
-  let postgres: SqlStore;
-
-  beforeAll(async () => {
-    server = await startPostgres();
-    pool = new Pool({ connectionString: server.connectionString, max: 8 });
-    pool.on('error', () => undefined);
-    postgres = new SqlStore({ dialect: 'postgres', client: pool });
-    await postgres.migrate();
-  });
-
-  afterAll(async () => {
-    await pool?.end();
-    await server?.destroy();
-  });
-
-  describeStamp(() => postgres);
-
-  it('revokes in one statement: no read before the write', async () => {
-    const key = record();
-    await postgres.insert(key);
-    const texts: string[] = [];
-    const recording: PostgresClient = { query: (text, values) => (texts.push(text), pool.query(text, values)) };
-    const store = new SqlStore({ dialect: 'postgres', client: recording });
-    await store.update(key.id, { status: 'revoked', updatedAt: new Date(CREATED + HOUR) });
-    expect(texts).toHaveLength(1);
-    expect(texts[0]).toMatch(/FOR UPDATE[\s\S]*UPDATE/);
-  });
-
-  it('a revocation racing a suspension always ends revoked; racing revocations keep the earliest instant', async () => {
-    for (let round = 0; round < 20; round++) {
+    it('revokes in one statement: no read before the write', async () => {
       const key = record();
-      await postgres.insert(key);
-      const revokeAt = new Date(CREATED + HOUR + round);
-      const [suspended, ...revoked] = await Promise.allSettled([
-        postgres.update(key.id, { status: 'suspended', updatedAt: new Date(CREATED + HOUR) }),
-        postgres.update(key.id, { status: 'revoked', updatedAt: new Date(revokeAt.getTime() + 2) }),
-        postgres.update(key.id, { status: 'revoked', updatedAt: revokeAt }),
-        postgres.update(key.id, { status: 'revoked', updatedAt: new Date(revokeAt.getTime() + 1) }),
-      ]);
-      expect(revoked.every((outcome) => outcome.status === 'fulfilled')).toBe(true);
-      if (suspended?.status === 'rejected') expect(isKeygateError(suspended.reason) && suspended.reason.code).toBe('invalid_argument');
-      const stored = await postgres.findById(key.id);
-      expect(stored && [stored.status, stored.revokedAt]).toEqual(['revoked', revokeAt]);
-    }
-  });
-});
+      await store().insert(key);
+      const texts: string[] = [];
+      const recording: PostgresClient = { query: (text, values) => (texts.push(text), pool().query(text, values)) };
+      const recorded = new SqlStore({ dialect: 'postgres', client: recording });
+      await recorded.update(key.id, { status: 'revoked', updatedAt: new Date(CREATED + HOUR) });
+      expect(texts).toHaveLength(1);
+      expect(texts[0]).toMatch(/FOR UPDATE[\s\S]*UPDATE/);
+    });
+
+    it('a revocation racing a suspension always ends revoked; racing revocations keep the earliest instant', async () => {
+      for (let round = 0; round < 20; round++) {
+        const key = record();
+        await store().insert(key);
+        const revokeAt = new Date(CREATED + HOUR + round);
+        const [suspended, ...revoked] = await Promise.allSettled([
+          store().update(key.id, { status: 'suspended', updatedAt: new Date(CREATED + HOUR) }),
+          store().update(key.id, { status: 'revoked', updatedAt: new Date(revokeAt.getTime() + 2) }),
+          store().update(key.id, { status: 'revoked', updatedAt: revokeAt }),
+          store().update(key.id, { status: 'revoked', updatedAt: new Date(revokeAt.getTime() + 1) }),
+        ]);
+        expect(revoked.every((outcome) => outcome.status === 'fulfilled')).toBe(true);
+        if (suspended?.status === 'rejected') expect(isKeygateError(suspended.reason) && suspended.reason.code).toBe('invalid_argument');
+        const stored = await store().findById(key.id);
+        expect(stored && [stored.status, stored.revokedAt]).toEqual(['revoked', revokeAt]);
+      }
+    });
+  },
+  { poolMax: 8 },
+);
