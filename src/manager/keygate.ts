@@ -66,7 +66,7 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
     if (Array.isArray(decoded) && decoded.length === 2 && Number.isSafeInteger(decoded[0]) && typeof decoded[1] === 'string') {
       const createdAt = new Date(decoded[0] as number);
       // Only what list() itself writes: an instant a Date holds, and an id a record could have.
-      if (!Number.isNaN(createdAt.getTime()) && decoded[1].length > 0 && decoded[1].length <= 128 && !decoded[1].includes('\u0000')) {
+      if (!Number.isNaN(createdAt.getTime()) && decoded[1].length > 0 && decoded[1].length <= 128 && !decoded[1].includes('\u0000') && !/\p{Cs}/u.test(decoded[1])) {
         return { createdAt, id: decoded[1] };
       }
     }

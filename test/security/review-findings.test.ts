@@ -130,6 +130,7 @@ describe('4. a forged list cursor', () => {
     ['an instant no Date holds', [9007199254740991, 'x']],
     ['an empty id', [T0, '']],
     ['an id with U+0000', [T0, 'a\u0000b']],
+    ['an id with a lone surrogate', [T0, 'a\ud800b']],
   ])('holding %s is invalid_argument naming cursor', async (_what, position) => {
     const keys = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
     await keys.create({ name: 'k' });
