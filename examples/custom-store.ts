@@ -140,6 +140,12 @@ function applyPatch(record: StoredRecord, patch: ApiKeyPatch): void {
   record.updatedAt = updatedAt.getTime();
 }
 
+/** The counters of a key never used: keygate's own starting state, without `useCount` (kept in the record). */
+function freshCounters(): Omit<CounterState, 'useCount'> {
+  const { useCount: _useCount, ...counters } = initialCounters(0);
+  return counters;
+}
+
 /** Keeps keys in one JSON file; every call reads it and every write replaces it atomically. */
 export class JsonFileStore implements ApiKeyStore {
   private queue: Promise<unknown> = Promise.resolve();
@@ -152,7 +158,7 @@ export class JsonFileStore implements ApiKeyStore {
       const data = await this.load();
       this.assertFree(data, record);
       data.records[record.id] = toStored(record);
-      data.counters[record.id] = { day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
+      data.counters[record.id] = freshCounters();
       await this.save(data);
     });
   }
@@ -197,7 +203,7 @@ export class JsonFileStore implements ApiKeyStore {
       // Carry the uses the old key has left at this very moment (inside the lock).
       const replacement = toStored(replacementFor(rotation, fromStored(old)));
       data.records[replacement.id] = replacement;
-      data.counters[replacement.id] = { day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
+      data.counters[replacement.id] = freshCounters();
       // The old key stays active until `oldRevokedAt` (end of the grace period), or is revoked now.
       const patch: ApiKeyPatch = { revokedAt: rotation.oldRevokedAt, updatedAt: rotation.now };
       if (rotation.oldStatus) patch.status = rotation.oldStatus;

@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   ip_not_allowed: { status: 403, title: 'Client IP not allowed', message: 'The API key may not be used from this address.' },
   insufficient_scope: { status: 403, title: 'Insufficient scope', message: 'The API key lacks a required scope.' },
   usage_exhausted: { status: 403, title: 'API key usage exhausted', message: 'The API key has used all of its allowed requests.' },
-  quota_exceeded: { status: 429, title: 'Daily quota exceeded', message: 'The API key has used its daily quota.' },
+  quota_exceeded: { status: 429, title: 'Quota exceeded', message: 'The API key has used its quota for this period.' },
   rate_limited: { status: 429, title: 'Rate limit exceeded', message: 'Too many requests for this API key; slow down.' },
   ambiguous_credentials: { status: 400, title: 'Ambiguous credentials', message: 'The request carries more than one API key.' },
   too_many_failed_attempts: { status: 429, title: 'Too many failed attempts', message: 'Too many failed attempts with this API key; retry later.' },

@@ -3,4 +3,4 @@
  * of custom stores run against theirs.
  */
 export { describeStoreContract } from './testing/store-contract.js';
-export type { StoreCapabilities, StoreContractOptions } from './testing/store-contract.js';
+export type { AgreementOptions, StoreCapabilities, StoreContractOptions } from './testing/store-contract.js';

@@ -15,12 +15,18 @@ export { API_KEY_STATUSES } from './record/schema.js';
  *
  * - `perSecond`: token bucket refilled at this many requests per second.
  * - `burst`: bucket capacity (defaults to `perSecond`); lets a quiet client spend a short burst.
- * - `perDay`: quota per UTC calendar day, reset at 00:00:00Z.
+ * - `perMinute`, `perHour`, `perDay`: quotas per fixed UTC window (a day resets at 00:00:00Z).
+ * - `perMonth`: quota per UTC calendar month, reset at 00:00:00Z on the 1st.
+ *
+ * Every admitted request counts against every window at once; a request refused by one counts in none.
  */
 export interface RateLimit {
   perSecond?: number;
   burst?: number;
+  perMinute?: number;
+  perHour?: number;
   perDay?: number;
+  perMonth?: number;
 }
 
 /** The record a store keeps. `keyHash` never leaves the library. */

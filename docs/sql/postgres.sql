@@ -2,8 +2,10 @@
 -- Exactly the statements `await new SqlStore({ dialect: 'postgres', client }).migrate()` runs
 -- (migrate() also takes an advisory lock first and runs them in one transaction).
 -- For another table name: sqlSchema({ dialect: 'postgres', table: 'auth.api_keys' }) from keygate/sql.
--- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
--- Upgrades: columns of record fields added by later keygate versions are listed after the counters,
+-- Counters (use_count, day, day_count, tokens, tokens_at; minute, hour, month and their _count)
+-- are written only by keygate.
+-- Upgrades: columns added by later keygate versions (record fields, and counters such as the
+-- minute, hour and month quota windows) are listed after the first version's counters,
 -- and added to an existing table by ALTER TABLE … ADD COLUMN IF NOT EXISTS after the CREATE TABLE.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
@@ -20,7 +22,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "allowed_ips"      text[] NOT NULL DEFAULT '{}',
   "max_uses"         bigint,
   "use_count"        bigint NOT NULL DEFAULT 0,
-  "rate_limit"       jsonb,                               -- { perSecond?, burst?, perDay? } or NULL
+  "rate_limit"       jsonb,                               -- { perSecond?, burst?, perMinute?, perHour?, perDay?, perMonth? } or NULL
   "expires_at"       timestamptz(3),
   "created_at"       timestamptz(3) NOT NULL,
   "updated_at"       timestamptz(3) NOT NULL,
@@ -33,9 +35,27 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "day_count"        bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC day
   "tokens"           double precision,                    -- counters: token bucket level at tokens_at (NULL = full)
   "tokens_at"        double precision NOT NULL DEFAULT 0, -- counters: latest admitted instant, epoch milliseconds
+  "month"            bigint NOT NULL DEFAULT -1,          -- counters: UTC calendar month index (year * 12 + month 0-11) that month_count belongs to
+  "month_count"      bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC calendar month
+  "hour"             bigint NOT NULL DEFAULT -1,          -- counters: UTC hour index (epoch ms / 3600000) that hour_count belongs to
+  "hour_count"       bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC hour
+  "minute"           bigint NOT NULL DEFAULT -1,          -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
+  "minute_count"     bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC minute
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 );
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "month" bigint NOT NULL DEFAULT -1;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "month_count" bigint NOT NULL DEFAULT 0;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "hour" bigint NOT NULL DEFAULT -1;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "hour_count" bigint NOT NULL DEFAULT 0;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute" bigint NOT NULL DEFAULT -1;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute_count" bigint NOT NULL DEFAULT 0;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

@@ -2,8 +2,10 @@
 -- Exactly the statements `await new SqlStore({ dialect: 'sqlite', client: db }).migrate()` runs,
 -- in one BEGIN IMMEDIATE transaction. Instants are epoch milliseconds; lists and objects are JSON text.
 -- For another table name: sqlSchema({ dialect: 'sqlite', table: 'api_keys' }) from keygate/sql.
--- Counters (use_count, day, day_count, tokens, tokens_at) are written only by keygate.
--- Upgrades: columns of record fields added by later keygate versions are listed after the counters;
+-- Counters (use_count, day, day_count, tokens, tokens_at; minute, hour, month and their _count)
+-- are written only by keygate.
+-- Upgrades: columns added by later keygate versions (record fields, and counters such as the
+-- minute, hour and month quota windows) are listed after the first version's counters;
 -- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
@@ -20,7 +22,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "allowed_ips"      TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
   "max_uses"         INTEGER,
   "use_count"        INTEGER NOT NULL DEFAULT 0,
-  "rate_limit"       TEXT,                        -- JSON { perSecond?, burst?, perDay? } or NULL
+  "rate_limit"       TEXT,                        -- JSON { perSecond?, burst?, perMinute?, perHour?, perDay?, perMonth? } or NULL
   "expires_at"       INTEGER,                     -- epoch milliseconds
   "created_at"       INTEGER NOT NULL,            -- epoch milliseconds
   "updated_at"       INTEGER NOT NULL,            -- epoch milliseconds
@@ -33,9 +35,24 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "day_count"        INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC day
   "tokens"           REAL,                        -- counters: token bucket level at tokens_at (NULL = full)
   "tokens_at"        REAL NOT NULL DEFAULT 0,     -- counters: latest admitted instant, epoch milliseconds
+  "month"            INTEGER NOT NULL DEFAULT -1, -- counters: UTC calendar month index (year * 12 + month 0-11) that month_count belongs to
+  "month_count"      INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC calendar month
+  "hour"             INTEGER NOT NULL DEFAULT -1, -- counters: UTC hour index (epoch ms / 3600000) that hour_count belongs to
+  "hour_count"       INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC hour
+  "minute"           INTEGER NOT NULL DEFAULT -1, -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
+  "minute_count"     INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC minute
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
+
+-- Columns of later versions (CREATE TABLE above already has them). SQLite has no ADD COLUMN
+-- IF NOT EXISTS: on a table created before them, run each of these once.
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "month" INTEGER NOT NULL DEFAULT -1;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "month_count" INTEGER NOT NULL DEFAULT 0;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "hour" INTEGER NOT NULL DEFAULT -1;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "hour_count" INTEGER NOT NULL DEFAULT 0;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute" INTEGER NOT NULL DEFAULT -1;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute_count" INTEGER NOT NULL DEFAULT 0;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

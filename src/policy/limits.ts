@@ -1,9 +1,11 @@
 /**
- * Limit arithmetic as pure functions of (counter state, limits, now): the token bucket, the UTC-day
- * quota and lifetime uses. Stores that count in their own language (Lua, SQL) implement the same
- * rules; the store contract suite checks they agree.
+ * Limit arithmetic as pure functions of (counter state, limits, now): lifetime uses, the quota
+ * windows (UTC minute, hour, day and calendar month, described once in `policy/windows.ts`) and the
+ * token bucket. Stores that count in their own language (Lua, SQL) implement the same rules from
+ * the same description; the store contract's property test checks they agree.
  */
 import type { RateLimit } from '../types.js';
+import { QUOTA_WINDOWS, type QuotaWindow, type QuotaWindowName, secondsToWindowEnd, windowIndex, windowSeconds } from './windows.js';
 
 /**
  * One atomic consume: the limits to enforce and the caller's clock. The limits travel with the
@@ -38,6 +40,9 @@ export type ConsumeRefusal =
   | 'quota_exceeded'
   | 'rate_limited';
 
+/** The outcome fields that carry a quota window's count. */
+export type WindowCountField = 'minuteCount' | 'hourCount' | 'dayCount' | 'monthCount';
+
 /**
  * The result of one consume. When refused, nothing was counted (all-or-nothing). A limit refusal
  * (`usage_exhausted`, `quota_exceeded`, `rate_limited`) carries the counters that caused it; a
@@ -49,31 +54,47 @@ export interface ConsumeOutcome {
   refusal?: ConsumeRefusal;
   /** Lifetime admitted uses, including this one when admitted. */
   useCount: number;
+  /** Requests counted in the current UTC minute (present when `perMinute` is set). */
+  minuteCount?: number;
+  /** Requests counted in the current UTC hour (present when `perHour` is set). */
+  hourCount?: number;
   /** Requests counted in the current UTC day (present when `perDay` is set). */
   dayCount?: number;
+  /** Requests counted in the current UTC calendar month (present when `perMonth` is set). */
+  monthCount?: number;
   /** Tokens left in the bucket after this request (present when `perSecond` is set). */
   tokens?: number;
 }
 
 
-/** Milliseconds in a UTC day. */
-export const DAY_MS = 86_400_000;
 
-/** The counters one key carries besides `useCount`. */
+/**
+ * The counters one key carries. Every admitted use is counted in every window, whether or not the
+ * key has a quota for it, so a quota added later applies to the uses already made in its window.
+ */
 export interface CounterState {
   useCount: number;
-  /** UTC day index (`floor(epochMs / DAY_MS)`) that `dayCount` belongs to. */
+  /** UTC minute index (`floor(epochMs / 60 000)`) that `minuteCount` belongs to. */
+  minute: number;
+  minuteCount: number;
+  /** UTC hour index (`floor(epochMs / 3 600 000)`) that `hourCount` belongs to. */
+  hour: number;
+  hourCount: number;
+  /** UTC day index (`floor(epochMs / 86 400 000)`) that `dayCount` belongs to. */
   day: number;
   dayCount: number;
+  /** UTC calendar month index (`year × 12 + month`, month 0–11) that `monthCount` belongs to. */
+  month: number;
+  monthCount: number;
   /** Bucket level at `tokensAt`; `null` is a bucket never drawn from, hence full. */
   tokens: number | null;
   /** Latest `now` of an admitted consume (0 before the first): the instant `tokens` describes. */
   tokensAt: number;
 }
 
-/** The counters of a key that has never been used. */
+/** The counters of a key that has never been used (window index -1 with a count of 0: no window yet). */
 export function initialCounters(useCount: number): CounterState {
-  return { useCount, day: -1, dayCount: 0, tokens: null, tokensAt: 0 };
+  return { useCount, minute: -1, minuteCount: 0, hour: -1, hourCount: 0, day: -1, dayCount: 0, month: -1, monthCount: 0, tokens: null, tokensAt: 0 };
 }
 
 /** Capacity of the token bucket: `burst`, or `perSecond` when no burst is given. */
@@ -89,16 +110,6 @@ export function refilledTokens(state: Pick<CounterState, 'tokens' | 'tokensAt'>,
   return Math.min(capacity, state.tokens + (elapsedMs * (limit.perSecond ?? 0)) / 1000);
 }
 
-/** UTC day index of an instant. */
-export function utcDay(now: number): number {
-  return Math.floor(now / DAY_MS);
-}
-
-/** Whole seconds from `now` to the next 00:00:00Z (at least 1). */
-export function secondsToUtcMidnight(now: number): number {
-  return Math.max(1, Math.ceil(((utcDay(now) + 1) * DAY_MS - now) / 1000));
-}
-
 /**
  * Decides one consume without side effects. Returns the outcome and, when admitted, the counter
  * state to store. A refusal by any limit leaves every counter as it was.
@@ -112,49 +123,84 @@ export function decideConsume(
   request: ConsumeRequest,
 ): { outcome: ConsumeOutcome; next: CounterState | null } {
   const { maxUses, rateLimit } = request;
-  const now = Math.max(request.now, state.tokensAt);
-  const today = utcDay(now);
-  const dayCount = state.day === today ? state.dayCount : 0;
-  const perDay = rateLimit?.perDay;
-  const hasBucket = rateLimit?.perSecond !== undefined;
-  const tokens = hasBucket && rateLimit ? refilledTokens(state, rateLimit, now) : Number.NaN;
+  const at = Math.max(request.now, state.tokensAt);
+  const hasBucket = rateLimit !== null && rateLimit.perSecond !== undefined;
+  const tokens = hasBucket ? refilledTokens(state, rateLimit, at) : Number.NaN;
+
+  // This runs on every admitted request, so the windows of QUOTA_WINDOWS are written out field by
+  // field (a loop with computed keys cost eight times as much). The engine states its windows in
+  // ENGINE_WINDOWS below, checked against the table when this module loads.
+  const minute = windowIndex(MINUTE, at);
+  const hour = windowIndex(HOUR, at);
+  const day = windowIndex(DAY, at);
+  const month = windowIndex(MONTH, at);
+  const minuteUsed = state.minute === minute ? state.minuteCount : 0;
+  const hourUsed = state.hour === hour ? state.hourCount : 0;
+  const dayUsed = state.day === day ? state.dayCount : 0;
+  const monthUsed = state.month === month ? state.monthCount : 0;
 
   let refusal: ConsumeRefusal | undefined;
   if (maxUses !== null && state.useCount >= maxUses) refusal = 'usage_exhausted';
-  else if (perDay !== undefined && dayCount >= perDay) refusal = 'quota_exceeded';
-  else if (hasBucket && tokens < 1) refusal = 'rate_limited';
+  else if (rateLimit !== null && (over(rateLimit.perMonth, monthUsed) || over(rateLimit.perDay, dayUsed) || over(rateLimit.perHour, hourUsed) || over(rateLimit.perMinute, minuteUsed))) {
+    refusal = 'quota_exceeded';
+  } else if (hasBucket && tokens < 1) refusal = 'rate_limited';
 
-  if (refusal) {
-    const outcome: ConsumeOutcome = { admitted: false, refusal, useCount: state.useCount };
-    if (perDay !== undefined) outcome.dayCount = dayCount;
-    if (hasBucket) outcome.tokens = tokens;
-    return { outcome, next: null };
+  const admitted = refusal === undefined;
+  const added = admitted ? 1 : 0;
+  const outcome: ConsumeOutcome = admitted ? { admitted: true, useCount: state.useCount + 1 } : { admitted: false, refusal, useCount: state.useCount };
+  if (rateLimit !== null) {
+    if (rateLimit.perMinute !== undefined) outcome.minuteCount = minuteUsed + added;
+    if (rateLimit.perHour !== undefined) outcome.hourCount = hourUsed + added;
+    if (rateLimit.perDay !== undefined) outcome.dayCount = dayUsed + added;
+    if (rateLimit.perMonth !== undefined) outcome.monthCount = monthUsed + added;
   }
-
+  if (hasBucket) outcome.tokens = tokens - added;
+  if (!admitted) return { outcome, next: null };
   const next: CounterState = {
     useCount: state.useCount + 1,
-    day: today,
-    dayCount: dayCount + 1,
+    minute,
+    minuteCount: minuteUsed + 1,
+    hour,
+    hourCount: hourUsed + 1,
+    day,
+    dayCount: dayUsed + 1,
+    month,
+    monthCount: monthUsed + 1,
     tokens: hasBucket ? tokens - 1 : null,
-    tokensAt: now,
+    tokensAt: at,
   };
-  const outcome: ConsumeOutcome = { admitted: true, useCount: next.useCount };
-  if (perDay !== undefined) outcome.dayCount = next.dayCount;
-  if (hasBucket) outcome.tokens = tokens - 1;
   return { outcome, next };
 }
 
+function over(quota: number | undefined, used: number): boolean {
+  return quota !== undefined && used >= quota;
+}
+
+/**
+ * The windows `decideConsume` writes out, most lasting first, as `QUOTA_WINDOWS` lists them. A
+ * window added to the table and not to the engine fails here, when the module loads (and so in
+ * every test run), instead of being silently ignored.
+ */
+const ENGINE_WINDOWS = ['month', 'day', 'hour', 'minute'] as const;
+const [MONTH, DAY, HOUR, MINUTE] = ENGINE_WINDOWS.map((name, i) => {
+  const window = QUOTA_WINDOWS[i];
+  if (!window || window.name !== name || QUOTA_WINDOWS.length !== ENGINE_WINDOWS.length) {
+    throw new Error(`keygate: decideConsume writes out the windows ${ENGINE_WINDOWS.join(', ')}, but QUOTA_WINDOWS lists ${QUOTA_WINDOWS.map((w) => w.name).join(', ')}`);
+  }
+  return window;
+}) as [QuotaWindow, QuotaWindow, QuotaWindow, QuotaWindow];
+
 /** One limit as reported in headers and `verify` results. */
 export interface LimitStatus {
-  /** Policy name: `second` or `day`. */
-  policy: 'second' | 'day';
-  /** Quota of the window (`perSecond` or `perDay`). */
+  /** Policy name: `second` (the token bucket) or a quota window (`minute`, `hour`, `day`, `month`). */
+  policy: 'second' | QuotaWindowName;
+  /** Quota of the window (`perSecond`, `perMinute`, …). */
   quota: number;
-  /** Window in seconds (1 or 86400). */
+  /** Window in seconds (1, 60, 3600, 86400, or the seconds of the current UTC month). */
   window: number;
   /** Requests left in the window after this one. */
   remaining: number;
-  /** Seconds until the window is fully reset (bucket full / next UTC midnight). */
+  /** Seconds until the window is fully reset (bucket full / the window's end). */
   reset: number;
 }
 
@@ -188,17 +234,13 @@ export function describeLimits(request: ConsumeRequest, outcome: ConsumeOutcome)
       retryAfter = perSecond > 0 ? Math.max(1, Math.ceil((1 - tokens) / perSecond)) : undefined;
     }
   }
-  if (rateLimit?.perDay !== undefined) {
-    const untilMidnight = secondsToUtcMidnight(now);
-    const used = outcome.dayCount ?? 0;
-    policies.push({
-      policy: 'day',
-      quota: rateLimit.perDay,
-      window: 86_400,
-      remaining: Math.max(0, rateLimit.perDay - used),
-      reset: untilMidnight,
-    });
-    if (!outcome.admitted && used >= rateLimit.perDay) retryAfter = Math.max(retryAfter ?? 0, untilMidnight);
+  if (rateLimit !== null) {
+    // Shortest window first, as the RateLimit-Policy field lists them.
+    const admitted = outcome.admitted;
+    retryAfter = windowStatus(policies, MINUTE, rateLimit.perMinute, outcome.minuteCount, now, admitted, retryAfter);
+    retryAfter = windowStatus(policies, HOUR, rateLimit.perHour, outcome.hourCount, now, admitted, retryAfter);
+    retryAfter = windowStatus(policies, DAY, rateLimit.perDay, outcome.dayCount, now, admitted, retryAfter);
+    retryAfter = windowStatus(policies, MONTH, rateLimit.perMonth, outcome.monthCount, now, admitted, retryAfter);
   }
   const snapshot: LimitsSnapshot = {
     policies,
@@ -208,6 +250,26 @@ export function describeLimits(request: ConsumeRequest, outcome: ConsumeOutcome)
     snapshot.retryAfter = retryAfter;
   }
   return snapshot;
+}
+
+/**
+ * Adds a quota window's status to `policies` when the key has that quota; returns `retryAfter`,
+ * raised to the window's end when the window refused.
+ */
+function windowStatus(
+  policies: LimitStatus[],
+  window: QuotaWindow,
+  quota: number | undefined,
+  counted: number | undefined,
+  now: number,
+  admitted: boolean,
+  retryAfter: number | undefined,
+): number | undefined {
+  if (quota === undefined) return retryAfter;
+  const untilEnd = secondsToWindowEnd(window, now);
+  const used = counted ?? 0;
+  policies.push({ policy: window.name, quota, window: windowSeconds(window, now), remaining: Math.max(0, quota - used), reset: untilEnd });
+  return !admitted && used >= quota ? Math.max(retryAfter ?? 0, untilEnd) : retryAfter;
 }
 
 /**

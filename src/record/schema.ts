@@ -92,7 +92,7 @@ export type RecordSchema = { readonly [F in keyof ApiKeyRecord]-?: FieldSpec<Kin
 export const API_KEY_STATUSES: readonly ApiKeyStatus[] = ['active', 'suspended', 'revoked'];
 
 /** The fields of a {@link RateLimit}, each a positive integer when present. */
-export const RATE_LIMIT_FIELDS = ['perSecond', 'burst', 'perDay'] as const satisfies readonly (keyof RateLimit)[];
+export const RATE_LIMIT_FIELDS = ['perSecond', 'burst', 'perMinute', 'perHour', 'perDay', 'perMonth'] as const satisfies readonly (keyof RateLimit)[];
 
 const emptyList = (): string[] => [];
 const none = (): null => null;

@@ -54,8 +54,14 @@ class StoredKey implements CounterState {
   readonly createdAt: number;
   lastUsedAt: number | null;
   useCount: number;
+  minute: number;
+  minuteCount: number;
+  hour: number;
+  hourCount: number;
   day: number;
   dayCount: number;
+  month: number;
+  monthCount: number;
   tokens: number | null;
   tokensAt: number;
   /** The record as JSON, without `useCount` and `lastUsedAt`. */
@@ -74,8 +80,14 @@ class StoredKey implements CounterState {
     this.createdAt = record.createdAt.getTime();
     this.lastUsedAt = epochOf(record.lastUsedAt);
     this.useCount = counters.useCount;
+    this.minute = counters.minute;
+    this.minuteCount = counters.minuteCount;
+    this.hour = counters.hour;
+    this.hourCount = counters.hourCount;
     this.day = counters.day;
     this.dayCount = counters.dayCount;
+    this.month = counters.month;
+    this.monthCount = counters.monthCount;
     this.tokens = counters.tokens;
     this.tokensAt = counters.tokensAt;
     this.settings = settingsOf(record);
@@ -240,8 +252,14 @@ export class MemoryStore implements ApiKeyStore {
     const { outcome, next } = decideConsume(slot, request);
     if (next) {
       slot.useCount = next.useCount;
+      slot.minute = next.minute;
+      slot.minuteCount = next.minuteCount;
+      slot.hour = next.hour;
+      slot.hourCount = next.hourCount;
       slot.day = next.day;
       slot.dayCount = next.dayCount;
+      slot.month = next.month;
+      slot.monthCount = next.monthCount;
       slot.tokens = next.tokens;
       slot.tokensAt = next.tokensAt;
       slot.lastUsedAt = request.now;

@@ -8,14 +8,16 @@
  * `expect`), so it needs no import of jest and adds no jest types to keygate's public
  * declarations. Time is always passed in (the suite uses fixed instants), so nothing in it sleeps.
  */
-import { rejectUnknownOptions } from '../options/checks.js';
 import type { ApiKeyStore } from '../stores/store.js';
+import { integerOption, rejectUnknownOptions } from '../options/checks.js';
+import { agreementContract } from './contract/agreement.js';
 import { CAPABILITIES, capabilitiesContract } from './contract/capabilities.js';
 import { consumeContract } from './contract/consume.js';
 import { listContract } from './contract/list.js';
 import { recordsContract } from './contract/records.js';
 import { rotateContract } from './contract/rotate.js';
-import { contractSuite, testGlobals } from './contract/shared.js';
+import { type AgreementSettings, contractSuite, testGlobals } from './contract/shared.js';
+import { windowsContract } from './contract/windows.js';
 import { subscribeContract } from './contract/subscribe.js';
 import { updateContract } from './contract/update.js';
 
@@ -31,6 +33,30 @@ export interface StoreCapabilities {
    * @default false
    */
   subscribe?: boolean;
+}
+
+/**
+ * How the suite's property-based agreement test runs. That test drives random sequences of
+ * consumes (clocks stepping across second, minute, hour, UTC-day and UTC-month boundaries, leap
+ * years, dates before 1970, lagging clocks; limits that change between calls) through the store
+ * and through keygate's own limit model, and requires the same outcomes and counters. It needs the
+ * `fast-check` package (an optional peer dependency of `keygate/testing`): install it as a dev
+ * dependency next to your store's tests.
+ *
+ * On failure the error names the step where the store and the model parted, and fast-check's
+ * `seed` and `path`; pass them here (or set the environment variables `KEYGATE_AGREEMENT_SEED`
+ * and `KEYGATE_AGREEMENT_PATH`, which take precedence) to replay exactly that sequence.
+ */
+export interface AgreementOptions {
+  /**
+   * Random sequences tried (each of up to 25 consumes, on a fresh record).
+   * @default 50 (or the environment variable `KEYGATE_AGREEMENT_RUNS`)
+   */
+  numRuns?: number;
+  /** fast-check seed, for a reproducible run. @default a random seed, reported on failure */
+  seed?: number;
+  /** fast-check replay path reported with a failure (goes with its `seed`). */
+  path?: string;
 }
 
 /**
@@ -61,13 +87,38 @@ export interface StoreContractOptions<S extends ApiKeyStore = ApiKeyStore> {
    * ```
    */
   capabilities?: StoreCapabilities;
+  /** How the property-based agreement test with keygate's limit model runs. */
+  agreement?: AgreementOptions;
+}
+
+/** Default number of random sequences the agreement test tries. */
+const AGREEMENT_RUNS = 50;
+
+/** The agreement options, checked, with the environment's overrides applied. */
+function agreementSettings(options: AgreementOptions | undefined): AgreementSettings {
+  const where = 'describeStoreContract() agreement';
+  if (options !== undefined && (options === null || typeof options !== 'object')) throw new TypeError(`${where} must be an object`);
+  const given: AgreementOptions = { ...options };
+  rejectUnknownOptions(given, ['numRuns', 'seed', 'path'], where);
+  const env = typeof process === 'undefined' ? {} : process.env;
+  const runs = env.KEYGATE_AGREEMENT_RUNS ? Number(env.KEYGATE_AGREEMENT_RUNS) : given.numRuns;
+  const seed = env.KEYGATE_AGREEMENT_SEED ? Number(env.KEYGATE_AGREEMENT_SEED) : given.seed;
+  const path = env.KEYGATE_AGREEMENT_PATH || given.path;
+  const settings: AgreementSettings = { numRuns: runs === undefined ? AGREEMENT_RUNS : integerOption(runs, `${where}.numRuns`, 1, 100_000) };
+  if (seed !== undefined) settings.seed = integerOption(seed, `${where}.seed`, -(2 ** 31), 2 ** 31 - 1);
+  if (path !== undefined) {
+    if (typeof path !== 'string' || !/^\d+(:\d+)*$/.test(path)) throw new TypeError(`${where}.path must be a fast-check path such as "3:1:0"`);
+    settings.path = path;
+  }
+  return settings;
 }
 
 /**
  * Declares the store contract suite: a jest `describe` block named `name` whose tests check that a
  * store round-trips records exactly, rejects duplicates, applies patches (a revoked key stays
  * revoked, and a revocation is stamped by the store), lists in keyset order, consumes atomically
- * and all-or-nothing (max uses, UTC-day quota, token bucket, lifecycle refusals), rotates in one
+ * and all-or-nothing (max uses, minute/hour/day/month quotas, token bucket, lifecycle refusals),
+ * agrees with keygate's own limit model on random sequences of clocks and limits, rotates in one
  * step carrying the remaining uses, and, when declared, notifies subscribers.
  *
  * Call it at the top level of a jest test file. `create` runs before each test and must return an
@@ -101,8 +152,9 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
       }
     }
   }
+  const agreement = agreementSettings(options.agreement);
   const globals = testGlobals();
-  const suite = contractSuite(globals, options);
+  const suite = contractSuite(globals, options, agreement);
 
   globals.describe(name, () => {
     capabilitiesContract(suite);
@@ -110,6 +162,8 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     updateContract(suite);
     listContract(suite);
     consumeContract(suite);
+    windowsContract(suite);
+    agreementContract(suite);
     rotateContract(suite);
     subscribeContract(suite);
   });

@@ -15,7 +15,7 @@ import { type LimitsSnapshot, describeLimits } from '../policy/limits.js';
 import type { PolicyResult } from '../policy/result.js';
 import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
 import { checkExpiry, checkStatus } from '../policy/status.js';
-import { rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
+import { policyHeaderValidUntil, rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import { decodeStoredRecord, invalidRecord } from '../record/decode.js';
 import { isLimitRefusal } from '../stores/toolkit.js';
 import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
@@ -36,8 +36,13 @@ export interface VerifiedKey {
   /** Compiled `allowedIps` (`[]`: any address), or `null` when an entry does not parse: refuse every address. */
   readonly ipRanges: readonly IpRange[] | null;
   readonly scopes: CompiledScopes;
-  /** `RateLimit-Policy` value, or `undefined` for a key without rate limits. */
-  readonly policyHeader: string | undefined;
+  /**
+   * `RateLimit-Policy` value, or `undefined` for a key without rate limits. A month quota's window
+   * is the length of the current month, so the value is recomputed once `policyHeaderUntil` passes.
+   */
+  policyHeader: string | undefined;
+  /** Until when (epoch ms) `policyHeader` is right: the month's end for a month quota, else for ever. */
+  policyHeaderUntil: number;
 }
 
 /** What the request asks of the key. */
@@ -220,6 +225,7 @@ export class Verifier {
     if (outcome.admitted !== true) {
       const code = outcome.refusal;
       if (isLimitRefusal(code)) {
+        refreshPolicyHeader(key, now);
         const limits = describeLimits(request, outcome);
         const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
         return { ok: false, error: refusalError(code, details), limits, key };
@@ -231,6 +237,7 @@ export class Verifier {
       }
       return { ok: false, error: storeUnavailable(code === 'deadline_exceeded' ? 'the key store got to the consume after its deadline' : 'the key store refused a consume without a known reason') };
     }
+    refreshPolicyHeader(key, now);
     const limits = describeLimits(request, outcome);
     const apiKey = toApiKey(key.record, now);
     apiKey.useCount = outcome.useCount;
@@ -291,7 +298,7 @@ export class Verifier {
       throw error;
     }
     if (attempt) failureBudget?.settle(attempt, !verified, now());
-    return verified && record ? compileKey(record) : null;
+    return verified && record ? compileKey(record, now()) : null;
   }
 
   /**
@@ -318,7 +325,7 @@ export class Verifier {
 }
 
 /** Precomputes what the hot path needs from a verified record. */
-export function compileKey(record: ApiKeyRecord): VerifiedKey {
+export function compileKey(record: ApiKeyRecord, now: number): VerifiedKey {
   const ipRanges = compileAllowedIps(record.allowedIps);
   if (ipRanges === null) {
     warnOnce(record.id, 'has an allowedIps entry that is not an IP address or CIDR range: every request with it is refused (ip_not_allowed)', 'KEYGATE_INVALID_ALLOWED_IPS');
@@ -328,8 +335,16 @@ export function compileKey(record: ApiKeyRecord): VerifiedKey {
     record: withoutHash(record),
     ipRanges,
     scopes: compileScopes(record.scopes),
-    policyHeader: rateLimitPolicyHeader(record.rateLimit),
+    policyHeader: rateLimitPolicyHeader(record.rateLimit, now),
+    policyHeaderUntil: policyHeaderValidUntil(record.rateLimit, now),
   };
+}
+
+/** Recomputes a key's `RateLimit-Policy` when a new month has begun since it was computed. */
+function refreshPolicyHeader(key: VerifiedKey, now: number): void {
+  if (now < key.policyHeaderUntil) return;
+  key.policyHeader = rateLimitPolicyHeader(key.record.rateLimit, now);
+  key.policyHeaderUntil = policyHeaderValidUntil(key.record.rateLimit, now);
 }
 
 /** The client address of a request context (the middleware computes `req.ip` only when asked). */

@@ -101,6 +101,56 @@ describeWithRedis('RedisStore across processes', () => {
     await keys.close();
   });
 
+  /** Sends every worker one hammer of `count` verifies at once; the admitted total and the refusal codes. */
+  async function hammerAll(pool: Worker[], key: string, count: number): Promise<{ admitted: number; codes: Set<string> }> {
+    const replies = await Promise.all(pool.map((worker) => worker.ask({ type: 'hammer', key, count }, 'hammered')));
+    const codes = new Set(replies.flatMap((reply) => Object.keys(reply.codes as object)));
+    return { admitted: replies.reduce((sum, reply) => sum + (reply.admitted as number), 0), codes };
+  }
+
+  it('admits exactly the minute, hour and month quotas across 4 processes', async () => {
+    const keys = manager(() => FIXED_NOW);
+    const pool = await startWorkers(4, FIXED_NOW);
+    const cases = [
+      { rateLimit: { perMinute: 50 }, count: 40 },
+      { rateLimit: { perHour: 37 }, count: 30 },
+      { rateLimit: { perMonth: 45 }, count: 25 },
+      // Every window at once: the tightest one (the hour) decides.
+      { rateLimit: { perMinute: 90, perHour: 61, perDay: 80, perMonth: 70 }, count: 40 },
+    ];
+    for (const { rateLimit, count } of cases) {
+      const { key, apiKey } = await keys.create({ name: 'windows', rateLimit });
+      const quota = Math.min(...Object.values(rateLimit));
+      const { admitted, codes } = await hammerAll(pool, key, count);
+      expect({ rateLimit, admitted, codes: [...codes] }).toEqual({ rateLimit, admitted: quota, codes: ['quota_exceeded'] });
+      expect((await keys.get(apiKey.id))!.useCount).toBe(quota);
+    }
+    await keys.close();
+  });
+
+  it('starts the minute and month windows again at the turn of a UTC month, exactly, across 4 processes', async () => {
+    const lastMinuteOfJanuary = Date.UTC(2026, 0, 31, 23, 59, 0);
+    const lastInstantOfJanuary = Date.UTC(2026, 1, 1) - 1;
+    const firstOfFebruary = Date.UTC(2026, 1, 1);
+    const keys = manager(() => lastMinuteOfJanuary);
+    const { key, apiKey } = await keys.create({ name: 'month turn', rateLimit: { perMinute: 30, perMonth: 50 } });
+    const pool = await startWorkers(4, lastMinuteOfJanuary);
+    const setNow = (now: number) => Promise.all(pool.map((worker) => worker.ask({ type: 'setNow', now }, 'nowSet')));
+
+    expect(await hammerAll(pool, key, 20)).toEqual({ admitted: 30, codes: new Set(['quota_exceeded']) }); // the minute
+    await setNow(lastInstantOfJanuary);
+    expect(await hammerAll(pool, key, 20)).toEqual({ admitted: 0, codes: new Set(['quota_exceeded']) }); // the same minute
+    await setNow(Date.UTC(2026, 0, 31, 23, 58, 0));
+    // A lagging clock is counted at the latest instant already counted: still that minute.
+    expect(await hammerAll(pool, key, 5)).toEqual({ admitted: 0, codes: new Set(['quota_exceeded']) });
+    await setNow(firstOfFebruary);
+    expect(await hammerAll(pool, key, 20)).toEqual({ admitted: 30, codes: new Set(['quota_exceeded']) }); // a new month and minute
+    await setNow(firstOfFebruary + 60_000);
+    expect(await hammerAll(pool, key, 20)).toEqual({ admitted: 20, codes: new Set(['quota_exceeded']) }); // the month's 50
+    expect((await keys.get(apiKey.id))!.useCount).toBe(80);
+    await keys.close();
+  });
+
   it('refuses a key revoked through one process in another process within one second', async () => {
     const keys = manager();
     const { key, apiKey } = await keys.create({ name: 'revoke-me' });

@@ -157,7 +157,7 @@ describe('2. stored values keygate did not write fail closed', () => {
     ['maxUses', -1],
     ['useCount', '3'],
     ['rateLimit', { perSecond: 0 }],
-    ['rateLimit', { perMinute: 5 }],
+    ['rateLimit', { perWeek: 5 }],
     ['tags', [1, 2]],
     ['name', 42],
     ['metadata', []],

@@ -111,6 +111,56 @@ function scenarios(setup: () => { store: SqlStore; base: Omit<Hammer, 'id' | 're
     expect((await store.findById(key.id))?.useCount).toBe(60);
   });
 
+  it.each([
+    ['month', { perMonth: 50 }],
+    ['hour', { perHour: 50 }],
+    ['minute', { perMinute: 50 }],
+  ] as const)('admits exactly the %s quota (50 of 160 attempts), each count handed out once', async (name, rateLimit) => {
+    const { store, base } = setup();
+    const key = record({ rateLimit });
+    await store.insert(key);
+    const field = `${name}Count` as const;
+    const attempts = Math.ceil(160 / base.processes);
+
+    const outcomes = await hammer({ ...base, id: key.id, attempts, request: { now: NOON, maxUses: null, rateLimit } });
+    const admitted = outcomes.filter((o) => o.admitted);
+    expect(outcomes).toHaveLength(attempts * base.processes);
+    expect(admitted).toHaveLength(50);
+    expect(ascending(admitted.map((o) => o[field] ?? -1))).toEqual(range(1, 50));
+    const refused = outcomes.filter((o) => !o.admitted);
+    expect(new Set(refused.map((o) => o.refusal))).toEqual(new Set(['quota_exceeded']));
+    expect(new Set(refused.map((o) => o[field]))).toEqual(new Set([50]));
+    expect((await store.findById(key.id))?.useCount).toBe(50);
+  });
+
+  it('admits exactly the most lasting quota when every window has one, counting each use in all of them', async () => {
+    const { store, base } = setup();
+    // The month is the tightest: it refuses, and the refusals count in no window.
+    const rateLimit = { perMinute: 70, perHour: 60, perDay: 55, perMonth: 45 };
+    const key = record({ rateLimit });
+    await store.insert(key);
+    const attempts = Math.ceil(160 / base.processes);
+
+    const outcomes = await hammer({ ...base, id: key.id, attempts, request: { now: NOON, maxUses: null, rateLimit } });
+    const admitted = outcomes.filter((o) => o.admitted);
+    expect(admitted).toHaveLength(45);
+    expect(ascending(admitted.map((o) => o.monthCount ?? -1))).toEqual(range(1, 45));
+    for (const o of admitted) expect([o.minuteCount, o.hourCount, o.dayCount]).toEqual([o.monthCount, o.monthCount, o.monthCount]);
+    expect(new Set(outcomes.filter((o) => !o.admitted).map((o) => o.refusal))).toEqual(new Set(['quota_exceeded']));
+    // Next month: the month restarts; the minute, hour and day of 1 April go on from nothing too.
+    const april = Date.UTC(2025, 3, 1);
+    expect(await store.consume(key.id, { now: april, maxUses: null, rateLimit })).toEqual({
+      admitted: true,
+      useCount: 46,
+      minuteCount: 1,
+      hourCount: 1,
+      dayCount: 1,
+      monthCount: 1,
+    });
+    // Still March 14 for a lagging clock: counted at the latest instant, 1 April.
+    expect(await store.consume(key.id, { now: NOON, maxUses: null, rateLimit })).toMatchObject({ admitted: true, monthCount: 2, minuteCount: 2 });
+  });
+
   it('admits exactly the day quota, all or nothing across limits', async () => {
     const { store, base } = setup();
     const rateLimit = { perSecond: 1, burst: 90, perDay: 70 };

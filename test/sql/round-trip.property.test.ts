@@ -39,7 +39,7 @@ function recordArbitrary(dialect: 'postgres' | 'sqlite'): fc.Arbitrary<ApiKeyRec
     .map((value) => JSON.parse(JSON.stringify(value)) as Record<string, unknown>)
     .filter((value) => dialect === 'sqlite' || !JSON.stringify(value).includes('\\u0000'));
   const positive = fc.integer({ min: 1, max: 1_000_000 });
-  const rateLimit = fc.option(fc.record({ perSecond: positive, burst: positive, perDay: positive }, { requiredKeys: [], noNullPrototype: true }));
+  const rateLimit = fc.option(fc.record({ perSecond: positive, burst: positive, perMinute: positive, perHour: positive, perDay: positive, perMonth: positive }, { requiredKeys: [], noNullPrototype: true }));
 
   return fc.record(
     {

@@ -1,19 +1,22 @@
 import fc from 'fast-check';
 import {
-  DAY_MS,
   bucketCapacity,
   closestToRefusing,
   decideConsume,
   describeLimits,
   initialCounters,
   refilledTokens,
-  secondsToUtcMidnight,
-  utcDay,
   type CounterState,
   type LimitStatus,
 } from '../../src/policy/limits';
+import { QUOTA_WINDOWS, secondsToWindowEnd, windowIndex } from '../../src/policy/windows';
 import type { ConsumeOutcome, ConsumeRequest } from '../../src/stores/store';
 import type { RateLimit } from '../../src/types';
+
+const DAY_MS = 86_400_000;
+const DAY = QUOTA_WINDOWS.find((window) => window.name === 'day')!;
+const utcDay = (at: number): number => windowIndex(DAY, at);
+const secondsToUtcMidnight = (at: number): number => secondsToWindowEnd(DAY, at);
 
 /** Wed 2025-01-15 12:00:00.000Z: an injected clock, never Date.now(). */
 const NOON = Date.UTC(2025, 0, 15, 12, 0, 0);
@@ -262,6 +265,7 @@ describe('refusal order', () => {
     [false, false, false, undefined],
   ])('usage %p, quota %p, bucket %p → %p (most lasting first)', (usage, quota, bucket, expected) => {
     const state: CounterState = {
+      ...initialCounters(0),
       useCount: usage ? 5 : 1,
       day: utcDay(NOON),
       dayCount: quota ? 10 : 1,
@@ -418,5 +422,220 @@ describe('closestToRefusing', () => {
     ['the spent one', [second(3, 10), day(0, 100)], 'day', 0],
   ])('picks %s', (_what, policies, name, remaining) => {
     expect(closestToRefusing(policies)).toMatchObject({ policy: name, remaining });
+  });
+});
+
+describe('quota windows: minute, hour, day and month', () => {
+  const MINUTE_W = QUOTA_WINDOWS.find((window) => window.name === 'minute')!;
+  const HOUR_W = QUOTA_WINDOWS.find((window) => window.name === 'hour')!;
+  const MONTH_W = QUOTA_WINDOWS.find((window) => window.name === 'month')!;
+
+  it.each([
+    ['perMinute', 'minuteCount', Date.UTC(2025, 0, 15, 12, 34), Date.UTC(2025, 0, 15, 12, 35)],
+    ['perHour', 'hourCount', Date.UTC(2025, 0, 15, 12), Date.UTC(2025, 0, 15, 13)],
+    ['perDay', 'dayCount', Date.UTC(2024, 1, 29), Date.UTC(2024, 2, 1)],
+    ['perMonth', 'monthCount', Date.UTC(2024, 1, 1), Date.UTC(2024, 2, 1)],
+    ['perMonth', 'monthCount', Date.UTC(2100, 1, 1), Date.UTC(2100, 2, 1)],
+    ['perMonth', 'monthCount', Date.UTC(2025, 0, 1), Date.UTC(2025, 1, 1)],
+    ['perMonth', 'monthCount', Date.UTC(2025, 11, 1), Date.UTC(2026, 0, 1)],
+  ] as const)('%s refuses at its count and resets at the window end (%s, from %d)', (quota, count, start, end) => {
+    const limit: RateLimit = { [quota]: 2 };
+    const counter = new Counter();
+    expect(counter.consume(request(start, limit))).toEqual({ admitted: true, useCount: 1, [count]: 1 });
+    expect(counter.consume(request(end - 2, limit))).toEqual({ admitted: true, useCount: 2, [count]: 2 });
+    expect(counter.consume(request(end - 1, limit))).toEqual({ admitted: false, refusal: 'quota_exceeded', useCount: 2, [count]: 2 });
+    expect(counter.consume(request(end, limit))).toEqual({ admitted: true, useCount: 3, [count]: 1 });
+  });
+
+  it('counts every admitted use in every window, with or without a quota for it', () => {
+    const counter = new Counter();
+    counter.burst(3, request(NOON, null));
+    const at = Date.UTC(2025, 0, 15, 12, 0);
+    expect(counter.state).toMatchObject({
+      useCount: 3,
+      minute: windowIndex(MINUTE_W, at),
+      minuteCount: 3,
+      hour: windowIndex(HOUR_W, at),
+      hourCount: 3,
+      day: utcDay(at),
+      dayCount: 3,
+      month: windowIndex(MONTH_W, at),
+      monthCount: 3,
+    });
+    // A quota set later sees those uses.
+    expect(counter.consume(request(NOON + 1, { perMonth: 3 }))).toEqual({ admitted: false, refusal: 'quota_exceeded', useCount: 3, monthCount: 3 });
+    expect(counter.consume(request(NOON + 1, { perMinute: 4 }))).toEqual({ admitted: true, useCount: 4, minuteCount: 4 });
+  });
+
+  it('reports a window count only for the quotas set', () => {
+    const counter = new Counter();
+    expect(counter.consume(request(NOON, { perSecond: 2, perHour: 5 }))).toEqual({ admitted: true, useCount: 1, hourCount: 1, tokens: 1 });
+    expect(counter.consume(request(NOON, { perMinute: 5, perMonth: 5 }))).toEqual({ admitted: true, useCount: 2, minuteCount: 2, monthCount: 2 });
+    expect(counter.consume(request(NOON, { perDay: 5 }, 2))).toEqual({ admitted: false, refusal: 'usage_exhausted', useCount: 2, dayCount: 2 });
+  });
+
+  it('counts nothing in any window when one refuses', () => {
+    const limit: RateLimit = { perMinute: 1, perHour: 10, perDay: 10, perMonth: 10 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit));
+    const before = { ...counter.state };
+    const { outcome, next } = decideConsume(counter.state, request(NOON + 1, limit));
+    expect(outcome).toEqual({ admitted: false, refusal: 'quota_exceeded', useCount: 1, minuteCount: 1, hourCount: 1, dayCount: 1, monthCount: 1 });
+    expect(next).toBeNull();
+    expect(counter.state).toEqual(before);
+    expect(counter.consume(request(NOON + 60_000, limit))).toEqual({ admitted: true, useCount: 2, minuteCount: 1, hourCount: 2, dayCount: 2, monthCount: 2 });
+  });
+
+  it('counts a caller whose clock lags a month boundary in the new month', () => {
+    const counter = new Counter();
+    const march = Date.UTC(2024, 2, 1);
+    const limit: RateLimit = { perMonth: 2 };
+    expect(counter.consume(request(march + 5, limit))).toEqual({ admitted: true, useCount: 1, monthCount: 1 });
+    expect(counter.consume(request(march - 5, limit))).toEqual({ admitted: true, useCount: 2, monthCount: 2 });
+    expect(counter.consume(request(march - 5, limit)).refusal).toBe('quota_exceeded');
+  });
+
+  // Each of usage, month, day, hour, minute, bucket spent or not: the most lasting one is reported.
+  const combinations = Array.from({ length: 64 }, (_, bits) => [0, 1, 2, 3, 4, 5].map((bit) => (bits & (1 << bit)) !== 0));
+  it.each(combinations)('refusal order: usage %p, month %p, day %p, hour %p, minute %p, bucket %p', (usage, month, day, hour, minute, bucket) => {
+    const at = NOON;
+    const state: CounterState = {
+      ...initialCounters(usage ? 5 : 1),
+      minute: windowIndex(MINUTE_W, at),
+      minuteCount: minute ? 4 : 1,
+      hour: windowIndex(HOUR_W, at),
+      hourCount: hour ? 6 : 1,
+      day: utcDay(at),
+      dayCount: day ? 8 : 1,
+      month: windowIndex(MONTH_W, at),
+      monthCount: month ? 10 : 1,
+      tokens: bucket ? 0 : 2,
+      tokensAt: at,
+    };
+    const limit: RateLimit = { perSecond: 1, burst: 2, perMinute: 4, perHour: 6, perDay: 8, perMonth: 10 };
+    const req = request(at, limit, 5);
+    const { outcome, next } = decideConsume(state, req);
+    const expected = usage ? 'usage_exhausted' : month || day || hour || minute ? 'quota_exceeded' : bucket ? 'rate_limited' : undefined;
+    expect(outcome.refusal).toBe(expected);
+    expect(next === null).toBe(expected !== undefined);
+    if (expected !== undefined) {
+      expect(outcome).toEqual({
+        admitted: false,
+        refusal: expected,
+        useCount: state.useCount,
+        minuteCount: state.minuteCount,
+        hourCount: state.hourCount,
+        dayCount: state.dayCount,
+        monthCount: state.monthCount,
+        tokens: state.tokens,
+      });
+      // Retry-After is the end of the longest exhausted window (or the bucket's wait), none for usage.
+      const ends = [month && secondsToWindowEnd(MONTH_W, at), day && secondsToUtcMidnight(at), hour && secondsToWindowEnd(HOUR_W, at), minute && secondsToWindowEnd(MINUTE_W, at)];
+      const longest = ends.find((end): end is number => typeof end === 'number');
+      const retryAfter = describeLimits(req, outcome).retryAfter;
+      expect(retryAfter).toBe(usage ? undefined : (longest ?? 1));
+    }
+  });
+});
+
+describe('describeLimits with quota windows', () => {
+  /** 2024-02-10T12:30:15Z: in a 29-day February. */
+  const AT = Date.UTC(2024, 1, 10, 12, 30, 15);
+  const ALL: RateLimit = { perSecond: 2, burst: 4, perMinute: 5, perHour: 50, perDay: 500, perMonth: 5_000 };
+
+  it('reports every policy, shortest window first, with quota, window, remaining and reset', () => {
+    const outcome: ConsumeOutcome = { admitted: true, useCount: 1, minuteCount: 1, hourCount: 2, dayCount: 3, monthCount: 4, tokens: 3 };
+    expect(describeLimits(request(AT, ALL), outcome)).toEqual({
+      policies: [
+        { policy: 'second', quota: 2, window: 1, remaining: 3, reset: 1 },
+        { policy: 'minute', quota: 5, window: 60, remaining: 4, reset: 45 },
+        { policy: 'hour', quota: 50, window: 3_600, remaining: 48, reset: 29 * 60 + 45 },
+        { policy: 'day', quota: 500, window: 86_400, remaining: 497, reset: 11 * 3_600 + 29 * 60 + 45 },
+        { policy: 'month', quota: 5_000, window: 29 * 86_400, remaining: 4_996, reset: (Date.UTC(2024, 2, 1) - AT) / 1000 },
+      ],
+      usesRemaining: null,
+    });
+  });
+
+  it.each([
+    [2024, 1, 29],
+    [2023, 1, 28],
+    [2100, 1, 28],
+    [2025, 0, 31],
+    [2025, 3, 30],
+  ])('gives the month policy the seconds of its month: %d-%d → %d days', (year, month, days) => {
+    const snapshot = describeLimits(request(Date.UTC(year, month, 3), { perMonth: 10 }), { admitted: true, useCount: 1, monthCount: 1 });
+    expect(snapshot.policies).toEqual([{ policy: 'month', quota: 10, window: days * 86_400, remaining: 9, reset: (days - 2) * 86_400 }]);
+  });
+
+  it.each([
+    ['minute', { minuteCount: 5 }, 45],
+    ['hour (and minute)', { minuteCount: 5, hourCount: 50 }, 29 * 60 + 45],
+    ['day (and minute)', { minuteCount: 5, dayCount: 500 }, 11 * 3_600 + 29 * 60 + 45],
+    ['month (and hour)', { hourCount: 50, monthCount: 5_000 }, (Date.UTC(2024, 2, 1) - AT) / 1000],
+  ])('gives Retry-After to the end of the longest exhausted window: %s', (_what, counts, retryAfter) => {
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'quota_exceeded', useCount: 1, minuteCount: 1, hourCount: 1, dayCount: 1, monthCount: 1, tokens: 0, ...counts };
+    const snapshot = describeLimits(request(AT, ALL), outcome);
+    expect(snapshot.retryAfter).toBe(retryAfter);
+    for (const policy of snapshot.policies) expect(policy.remaining).toBeGreaterThanOrEqual(0);
+  });
+
+  it('never tells a client to retry before the request could succeed, nor a whole second later than needed, in any window', () => {
+    const limitArb = fc
+      .record(
+        {
+          perSecond: fc.integer({ min: 1, max: 5 }),
+          burst: fc.integer({ min: 1, max: 5 }),
+          perMinute: fc.integer({ min: 1, max: 5 }),
+          perHour: fc.integer({ min: 1, max: 8 }),
+          perDay: fc.integer({ min: 1, max: 12 }),
+          perMonth: fc.integer({ min: 1, max: 16 }),
+        },
+        { requiredKeys: [] },
+      )
+      .filter((limit) => limit.burst === undefined || limit.perSecond !== undefined);
+    // Starts just before the end of a month (29-day February included) or anywhere in a year.
+    const start = fc.oneof(
+      fc.constantFrom(Date.UTC(2024, 2, 1), Date.UTC(2100, 2, 1), Date.UTC(2025, 1, 1), Date.UTC(2026, 0, 1)).chain((end) => fc.integer({ min: end - 2 * 3_600_000, max: end })),
+      fc.integer({ min: Date.UTC(2025, 0, 1), max: Date.UTC(2026, 0, 1) }),
+    );
+    const gaps = fc.array(fc.oneof(fc.integer({ min: 0, max: 2_000 }), fc.integer({ min: 0, max: 3_600_000 })), { minLength: 1, maxLength: 60 });
+    const seen = new Set<string | undefined>();
+    fc.assert(
+      fc.property(limitArb, start, gaps, (limit, t0, steps) => {
+        let state = initialCounters(0);
+        let now = t0;
+        for (const step of steps) {
+          now += step;
+          const req = request(now, limit);
+          const { outcome, next } = decideConsume(state, req);
+          if (next) {
+            state = next;
+            continue;
+          }
+          seen.add(outcome.refusal);
+          const retryAfter = describeLimits(req, outcome).retryAfter;
+          expect(Number.isInteger(retryAfter)).toBe(true);
+          expect(decideConsume(state, request(now + retryAfter! * 1000, limit)).outcome.admitted).toBe(true);
+          expect(decideConsume(state, request(now + (retryAfter! - 1) * 1000, limit)).outcome.admitted).toBe(false);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    expect(seen).toEqual(new Set(['rate_limited', 'quota_exceeded']));
+  });
+});
+
+describe('the engine and the window table stay in step', () => {
+  it('refuses to load when QUOTA_WINDOWS lists a window decideConsume does not write out', () => {
+    jest.isolateModules(() => {
+      jest.doMock('../../src/policy/windows', () => {
+        const actual = jest.requireActual<typeof import('../../src/policy/windows')>('../../src/policy/windows');
+        return { ...actual, QUOTA_WINDOWS: [...actual.QUOTA_WINDOWS, { name: 'week', limit: 'perWeek', indexField: 'week', countField: 'weekCount', lengthMs: 604_800_000 }] };
+      });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- isolateModules loads synchronously
+      expect(() => require('../../src/policy/limits')).toThrow(/decideConsume writes out the windows month, day, hour, minute, but QUOTA_WINDOWS lists month, day, hour, minute, week/);
+    });
+    jest.dontMock('../../src/policy/windows');
   });
 });

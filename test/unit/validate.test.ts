@@ -115,7 +115,7 @@ describe('validateCreate', () => {
     ['rateLimit', { perDay: 0 }, 'rateLimit.perDay'],
     ['rateLimit', { burst: 5 }, 'rateLimit.burst'],
     ['rateLimit', { perSecond: 1, burst: 0 }, 'rateLimit.burst'],
-    ['rateLimit', { perMinute: 5 }, 'rateLimit.perMinute'],
+    ['rateLimit', { perWeek: 5 }, 'rateLimit.perWeek'],
     ['expiresAt', 'tomorrow', 'expiresAt'],
     ['expiresAt', '2030-13-45', 'expiresAt'],
     ['expiresAt', new Date(Number.NaN), 'expiresAt'],

@@ -6,10 +6,13 @@
  * Which fields are instants and which are removed (rather than set to `null`) both come from the
  * record schema (`record/schema.ts`), so a new record field needs no change here.
  */
+import { initialCounters } from '../../policy/limits.js';
+import { QUOTA_WINDOWS } from '../../policy/windows.js';
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS } from '../../record/schema.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
+import { counterField } from './scripts.js';
 
 /** Fields kept as epoch milliseconds (a JSON number) rather than as a Date's JSON text. */
 const INSTANTS: ReadonlySet<string> = new Set(INSTANT_FIELDS);
@@ -17,8 +20,18 @@ const INSTANTS: ReadonlySet<string> = new Set(INSTANT_FIELDS);
 const REMOVED_BY_NULL: ReadonlySet<string> = new Set(OPTIONAL_FIELDS);
 const COUNTER_FIELD = /^c:/;
 
-/** The counter state of a record that has never been consumed (see CONSUME_SCRIPT). */
-const EMPTY_COUNTERS = ['c:tokens', 'null', 'c:tokensAt', '0', 'c:day', '-1', 'c:dayCount', '0'] as const;
+/**
+ * The counter state of a record that has never been consumed (see CONSUME_SCRIPT), as hash
+ * field/value pairs: `initialCounters` for the bucket and every quota window of `QUOTA_WINDOWS`.
+ */
+const EMPTY_COUNTERS: readonly string[] = (() => {
+  const empty = initialCounters(0);
+  const pairs = [counterField('tokens'), empty.tokens === null ? 'null' : String(empty.tokens), counterField('tokensAt'), String(empty.tokensAt)];
+  for (const window of QUOTA_WINDOWS) {
+    pairs.push(counterField(window.indexField), String(empty[window.indexField]), counterField(window.countField), String(empty[window.countField]));
+  }
+  return pairs;
+})();
 
 function encodeValue(field: string, value: unknown): string {
   if (INSTANTS.has(field)) return value === null ? 'null' : String((value as Date).getTime());

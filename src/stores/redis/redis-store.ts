@@ -66,7 +66,8 @@
 import type { Cluster, Redis } from 'ioredis';
 import { decodeStoredRecord, invalidRecord, ownValue } from '../../record/decode.js';
 import { CREATE_FIELDS } from '../../record/schema.js';
-import type { ApiKeyRecord } from '../../types.js';
+import { QUOTA_WINDOWS } from '../../policy/windows.js';
+import type { ApiKeyRecord, RateLimit } from '../../types.js';
 import type {
   ApiKeyPatch,
   ApiKeyStore,
@@ -142,8 +143,11 @@ interface ScriptCommands {
   keygateClaimRotationV1(key: string, ...args: string[]): Promise<[string, string, string, string[]] | 0 | null>;
   /** Cluster: 1 when the claim was undone, 0 when the record changed meanwhile. */
   keygateUndoRotationV1(key: string, ...args: string[]): Promise<number>;
-  /** [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount, dayCount, tokens]. */
-  keygateConsumeV3(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, number, string] | null>;
+  /**
+   * [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount,
+   * tokens, then one count per window of QUOTA_WINDOWS, in its order].
+   */
+  keygateConsumeV4(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, string, ...number[]] | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'] as const;
@@ -273,7 +277,7 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
-    redis.defineCommand('keygateConsumeV3', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateConsumeV4', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -356,24 +360,26 @@ export class RedisStore implements ApiKeyStore {
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
     // Own properties only: a `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
     const limit = (ownValue(request, 'rateLimit') ?? null) as ConsumeRequest['rateLimit'];
-    const limitField = (field: 'perSecond' | 'burst' | 'perDay') => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
-    const reply = await this.#ready().keygateConsumeV3(
+    const limitField = (field: keyof RateLimit) => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
+    const reply = await this.#ready().keygateConsumeV4(
       this.#recordKey(id),
       String(request.now),
       numberArg(ownValue(request, 'maxUses') as number | null | undefined),
       numberArg(limitField('perSecond')),
       numberArg(limitField('burst')),
-      numberArg(limitField('perDay')),
       deadlineArg(ownValue(request, 'deadline') as number | undefined),
+      ...QUOTA_WINDOWS.map((window) => numberArg(limitField(window.limit))),
     );
     if (!reply) return null;
     const [admitted, refusal, useCount] = reply;
     const outcome: ConsumeOutcome = { admitted: admitted === 1, useCount: Number(useCount) };
     if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
     // A deadline or lifecycle refusal is the 3-element reply: no counters were looked at.
-    if (reply.length === 5) {
-      if (limitField('perDay') !== undefined) outcome.dayCount = Number(reply[3]);
-      if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[4]);
+    if (reply.length > 3) {
+      QUOTA_WINDOWS.forEach((window, i) => {
+        if (limitField(window.limit) !== undefined) outcome[window.countField] = Number(reply[4 + i]);
+      });
+      if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[3]);
     }
     return outcome;
   }

@@ -20,8 +20,12 @@
  * neither JSON `null` nor a finite number counts as already passed.
  *
  * The consume script fails closed on counters it cannot read, too: a `useCount`, `c:tokens`,
- * `c:tokensAt`, `c:day` or `c:dayCount` written by hand as something other than a number it could
- * hold is an error reply (a 503), never an empty state (a full bucket, a new day).
+ * `c:tokensAt` or a window counter (`c:minute`, `c:minuteCount`, … `c:month`, `c:monthCount`)
+ * written by hand as something other than a number it could hold is an error reply (a 503), never
+ * an empty state (a full bucket, a new window).
+ *
+ * The consume script's window part is generated from `QUOTA_WINDOWS` (src/policy/windows.ts) when
+ * this module loads (see WINDOW_LUA): a window added there needs no edit here.
  *
  * UPDATE_SCRIPT and ROTATE_SCRIPT PUBLISH the changed id on the invalidation channel themselves,
  * after their checks and before their first write. The message is then part of the same atomic
@@ -31,6 +35,8 @@
  * command or the channel) refuses before anything is written: such a user cannot update, revoke or
  * rotate keys at all.
  */
+import { type CounterState, initialCounters } from '../../policy/limits.js';
+import { QUOTA_WINDOWS } from '../../policy/windows.js';
 
 /**
  * Lua helpers shared by the scripts below (prepended to each script's body).
@@ -311,6 +317,74 @@ if ARGV[3] ~= '' then restore('status', now[3], ARGV[3], ARGV[6]) end
 return 1
 `;
 
+
+/** The hash field of a counter of `CounterState` (`c:tokens`, `c:day`, `c:dayCount`, …). */
+export function counterField(field: keyof CounterState): string {
+  return `c:${field}`;
+}
+
+/** A name the generated Lua quotes: letters and colons only, so it needs no escaping. */
+function luaName(name: string): string {
+  if (!/^[A-Za-z:]+$/.test(name)) throw new Error(`keygate: cannot use ${JSON.stringify(name)} as a counter name in Lua`);
+  return `'${name}'`;
+}
+
+/** A number the generated Lua embeds: a safe integer, written exactly. */
+function luaInteger(value: number): string {
+  if (!Number.isSafeInteger(value)) throw new Error(`keygate: cannot embed ${value} in Lua as an exact integer`);
+  return String(value);
+}
+
+/** The consume script's fixed arguments: now, maxUses, perSecond, burst, deadline. */
+const FIXED_CONSUME_ARGS = 5;
+const EMPTY_STATE = initialCounters(0);
+
+/**
+ * Lua for the quota windows, generated from `QUOTA_WINDOWS` (src/policy/windows.ts) when this
+ * module loads, so that a window added to that table needs no Lua edit:
+ * - WINDOWS: one entry per window, most lasting first (the order refusals are reported in): its
+ *   counter fields in the hash (`index`, `count`), its length in ms (`false` for the calendar
+ *   month), the ARGV position of its quota (`limit`) and its empty state (from `initialCounters`);
+ * - month_index(at): the UTC calendar month of instant `at` (epoch ms) as `year × 12 + month`
+ *   (month 0–11), exactly as `windowIndex` computes it with a JavaScript Date: the instant
+ *   floored to whole milliseconds (as the fixed windows floor: -0.5 ms is in December 1969), its
+ *   UTC day `floor(ms / 86 400 000)`, then the proleptic Gregorian date of that day (Howard Hinnant's
+ *   `civil_from_days`, with floor division so days before 1970 work). Every intermediate value is
+ *   an integer well below 2^53, so double arithmetic is exact. Returns false beyond ±8.64e15 ms,
+ *   where a Date is invalid (JavaScript's month index is then NaN, equal to no stored index);
+ * - window_index(window, at): `floor(at / length)` for a fixed window (the same IEEE division as
+ *   JavaScript's), month_index for the month.
+ */
+export const WINDOW_LUA = `
+local WINDOWS = {
+${QUOTA_WINDOWS.map(
+  (window, i) =>
+    `  { name = ${luaName(window.name)}, index = ${luaName(counterField(window.indexField))}, count = ${luaName(counterField(window.countField))}, ` +
+    `length = ${window.lengthMs === null ? 'false' : luaInteger(window.lengthMs)}, limit = ${FIXED_CONSUME_ARGS + 1 + i}, ` +
+    `initialIndex = ${luaInteger(EMPTY_STATE[window.indexField])}, initialCount = ${luaInteger(EMPTY_STATE[window.countField])} },`,
+).join('\n')}
+}
+local function month_index(at)
+  local ms = math.floor(at)
+  if not (ms >= -8640000000000000 and ms <= 8640000000000000) then return false end
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local year = yoe + era * 400
+  local month
+  if mp < 10 then month = mp + 2 else month = mp - 10 end
+  if month < 2 then year = year + 1 end
+  return year * 12 + month
+end
+local function window_index(window, at)
+  if window.length then return math.floor(at / window.length) end
+  return month_index(at)
+end
+`;
+
 /**
  * One atomic consume, in the order of the store contract, all or nothing:
  * 1. the caller's wall-clock deadline against the Redis server's clock (TIME): once it has passed
@@ -320,21 +394,31 @@ return 1
  *    revokedAt at or before now is `api_key_revoked`, suspended is `api_key_disabled`, an
  *    expiresAt at or before now is `api_key_expired`;
  * 3. the limits, with the arithmetic of `decideConsume` in src/policy/limits.ts: maxUses, then the
- *    UTC-day quota, then the token bucket; the request is counted at max(now, last admitted time)
- *    so counters never move back in time.
+ *    quota windows most lasting first (WINDOW_LUA: month, day, hour, minute), then the token
+ *    bucket; the request is counted at max(now, last admitted time) so counters never move back
+ *    in time, and an admitted request is counted in every window, quota or not.
  *
- * ARGV: now, maxUses, perSecond, burst, perDay, deadline (empty string = none).
+ * ARGV: now, maxUses, perSecond, burst, deadline (empty string = none), then the quota of each
+ * window in WINDOWS order (empty = none).
  * Returns nil for an unknown record; { 0, refusal, useCount } for a deadline or lifecycle
- * refusal; else { admitted 0|1, refusal, useCount, dayCount, tokens }. An error reply (nothing
- * written) when useCount or, for a key that is not refused by then, a counter (`c:*`) is not a
- * number it could hold: a key whose counters cannot be read is not admitted.
+ * refusal; else { admitted 0|1, refusal, useCount, tokens, then each window's count in WINDOWS
+ * order } (a refusal's counts are those that were used; an admission's include it). An error
+ * reply (nothing written) when useCount or, for a key that is not refused by then, a counter
+ * (`c:*`) is not a number it could hold: a key whose counters cannot be read is not admitted. An
+ * absent counter (a record written before its window existed) is the empty state.
  *
  * TIME before the writes is safe: Redis 5+ replicates a script's effects, not the script (older
  * servers are asked to with `redis.replicate_commands()`).
  */
-export const CONSUME_SCRIPT = `${LIFECYCLE_HELPERS}
+export const CONSUME_SCRIPT = `${LIFECYCLE_HELPERS}${WINDOW_LUA}
 local key = KEYS[1]
-local state = redis.call('HMGET', key, 'useCount', 'c:day', 'c:dayCount', 'c:tokens', 'c:tokensAt', 'status', 'revokedAt', 'expiresAt')
+local fields = { 'useCount', 'status', 'revokedAt', 'expiresAt', ${luaName(counterField('tokens'))}, ${luaName(counterField('tokensAt'))} }
+local FIRST_WINDOW_FIELD = #fields + 1
+for _, window in ipairs(WINDOWS) do
+  fields[#fields + 1] = window.index
+  fields[#fields + 1] = window.count
+end
+local state = redis.call('HMGET', key, unpack(fields))
 if not state[1] then return false end
 local requestNow = tonumber(ARGV[1])
 local useCount = tonumber(state[1])
@@ -342,24 +426,23 @@ local useCount = tonumber(state[1])
 if useCount == nil or useCount ~= useCount or useCount < 0 or useCount ~= math.floor(useCount) or useCount == math.huge then
   return redis.error_reply('ERR keygate: the record useCount is not a non-negative integer')
 end
-local deadline = tonumber(ARGV[6])
+local deadline = tonumber(ARGV[5])
 if deadline then
   if redis.replicate_commands then redis.replicate_commands() end
   local time = redis.call('TIME')
   local serverNow = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   if serverNow >= deadline then return { 0, 'deadline_exceeded', useCount } end
 end
-local status = status_of(state[6])
-if status == 'revoked' or passed(date_of(state[7]), requestNow) then return { 0, 'api_key_revoked', useCount } end
+local status = status_of(state[2])
+if status == 'revoked' or passed(date_of(state[3]), requestNow) then return { 0, 'api_key_revoked', useCount } end
 if status == 'suspended' then return { 0, 'api_key_disabled', useCount } end
-if passed(date_of(state[8]), requestNow) then return { 0, 'api_key_expired', useCount } end
+if passed(date_of(state[4]), requestNow) then return { 0, 'api_key_expired', useCount } end
 local maxUses = tonumber(ARGV[2])
 local perSecond = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
-local perDay = tonumber(ARGV[5])
 -- A counter written by hand as something other than a number would reset a limit (an unreadable
--- bucket read as full, an unreadable day as a new one): fail closed, as for useCount. An absent
--- counter is the empty state; c:tokens is 'null' until the bucket is first used.
+-- bucket read as full, an unreadable window as a new one): fail closed, as for useCount. An
+-- absent counter is the empty state; c:tokens is 'null' until the bucket is first used.
 local function counter(raw, default, integer, nullable, minimum)
   if not raw then return true, default end
   if nullable and raw == 'null' then return true, nil end
@@ -372,20 +455,30 @@ end
 local function unreadable(name)
   return redis.error_reply('ERR keygate: the record counter ' .. name .. ' is not a number it could hold')
 end
-local ok, day = counter(state[2], -1, true, false, nil)
-if not ok then return unreadable('c:day') end
-local dayCount
-ok, dayCount = counter(state[3], 0, true, false, 0)
-if not ok then return unreadable('c:dayCount') end
-local tokens
-ok, tokens = counter(state[4], nil, false, true, 0)
-if not ok then return unreadable('c:tokens') end
+local ok, tokens = counter(state[5], nil, false, true, 0)
+if not ok then return unreadable(fields[5]) end
 local tokensAt
-ok, tokensAt = counter(state[5], 0, false, false, nil)
-if not ok then return unreadable('c:tokensAt') end
+ok, tokensAt = counter(state[6], ${luaInteger(EMPTY_STATE.tokensAt)}, false, false, nil)
+if not ok then return unreadable(fields[6]) end
 local now = math.max(requestNow, tokensAt)
-local today = math.floor(now / 86400000)
-if day ~= today then dayCount = 0 end
+local refusal = ''
+if maxUses and useCount >= maxUses then refusal = 'usage_exhausted' end
+-- Every window, most lasting first: its count in the window holding now (0 in a new window).
+local indices, used = {}, {}
+for i, window in ipairs(WINDOWS) do
+  local field = FIRST_WINDOW_FIELD + 2 * (i - 1)
+  local stored, count
+  ok, stored = counter(state[field], window.initialIndex, true, false, nil)
+  if not ok then return unreadable(window.index) end
+  ok, count = counter(state[field + 1], window.initialCount, true, false, 0)
+  if not ok then return unreadable(window.count) end
+  local index = window_index(window, now)
+  if index == false or stored ~= index then count = 0 end
+  indices[i] = index
+  used[i] = count
+  local quota = tonumber(ARGV[window.limit])
+  if quota and refusal == '' and count >= quota then refusal = 'quota_exceeded' end
+end
 local level = nil
 if perSecond then
   local capacity = burst or perSecond
@@ -395,33 +488,34 @@ if perSecond then
     level = math.min(capacity, tokens + (math.max(0, now - tokensAt) * perSecond) / 1000)
   end
 end
-local refusal = ''
-if maxUses and useCount >= maxUses then
-  refusal = 'usage_exhausted'
-elseif perDay and dayCount >= perDay then
-  refusal = 'quota_exceeded'
-elseif level and level < 1 then
-  refusal = 'rate_limited'
-end
+if refusal == '' and level and level < 1 then refusal = 'rate_limited' end
 if refusal ~= '' then
   local levelText = ''
   if level then levelText = string.format('%.17g', level) end
-  return { 0, refusal, useCount, dayCount, levelText }
+  local reply = { 0, refusal, useCount, levelText }
+  for i = 1, #WINDOWS do reply[#reply + 1] = used[i] end
+  return reply
 end
 useCount = useCount + 1
-dayCount = dayCount + 1
 local tokensField = 'null'
 local levelText = ''
 if level then
   levelText = string.format('%.17g', level - 1)
   tokensField = levelText
 end
-redis.call('HSET', key,
-  'useCount', useCount,
-  'lastUsedAt', ARGV[1],
-  'c:day', today,
-  'c:dayCount', dayCount,
-  'c:tokens', tokensField,
-  'c:tokensAt', string.format('%.17g', now))
-return { 1, '', useCount, dayCount, levelText }
+local writes = { 'useCount', useCount, 'lastUsedAt', ARGV[1], fields[5], tokensField, fields[6], string.format('%.17g', now) }
+local reply = { 1, '', useCount, levelText }
+for i, window in ipairs(WINDOWS) do
+  local index, count = indices[i], used[i] + 1
+  reply[#reply + 1] = count
+  -- Beyond the range of a JavaScript Date the month is NaN there, equal to no index: the empty
+  -- state behaves the same (a count of 0 whatever the next index).
+  if index == false then index, count = window.initialIndex, window.initialCount end
+  writes[#writes + 1] = window.index
+  writes[#writes + 1] = string.format('%.17g', index)
+  writes[#writes + 1] = window.count
+  writes[#writes + 1] = string.format('%.17g', count)
+end
+redis.call('HSET', key, unpack(writes))
+return reply
 `;

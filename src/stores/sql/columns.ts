@@ -3,6 +3,8 @@
  * columns that only the store uses. Both dialects, the DDL and migrations, the row decoder and the
  * patch builder read these lists, so a field added to the schema reaches every one of them.
  */
+import type { CounterState } from '../../policy/limits.js';
+import { QUOTA_WINDOWS, type QuotaWindow, type QuotaWindowName } from '../../policy/windows.js';
 import { type FieldKind, type FieldSpec, PATCHABLE_FIELDS, RECORD_FIELDS, type RecordField } from '../../record/schema.js';
 
 /**
@@ -68,10 +70,59 @@ export function columnOf(field: RecordField): Column {
  */
 export const PATCHABLE_COLUMNS: readonly Column[] = PATCHABLE_FIELDS.map(columnOf);
 
+/** What a counter column holds: a window's index or count, or the token bucket's level or instant. */
+export type CounterKind = 'windowIndex' | 'windowCount' | 'tokens' | 'tokensAt';
+
+/** One counter column beside `use_count`: a field of `CounterState` (`policy/limits`) that only the store uses. */
+export interface CounterColumn {
+  /** The `CounterState` field the column holds. */
+  readonly field: Exclude<keyof CounterState, 'useCount'>;
+  /** The column's name (snake_case), always used double-quoted. */
+  readonly name: string;
+  readonly kind: CounterKind;
+  /** The quota window whose index or count it holds. */
+  readonly window?: QuotaWindow;
+  /** The record schema version that introduced it, as {@link Column.since}. */
+  readonly since: number;
+}
+
 /**
- * The counter columns beside `use_count`, mirroring `CounterState` of `policy/limits`: the UTC day
- * index `day` with its `day_count`, and the token bucket level `tokens` (NULL = never drawn from,
- * hence full) at `tokens_at`, the latest admitted instant in epoch milliseconds. They belong to the
- * first version of the table.
+ * The schema version that introduced each window's counter columns. Typed by the window names, so
+ * a window added to `QUOTA_WINDOWS` does not compile until it says which version adds its columns
+ * (`migrate()` then adds them to existing tables, with no other edit).
  */
-export const COUNTER_COLUMNS = ['day', 'day_count', 'tokens', 'tokens_at'] as const;
+const WINDOW_SINCE: Record<QuotaWindowName, number> = { day: 1, month: 2, hour: 2, minute: 2 };
+
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+}
+
+function windowCounters(window: QuotaWindow): CounterColumn[] {
+  const since = WINDOW_SINCE[window.name];
+  return [
+    { field: window.indexField, name: snakeCase(window.indexField), kind: 'windowIndex', window, since },
+    { field: window.countField, name: snakeCase(window.countField), kind: 'windowCount', window, since },
+  ];
+}
+
+/**
+ * The counter columns beside `use_count`, mirroring `CounterState` of `policy/limits` and derived
+ * from `QUOTA_WINDOWS` (`policy/windows`): each quota window's index (`day`, …; -1 before the
+ * first use) with its count (`day_count`, …), and the token bucket level `tokens` (NULL = never
+ * drawn from, hence full) at `tokens_at`, the latest admitted instant in epoch milliseconds.
+ *
+ * In table order: the first version's (`day`, `day_count`, `tokens`, `tokens_at`), then those of
+ * later versions (the minute, hour and month windows, version 2), which `migrate()` adds to an
+ * existing table with `ALTER TABLE … ADD COLUMN` like a record column of a later version.
+ */
+export const COUNTER_COLUMNS: readonly CounterColumn[] = [
+  ...QUOTA_WINDOWS.filter((window) => WINDOW_SINCE[window.name] <= 1).flatMap(windowCounters),
+  { field: 'tokens', name: 'tokens', kind: 'tokens', since: 1 },
+  { field: 'tokensAt', name: 'tokens_at', kind: 'tokensAt', since: 1 },
+  ...QUOTA_WINDOWS.filter((window) => WINDOW_SINCE[window.name] > 1)
+    .sort((a, b) => WINDOW_SINCE[a.name] - WINDOW_SINCE[b.name])
+    .flatMap(windowCounters),
+];
+
+/** The counter columns' names, quoted, in table order: a select list. */
+export const COUNTER_LIST = COUNTER_COLUMNS.map((column) => `"${column.name}"`).join(', ');

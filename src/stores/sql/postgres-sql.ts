@@ -6,16 +6,15 @@
  * store works the same on a `Pool`, a `Client` or a `PoolClient`: no connection is ever held across
  * round trips, and nothing can interleave with a half-done operation.
  */
+import { bucketCapacity } from '../../policy/limits.js';
+import { QUOTA_WINDOWS, type QuotaWindow } from '../../policy/windows.js';
 import { ownValue } from '../../record/decode.js';
 import { CREATE_FIELDS } from '../../record/schema.js';
-import type { StoreRotation } from '../store.js';
-import { COLUMN_LIST, type Column, RECORD_COLUMNS, columnOf } from './columns.js';
+import type { ConsumeRequest, StoreRotation } from '../store.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, type Column, type CounterColumn, RECORD_COLUMNS, columnOf } from './columns.js';
 import { parameterOf } from './parameters.js';
 import type { TableName } from './table-name.js';
 import { timestamptzLiteral } from './values.js';
-
-/** Milliseconds in a UTC day, as in `policy/limits`. */
-const DAY_MS = 86_400_000;
 
 /** The SQL type each column kind is bound as. */
 const PARAMETER_CASTS: Record<Column['kind'], string> = {
@@ -122,13 +121,79 @@ export function postgresStatements(table: TableName): PostgresStatements {
   };
 }
 
+/** The fixed parameters of the consume statement; the quota of each window follows, in `QUOTA_WINDOWS` order. */
+const CONSUME_FIXED_PARAMETERS = 7;
+
+/** The consume statement's parameter holding `window`'s quota (NULL when the key has none). */
+function quotaParameter(window: QuotaWindow): string {
+  return `$${CONSUME_FIXED_PARAMETERS + 1 + QUOTA_WINDOWS.indexOf(window)}::float8`;
+}
+
+/**
+ * The parameters of the consume statement: `$1` id, `$2` now (epoch ms), `$3` maxUses, `$4`
+ * perSecond, `$5` bucket capacity (`burst ?? perSecond`), `$6` now as a timestamptz (for
+ * `last_used_at` and the lifecycle checks), `$7` the wall-clock deadline (epoch ms), then each
+ * window's quota (`perMonth`, `perDay`, …) in `QUOTA_WINDOWS` order. An absent limit or deadline
+ * is NULL.
+ */
+export function consumeParameters(id: string, request: ConsumeRequest): unknown[] {
+  const { rateLimit, maxUses } = request;
+  const perSecond = rateLimit?.perSecond;
+  return [
+    id,
+    request.now,
+    maxUses,
+    perSecond ?? null,
+    rateLimit && perSecond !== undefined ? bucketCapacity(rateLimit) : null,
+    timestamptzLiteral(new Date(request.now)),
+    request.deadline ?? null,
+    ...QUOTA_WINDOWS.map((window) => rateLimit?.[window.limit] ?? null),
+  ];
+}
+
+/** The consume statement's output column holding the count of `window` before this request. */
+export function usedColumn(window: QuotaWindow): string {
+  return `${window.name}_used`;
+}
+
+/** `floor(a / b)` of a bigint expression by a positive integer constant, exactly (PostgreSQL's `/` truncates). */
+function floorDivision(a: string, b: number): string {
+  return `(${a} - ((${a} % ${b}) + ${b}) % ${b}) / ${b}`;
+}
+
+/**
+ * The UTC calendar month index (`year × 12 + month`, month 0–11) of the epoch-ms float8 `at`, as
+ * `windowIndex` computes it in JavaScript, for every instant a Date can hold, before 1970 and
+ * before year 1 included: integer arithmetic only, Howard Hinnant's `civil_from_days` on the UTC
+ * day `floor(floor(at) / 86400000)`, whose eras of 400 years start on 1 March, so that
+ * `4800 × era + 12 × year of era + (month since March) + 2` is the month index itself. No timestamp
+ * is involved: no time zone, no rounding to microseconds, no range narrower than a Date's
+ * (PostgreSQL's timestamps stop at 4713 BC and number BC years without a year 0).
+ *
+ * A fraction of a millisecond is floored, like every other window's index (so the instant -0.5 is
+ * in December 1969, as it is in the day -1); `new Date(-0.5)` would truncate it to 1970.
+ */
+function calendarMonthIndex(at: string): string {
+  const days = floorDivision(`floor(${at})::bigint`, 86_400_000);
+  return `(SELECT 4800 * "era" + 12 * "yoe" + (5 * ("doe" - (365 * "yoe" + "yoe" / 4 - "yoe" / 100)) + 2) / 153 + 2
+      FROM (SELECT "era", "doe", ("doe" - "doe" / 1460 + "doe" / 36524 - "doe" / 146096) / 365 AS "yoe"
+        FROM (SELECT "era", "z" - 146097 * "era" AS "doe"
+          FROM (SELECT "z", ${floorDivision('"z"', 146_097)} AS "era"
+            FROM (SELECT ${days} + 719468 AS "z") AS "days") AS "eras") AS "years") AS "months")`;
+}
+
+/** `windowIndex(window, at)` in SQL, `at` being a float8 expression of epoch milliseconds. */
+export function windowIndexSql(window: QuotaWindow, at: string): string {
+  return window.lengthMs === null ? calendarMonthIndex(at) : `floor(${at} / ${window.lengthMs}::float8)::bigint`;
+}
+
 /**
  * One consume, in one statement: the deadline, the lifecycle checks of `policy/status`
- * (`lifecycleRefusal`) and `decideConsume` of `policy/limits`, written in SQL, in that order.
+ * (`lifecycleRefusal`) and `decideConsume` of `policy/limits`, written in SQL, in that order. The
+ * quota windows' parts (their lengths, order, counter columns and quotas) are generated from
+ * `QUOTA_WINDOWS` (`policy/windows`), so a window added there needs no edit here.
  *
- * Parameters: `$1` id, `$2` now (epoch ms), `$3` maxUses, `$4` perDay, `$5` perSecond,
- * `$6` bucket capacity (`burst ?? perSecond`), `$7` now as a timestamptz (for `last_used_at` and the
- * lifecycle checks), `$8` the wall-clock deadline (epoch ms); an absent limit or deadline is NULL.
+ * Parameters: {@link consumeParameters}.
  *
  * - `locked` reads the row `FOR UPDATE`: concurrent consumes of the key queue on the row lock, and
  *   each one sees the row as the previous one (or a revocation, made meanwhile) left it.
@@ -137,72 +202,89 @@ export function postgresStatements(table: TableName): PostgresStatements {
  *   below the row lock, so a clock read there is the time BEFORE the wait for the lock (checked by
  *   test/sql/postgres-deadline.test.ts). Read here, it also covers the time the query waited in the
  *   pool's queue and on the network before the statement started.
- * - `state` is, first, the `lifecycle` refusal: `deadline_exceeded` when the clock is past `$8`,
+ * - `state` is, first, the `lifecycle` refusal: `deadline_exceeded` when the clock is past `$7`,
  *   then exactly `lifecycleRefusal(status, revoked_at, expires_at, now)`: a status other than
  *   `active` / `suspended` (whatever was written by hand) and a `revoked_at` at or before now are
  *   `api_key_revoked`, `suspended` is `api_key_disabled`, an `expires_at` at or before now is
  *   `api_key_expired`. Then the limit arithmetic, in double precision like JavaScript's numbers so
  *   that every result matches `decideConsume` bit for bit: the request counts at
- *   `at = greatest(now, tokens_at)` (counters never move back in time), on UTC day
- *   `floor(at / 86400000)`; the day's count restarts on a new day; the bucket is refilled by
+ *   `at = greatest(now, tokens_at)` (counters never move back in time), in each window's index of
+ *   `at` (`<window>_index`: `floor(at / length)`, or the calendar month); the bucket is refilled by
  *   `(at - tokens_at) * perSecond / 1000`, capped at capacity.
+ * - `counted` is each window's count before this request (`<window>_used`): the stored count when
+ *   the stored index is the current one, else 0 (a new window).
  * - `verdict` names the refusal, if any: the lifecycle one, else the most lasting limit: uses, then
- *   the day's quota, then the bucket.
- * - `applied` writes the admitted state, and only when nothing refused: a refusal changes no
- *   counter and writes no row version.
+ *   each window's quota, most lasting first, then the bucket.
+ * - `applied` writes the admitted state, and only when nothing refused: every window counts the
+ *   use, whether or not the key has a quota for it. A refusal changes no counter and writes no row
+ *   version.
  * - The final SELECT returns the verdict, so a refused consume reports the state that refused it
  *   in the same round trip. No row (unknown id) means `null`.
  */
 function consumeStatement(table: TableName): string {
+  const windows = QUOTA_WINDOWS.map((window) => ({
+    window,
+    index: quoted(`${window.name}_index`),
+    used: quoted(usedColumn(window)),
+    indexColumn: quoted(counterColumn(window.indexField)),
+    countColumn: quoted(counterColumn(window.countField)),
+    quota: quotaParameter(window),
+  }));
+  const list = (lines: readonly string[]) => lines.map((line) => `,\n    ${line}`).join('');
   return `WITH "locked" AS MATERIALIZED (
-  SELECT "id", "status", "revoked_at", "expires_at", "use_count", "day", "day_count", "tokens", "tokens_at"
+  SELECT "id", "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST}
   FROM ${table.qualified} WHERE "id" = $1::text FOR UPDATE
 ), "clocked" AS MATERIALIZED (
   SELECT "locked".*, greatest($2::float8, "tokens_at") AS "at",
     (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS "clock"
   FROM "locked"
 ), "state" AS MATERIALIZED (
-  SELECT "id", "use_count", "at",
+  SELECT "clocked".*,
     CASE
-      WHEN $8::float8 IS NOT NULL AND "clock" > $8::float8 THEN 'deadline_exceeded'
+      WHEN $7::float8 IS NOT NULL AND "clock" > $7::float8 THEN 'deadline_exceeded'
       WHEN ${UNUSABLE_STATUS} THEN 'api_key_revoked'
-      WHEN "revoked_at" <= $7::timestamptz THEN 'api_key_revoked'
+      WHEN "revoked_at" <= $6::timestamptz THEN 'api_key_revoked'
       WHEN "status" = 'suspended' THEN 'api_key_disabled'
-      WHEN "expires_at" <= $7::timestamptz THEN 'api_key_expired'
-    END AS "lifecycle",
-    floor("at" / ${DAY_MS}::float8)::bigint AS "today",
-    CASE WHEN "day" = floor("at" / ${DAY_MS}::float8)::bigint THEN "day_count" ELSE 0 END AS "day_used",
+      WHEN "expires_at" <= $6::timestamptz THEN 'api_key_expired'
+    END AS "lifecycle"${list(windows.map((w) => `${windowIndexSql(w.window, '"at"')} AS ${w.index}`))},
     CASE
-      WHEN $5::float8 IS NULL THEN NULL
-      WHEN "tokens" IS NULL THEN $6::float8
-      ELSE least($6::float8, "tokens" + (("at" - "tokens_at") * $5::float8) / 1000::float8)
+      WHEN $4::float8 IS NULL THEN NULL
+      WHEN "tokens" IS NULL THEN $5::float8
+      ELSE least($5::float8, "tokens" + (("at" - "tokens_at") * $4::float8) / 1000::float8)
     END AS "level"
   FROM "clocked"
+), "counted" AS MATERIALIZED (
+  SELECT "state".*${list(windows.map((w) => `CASE WHEN ${w.indexColumn} = ${w.index} THEN ${w.countColumn} ELSE 0 END AS ${w.used}`))}
+  FROM "state"
 ), "verdict" AS MATERIALIZED (
-  SELECT "state".*,
+  SELECT "counted".*,
     CASE
       WHEN "lifecycle" IS NOT NULL THEN "lifecycle"
       WHEN "use_count" < 0 THEN 'invalid_counters'
       WHEN $3::float8 IS NOT NULL AND "use_count" >= $3::float8 THEN 'usage_exhausted'
-      WHEN $4::float8 IS NOT NULL AND "day_used" >= $4::float8 THEN 'quota_exceeded'
-      WHEN $5::float8 IS NOT NULL AND "level" < 1 THEN 'rate_limited'
+${windows.map((w) => `      WHEN ${w.quota} IS NOT NULL AND ${w.used} >= ${w.quota} THEN 'quota_exceeded'\n`).join('')}      WHEN $4::float8 IS NOT NULL AND "level" < 1 THEN 'rate_limited'
     END AS "refusal"
-  FROM "state"
+  FROM "counted"
 ), "applied" AS (
   UPDATE ${table.qualified} AS "k" SET
     "use_count" = "v"."use_count" + 1,
-    "day" = "v"."today",
-    "day_count" = "v"."day_used" + 1,
-    "tokens" = "v"."level" - 1,
+${windows.map((w) => `    ${w.indexColumn} = "v".${w.index},\n    ${w.countColumn} = "v".${w.used} + 1,\n`).join('')}    "tokens" = "v"."level" - 1,
     "tokens_at" = "v"."at",
-    "last_used_at" = $7::timestamptz
+    "last_used_at" = $6::timestamptz
   FROM "verdict" AS "v"
   WHERE "k"."id" = "v"."id" AND "v"."refusal" IS NULL
   RETURNING "k"."id"
 )
-SELECT "refusal", "use_count"::text AS "use_count", "day_used"::text AS "day_used", "level"::text AS "level",
+SELECT "refusal", "use_count"::text AS "use_count"${windows.map((w) => `, ${w.used}::text AS ${w.used}`).join('')}, "level"::text AS "level",
   (SELECT count(*) FROM "applied")::int AS "applied"
 FROM "verdict"`;
+}
+
+/** The column of a counter field. */
+function counterColumn(field: CounterColumn['field']): string {
+  const column = COUNTER_COLUMNS.find((counter) => counter.field === field);
+  if (!column) throw new Error(`keygate: no counter column for ${field}`);
+  return column.name;
 }
 
 /** The replacement's maxUses is the old row's remaining uses (the toolkit's `remainingUses`). */

@@ -3,7 +3,7 @@
  * and turns rows into records and outcomes. One round trip per operation.
  */
 import { invalidRecord, ownValue } from '../../record/decode.js';
-import { bucketCapacity } from '../../policy/limits.js';
+import { QUOTA_WINDOWS } from '../../policy/windows.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
@@ -12,7 +12,16 @@ import { PATCHABLE_COLUMNS } from './columns.js';
 import type { SqlEngine } from './dialect.js';
 import { migratePostgres } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
-import { type ListShape, type PostgresStatements, listStatement, postgresStatements, rotationParameters, updateStatement } from './postgres-sql.js';
+import {
+  type ListShape,
+  type PostgresStatements,
+  consumeParameters,
+  listStatement,
+  postgresStatements,
+  rotationParameters,
+  updateStatement,
+  usedColumn,
+} from './postgres-sql.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
@@ -120,19 +129,7 @@ export class PostgresEngine implements SqlEngine {
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
-    const { rateLimit, maxUses } = request;
-    const perSecond = rateLimit?.perSecond;
-    const perDay = rateLimit?.perDay;
-    const [row] = await this.#rows(this.#statements.consume, [
-      id,
-      request.now,
-      maxUses,
-      perDay ?? null,
-      perSecond ?? null,
-      rateLimit && perSecond !== undefined ? bucketCapacity(rateLimit) : null,
-      timestampLiteralOf(request.now),
-      request.deadline ?? null,
-    ]);
+    const [row] = await this.#rows(this.#statements.consume, consumeParameters(id, request));
     if (!row) return null;
     const refusal = row.refusal as ConsumeRefusal | null;
     const admitted = Number(row.applied) === 1;
@@ -142,18 +139,20 @@ export class PostgresEngine implements SqlEngine {
     if (refusal === ('invalid_counters' as string)) throw invalidRecord(id, 'useCount', 'is negative');
     // A deadline or lifecycle refusal reports the lifetime count only: no limit was looked at.
     if (!admitted && !isLimitRefusal(refusal as ConsumeRefusal)) return { admitted: false, refusal: refusal as ConsumeRefusal, useCount };
-    const dayUsed = Number(row.day_used);
-    const level = row.level === null ? Number.NaN : Number(row.level);
     const outcome: ConsumeOutcome = admitted
       ? { admitted: true, useCount: useCount + 1 }
       : { admitted: false, refusal: refusal as ConsumeRefusal, useCount };
-    if (perDay !== undefined) outcome.dayCount = admitted ? dayUsed + 1 : dayUsed;
-    if (perSecond !== undefined) outcome.tokens = admitted ? level - 1 : level;
+    const { rateLimit } = request;
+    // The count of each window the key has a quota for, as decideConsume reports it.
+    for (const window of QUOTA_WINDOWS) {
+      if (rateLimit?.[window.limit] === undefined) continue;
+      const used = Number(row[usedColumn(window)]);
+      outcome[window.countField] = admitted ? used + 1 : used;
+    }
+    if (rateLimit?.perSecond !== undefined) {
+      const level = row.level === null ? Number.NaN : Number(row.level);
+      outcome.tokens = admitted ? level - 1 : level;
+    }
     return outcome;
   }
-}
-
-/** `last_used_at` is the caller's `now`, as a Date would hold it (whole milliseconds). */
-function timestampLiteralOf(now: number): string {
-  return timestamptzLiteral(new Date(now));
 }

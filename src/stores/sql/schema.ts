@@ -2,20 +2,19 @@
  * The DDL of the key table, per dialect, derived from the record's columns: what `migrate()` runs
  * and what `docs/sql/*.sql` ship for teams that run migrations with their own tool.
  *
- * The first version of the table (every column with `since` 1, and the counters) is written
- * exactly as it always was, so the DDL of existing installations never changes. A column of a later
- * version is appended after the counters, where `ALTER TABLE … ADD COLUMN` puts it on an existing
- * table, with one definition for both statements whose default is the field's `initial` value: a
- * fresh table and an upgraded one come out the same, and existing rows read back as new records
- * would be written.
+ * The first version of the table (every column with `since` 1, and the first version's counters)
+ * keeps its column definitions, so the DDL of existing installations never changes. A column of a
+ * later version (a record field's, or a counter's such as the minute, hour and month windows of
+ * version 2) is appended after the first version's counters, where `ALTER TABLE … ADD COLUMN` puts
+ * it on an existing table, with one definition for both statements whose default is the field's
+ * `initial` value (a counter's: -1 for a window index, 0 for a count): a fresh table and an
+ * upgraded one come out the same, and existing rows read back as new records would be written.
  */
-import { API_KEY_STATUSES } from '../../record/schema.js';
-import { COUNTER_COLUMNS, type Column, type ColumnKind, RECORD_COLUMNS } from './columns.js';
+import { API_KEY_STATUSES, RATE_LIMIT_FIELDS } from '../../record/schema.js';
+import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, RECORD_COLUMNS } from './columns.js';
 import { parameterOf } from './parameters.js';
 import { type TableName, parseTableName } from './table-name.js';
 import type { SqlDialect } from './values.js';
-
-type CounterColumn = (typeof COUNTER_COLUMNS)[number];
 
 /** A column's SQL type, whether it accepts NULL, and the default of a first-version column. */
 interface ColumnType {
@@ -51,40 +50,58 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
   },
 };
 
+const RATE_LIMIT_SHAPE = `{ ${RATE_LIMIT_FIELDS.map((field) => `${field}?`).join(', ')} }`;
+
 const COMMENTS: Record<SqlDialect, Partial<Record<ColumnKind, string>>> = {
   postgres: {
-    rateLimit: '{ perSecond?, burst?, perDay? } or NULL',
+    rateLimit: `${RATE_LIMIT_SHAPE} or NULL`,
   },
   sqlite: {
     list: 'JSON array of strings',
     json: 'JSON object',
-    rateLimit: 'JSON { perSecond?, burst?, perDay? } or NULL',
+    rateLimit: `JSON ${RATE_LIMIT_SHAPE} or NULL`,
     instant: 'epoch milliseconds',
     nullableInstant: 'epoch milliseconds',
   },
 };
 
-const COUNTER_TYPES: Record<SqlDialect, Record<CounterColumn, string>> = {
+/**
+ * A counter column's definition after its name. A window's index starts at -1 (no window yet) and
+ * its count at 0, as `initialCounters` has them, which is also what `ADD COLUMN` writes into the
+ * existing rows of a table created before the window: their next use starts counting it.
+ */
+const COUNTER_TYPES: Record<SqlDialect, Record<CounterKind, string>> = {
   postgres: {
-    day: 'bigint NOT NULL DEFAULT -1',
-    day_count: 'bigint NOT NULL DEFAULT 0',
+    windowIndex: 'bigint NOT NULL DEFAULT -1',
+    windowCount: 'bigint NOT NULL DEFAULT 0',
     tokens: 'double precision',
-    tokens_at: 'double precision NOT NULL DEFAULT 0',
+    tokensAt: 'double precision NOT NULL DEFAULT 0',
   },
   sqlite: {
-    day: 'INTEGER NOT NULL DEFAULT -1',
-    day_count: 'INTEGER NOT NULL DEFAULT 0',
+    windowIndex: 'INTEGER NOT NULL DEFAULT -1',
+    windowCount: 'INTEGER NOT NULL DEFAULT 0',
     tokens: 'REAL',
-    tokens_at: 'REAL NOT NULL DEFAULT 0',
+    tokensAt: 'REAL NOT NULL DEFAULT 0',
   },
 };
 
-const COUNTER_COMMENTS: Record<CounterColumn, string> = {
-  day: 'counters: UTC day index (epoch ms / 86400000) that day_count belongs to',
-  day_count: 'counters: requests admitted in that UTC day',
-  tokens: 'counters: token bucket level at tokens_at (NULL = full)',
-  tokens_at: 'counters: latest admitted instant, epoch milliseconds',
-};
+/** The comment of a counter column in `CREATE TABLE`. */
+function counterComment(counter: CounterColumn): string {
+  const window = counter.window;
+  switch (counter.kind) {
+    case 'tokens':
+      return 'counters: token bucket level at tokens_at (NULL = full)';
+    case 'tokensAt':
+      return 'counters: latest admitted instant, epoch milliseconds';
+    case 'windowCount':
+      return `counters: requests admitted in that UTC ${window?.lengthMs === null ? 'calendar month' : window?.name}`;
+    case 'windowIndex': {
+      const count = COUNTER_COLUMNS.find((column) => column.kind === 'windowCount' && column.window === window)?.name;
+      const index = window?.lengthMs === null ? 'calendar month index (year * 12 + month 0-11)' : `${window?.name} index (epoch ms / ${window?.lengthMs})`;
+      return `counters: UTC ${index} that ${count} belongs to`;
+    }
+  }
+}
 
 /** The id and key prefix compare byte for byte, whatever the database's collation. */
 const BINARY_COLLATED = new Set(['id', 'key_prefix']);
@@ -149,17 +166,38 @@ function firstVersion(columns: readonly Column[]): readonly Column[] {
   return columns.filter((column) => column.since <= 1);
 }
 
-/** Columns added after the first version, in the order migrations add them. */
-function laterColumns(columns: readonly Column[]): readonly Column[] {
-  return columns.filter((column) => column.since > 1).sort((a, b) => a.since - b.since);
+/** A column of a later version, record or counter: its definition after its name. */
+interface LaterColumn {
+  readonly name: string;
+  readonly since: number;
+  readonly definition: string;
+  readonly comment: string | undefined;
+}
+
+/**
+ * Columns added after the first version, in the order migrations add them (the order of a fresh
+ * table's `CREATE TABLE`, so a fresh table and an upgraded one come out the same): by version,
+ * and within a version the counters first, then the record's columns.
+ */
+function laterColumns(dialect: SqlDialect, table: TableName, columns: readonly Column[]): readonly LaterColumn[] {
+  const counters = COUNTER_COLUMNS.filter((counter) => counter.since > 1).map((counter) => ({
+    name: counter.name,
+    since: counter.since,
+    definition: COUNTER_TYPES[dialect][counter.kind],
+    comment: counterComment(counter),
+  }));
+  const fields = columns
+    .filter((column) => column.since > 1)
+    .map((column) => ({ name: column.name, since: column.since, definition: columnDefinition(dialect, column, table), comment: COMMENTS[dialect][column.kind] }));
+  return [...counters, ...fields].sort((a, b) => a.since - b.since);
 }
 
 function createTable(dialect: SqlDialect, table: TableName, columns: readonly Column[]): string {
   const lines: { text: string; comment?: string | undefined }[] = [];
   const line = (name: string, definition: string, comment: string | undefined) => lines.push({ text: `  ${quoted(name).padEnd(18)} ${definition},`, comment });
   for (const column of firstVersion(columns)) line(column.name, columnDefinition(dialect, column, table), COMMENTS[dialect][column.kind]);
-  for (const counter of COUNTER_COLUMNS) line(counter, COUNTER_TYPES[dialect][counter], COUNTER_COMMENTS[counter]);
-  for (const column of laterColumns(columns)) line(column.name, columnDefinition(dialect, column, table), COMMENTS[dialect][column.kind]);
+  for (const counter of COUNTER_COLUMNS) if (counter.since <= 1) line(counter.name, COUNTER_TYPES[dialect][counter.kind], counterComment(counter));
+  for (const column of laterColumns(dialect, table, columns)) line(column.name, column.definition, column.comment);
   const constraints = [`CONSTRAINT ${table.indexName('pkey')} PRIMARY KEY ("id")`];
   for (const column of firstVersion(columns)) {
     if (column.kind === 'status') constraints.push(`CONSTRAINT ${table.indexName(`${column.name}_check`)} ${statusCheck(column)}`);
@@ -189,11 +227,9 @@ export interface TableSchema {
  * Throws when a later column could not be added to a table that has rows.
  */
 export function tableSchema(dialect: SqlDialect, table: TableName, columns: readonly Column[] = RECORD_COLUMNS): TableSchema {
-  const addColumns = laterColumns(columns).map((column) => ({
+  const addColumns = laterColumns(dialect, table, columns).map((column) => ({
     column: column.name,
-    statement:
-      `ALTER TABLE ${table.qualified} ADD COLUMN ${dialect === 'postgres' ? 'IF NOT EXISTS ' : ''}` +
-      `${quoted(column.name)} ${columnDefinition(dialect, column, table)}`,
+    statement: `ALTER TABLE ${table.qualified} ADD COLUMN ${dialect === 'postgres' ? 'IF NOT EXISTS ' : ''}${quoted(column.name)} ${column.definition}`,
   }));
   const indexes = INDEXES.map(
     (index) =>
@@ -235,10 +271,11 @@ export interface SqlSchemaOptions {
  * (Flyway, Prisma migrate, node-pg-migrate, …). Idempotent: every statement is `IF NOT EXISTS`.
  *
  * Upgrades: a record field added after the first version of the table (its `since` in the record
- * schema is above 1) is a column `CREATE TABLE` lists after the counters and that an existing table
- * gets with `ALTER TABLE … ADD COLUMN`, its default being the field's initial value (existing rows
- * read back as a new record would be written); a field added later must accept null or have an
- * initial value. On PostgreSQL the script carries that `ALTER TABLE … ADD COLUMN IF NOT EXISTS`
+ * schema is above 1), or a counter added later (the minute, hour and month quota windows), is a
+ * column `CREATE TABLE` lists after the first version's counters and that an existing table gets
+ * with `ALTER TABLE … ADD COLUMN`, its default being the field's initial value (existing rows read
+ * back as a new record would be written; a window's counters start at index -1, count 0); a field
+ * added later must accept null or have an initial value. On PostgreSQL the script carries that `ALTER TABLE … ADD COLUMN IF NOT EXISTS`
  * after the `CREATE TABLE`, so the same script creates a table or upgrades one, and can run again.
  * SQLite has no `IF NOT EXISTS` for columns: its script carries the `ALTER TABLE`s as comments, to
  * run once on a table created before them (`migrate()` checks the table's columns and adds the

@@ -13,7 +13,7 @@ import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import { isRetired, replacementFor, retiredKeyCannotRotate, revokedAtAfterUpdate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
-import { COLUMN_LIST, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
 import type { SqlEngine } from './dialect.js';
 import { migrateSqlite } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
@@ -181,19 +181,8 @@ export class SqliteEngine implements SqlEngine {
 
   #consumeNow(id: string, request: ConsumeRequest): ConsumeOutcome | null {
     const table = this.#table.qualified;
-    const row = this.#statement(
-      `SELECT "status", "revoked_at", "expires_at", "use_count", "day", "day_count", "tokens", "tokens_at" FROM ${table} WHERE "id" = ?`,
-    ).get(id) as
-      | {
-          status: string;
-          revoked_at: number | null;
-          expires_at: number | null;
-          use_count: number;
-          day: number;
-          day_count: number;
-          tokens: number | null;
-          tokens_at: number;
-        }
+    const row = this.#statement(`SELECT "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST} FROM ${table} WHERE "id" = ?`).get(id) as
+      | ({ status: string; revoked_at: number | null; expires_at: number | null; use_count: number } & Record<string, number | null>)
       | undefined;
     if (!row) return null;
     // Read here, inside BEGIN IMMEDIATE: after any wait for another process's write lock.
@@ -204,12 +193,17 @@ export class SqliteEngine implements SqlEngine {
     if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: row.use_count };
     // A count edited by hand to a negative or a fraction would let limits pass: fail closed.
     if (!Number.isSafeInteger(row.use_count) || row.use_count < 0) throw invalidRecord(id, 'useCount', 'is not a non-negative integer');
-    const state: CounterState = { useCount: row.use_count, day: row.day, dayCount: row.day_count, tokens: row.tokens, tokensAt: row.tokens_at };
-    const { outcome, next } = decideConsume(state, request);
+    const state = { useCount: row.use_count } as Record<keyof CounterState, number | null>;
+    for (const counter of COUNTER_COLUMNS) state[counter.field] = row[counter.name] ?? null;
+    const { outcome, next } = decideConsume(state as unknown as CounterState, request);
     if (next) {
-      this.#statement(
-        `UPDATE ${table} SET "use_count" = ?, "day" = ?, "day_count" = ?, "tokens" = ?, "tokens_at" = ?, "last_used_at" = ? WHERE "id" = ?`,
-      ).run(next.useCount, next.day, next.dayCount, next.tokens, next.tokensAt, new Date(request.now).getTime(), id);
+      const assignments = COUNTER_COLUMNS.map((counter) => `"${counter.name}" = ?`).join(', ');
+      this.#statement(`UPDATE ${table} SET "use_count" = ?, ${assignments}, "last_used_at" = ? WHERE "id" = ?`).run(
+        next.useCount,
+        ...COUNTER_COLUMNS.map((counter) => next[counter.field]),
+        new Date(request.now).getTime(),
+        id,
+      );
     }
     return outcome;
   }

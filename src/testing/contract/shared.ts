@@ -92,6 +92,8 @@ export interface ContractSuite {
   readonly expect: TestGlobals['expect'];
   /** The capabilities the store declared (absent ones are not supported). */
   readonly capabilities: Readonly<StoreCapabilities>;
+  /** How the property-based agreement test runs (`StoreContractOptions.agreement`, checked). */
+  readonly agreement: Readonly<AgreementSettings>;
   /**
    * Registers a test. `create` makes its store before the body runs, and `destroy` gets it
    * afterwards whether the body passed or not (a failure of `destroy` is reported only when the
@@ -105,8 +107,19 @@ export interface ContractSuite {
   testWhen(capability: Capability, title: string, body: (store: ApiKeyStore) => Promise<void>): void;
 }
 
+/** The settings of the agreement property test, as `describeStoreContract` checked them. */
+export interface AgreementSettings {
+  numRuns: number;
+  seed?: number;
+  path?: string;
+}
+
 /** Builds the {@link ContractSuite} for one `describeStoreContract` call. */
-export function contractSuite<S extends ApiKeyStore>(globals: TestGlobals, options: StoreContractOptions<S>): ContractSuite {
+export function contractSuite<S extends ApiKeyStore>(
+  globals: TestGlobals,
+  options: StoreContractOptions<S>,
+  agreement: AgreementSettings,
+): ContractSuite {
   const capabilities: Readonly<StoreCapabilities> = { ...options.capabilities };
 
   function run(body: (store: ApiKeyStore) => Promise<void>): () => Promise<void> {
@@ -133,6 +146,7 @@ export function contractSuite<S extends ApiKeyStore>(globals: TestGlobals, optio
     describe: globals.describe,
     expect: globals.expect,
     capabilities,
+    agreement,
     test: (title, body) => globals.it(title, run(body)),
     testWhen: (capability, title, body) => (capabilities[capability] === true ? globals.it : globals.it.skip)(title, run(body)),
   };
