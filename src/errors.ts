@@ -16,6 +16,13 @@ export const ERROR_CODES = {
   api_key_expired: { status: 401, title: 'API key expired', message: 'The API key has expired.' },
   api_key_disabled: { status: 403, title: 'API key disabled', message: 'The API key is suspended.' },
   ip_not_allowed: { status: 403, title: 'Client IP not allowed', message: 'The API key may not be used from this address.' },
+  origin_not_allowed: { status: 403, title: 'Origin not allowed', message: 'The API key may not be used from this origin.' },
+  https_required: { status: 403, title: 'HTTPS required', message: 'The API key may only be used over HTTPS.' },
+  client_certificate_required: {
+    status: 403,
+    title: 'Client certificate required',
+    message: 'The API key requires a pinned client certificate.',
+  },
   insufficient_scope: { status: 403, title: 'Insufficient scope', message: 'The API key lacks a required scope.' },
   usage_exhausted: { status: 403, title: 'API key usage exhausted', message: 'The API key has used all of its allowed requests.' },
   quota_exceeded: { status: 429, title: 'Quota exceeded', message: 'The API key has used its quota for this period.' },

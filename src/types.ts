@@ -61,6 +61,16 @@ export interface ApiKeyRecord {
   rotatedFromId?: string;
   metadata: Record<string, unknown>;
   tags: string[];
+  /**
+   * Browser origins allowed to use the key (`https://app.example.com`, `https://*.example.com`);
+   * empty admits any. Checked against `Origin` (or `Referer`): it stops other websites reusing a
+   * publishable key in honest browsers, not a client that forges the header.
+   */
+  allowedOrigins: string[];
+  /** Refuse requests that did not arrive over TLS (`req.secure`). */
+  requireHttps: boolean;
+  /** SHA-256 fingerprints (64 lower-case hex digits) of the client certificates allowed (mTLS); empty pins none. */
+  clientCertificateSha256: string[];
 }
 
 /**
@@ -95,11 +105,22 @@ export interface CreateApiKeyInput {
   tags?: string[];
   /** @default 'active' */
   status?: ApiKeyStatus;
+  /** @default [] (any origin) */
+  allowedOrigins?: string[];
+  /** @default false */
+  requireHttps?: boolean;
+  /** Colons and upper case accepted. @default [] (no certificate required) */
+  clientCertificateSha256?: string[];
 }
 
 /** Fields `keys.update()` may change: the settings of `create`, not the owner. `null` clears a nullable field. */
 export interface UpdateApiKeyInput
-  extends Partial<Pick<CreateApiKeyInput, 'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status'>> {
+  extends Partial<
+    Pick<
+      CreateApiKeyInput,
+      'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status' | 'allowedOrigins' | 'requireHttps' | 'clientCertificateSha256'
+    >
+  > {
   /** `null` removes the description. */
   description?: string | null;
 }

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "hour_count"       bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC hour
   "minute"           bigint NOT NULL DEFAULT -1,          -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
   "minute_count"     bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC minute
+  "allowed_origins"  text[] NOT NULL DEFAULT '{}',
+  "require_https"    boolean NOT NULL DEFAULT false,
+  "client_certificate_sha256" text[] NOT NULL DEFAULT '{}',
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 );
@@ -56,6 +59,12 @@ ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "hour_count" bigint NOT 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute" bigint NOT NULL DEFAULT -1;
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute_count" bigint NOT NULL DEFAULT 0;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "allowed_origins" text[] NOT NULL DEFAULT '{}';
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "require_https" boolean NOT NULL DEFAULT false;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "client_certificate_sha256" text[] NOT NULL DEFAULT '{}';
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

@@ -18,29 +18,32 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "tenant_id"        TEXT,
   "environment"      TEXT,
   "status"           TEXT NOT NULL,
-  "scopes"           TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
-  "allowed_ips"      TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
+  "scopes"           TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
+  "allowed_ips"      TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
   "max_uses"         INTEGER,
   "use_count"        INTEGER NOT NULL DEFAULT 0,
-  "rate_limit"       TEXT,                        -- JSON { perSecond?, burst?, perMinute?, perHour?, perDay?, perMonth? } or NULL
-  "expires_at"       INTEGER,                     -- epoch milliseconds
-  "created_at"       INTEGER NOT NULL,            -- epoch milliseconds
-  "updated_at"       INTEGER NOT NULL,            -- epoch milliseconds
-  "last_used_at"     INTEGER,                     -- epoch milliseconds
-  "revoked_at"       INTEGER,                     -- epoch milliseconds
+  "rate_limit"       TEXT,                                -- JSON { perSecond?, burst?, perMinute?, perHour?, perDay?, perMonth? } or NULL
+  "expires_at"       INTEGER,                             -- epoch milliseconds
+  "created_at"       INTEGER NOT NULL,                    -- epoch milliseconds
+  "updated_at"       INTEGER NOT NULL,                    -- epoch milliseconds
+  "last_used_at"     INTEGER,                             -- epoch milliseconds
+  "revoked_at"       INTEGER,                             -- epoch milliseconds
   "rotated_from_id"  TEXT,
-  "metadata"         TEXT NOT NULL DEFAULT '{}',  -- JSON object
-  "tags"             TEXT NOT NULL DEFAULT '[]',  -- JSON array of strings
-  "day"              INTEGER NOT NULL DEFAULT -1, -- counters: UTC day index (epoch ms / 86400000) that day_count belongs to
-  "day_count"        INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC day
-  "tokens"           REAL,                        -- counters: token bucket level at tokens_at (NULL = full)
-  "tokens_at"        REAL NOT NULL DEFAULT 0,     -- counters: latest admitted instant, epoch milliseconds
-  "month"            INTEGER NOT NULL DEFAULT -1, -- counters: UTC calendar month index (year * 12 + month 0-11) that month_count belongs to
-  "month_count"      INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC calendar month
-  "hour"             INTEGER NOT NULL DEFAULT -1, -- counters: UTC hour index (epoch ms / 3600000) that hour_count belongs to
-  "hour_count"       INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC hour
-  "minute"           INTEGER NOT NULL DEFAULT -1, -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
-  "minute_count"     INTEGER NOT NULL DEFAULT 0,  -- counters: requests admitted in that UTC minute
+  "metadata"         TEXT NOT NULL DEFAULT '{}',          -- JSON object
+  "tags"             TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
+  "day"              INTEGER NOT NULL DEFAULT -1,         -- counters: UTC day index (epoch ms / 86400000) that day_count belongs to
+  "day_count"        INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC day
+  "tokens"           REAL,                                -- counters: token bucket level at tokens_at (NULL = full)
+  "tokens_at"        REAL NOT NULL DEFAULT 0,             -- counters: latest admitted instant, epoch milliseconds
+  "month"            INTEGER NOT NULL DEFAULT -1,         -- counters: UTC calendar month index (year * 12 + month 0-11) that month_count belongs to
+  "month_count"      INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC calendar month
+  "hour"             INTEGER NOT NULL DEFAULT -1,         -- counters: UTC hour index (epoch ms / 3600000) that hour_count belongs to
+  "hour_count"       INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC hour
+  "minute"           INTEGER NOT NULL DEFAULT -1,         -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
+  "minute_count"     INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC minute
+  "allowed_origins"  TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
+  "require_https"    INTEGER NOT NULL DEFAULT 0,          -- 0 or 1
+  "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
@@ -53,6 +56,9 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "hour_count" INTEGER NOT NULL DEFAULT 0;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute" INTEGER NOT NULL DEFAULT -1;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute_count" INTEGER NOT NULL DEFAULT 0;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "allowed_origins" TEXT NOT NULL DEFAULT '[]';
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "require_https" INTEGER NOT NULL DEFAULT 0;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]';
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

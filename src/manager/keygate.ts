@@ -28,7 +28,9 @@ import type {
 } from '../types.js';
 import { toApiKey } from '../verification/principal.js';
 import { withDeadline } from '../verification/timeout.js';
-import { Verifier } from '../verification/verifier.js';
+import { type VerifyContext, Verifier } from '../verification/verifier.js';
+import { requestOrigin } from '../policy/origin.js';
+import { normalizeFingerprint } from '../policy/transport.js';
 import { type KeygateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validateUpdate } from './validate.js';
 
@@ -48,6 +50,12 @@ export interface VerifyOptions {
   anyScopes?: string[];
   /** Count the use and enforce the limits; `false` runs every check before the consume. @default true */
   consume?: boolean;
+  /** The request's origin (`https://app.example.com`), checked against the key's `allowedOrigins`. */
+  origin?: string;
+  /** Whether the request arrived over TLS, for keys with `requireHttps`. @default false */
+  secure?: boolean;
+  /** SHA-256 fingerprint of the client certificate presented, for keys with `clientCertificateSha256`. */
+  clientCertificateSha256?: string;
 }
 
 /** The result of `keys.verify()`: never a rejection. */
@@ -253,7 +261,7 @@ export class Keygate {
    * ```
    */
   async verify(rawKey: string, options: VerifyOptions = {}): Promise<VerifyResult> {
-    let context: VerifyOptions;
+    let context: VerifyContext;
     try {
       context = this.#verifyContext(options);
     } catch (error) {
@@ -291,9 +299,9 @@ export class Keygate {
     await this.#pool?.close();
   }
 
-  #verifyContext(options: VerifyOptions): VerifyOptions {
-    requireFields(options, 'options', ['ip', 'scopes', 'anyScopes', 'consume']);
-    const context: VerifyOptions = {};
+  #verifyContext(options: VerifyOptions): VerifyContext {
+    requireFields(options, 'options', ['ip', 'scopes', 'anyScopes', 'consume', 'origin', 'secure', 'clientCertificateSha256']);
+    const context: VerifyContext = {};
     if (options.ip !== undefined) {
       if (typeof options.ip !== 'string') throw invalidArgument('ip', 'must be a string');
       context.ip = options.ip;
@@ -303,6 +311,19 @@ export class Keygate {
     if (options.consume !== undefined) {
       if (typeof options.consume !== 'boolean') throw invalidArgument('consume', 'must be a boolean');
       context.consume = options.consume;
+    }
+    if (options.origin !== undefined) {
+      if (typeof options.origin !== 'string') throw invalidArgument('origin', 'must be a string such as "https://app.example.com"');
+      context.origin = requestOrigin(options.origin, undefined);
+    }
+    if (options.secure !== undefined) {
+      if (typeof options.secure !== 'boolean') throw invalidArgument('secure', 'must be a boolean');
+      context.secure = options.secure;
+    }
+    if (options.clientCertificateSha256 !== undefined) {
+      const fingerprint = typeof options.clientCertificateSha256 === 'string' ? normalizeFingerprint(options.clientCertificateSha256) : null;
+      if (fingerprint === null) throw invalidArgument('clientCertificateSha256', 'must be a SHA-256 fingerprint: 64 hex digits, optionally colon-separated');
+      context.clientCertificate = fingerprint;
     }
     return context;
   }

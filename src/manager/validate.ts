@@ -6,6 +6,8 @@
 import { invalidArgument } from '../errors.js';
 import { checkStringList } from '../options/checks.js';
 import { parseIpRange } from '../policy/ip.js';
+import { parseOriginPattern } from '../policy/origin.js';
+import { normalizeFingerprint } from '../policy/transport.js';
 import { GRANTED_SCOPE_RULE, REQUIRED_SCOPE_RULE, isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
 import { isPlainObject } from '../record/decode.js';
 import {
@@ -74,6 +76,21 @@ export function requiredScopes(value: unknown, field = 'scopes'): string[] {
 /** IP addresses or CIDR ranges, v4 or v6. */
 export function allowedIps(value: unknown, field = 'allowedIps'): string[] {
   return stringList(value, field, (entry) => parseIpRange(entry) !== null, 'an IP address or CIDR range such as "10.0.0.0/8"');
+}
+
+/**
+ * Browser origins: `scheme://host[:port]`, lower-cased, with `*` only as a whole left-most label
+ * (`https://*.example.com`).
+ */
+export function allowedOrigins(value: unknown, field = 'allowedOrigins'): string[] {
+  const origins = stringList(value, field, (entry) => parseOriginPattern(entry) !== null, 'an origin such as "https://app.example.com" or "https://*.example.com"');
+  return origins.map((entry) => parseOriginPattern(entry) as string).filter((entry, index, all) => all.indexOf(entry) === index);
+}
+
+/** SHA-256 fingerprints of client certificates: 64 hex digits, colons and upper case accepted, stored lower case without colons. */
+export function certificateFingerprints(value: unknown, field = 'clientCertificateSha256'): string[] {
+  const fingerprints = stringList(value, field, (entry) => normalizeFingerprint(entry) !== null, 'a SHA-256 fingerprint: 64 hex digits, optionally colon-separated');
+  return fingerprints.map((entry) => normalizeFingerprint(entry) as string).filter((entry, index, all) => all.indexOf(entry) === index);
 }
 
 /** Short free-form labels. */
@@ -194,6 +211,10 @@ const KIND_VALIDATORS: { readonly [K in FieldKind]: (value: unknown, field: stri
     return instant(value, field);
   },
   nullableInstant: (value, field) => instant(value, field),
+  boolean: (value, field) => {
+    if (typeof value !== 'boolean') throw invalidArgument(field, 'must be true or false');
+    return value;
+  },
 };
 
 /**
@@ -205,6 +226,8 @@ const FIELD_VALIDATORS: { readonly [F in CreateField]?: (value: unknown, field: 
   description: (value, field) => text(value, field, MAX_DESCRIPTION),
   scopes: (value, field) => grantedScopes(value, field),
   allowedIps: (value, field) => allowedIps(value, field),
+  allowedOrigins: (value, field) => allowedOrigins(value, field),
+  clientCertificateSha256: (value, field) => certificateFingerprints(value, field),
 };
 
 function validateField<F extends CreateField>(field: F, value: unknown): ApiKeyRecord[F] {

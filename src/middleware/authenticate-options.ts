@@ -37,6 +37,11 @@ export interface AuthenticateOptions {
   onError?: ErrorHandler;
   /** Call `next(err)` with the `KeygateError` so the app's error handler answers. @default false */
   passErrors?: boolean;
+  /**
+   * Refuse requests that did not arrive over TLS (`req.secure`, so `trust proxy` applies) with
+   * `403 https_required`, whatever the key says. @default false
+   */
+  requireHttps?: boolean;
 }
 
 /** Fully resolved middleware settings. */
@@ -45,9 +50,10 @@ export interface ResolvedAuthenticate {
   scopes: readonly string[] | undefined;
   anyScopes: readonly string[] | undefined;
   style: RefusalStyle;
+  requireHttps: boolean;
 }
 
-const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors'];
+const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors', 'requireHttps'];
 
 /** Required scopes given to a middleware or guard at construction: literal scopes, or a TypeError. */
 export function requiredScopesOption(value: unknown, name: string): string[] {
@@ -89,11 +95,14 @@ export function resolveAuthenticate(options: unknown): ResolvedAuthenticate {
   if (passErrors && onError) throw new TypeError('authenticate(): give either `onError` or `passErrors`, not both');
   const rateLimitHeaders = input.rateLimitHeaders ?? true;
   if (typeof rateLimitHeaders !== 'boolean') throw new TypeError('authenticate(): `rateLimitHeaders` must be a boolean');
+  const requireHttps = input.requireHttps ?? false;
+  if (typeof requireHttps !== 'boolean') throw new TypeError('authenticate(): `requireHttps` must be a boolean');
 
   return {
     sources: { bearer, header: header === false ? null : header.toLowerCase(), query: query === false ? null : query },
     scopes: scopes && scopes.length > 0 ? scopes : undefined,
     anyScopes: anyScopes && anyScopes.length > 0 ? anyScopes : undefined,
     style: { realm, rateLimitHeaders, onError, passErrors },
+    requireHttps,
   };
 }

@@ -4,7 +4,10 @@
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { refusalError } from '../errors.js';
+import type { TLSSocket } from 'node:tls';
 import { refuse, setRateLimitHeaders } from '../http/respond.js';
+import { requestOrigin } from '../policy/origin.js';
+import { normalizeFingerprint } from '../policy/transport.js';
 import { extractCredential } from '../key/extract.js';
 import type { Verifier } from '../verification/verifier.js';
 import { admissionOf, markAdmitted } from './admission.js';
@@ -13,7 +16,7 @@ import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
 
 /** Builds the middleware for validated settings. */
 export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate): RequestHandler {
-  const { sources, scopes, anyScopes, style } = settings;
+  const { sources, scopes, anyScopes, style, requireHttps } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
 
@@ -23,7 +26,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       // Admitted and counted by this same instance: only this route's own scopes are left to
       // check, answered in this middleware's style. Another instance's admission proves nothing
       // here (its prefix, store and limits are its own): the whole pipeline runs.
-      const refused = verifier.checkScopes(earlier, context);
+      const refused = requireHttps && !req.secure ? refusalError('https_required') : verifier.checkScopes(earlier, context);
       return refused ? refuse(refused, req, res, next, style) : next();
     }
     const found = extractCredential(req.rawHeaders, sources.query ? req.query : undefined, sources);
@@ -33,7 +36,17 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       checkedTrustProxy = true;
       warnIfTrustingEveryProxy(req);
     }
-    verifier.verify(found.key, { ip: () => req.ip, scopes, anyScopes }).then((result) => {
+    // Everything the policies may ask of the request is computed only if the key asks it.
+    const request = {
+      ip: () => req.ip,
+      origin: () => requestOrigin(req.headers.origin, req.headers.referer),
+      secure: () => req.secure,
+      clientCertificate: () => clientCertificateOf(req),
+      requireHttps,
+      scopes,
+      anyScopes,
+    };
+    verifier.verify(found.key, request).then((result) => {
       // Everything up to the hand-over runs guarded, so a fault in keygate reaches the app's error
       // handler; `next()` itself runs outside, so an error thrown below this middleware is not
       // mistaken for one of ours (and `next` is never called twice).
@@ -51,4 +64,15 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       next();
     }, next);
   };
+}
+
+/**
+ * The SHA-256 fingerprint of the client certificate the TLS handshake presented (which also proved
+ * the client holds its private key), or `null`: plain HTTP, no certificate, or TLS ended at a proxy.
+ */
+function clientCertificateOf(req: Request): string | null {
+  const socket = req.socket as Partial<TLSSocket>;
+  if (typeof socket.getPeerCertificate !== 'function') return null;
+  const certificate = socket.getPeerCertificate();
+  return certificate && typeof certificate.fingerprint256 === 'string' ? normalizeFingerprint(certificate.fingerprint256) : null;
 }

@@ -7,7 +7,7 @@
  */
 import { KeygateError } from '../errors.js';
 import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
-import { API_KEY_STATUSES, type FieldKind, RATE_LIMIT_FIELDS, RECORD_FIELDS } from './schema.js';
+import { API_KEY_STATUSES, type FieldKind, type FieldSpec, RATE_LIMIT_FIELDS, RECORD_FIELDS } from './schema.js';
 
 /**
  * The error for a stored record that keygate cannot use. The message names the record and the
@@ -117,6 +117,8 @@ function decodeField(kind: FieldKind, entry: unknown): { value: unknown } | { pr
       }
     case 'rateLimit':
       return decodeRateLimit(entry);
+    case 'boolean':
+      return typeof entry === 'boolean' ? { value: entry } : { problem: 'is not true or false' };
   }
 }
 
@@ -135,6 +137,11 @@ function decodeRateLimit(entry: unknown): { value: RateLimit | null } | { proble
   return { value: Object.keys(limit).length === 0 ? null : limit };
 }
 
+/** A field added after the first version of the record, with an initial value for records that predate it. */
+export function isLaterField(spec: FieldSpec): spec is FieldSpec & { initial: () => unknown } {
+  return spec.since !== undefined && spec.since > 1 && spec.initial !== undefined;
+}
+
 /**
  * Checks one record as a store returned it and returns a fresh, validated copy. Throws
  * `KeygateError('invalid_record')` naming the first field that does not fit.
@@ -150,7 +157,14 @@ export function decodeStoredRecord(value: unknown): ApiKeyRecord {
   if (!isPlainObject(value)) throw invalidRecord(undefined, 'shape', 'is not an object');
   const record: Record<string, unknown> = {};
   for (const { field, spec } of RECORD_FIELDS) {
-    const decoded = decodeField(spec.kind, ownValue(value, field));
+    const entry = ownValue(value, field);
+    // A record written before a field existed (a Redis hash, a custom store's JSON) has none: it
+    // reads as the field's initial value, as SQL stores' migrate() writes into existing rows.
+    if (entry === undefined && isLaterField(spec)) {
+      record[field] = spec.initial();
+      continue;
+    }
+    const decoded = decodeField(spec.kind, entry);
     if ('problem' in decoded) {
       throw invalidRecord(ownValue(value, 'id'), decoded.field === undefined ? field : `${field}.${decoded.field}`, decoded.problem);
     }

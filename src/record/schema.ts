@@ -21,7 +21,8 @@ import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
  * - `list` an array of strings; `json` a plain JSON object;
  * - `rateLimit` a {@link RateLimit} or `null`;
  * - `count` a non-negative safe integer; `nullableCount` the same or `null`;
- * - `instant` a Date; `nullableInstant` a Date or `null`.
+ * - `instant` a Date; `nullableInstant` a Date or `null`;
+ * - `boolean` `true` or `false`.
  */
 export type FieldKind =
   | 'text'
@@ -33,10 +34,13 @@ export type FieldKind =
   | 'count'
   | 'nullableCount'
   | 'instant'
-  | 'nullableInstant';
+  | 'nullableInstant'
+  | 'boolean';
 
 /** The kinds a field of type `V` may have (brackets stop the union from distributing). */
-export type KindFor<V> = [V] extends [ApiKeyStatus]
+export type KindFor<V> = [V] extends [boolean]
+  ? 'boolean'
+  : [V] extends [ApiKeyStatus]
   ? 'status'
   : [V] extends [string]
     ? 'text'
@@ -121,6 +125,9 @@ export const RECORD_SCHEMA = {
   rotatedFromId: { kind: 'optionalText', column: 'rotated_from_id', source: 'system' },
   metadata: { kind: 'json', column: 'metadata', source: 'settings', initial: () => ({}) },
   tags: { kind: 'list', column: 'tags', source: 'settings', initial: emptyList },
+  allowedOrigins: { kind: 'list', column: 'allowed_origins', source: 'settings', initial: emptyList, since: 2 },
+  requireHttps: { kind: 'boolean', column: 'require_https', source: 'settings', initial: () => false, since: 2 },
+  clientCertificateSha256: { kind: 'list', column: 'client_certificate_sha256', source: 'settings', initial: emptyList, since: 2 },
 } as const satisfies RecordSchema;
 
 /** A record field name. */

@@ -15,6 +15,8 @@ import { type LimitsSnapshot, describeLimits } from '../policy/limits.js';
 import type { PolicyResult } from '../policy/result.js';
 import { type CompiledScopes, checkAllScopes, checkAnyScope, compileScopes } from '../policy/scopes.js';
 import { checkExpiry, checkStatus } from '../policy/status.js';
+import { checkOrigin } from '../policy/origin.js';
+import { checkClientCertificate, checkHttps } from '../policy/transport.js';
 import { policyHeaderValidUntil, rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import { decodeStoredRecord, invalidRecord } from '../record/decode.js';
 import { isLimitRefusal } from '../stores/toolkit.js';
@@ -58,6 +60,17 @@ export interface VerifyContext {
   anyScopes?: readonly string[] | undefined;
   /** Count the use and enforce the limits. @default true */
   consume?: boolean;
+  /**
+   * The origin the request comes from (`scheme://host[:port]`), or a function returning it (the
+   * middleware reads `Origin`, else `Referer`, only for keys with `allowedOrigins`); `null`: none.
+   */
+  origin?: string | null | (() => string | null) | undefined;
+  /** Whether the request arrived over TLS (`req.secure`), or a function returning it. */
+  secure?: boolean | (() => boolean) | undefined;
+  /** The route requires HTTPS whatever the key says (`authenticate({ requireHttps: true })`). */
+  requireHttps?: boolean | undefined;
+  /** SHA-256 fingerprint (stored form) of the client certificate, or a function returning it; `null`: none. */
+  clientCertificate?: string | null | (() => string | null) | undefined;
 }
 
 /** A verified and (unless `consume: false`) counted request. */
@@ -187,14 +200,35 @@ export class Verifier {
     }
   }
 
-  /** Status → expiry → IP → scopes, as pure checks; the first refusal, or `undefined`. */
+  /**
+   * Status → expiry → IP → origin → HTTPS → client certificate → scopes, as pure checks; the
+   * first refusal, or `undefined`. Each check a key does not use costs one comparison.
+   */
   checkPolicies(key: VerifiedKey, context: VerifyContext, now: number): KeygateError | undefined {
+    const record = key.record;
     const refusal =
-      failed(checkStatus(key.record, now)) ??
-      failed(checkExpiry(key.record, now)) ??
-      (key.ipRanges !== null && key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, clientAddress(context))));
+      failed(checkStatus(record, now)) ??
+      failed(checkExpiry(record, now)) ??
+      (key.ipRanges !== null && key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, clientAddress(context)))) ??
+      (record.allowedOrigins.length === 0 ? undefined : failed(checkOrigin(record.allowedOrigins, valueOf(context.origin) ?? null))) ??
+      (!record.requireHttps && !context.requireHttps ? undefined : this.checkHttps(key, context)) ??
+      (record.clientCertificateSha256.length === 0
+        ? undefined
+        : failed(checkClientCertificate(record.clientCertificateSha256, valueOf(context.clientCertificate) ?? null)));
     if (refusal) return refusalError(refusal);
     return this.checkScopes(key, context);
+  }
+
+  /**
+   * The HTTPS requirement. A key that requires HTTPS and arrived in clear text has been exposed
+   * to everyone on the path: besides refusing, keygate warns once per key so that it gets rotated.
+   */
+  private checkHttps(key: VerifiedKey, context: VerifyContext): RefusalCode | undefined {
+    const refused = failed(checkHttps(true, valueOf(context.secure) === true));
+    if (refused && key.record.requireHttps) {
+      warnOnce(key.id, `(${key.record.keyPrefix}) was sent without TLS: treat it as exposed and rotate it`, 'KEYGATE_KEY_SENT_IN_CLEAR');
+    }
+    return refused;
   }
 
   /** The scope part of the policies, also used alone by a second `authenticate()` and the guards. */
@@ -345,6 +379,11 @@ function refreshPolicyHeader(key: VerifiedKey, now: number): void {
   if (now < key.policyHeaderUntil) return;
   key.policyHeader = rateLimitPolicyHeader(key.record.rateLimit, now);
   key.policyHeaderUntil = policyHeaderValidUntil(key.record.rateLimit, now);
+}
+
+/** A context value given as itself or as a function computing it on demand. */
+function valueOf<T>(value: T | (() => T) | undefined): T | undefined {
+  return typeof value === 'function' ? (value as () => T)() : value;
 }
 
 /** The client address of a request context (the middleware computes `req.ip` only when asked). */

@@ -457,6 +457,9 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
       updatedAt: new Date(NOW),
       lastUsedAt: new Date(NOW + 1),
       revokedAt: null,
+      allowedOrigins: [],
+      requireHttps: false,
+      clientCertificateSha256: [],
       metadata: { plan: 'pro' },
       tags: ['legacy'],
     };

@@ -45,19 +45,21 @@ const VERSION_2: readonly Column[] = [
 ];
 
 describe('the DDL of a later schema version', () => {
-  it('for today\'s schema, only the counters of version 2 are added (the minute, hour and month windows)', () => {
+  it('for today\'s schema, the columns of version 2 are added: the minute, hour and month counters, then origins, HTTPS and certificates', () => {
     for (const dialect of ['postgres', 'sqlite'] as const) {
       const table = parseTableName(undefined, dialect === 'postgres');
-      expect(tableSchema(dialect, table).addColumns.map((add) => add.column)).toEqual(['month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count']);
+      expect(tableSchema(dialect, table).addColumns.map((add) => add.column)).toEqual([
+        'month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count', 'allowed_origins', 'require_https', 'client_certificate_sha256',
+      ]);
       expect(schemaScript(dialect, table)).toBe(sqlSchema({ dialect }));
     }
   });
 
   it('postgres: CREATE TABLE lists the later columns after the counters, by version; ADD COLUMN IF NOT EXISTS follows with the same definition', () => {
     const script = schemaScript('postgres', parseTableName('auth.keys', true), VERSION_2);
-    expect(script).toMatch(/"minute_count" +bigint NOT NULL DEFAULT 0, +-- [^\n]*\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
+    expect(script).toMatch(/"client_certificate_sha256" text\[\] NOT NULL DEFAULT '\{\}',\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
     expect(script).toContain(
-      'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "minute_count" bigint NOT NULL DEFAULT 0;\n\n' +
+      'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "client_certificate_sha256" text[] NOT NULL DEFAULT \'{}\';\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "nickname" text;\n\n' +
         `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "labels" text[] NOT NULL DEFAULT ARRAY['it''s', 'new']::text[];\n\nCREATE UNIQUE INDEX`,
     );

@@ -155,7 +155,12 @@ describe('upgrading a version-1 table (sqlite)', () => {
       expect(before.map((column) => column.name)).not.toContain('minute');
       const store = new SqlStore({ dialect: 'sqlite', client: db, table: 'v1_keys' });
       const key = usedKey();
-      await store.insert(key);
+      // The row as version 1 wrote it: today's insert into a scratch table, copied column by column.
+      const scratch = new SqlStore({ dialect: 'sqlite', client: db, table: 'scratch_keys' });
+      await scratch.migrate();
+      await scratch.insert(key);
+      const v1Columns = before.map((column) => `"${column.name}"`).join(', ');
+      db.exec(`INSERT INTO "v1_keys" (${v1Columns}) SELECT ${v1Columns} FROM "scratch_keys"`);
       db.prepare('UPDATE "v1_keys" SET "day" = ?, "day_count" = ?, "tokens" = ?, "tokens_at" = ? WHERE "id" = ?').run(
         VERSION_1_COUNTERS.day,
         VERSION_1_COUNTERS.day_count,
@@ -221,7 +226,12 @@ describePostgres('upgrading a version-1 table (postgres)', () => {
     expect((await describeTable('v1_keys')).map((column) => (column as { column_name: string }).column_name)).not.toContain('minute');
     const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'v1_keys' });
     const key = usedKey();
-    await store.insert(key);
+    // The row as version 1 wrote it: today's insert into a scratch table, copied column by column.
+    const scratch = new SqlStore({ dialect: 'postgres', client: pool, table: 'scratch_keys' });
+    await scratch.migrate();
+    await scratch.insert(key);
+    const v1Columns = (await describeTable('v1_keys')).map((column) => `"${(column as { column_name: string }).column_name}"`).join(', ');
+    await pool.query(`INSERT INTO "v1_keys" (${v1Columns}) SELECT ${v1Columns} FROM "scratch_keys"`);
     await pool.query('UPDATE "v1_keys" SET "day" = $1, "day_count" = $2, "tokens" = $3, "tokens_at" = $4 WHERE "id" = $5', [
       VERSION_1_COUNTERS.day,
       VERSION_1_COUNTERS.day_count,

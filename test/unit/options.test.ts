@@ -231,6 +231,7 @@ describe('resolveAuthenticate', () => {
       scopes: undefined,
       anyScopes: undefined,
       style: { realm: 'api', rateLimitHeaders: true, onError: undefined, passErrors: false },
+      requireHttps: false,
     });
     expect(resolveAuthenticate({})).toEqual(resolveAuthenticate(undefined));
   });

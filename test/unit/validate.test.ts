@@ -49,6 +49,9 @@ describe('validateCreate', () => {
       metadata: {},
       tags: [],
       status: 'active',
+      allowedOrigins: [],
+      requireHttps: false,
+      clientCertificateSha256: [],
     });
   });
 
@@ -67,9 +70,17 @@ describe('validateCreate', () => {
       metadata: { team: 'growth', nested: { list: [1, 'two', null, true] } },
       tags: ['robot'],
       status: 'suspended' as const,
+      allowedOrigins: ['https://App.Example.com:443/', 'https://*.example.org'],
+      requireHttps: true,
+      clientCertificateSha256: ['AB:'.repeat(31) + 'AB', 'cd'.repeat(32)],
     };
     const out = validateCreate(input);
-    expect(out).toEqual({ ...input, scopes: ['leads:read', 'leads:*'] });
+    expect(out).toEqual({
+      ...input,
+      scopes: ['leads:read', 'leads:*'],
+      allowedOrigins: ['https://app.example.com', 'https://*.example.org'],
+      clientCertificateSha256: ['ab'.repeat(32), 'cd'.repeat(32)],
+    });
     input.scopes.push('admin');
     input.metadata.nested.list.push(5);
     input.expiresAt.setTime(0);
@@ -89,6 +100,16 @@ describe('validateCreate', () => {
     ['ownerId', 7, 'ownerId'],
     ['tenantId', '', 'tenantId'],
     ['environment', {}, 'environment'],
+    ['allowedOrigins', ['app.example.com'], 'allowedOrigins[0]'],
+    ['allowedOrigins', ['https://app.*.example.com'], 'allowedOrigins[0]'],
+    ['allowedOrigins', ['https://*example.com'], 'allowedOrigins[0]'],
+    ['allowedOrigins', ['ftp://example.com'], 'allowedOrigins[0]'],
+    ['allowedOrigins', ['https://example.com/path'], 'allowedOrigins[0]'],
+    ['requireHttps', 'yes', 'requireHttps'],
+    ['requireHttps', 1, 'requireHttps'],
+    ['clientCertificateSha256', ['ab'.repeat(31)], 'clientCertificateSha256[0]'],
+    ['clientCertificateSha256', ['zz'.repeat(32)], 'clientCertificateSha256[0]'],
+    ['clientCertificateSha256', 'ab'.repeat(32), 'clientCertificateSha256'],
     ['scopes', 'leads:read', 'scopes'],
     ['scopes', ['leads:read', 'bad scope'], 'scopes[1]'],
     ['scopes', ['lea*ds'], 'scopes[0]'],

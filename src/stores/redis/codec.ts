@@ -8,7 +8,7 @@
  */
 import { initialCounters } from '../../policy/limits.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
-import { invalidRecord, ownValue } from '../../record/decode.js';
+import { invalidRecord, isLaterField, ownValue } from '../../record/decode.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS } from '../../record/schema.js';
 import type { ApiKeyPatch } from '../store.js';
 import type { ApiKeyRecord } from '../../types.js';
@@ -99,6 +99,8 @@ export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null 
     // defineProperty: a hand-written field named "__proto__" must stay a field, not a prototype.
     Object.defineProperty(record, field, { value, enumerable: true, writable: true, configurable: true });
   }
+  // A hash written before a field existed reads as the field's initial value.
+  for (const { field, spec } of RECORD_FIELDS) if (!Object.hasOwn(record, field) && isLaterField(spec)) record[field] = spec.initial();
   return record as unknown as ApiKeyRecord;
 }
 

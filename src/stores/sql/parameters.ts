@@ -25,6 +25,8 @@ export function parameterOf(dialect: SqlDialect, column: Column, value: unknown)
     case 'instant':
     case 'nullableInstant':
       return dialect === 'postgres' ? timestamptzLiteral(value as Date) : (value as Date).getTime();
+    case 'boolean':
+      return dialect === 'postgres' ? value : value === true ? 1 : 0;
     default:
       return value;
   }

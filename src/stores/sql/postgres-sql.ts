@@ -28,6 +28,7 @@ const PARAMETER_CASTS: Record<Column['kind'], string> = {
   nullableCount: 'bigint',
   instant: 'timestamptz',
   nullableInstant: 'timestamptz',
+  boolean: 'boolean',
 };
 
 function quoted(name: string): string {

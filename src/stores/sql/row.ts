@@ -65,6 +65,13 @@ function object(value: unknown): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** PostgreSQL selects a boolean as the text `true` / `false`; SQLite stores 0 or 1. */
+function flag(value: unknown): boolean {
+  if (value === 'true' || value === 1) return true;
+  if (value === 'false' || value === 0) return false;
+  throw new Undecodable('is not a boolean');
+}
+
 function instant(value: unknown): Date {
   const date = new Date(number(value));
   if (Number.isNaN(date.getTime())) throw new Undecodable('is not an instant a Date can hold');
@@ -92,6 +99,8 @@ function decode(column: Column, value: unknown): unknown {
       return instant(value);
     case 'nullableInstant':
       return value === null ? null : instant(value);
+    case 'boolean':
+      return flag(value);
     default:
       // Every kind is decoded above; a new kind must be added here, or the compiler says so.
       return column.kind satisfies never;

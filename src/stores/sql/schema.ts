@@ -35,6 +35,7 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
     nullableCount: { type: 'bigint', nullable: true },
     instant: { type: 'timestamptz(3)' },
     nullableInstant: { type: 'timestamptz(3)', nullable: true },
+    boolean: { type: 'boolean', default: 'false' },
   },
   sqlite: {
     text: { type: 'TEXT' },
@@ -47,6 +48,7 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
     nullableCount: { type: 'INTEGER', nullable: true },
     instant: { type: 'INTEGER' },
     nullableInstant: { type: 'INTEGER', nullable: true },
+    boolean: { type: 'INTEGER', default: '0' },
   },
 };
 
@@ -62,6 +64,7 @@ const COMMENTS: Record<SqlDialect, Partial<Record<ColumnKind, string>>> = {
     rateLimit: `JSON ${RATE_LIMIT_SHAPE} or NULL`,
     instant: 'epoch milliseconds',
     nullableInstant: 'epoch milliseconds',
+    boolean: '0 or 1',
   },
 };
 
@@ -127,6 +130,7 @@ function quotedText(value: string): string {
 function literal(dialect: SqlDialect, column: Column, value: unknown): string {
   const encoded = parameterOf(dialect, column, value);
   if (typeof encoded === 'number' && Number.isSafeInteger(encoded)) return String(encoded);
+  if (typeof encoded === 'boolean') return String(encoded);
   if (typeof encoded === 'string') return quotedText(encoded);
   if (Array.isArray(encoded)) return encoded.length === 0 ? "'{}'" : `ARRAY[${encoded.map((item) => quotedText(String(item))).join(', ')}]::text[]`;
   throw new Error(`keygate: the initial value of field ${column.field} cannot be a column default`);
