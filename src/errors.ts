@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   api_key_disabled: { status: 403, title: 'API key disabled', message: 'The API key is suspended.' },
   ip_not_allowed: { status: 403, title: 'Client IP not allowed', message: 'The API key may not be used from this address.' },
   origin_not_allowed: { status: 403, title: 'Origin not allowed', message: 'The API key may not be used from this origin.' },
+  environment_not_allowed: { status: 403, title: 'Environment not allowed', message: 'The API key belongs to an environment this endpoint does not accept.' },
   https_required: { status: 403, title: 'HTTPS required', message: 'The API key may only be used over HTTPS.' },
   client_certificate_required: {
     status: 403,

@@ -80,6 +80,8 @@ export interface ApiKeyRecord {
 export interface ApiKey extends Omit<ApiKeyRecord, 'keyHash'> {
   /** Status active, not expired, and not revoked (nor past a rotation grace period). */
   isActive: boolean;
+  /** The key's `environment` is `test` (with `prefix: { live, test }`: a key minted with the test prefix). */
+  isTestKey: boolean;
 }
 
 /** Input of `keys.create()`. Only `name` is required. */

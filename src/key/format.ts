@@ -38,10 +38,11 @@ export function formatKey(prefix: string, lookupId: string, secret: string): str
 }
 
 /**
- * Parses a presented key for the expected prefix. Returns `null` for anything that is not a
- * well-formed key of this prefix with a valid check. Never throws.
+ * Parses a presented key for the expected prefix (or any prefix of a map of accepted prefixes).
+ * Returns `null` for anything that is not a well-formed key of such a prefix with a valid check.
+ * Never throws.
  */
-export function parseKey(raw: string, expectedPrefix: string): ParsedKey | null {
+export function parseKey(raw: string, expectedPrefix: string | ReadonlyMap<string, unknown>): ParsedKey | null {
   if (typeof raw !== 'string' || raw.length > MAX_KEY_LENGTH) return null;
   // The prefix itself may contain `_`; lookupId and secret never do, so split from the end.
   const lastSep = raw.lastIndexOf('_');
@@ -49,7 +50,7 @@ export function parseKey(raw: string, expectedPrefix: string): ParsedKey | null 
   const idSep = raw.lastIndexOf('_', lastSep - 1);
   if (idSep <= 0) return null;
   const prefix = raw.slice(0, idSep);
-  if (prefix !== expectedPrefix) return null;
+  if (typeof expectedPrefix === 'string' ? prefix !== expectedPrefix : !expectedPrefix.has(prefix)) return null;
   const lookupId = raw.slice(idSep + 1, lastSep);
   const tail = raw.slice(lastSep + 1);
   if (lookupId.length < MIN_LOOKUP_ID_LENGTH || tail.length < MIN_SECRET_LENGTH + CHECK_LENGTH) return null;

@@ -111,9 +111,15 @@ export class Keygate {
     this.#unsubscribe = this.#options.store.subscribe?.((id) => this.#verifier.invalidate(id));
   }
 
-  /** The key prefix this instance mints and accepts. */
+  /** The key prefix this instance mints and accepts (with one prefix per environment: the first environment's). */
   get prefix(): string {
     return this.#options.prefix;
+  }
+
+  /** Environment → prefix, when the instance has one prefix per environment; `undefined` otherwise. */
+  get environments(): Readonly<Record<string, string>> | undefined {
+    const environments = this.#options.environments;
+    return environments === undefined ? undefined : Object.freeze(Object.fromEntries(environments));
   }
 
   /** The store this instance uses. */
@@ -132,6 +138,7 @@ export class Keygate {
    */
   async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
     const fields = validateCreate(input);
+    const prefix = this.#prefixFor(fields.environment, 'environment');
     const now = new Date(this.#options.now());
     if (fields.expiresAt !== null && fields.expiresAt.getTime() <= now.getTime()) {
       throw invalidArgument('expiresAt', 'must be in the future');
@@ -143,6 +150,7 @@ export class Keygate {
         return record;
       },
       now,
+      prefix,
     );
     return { key: created.key, apiKey: toApiKey(created.stored, now.getTime()) };
   }
@@ -243,6 +251,7 @@ export class Keygate {
         return decodeStoredRecord(result.replacement);
       },
       now,
+      this.#prefixFor(old.environment, 'id'),
     );
     this.#verifier.invalidate(validId);
     return { key: rotated.key, apiKey: toApiKey(rotated.stored, nowMs) };
@@ -283,7 +292,13 @@ export class Keygate {
    * ```
    */
   authenticate(options?: AuthenticateOptions): RequestHandler {
-    return createAuthenticate(this.#verifier, resolveAuthenticate(options));
+    const settings = resolveAuthenticate(options);
+    const known = this.#options.environments;
+    const unknown = known && settings.environments?.find((environment) => !known.has(environment));
+    if (known !== undefined && unknown !== undefined) {
+      throw new TypeError(`authenticate(): \`environments\` names ${JSON.stringify(unknown)}, which is not one of ${[...known.keys()].join(', ')}`);
+    }
+    return createAuthenticate(this.#verifier, settings);
   }
 
   /** A secret-free summary for logs: prefix and hashing only. */
@@ -344,9 +359,10 @@ export class Keygate {
     build: (identity: Pick<ApiKeyRecord, 'id' | 'keyPrefix' | 'keyHash' | 'createdAt' | 'updatedAt'>) => ApiKeyRecord,
     store: (record: ApiKeyRecord) => Promise<ApiKeyRecord>,
     now: Date,
+    prefix: string,
   ): Promise<{ key: string; stored: ApiKeyRecord }> {
     for (let attempt = 1; ; attempt++) {
-      const minted = mintKey(this.#options.prefix);
+      const minted = mintKey(prefix);
       const keyHash = await hashSecret(minted.secret, this.#hashing);
       const record = build({ id: randomUUID(), keyPrefix: minted.keyPrefix, keyHash, createdAt: now, updatedAt: now });
       try {
@@ -355,6 +371,21 @@ export class Keygate {
         if (!(isKeygateError(error) && error.code === 'already_exists') || attempt >= MINT_ATTEMPTS) throw error;
       }
     }
+  }
+
+  /**
+   * The prefix a key of `environment` is minted with: the one prefix of a single-prefix instance,
+   * or the environment's. With one prefix per environment, a key must name one of them.
+   */
+  #prefixFor(environment: string | undefined, field: string): string {
+    const { environments, prefix } = this.#options;
+    if (environments === undefined) return prefix;
+    const chosen = environment === undefined ? undefined : environments.get(environment);
+    if (chosen === undefined) {
+      const names = [...environments.keys()].join(', ');
+      throw invalidArgument(field === 'id' ? 'id' : 'environment', field === 'id' ? `this key's environment is not one of ${names}` : `must be one of ${names}`);
+    }
+    return chosen;
   }
 
   /** The record with this id, validated, or `null`. */

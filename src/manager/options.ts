@@ -18,10 +18,13 @@ export interface KeygateOptions {
   /** Where keys live: `new MemoryStore()`, a `RedisStore`, a `SqlStore`, or your own `ApiKeyStore`. */
   store: ApiKeyStore;
   /**
-   * Prefix of every key this instance mints and accepts, e.g. `pk_live`. Lower-case letters and
-   * digits in `_`-separated parts, at most 32 characters. @default 'kg'
+   * Prefix of every key this instance mints and accepts, e.g. `pk_live`: lower-case letters and
+   * digits in `_`-separated parts, at most 32 characters. Or one prefix per environment,
+   * `{ live: 'pk_live', test: 'pk_test' }`: the instance accepts all of them, `create()` mints with
+   * the prefix of the key's `environment`, and `req.apiKey.environment` / `isTestKey` tell the keys
+   * apart. @default 'kg'
    */
-  prefix?: string;
+  prefix?: string | Readonly<Record<string, string>>;
   /**
    * How new secrets are hashed. `bcrypt` is slow on purpose (a stolen table resists brute force);
    * `sha256` (HMAC-SHA-256) is fast, and safe for keygate's 190-bit random secrets, especially with
@@ -87,7 +90,12 @@ export interface FailedAttemptLimit {
 /** `keygate()` options with defaults applied. */
 export interface ResolvedOptions {
   store: ApiKeyStore;
+  /** The prefix of a single-prefix instance, or of the first environment. */
   prefix: string;
+  /** Every prefix accepted, with its environment (`undefined` for a single-prefix instance). */
+  prefixes: ReadonlyMap<string, string | undefined>;
+  /** Environment → prefix, or `undefined` for a single-prefix instance. */
+  environments: ReadonlyMap<string, string> | undefined;
   hashing: HashingAlgorithm;
   bcryptCost: number;
   pepper: string | undefined;
@@ -108,6 +116,32 @@ const KEYGATE_OPTIONS = [
 const CACHE_OPTIONS = ['max', 'ttlMs'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'] as const;
 
+const PREFIX_RULE = 'must match ^[a-z][a-z0-9]*(_[a-z0-9]+)*$ and be at most 32 characters, e.g. "pk_live"';
+const ENVIRONMENT_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+
+/** The `prefix` option: one prefix, or one per environment (each prefix at most once). */
+function resolvePrefixes(option: unknown): Pick<ResolvedOptions, 'prefix' | 'prefixes' | 'environments'> {
+  if (typeof option === 'string') {
+    if (!isValidPrefix(option)) throw invalidArgument('prefix', PREFIX_RULE);
+    return { prefix: option, prefixes: new Map([[option, undefined]]), environments: undefined };
+  }
+  if (option === null || typeof option !== 'object' || Array.isArray(option)) {
+    throw invalidArgument('prefix', 'must be a prefix such as "pk_live", or one per environment such as { live: "pk_live", test: "pk_test" }');
+  }
+  const entries = Object.entries(option as Record<string, unknown>);
+  if (entries.length === 0) throw invalidArgument('prefix', 'must name at least one environment');
+  const environments = new Map<string, string>();
+  const prefixes = new Map<string, string | undefined>();
+  for (const [environment, prefix] of entries) {
+    if (!ENVIRONMENT_NAME.test(environment)) throw invalidArgument(`prefix.${environment}`, 'is not an environment name: lower-case letters, digits, "_" and "-", at most 32');
+    if (!isValidPrefix(prefix)) throw invalidArgument(`prefix.${environment}`, PREFIX_RULE);
+    if (prefixes.has(prefix)) throw invalidArgument(`prefix.${environment}`, `repeats the prefix of environment ${JSON.stringify(prefixes.get(prefix))}`);
+    environments.set(environment, prefix);
+    prefixes.set(prefix, environment);
+  }
+  return { prefix: (entries[0] as [string, string])[1], prefixes, environments };
+}
+
 /** Validates `keygate()` options and applies defaults. */
 export function resolveOptions(options: unknown): ResolvedOptions {
   if (typeof options === 'function') throw new TypeError('keygate() takes an options object such as { store: new MemoryStore() }');
@@ -125,10 +159,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     }
   }
 
-  const prefix = input.prefix ?? 'kg';
-  if (!isValidPrefix(prefix)) {
-    throw invalidArgument('prefix', 'must match ^[a-z][a-z0-9]*(_[a-z0-9]+)*$ and be at most 32 characters, e.g. "pk_live"');
-  }
+  const { prefix, prefixes, environments } = resolvePrefixes(input.prefix ?? 'kg');
   const hashing = input.hashing ?? 'bcrypt';
   if (hashing !== 'bcrypt' && hashing !== 'sha256') throw new TypeError("keygate(): `hashing` must be 'bcrypt' or 'sha256'");
   const bcryptCost = input.bcryptCost === undefined ? 10 : integerOption(input.bcryptCost, 'keygate(): `bcryptCost`', 4, 15);
@@ -174,6 +205,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   return {
     store: store as ApiKeyStore,
     prefix,
+    prefixes,
+    environments,
     hashing,
     bcryptCost,
     pepper: input.pepper,

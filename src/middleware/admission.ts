@@ -21,6 +21,8 @@ export interface AdmissionMark {
   style: RefusalStyle;
   /** The instance that verified and counted the request. */
   owner: object;
+  /** The key's environment as verified (private, like `scopes`). */
+  environment: string | undefined;
 }
 
 const marks = new WeakMap<ApiKey, AdmissionMark>();

@@ -42,6 +42,12 @@ export interface AuthenticateOptions {
    * `403 https_required`, whatever the key says. @default false
    */
   requireHttps?: boolean;
+  /**
+   * Admit only keys of these environments (with `keygate({ prefix: { live, test } })`, or the
+   * `environment` given at create); others are refused with `403 environment_not_allowed`.
+   * @example `keys.authenticate({ environments: ['live'] })`
+   */
+  environments?: string[];
 }
 
 /** Fully resolved middleware settings. */
@@ -51,9 +57,10 @@ export interface ResolvedAuthenticate {
   anyScopes: readonly string[] | undefined;
   style: RefusalStyle;
   requireHttps: boolean;
+  environments: readonly string[] | undefined;
 }
 
-const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors', 'requireHttps'];
+const AUTHENTICATE_OPTIONS = ['scopes', 'anyScopes', 'bearer', 'header', 'query', 'realm', 'rateLimitHeaders', 'onError', 'passErrors', 'requireHttps', 'environments'];
 
 /** Required scopes given to a middleware or guard at construction: literal scopes, or a TypeError. */
 export function requiredScopesOption(value: unknown, name: string): string[] {
@@ -104,5 +111,9 @@ export function resolveAuthenticate(options: unknown): ResolvedAuthenticate {
     anyScopes: anyScopes && anyScopes.length > 0 ? anyScopes : undefined,
     style: { realm, rateLimitHeaders, onError, passErrors },
     requireHttps,
+    environments:
+      input.environments === undefined
+        ? undefined
+        : stringListOption(input.environments, 'authenticate(): `environments`', (entry) => entry.length > 0, 'an environment name such as "live"'),
   };
 }

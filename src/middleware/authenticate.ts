@@ -16,7 +16,7 @@ import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
 
 /** Builds the middleware for validated settings. */
 export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate): RequestHandler {
-  const { sources, scopes, anyScopes, style, requireHttps } = settings;
+  const { sources, scopes, anyScopes, style, requireHttps, environments } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
 
@@ -26,7 +26,12 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       // Admitted and counted by this same instance: only this route's own scopes are left to
       // check, answered in this middleware's style. Another instance's admission proves nothing
       // here (its prefix, store and limits are its own): the whole pipeline runs.
-      const refused = requireHttps && !req.secure ? refusalError('https_required') : verifier.checkScopes(earlier, context);
+      const refused =
+        requireHttps && !req.secure
+          ? refusalError('https_required')
+          : environments !== undefined && !environments.includes(earlier.environment as string)
+            ? refusalError('environment_not_allowed')
+            : verifier.checkScopes(earlier, context);
       return refused ? refuse(refused, req, res, next, style) : next();
     }
     const found = extractCredential(req.rawHeaders, sources.query ? req.query : undefined, sources);
@@ -43,6 +48,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       secure: () => req.secure,
       clientCertificate: () => clientCertificateOf(req),
       requireHttps,
+      environments,
       scopes,
       anyScopes,
     };
@@ -56,7 +62,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           return refuse(result.error, req, res, next, style, rateLimit || undefined);
         }
         if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
-        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style, owner: verifier });
+        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style, owner: verifier, environment: result.key.record.environment });
         res.locals.apiKey = result.apiKey;
       } catch (error) {
         return next(error);

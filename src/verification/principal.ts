@@ -29,5 +29,6 @@ export function toApiKey(record: ApiKeyRecord | VisibleRecord, now: number): Api
     if (value !== undefined) view[field] = copyFieldValue(spec.kind, value);
   }
   view.isActive = isActiveAt(record, now);
+  view.isTestKey = record.environment === 'test';
   return view as unknown as ApiKey;
 }

@@ -58,6 +58,8 @@ export interface VerifyContext {
   scopes?: readonly string[] | undefined;
   /** At least one of these scopes is required. */
   anyScopes?: readonly string[] | undefined;
+  /** The key's environment must be one of these (`authenticate({ environments })`). */
+  environments?: readonly string[] | undefined;
   /** Count the use and enforce the limits. @default true */
   consume?: boolean;
   /**
@@ -93,7 +95,8 @@ export interface Refusal {
 /** Settings of a {@link Verifier}. */
 export interface VerifierSettings {
   store: ApiKeyStore;
-  prefix: string;
+  /** Every prefix accepted, with its environment (`undefined` for a single-prefix instance). */
+  prefixes: ReadonlyMap<string, string | undefined>;
   pepper: string | undefined;
   cache: CacheOptions | false;
   now: () => number;
@@ -176,7 +179,7 @@ export class Verifier {
       const digest = keyDigest(rawKey);
       let key = this.cache.get(digest);
       if (!key) {
-        const parsed = parseKey(rawKey, this.settings.prefix);
+        const parsed = parseKey(rawKey, this.settings.prefixes);
         if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
         const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
         if (!found) return { ok: false, error: refusalError('invalid_api_key') };
@@ -216,6 +219,9 @@ export class Verifier {
         ? undefined
         : failed(checkClientCertificate(record.clientCertificateSha256, valueOf(context.clientCertificate) ?? null)));
     if (refusal) return refusalError(refusal);
+    if (context.environments !== undefined && !context.environments.includes(record.environment as string)) {
+      return refusalError('environment_not_allowed');
+    }
     return this.checkScopes(key, context);
   }
 
@@ -348,6 +354,12 @@ export class Verifier {
       if (found === null) return null;
       const record = decodeStoredRecord(found);
       if (record.keyPrefix !== keyPrefix) throw invalidRecord(record.id, 'keyPrefix', 'is not the keyPrefix that was looked up');
+      // A key's environment is its prefix's: a record edited into another environment cannot
+      // carry a test key into live (or back).
+      const environment = this.settings.prefixes.get(keyPrefix.slice(0, keyPrefix.lastIndexOf('_')));
+      if (environment !== undefined && record.environment !== environment) {
+        throw invalidRecord(record.id, 'environment', `is not ${JSON.stringify(environment)}, the environment of its prefix`);
+      }
       return record;
     } catch (error) {
       if (!isKeygateError(error) || error.code !== 'invalid_record') throw error;

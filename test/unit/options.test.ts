@@ -33,6 +33,8 @@ describe('resolveOptions: defaults', () => {
     expect(resolved).toEqual({
       store,
       prefix: 'kg',
+      prefixes: new Map([['kg', undefined]]),
+      environments: undefined,
       hashing: 'bcrypt',
       bcryptCost: 10,
       pepper: undefined,
