@@ -251,7 +251,7 @@ export class Keygate {
         return decodeStoredRecord(result.replacement);
       },
       now,
-      this.#prefixFor(old.environment, 'id'),
+      this.#prefixOf(old),
     );
     this.#verifier.invalidate(validId);
     return { key: rotated.key, apiKey: toApiKey(rotated.stored, nowMs) };
@@ -386,6 +386,18 @@ export class Keygate {
       throw invalidArgument(field === 'id' ? 'id' : 'environment', field === 'id' ? `this key's environment is not one of ${names}` : `must be one of ${names}`);
     }
     return chosen;
+  }
+
+  /**
+   * The prefix a replacement is minted with: the old key's own, so a rotation never moves a key to
+   * another prefix (or environment), whichever instance sharing the store performs it.
+   */
+  #prefixOf(old: ApiKeyRecord): string {
+    const prefix = old.keyPrefix.slice(0, old.keyPrefix.lastIndexOf('_'));
+    if (!this.#options.prefixes.has(prefix)) {
+      throw invalidArgument('id', `this key's prefix ${prefix} is not one this keygate instance mints; rotate it with an instance that has it`);
+    }
+    return prefix;
   }
 
   /** The record with this id, validated, or `null`. */

@@ -11,6 +11,8 @@ import { ADMIT, type PolicyResult } from './result.js';
 
 const LABELS = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*';
 const ORIGIN = new RegExp(`^(https?)://(\\*\\.)?(${LABELS})(?::(\\d{1,5}))?$`);
+/** `https://` + a DNS name (at most 253 characters) + a port. */
+const MAX_PATTERN_LENGTH = 8 + 253 + 6;
 /** One or more whole DNS labels: what a wildcard may stand for. */
 const WHOLE_LABELS = new RegExp(`^${LABELS}$`);
 
@@ -20,9 +22,12 @@ const WHOLE_LABELS = new RegExp(`^${LABELS}$`);
  * whole left-most label.
  */
 export function parseOriginPattern(pattern: string): string | null {
+  if (pattern.length > MAX_PATTERN_LENGTH) return null;
   const match = ORIGIN.exec(pattern.toLowerCase().replace(/\/$/, ''));
   if (!match) return null;
   const [, scheme, wildcard, host, port] = match;
+  // "https://*.com" would admit every site under a top-level domain: a wildcard needs a name under it.
+  if (wildcard !== undefined && !(host as string).includes('.')) return null;
   // A port as a browser writes it: no leading zeros, none at all for the scheme's default.
   const portNumber = port === undefined ? undefined : Number(port);
   if (portNumber !== undefined && (portNumber < 1 || portNumber > 65_535)) return null;
@@ -30,9 +35,15 @@ export function parseOriginPattern(pattern: string): string | null {
   return `${scheme}://${wildcard ?? ''}${host}${portNumber === undefined || portNumber === defaultPort ? '' : `:${portNumber}`}`;
 }
 
-/** The origin a request comes from: its `Origin` header, else its `Referer`'s origin; `null` when neither says. */
+/**
+ * The origin a request comes from: its `Origin` header, else (only when there is none) its
+ * `Referer`'s origin; `null` when neither says. `Origin: null` is an opaque origin (a sandboxed
+ * iframe, a `file:` page, a cross-origin redirect): it is no origin, and the Referer does not
+ * stand in for it.
+ */
 export function requestOrigin(originHeader: string | undefined, refererHeader: string | undefined): string | null {
-  const candidate = originHeader !== undefined && originHeader !== 'null' ? originHeader : refererHeader;
+  if (originHeader === 'null') return null;
+  const candidate = originHeader !== undefined ? originHeader : refererHeader;
   if (candidate === undefined) return null;
   try {
     const url = new URL(candidate);

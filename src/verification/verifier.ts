@@ -230,8 +230,10 @@ export class Verifier {
    * to everyone on the path: besides refusing, keygate warns once per key so that it gets rotated.
    */
   private checkHttps(key: VerifiedKey, context: VerifyContext): RefusalCode | undefined {
-    const refused = failed(checkHttps(true, valueOf(context.secure) === true));
-    if (refused && key.record.requireHttps) {
+    const secure = valueOf(context.secure);
+    const refused = failed(checkHttps(true, secure === true));
+    // Only a request known to have come in clear exposed the key (verify() without `secure` did not).
+    if (refused && key.record.requireHttps && secure === false) {
       warnOnce(key.id, `(${key.record.keyPrefix}) was sent without TLS: treat it as exposed and rotate it`, 'KEYGATE_KEY_SENT_IN_CLEAR');
     }
     return refused;
@@ -358,7 +360,11 @@ export class Verifier {
       // carry a test key into live (or back).
       const environment = this.settings.prefixes.get(keyPrefix.slice(0, keyPrefix.lastIndexOf('_')));
       if (environment !== undefined && record.environment !== environment) {
-        throw invalidRecord(record.id, 'environment', `is not ${JSON.stringify(environment)}, the environment of its prefix`);
+        // A key minted before the instance named its environments has none: its prefix says it.
+        if (record.environment !== undefined) {
+          throw invalidRecord(record.id, 'environment', `is not ${JSON.stringify(environment)}, the environment of its prefix`);
+        }
+        record.environment = environment;
       }
       return record;
     } catch (error) {

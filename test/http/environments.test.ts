@@ -108,3 +108,32 @@ describe.each(EXPRESS_VERSIONS)('authenticate({ environments }) (%s)', (_name, m
     expect(() => keys.authenticate({ environments: 'live' as never })).toThrow(TypeError);
   });
 });
+
+describe('moving an instance from one prefix to one prefix per environment', () => {
+  it('keys minted before (no environment) keep working under the environment of their prefix, and rotate keeps their prefix', async () => {
+    const store = new MemoryStore();
+    const before = track(keygate({ store, prefix: 'pk_live', hashing: 'sha256', now: () => T0 }));
+    const { key, apiKey } = await before.create({ name: 'from before' });
+    expect(apiKey.environment).toBeUndefined();
+
+    const after = environmentKeys(store);
+    const verified = await after.verify(key);
+    expect(verified.ok && verified.apiKey.environment).toBe('live');
+    const app = testApp(EXPRESS_VERSIONS[0]![1], after, { environments: ['live'] });
+    expect((await request(app).get('/whoami').set('X-API-Key', key)).status).toBe(200);
+
+    const rotated = await after.rotate(apiKey.id);
+    expect(rotated.key.startsWith('pk_live_')).toBe(true);
+    expect((await after.verify(rotated.key)).ok).toBe(true);
+  });
+
+  it('a rotation never moves a key to another prefix, whichever instance sharing the store does it', async () => {
+    const store = new MemoryStore();
+    const mapped = environmentKeys(store);
+    const single = track(keygate({ store, prefix: 'pk_live', hashing: 'sha256', now: () => T0 }));
+    const { apiKey } = await mapped.create({ name: 'test key', environment: 'test' });
+    await expect(single.rotate(apiKey.id)).rejects.toMatchObject({ code: 'invalid_argument', field: 'id' });
+    const rotated = await mapped.rotate(apiKey.id);
+    expect(rotated.key.startsWith('pk_test_')).toBe(true);
+  });
+});

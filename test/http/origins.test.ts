@@ -88,9 +88,9 @@ describe.each(EXPRESS_VERSIONS)('allowed origins over HTTP (%s)', (_name, makeEx
     expect((await get(app, key, { Origin: 'https://app.example.com', Referer: 'https://evil.com/' })).status).toBe(200);
   });
 
-  it('`Origin: null` (a sandboxed iframe) falls back to the Referer, and is refused without one', async () => {
+  it('`Origin: null` (a sandboxed iframe, a file: page, a redirect) is an opaque origin: refused, whatever the Referer says', async () => {
     const { key, app } = await browserKey(['https://app.example.com']);
-    expect((await get(app, key, { Origin: 'null', Referer: 'https://app.example.com/embed' })).status).toBe(200);
+    await expectRefused(app, key, { Origin: 'null', Referer: 'https://app.example.com/embed' });
     await expectRefused(app, key, { Origin: 'null' });
     await expectRefused(app, key, { Origin: 'null', Referer: 'https://evil.com/' });
   });

@@ -54,6 +54,8 @@ describe('parseOriginPattern', () => {
     ['white space', 'https://app.example.com '],
     ['the empty string', ''],
     ['the literal null origin', 'null'],
+    ['a wildcard over a whole top-level domain', 'https://*.com'],
+    ['a host longer than DNS allows', `https://${'a.'.repeat(150)}com`],
   ])('refuses %s (%s)', (_what, pattern) => {
     expect(parseOriginPattern(pattern)).toBeNull();
   });
@@ -90,8 +92,8 @@ describe('requestOrigin', () => {
     expect(requestOrigin('https://evil.com', 'https://app.example.com/page')).toBe('https://evil.com');
   });
 
-  it('takes `Origin: null` (sandboxed iframes, file: pages, redirects) as no Origin: the Referer decides', () => {
-    expect(requestOrigin('null', 'https://app.example.com/embed')).toBe('https://app.example.com');
+  it('takes `Origin: null` (sandboxed iframes, file: pages, redirects) as an opaque origin: no origin, the Referer does not stand in', () => {
+    expect(requestOrigin('null', 'https://app.example.com/embed')).toBeNull();
     expect(requestOrigin('null', undefined)).toBeNull();
   });
 

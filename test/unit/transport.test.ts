@@ -69,6 +69,10 @@ describe('keys.verify({ secure, clientCertificateSha256 })', () => {
       const { key, apiKey } = await keys.create({ name: 'k', requireHttps: true });
       expect(apiKey.requireHttps).toBe(true);
       store.resetCounts();
+      const clearWarnings = () => warn.mock.calls.filter(([, options]) => (options as { code?: string } | undefined)?.code === 'KEYGATE_KEY_SENT_IN_CLEAR');
+      // verify() without `secure` is refused but proves nothing was sent in clear: no warning.
+      expect((await keys.verify(key)).ok).toBe(false);
+      expect(clearWarnings()).toHaveLength(0);
       for (const options of [{}, { secure: false }]) {
         const result = await keys.verify(key, options);
         expect(result.ok).toBe(false);
