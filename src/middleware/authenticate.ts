@@ -9,10 +9,47 @@ import { refuse, setRateLimitHeaders } from '../http/respond.js';
 import { requestOrigin } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { extractCredential } from '../key/extract.js';
-import type { Verifier } from '../verification/verifier.js';
+import type { Verifier, VerifyContext } from '../verification/verifier.js';
 import { admissionOf, markAdmitted } from './admission.js';
 import type { ResolvedAuthenticate } from './authenticate-options.js';
 import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
+
+/**
+ * What the policies may ask of a request, each computed only when a key asks for it (a getter on
+ * the prototype, so a request allocates this one object and no closures).
+ */
+class RequestContext implements VerifyContext {
+  readonly scopes: readonly string[] | undefined;
+  readonly anyScopes: readonly string[] | undefined;
+  readonly environments: readonly string[] | undefined;
+  readonly requireHttps: boolean;
+
+  constructor(
+    private readonly req: Request,
+    settings: ResolvedAuthenticate,
+  ) {
+    this.scopes = settings.scopes;
+    this.anyScopes = settings.anyScopes;
+    this.environments = settings.environments;
+    this.requireHttps = settings.requireHttps;
+  }
+
+  get ip(): string | undefined {
+    return this.req.ip;
+  }
+
+  get origin(): string | null {
+    return requestOrigin(this.req.headers.origin, this.req.headers.referer);
+  }
+
+  get secure(): boolean {
+    return this.req.secure;
+  }
+
+  get clientCertificate(): string | null {
+    return clientCertificateOf(this.req);
+  }
+}
 
 /** Builds the middleware for validated settings. */
 export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate): RequestHandler {
@@ -41,18 +78,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       checkedTrustProxy = true;
       warnIfTrustingEveryProxy(req);
     }
-    // Everything the policies may ask of the request is computed only if the key asks it.
-    const request = {
-      ip: () => req.ip,
-      origin: () => requestOrigin(req.headers.origin, req.headers.referer),
-      secure: () => req.secure,
-      clientCertificate: () => clientCertificateOf(req),
-      requireHttps,
-      environments,
-      scopes,
-      anyScopes,
-    };
-    verifier.verify(found.key, request).then((result) => {
+    verifier.verify(found.key, new RequestContext(req, settings)).then((result) => {
       // Everything up to the hand-over runs guarded, so a fault in keygate reaches the app's error
       // handler; `next()` itself runs outside, so an error thrown below this middleware is not
       // mistaken for one of ours (and `next` is never called twice).
