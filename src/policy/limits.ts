@@ -64,6 +64,12 @@ export interface ConsumeOutcome {
   monthCount?: number;
   /** Tokens left in the bucket after this request (present when `perSecond` is set). */
   tokens?: number;
+  /**
+   * The instant the limits were decided at, when it is later than `request.now`: the caller's
+   * clock lags the key's latest admitted use, and counters never move back in time. Windows,
+   * resets and `Retry-After` are those of this instant. Present only on limit decisions.
+   */
+  countedAt?: number;
 }
 
 
@@ -155,6 +161,7 @@ export function decideConsume(
     if (rateLimit.perMonth !== undefined) outcome.monthCount = monthUsed + added;
   }
   if (hasBucket) outcome.tokens = tokens - added;
+  if (at > request.now) outcome.countedAt = at;
   if (!admitted) return { outcome, next: null };
   const next: CounterState = {
     useCount: state.useCount + 1,
@@ -216,7 +223,10 @@ export interface LimitsSnapshot {
 
 /** Turns a consume outcome into the figures the headers and `verify` report. */
 export function describeLimits(request: ConsumeRequest, outcome: ConsumeOutcome): LimitsSnapshot {
-  const { rateLimit, maxUses, now } = request;
+  const { rateLimit, maxUses } = request;
+  // The windows of the instant the store counted at: a lagging caller's own clock would put a
+  // reset (and Retry-After) in a window that is already over.
+  const now = outcome.countedAt ?? request.now;
   const policies: LimitStatus[] = [];
   let retryAfter: number | undefined;
   if (rateLimit?.perSecond !== undefined) {

@@ -267,7 +267,7 @@ export class Verifier {
     if (outcome.admitted !== true) {
       const code = outcome.refusal;
       if (isLimitRefusal(code)) {
-        refreshPolicyHeader(key, now);
+        refreshPolicyHeader(key, outcome.countedAt ?? now);
         const limits = describeLimits(request, outcome);
         const details = limits.retryAfter === undefined ? {} : { retryAfter: limits.retryAfter };
         return { ok: false, error: refusalError(code, details), limits, key };
@@ -279,7 +279,7 @@ export class Verifier {
       }
       return { ok: false, error: storeUnavailable(code === 'deadline_exceeded' ? 'the key store got to the consume after its deadline' : 'the key store refused a consume without a known reason') };
     }
-    refreshPolicyHeader(key, now);
+    refreshPolicyHeader(key, outcome.countedAt ?? now);
     const limits = describeLimits(request, outcome);
     const apiKey = toApiKey(key.record, now);
     apiKey.useCount = outcome.useCount;

@@ -84,3 +84,25 @@ describe('quota validation', () => {
     expect(apiKey.rateLimit).toEqual({ [field]: 7 });
   });
 });
+
+describe('a caller whose clock lags the key\'s latest use (two instances, one store)', () => {
+  it('gets Retry-After and RateLimit of the window the request was counted in, not of its own clock', async () => {
+    const { MemoryStore, keygate } = await import('../../src/index');
+    const express = (await import('express')).default;
+    const store = new MemoryStore();
+    const ahead = track(keygate({ store, prefix: 'pk_test', hashing: 'sha256', now: () => Date.UTC(2027, 1, 1, 0, 0, 1) }));
+    const behind = track(keygate({ store, prefix: 'pk_test', hashing: 'sha256', now: () => Date.UTC(2027, 0, 31, 23, 59, 58) }));
+    const { key } = await ahead.create({ name: 'k', rateLimit: { perMonth: 1 } });
+    expect((await ahead.verify(key)).ok).toBe(true);
+
+    const app = express();
+    app.use(behind.authenticate());
+    app.get('/x', (_req, res) => res.json({ ok: true }));
+    const refused = await request(app).get('/x').set('X-API-Key', key);
+    expect(refused.status).toBe(429);
+    // Counted in February 2027 (the key's latest use): the quota frees on 1 March, 28 days less 1 s away.
+    expect(refused.headers['retry-after']).toBe(String(28 * 86_400 - 1));
+    expect(refused.headers['ratelimit-policy']).toBe(`"month";q=1;w=${28 * 86_400}`);
+    expect(refused.headers.ratelimit).toBe(`"month";r=0;t=${28 * 86_400 - 1}`);
+  });
+});

@@ -491,7 +491,7 @@ describe('quota windows: minute, hour, day and month', () => {
     const march = Date.UTC(2024, 2, 1);
     const limit: RateLimit = { perMonth: 2 };
     expect(counter.consume(request(march + 5, limit))).toEqual({ admitted: true, useCount: 1, monthCount: 1 });
-    expect(counter.consume(request(march - 5, limit))).toEqual({ admitted: true, useCount: 2, monthCount: 2 });
+    expect(counter.consume(request(march - 5, limit))).toEqual({ admitted: true, useCount: 2, monthCount: 2, countedAt: march + 5 });
     expect(counter.consume(request(march - 5, limit)).refusal).toBe('quota_exceeded');
   });
 

@@ -147,7 +147,7 @@ interface ScriptCommands {
    * [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount,
    * tokens, then one count per window of QUOTA_WINDOWS, in its order].
    */
-  keygateConsumeV4(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, string, ...number[]] | null>;
+  keygateConsumeV5(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, string, ...(number | string)[]] | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'] as const;
@@ -277,7 +277,7 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
-    redis.defineCommand('keygateConsumeV4', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateConsumeV5', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -361,7 +361,7 @@ export class RedisStore implements ApiKeyStore {
     // Own properties only: a `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
     const limit = (ownValue(request, 'rateLimit') ?? null) as ConsumeRequest['rateLimit'];
     const limitField = (field: keyof RateLimit) => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
-    const reply = await this.#ready().keygateConsumeV4(
+    const reply = await this.#ready().keygateConsumeV5(
       this.#recordKey(id),
       String(request.now),
       numberArg(ownValue(request, 'maxUses') as number | null | undefined),
@@ -380,6 +380,9 @@ export class RedisStore implements ApiKeyStore {
         if (limitField(window.limit) !== undefined) outcome[window.countField] = Number(reply[4 + i]);
       });
       if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[3]);
+      // The instant the script counted at (the key's latest use, when this caller's clock lags).
+      const countedAt = Number(reply[4 + QUOTA_WINDOWS.length]);
+      if (countedAt > request.now) outcome.countedAt = countedAt;
     }
     return outcome;
   }

@@ -494,6 +494,7 @@ if refusal ~= '' then
   if level then levelText = string.format('%.17g', level) end
   local reply = { 0, refusal, useCount, levelText }
   for i = 1, #WINDOWS do reply[#reply + 1] = used[i] end
+  reply[#reply + 1] = string.format('%.17g', now)
   return reply
 end
 useCount = useCount + 1
@@ -517,5 +518,6 @@ for i, window in ipairs(WINDOWS) do
   writes[#writes + 1] = string.format('%.17g', count)
 end
 redis.call('HSET', key, unpack(writes))
+reply[#reply + 1] = string.format('%.17g', now)
 return reply
 `;

@@ -276,7 +276,7 @@ ${windows.map((w) => `    ${w.indexColumn} = "v".${w.index},\n    ${w.countColum
   WHERE "k"."id" = "v"."id" AND "v"."refusal" IS NULL
   RETURNING "k"."id"
 )
-SELECT "refusal", "use_count"::text AS "use_count"${windows.map((w) => `, ${w.used}::text AS ${w.used}`).join('')}, "level"::text AS "level",
+SELECT "refusal", "use_count"::text AS "use_count"${windows.map((w) => `, ${w.used}::text AS ${w.used}`).join('')}, "level"::text AS "level", "at"::text AS "at",
   (SELECT count(*) FROM "applied")::int AS "applied"
 FROM "verdict"`;
 }

@@ -153,6 +153,9 @@ export class PostgresEngine implements SqlEngine {
       const level = row.level === null ? Number.NaN : Number(row.level);
       outcome.tokens = admitted ? level - 1 : level;
     }
+    // The instant the statement counted at (the key's latest use, when this caller's clock lags).
+    const countedAt = Number(row.at);
+    if (countedAt > request.now) outcome.countedAt = countedAt;
     return outcome;
   }
 }

@@ -387,6 +387,7 @@ export function consumeContract(suite: ContractSuite): void {
         admitted: true,
         useCount: 2,
         tokens: 0,
+        countedAt: NOON, // counted at the key's latest use: its counters never move back in time
       });
       // Back at NOON no time has passed since the bucket was last at 1: it is empty.
       expect(await store.consume(record.id, request(NOON, null, limits))).toEqual({
@@ -414,12 +415,14 @@ export function consumeContract(suite: ContractSuite): void {
         admitted: true,
         useCount: 2,
         dayCount: 2,
+        countedAt: nextMidnight + 10,
       });
       expect(await store.consume(record.id, request(nextMidnight - 5, null, limits))).toEqual({
         admitted: false,
         refusal: 'quota_exceeded',
         useCount: 2,
         dayCount: 2,
+        countedAt: nextMidnight + 10,
       });
       expect(await store.consume(record.id, request(nextMidnight + 20, null, limits))).toEqual({
         admitted: false,

@@ -200,8 +200,10 @@ export function windowsContract(suite: ContractSuite): void {
       const march = Date.UTC(2024, 2, 1);
       expect(await store.consume(record.id, request(march + 10, null, limits))).toEqual(admitted(1, { minuteCount: 1, monthCount: 1 }));
       // A process whose clock still reads 2024-02-29 is counted in March, in its first minute.
-      expect(await store.consume(record.id, request(march - 10, null, limits))).toEqual(admitted(2, { minuteCount: 2, monthCount: 2 }));
-      expect(await store.consume(record.id, request(march - 5, null, limits))).toEqual(refused('quota_exceeded', 2, { minuteCount: 2, monthCount: 2 }));
+      expect(await store.consume(record.id, request(march - 10, null, limits))).toEqual(admitted(2, { minuteCount: 2, monthCount: 2, countedAt: march + 10 }));
+      expect(await store.consume(record.id, request(march - 5, null, limits))).toEqual(
+        refused('quota_exceeded', 2, { minuteCount: 2, monthCount: 2, countedAt: march + 10 }),
+      );
       expect(await store.consume(record.id, request(march + MINUTE, null, limits))).toEqual(refused('quota_exceeded', 2, { minuteCount: 0, monthCount: 2 }));
     });
   });
