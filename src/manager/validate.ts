@@ -63,6 +63,20 @@ function stringList(value: unknown, field: string, check: (entry: string) => boo
   throw invalidArgument(checked.index === undefined ? field : `${field}[${checked.index}]`, checked.problem);
 }
 
+/**
+ * A list whose entries have a canonical form (`canonical` returns it, or `null` for an entry
+ * that is not one): each entry stored in that form, once, in the order first given.
+ */
+function canonicalList(value: unknown, field: string, canonical: (entry: string) => string | null, what: string): string[] {
+  const forms = new Map<string, string | null>();
+  const entries = stringList(value, field, (entry) => {
+    const form = canonical(entry);
+    forms.set(entry, form);
+    return form !== null;
+  }, what);
+  return [...new Set(entries.map((entry) => forms.get(entry) as string))];
+}
+
 /** Granted scopes: `:`-separated segments, `*` only as a whole segment. */
 export function grantedScopes(value: unknown, field = 'scopes'): string[] {
   return stringList(value, field, isValidGrantedScope, GRANTED_SCOPE_RULE);
@@ -83,14 +97,12 @@ export function allowedIps(value: unknown, field = 'allowedIps'): string[] {
  * (`https://*.example.com`).
  */
 export function allowedOrigins(value: unknown, field = 'allowedOrigins'): string[] {
-  const origins = stringList(value, field, (entry) => parseOriginPattern(entry) !== null, 'an origin such as "https://app.example.com" or "https://*.example.com"');
-  return origins.map((entry) => parseOriginPattern(entry) as string).filter((entry, index, all) => all.indexOf(entry) === index);
+  return canonicalList(value, field, parseOriginPattern, 'an origin such as "https://app.example.com" or "https://*.example.com"');
 }
 
 /** SHA-256 fingerprints of client certificates: 64 hex digits, colons and upper case accepted, stored lower case without colons. */
 export function certificateFingerprints(value: unknown, field = 'clientCertificateSha256'): string[] {
-  const fingerprints = stringList(value, field, (entry) => normalizeFingerprint(entry) !== null, 'a SHA-256 fingerprint: 64 hex digits, optionally colon-separated');
-  return fingerprints.map((entry) => normalizeFingerprint(entry) as string).filter((entry, index, all) => all.indexOf(entry) === index);
+  return canonicalList(value, field, normalizeFingerprint, 'a SHA-256 fingerprint: 64 hex digits, optionally colon-separated');
 }
 
 /** Short free-form labels. */

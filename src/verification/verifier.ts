@@ -212,7 +212,7 @@ export class Verifier {
     const refusal =
       failed(checkStatus(record, now)) ??
       failed(checkExpiry(record, now)) ??
-      (key.ipRanges !== null && key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, clientAddress(context)))) ??
+      (key.ipRanges !== null && key.ipRanges.length === 0 ? undefined : failed(checkIp(key.ipRanges, valueOf(context.ip)))) ??
       (record.allowedOrigins.length === 0 ? undefined : failed(checkOrigin(record.allowedOrigins, valueOf(context.origin) ?? null))) ??
       (!record.requireHttps && !context.requireHttps ? undefined : this.checkHttps(key, context)) ??
       (record.clientCertificateSha256.length === 0
@@ -292,7 +292,7 @@ export class Verifier {
     const pending = this.inflight.get(digest);
     if (pending) return pending;
     const epoch = this.cache.epoch;
-    const promise = this.load(keyPrefix, secret, this.knownGood.has(digest), clientAddress(context) ?? '').then(
+    const promise = this.load(keyPrefix, secret, this.knownGood.has(digest), valueOf(context.ip) ?? '').then(
       (key) => {
         if (this.inflight.get(digest) === promise) this.inflight.delete(digest);
         if (key) {
@@ -404,10 +404,6 @@ function valueOf<T>(value: T | (() => T) | undefined): T | undefined {
   return typeof value === 'function' ? (value as () => T)() : value;
 }
 
-/** The client address of a request context (the middleware computes `req.ip` only when asked). */
-function clientAddress(context: VerifyContext): string | undefined {
-  return typeof context.ip === 'function' ? context.ip() : context.ip;
-}
 
 function failed(result: PolicyResult): RefusalCode | undefined {
   return result.ok ? undefined : result.code;
