@@ -23,7 +23,11 @@
  *    holds); `consume` refuses after `request.deadline` (keygate has already answered 503);
  *    `update` will not bring a revoked key back, and stamps `revokedAt` itself when a patch
  *    revokes; `rotate` will not rotate a key twice.
- * 6. Records are copied in and out: a caller mutating what it got back cannot change the store.
+ * 6. Optional: `release` (capability `concurrency`) lets keys have `maxConcurrent`. `consume`
+ *    then keeps a key's leases (request slots) with its counters: the live ones are counted and
+ *    the new one recorded in the same atomic step (`liveLeases` / `leasesAfter` of keygate's limit
+ *    model), and `release` removes one. A store without `release` simply cannot take such keys.
+ * 7. Records are copied in and out: a caller mutating what it got back cannot change the store.
  *    (Copy with a JSON round-trip or by hand, not `structuredClone`: its objects come from Node's
  *    main realm and fail jest's strict equality inside a test environment.)
  *
@@ -50,7 +54,7 @@
  *   // called after every test with the store `create` made
  *   destroy: async (store) => rmSync(dirname(store.path), { recursive: true, force: true }),
  *   // the optional methods it implements: their tests run (undeclared ones are reported skipped)
- *   capabilities: { subscribe: true },
+ *   capabilities: { subscribe: true, concurrency: true },
  * });
  * ```
  */
@@ -67,8 +71,12 @@ import {
   ChangeListeners,
   type CounterState,
   alreadyExists,
+  countingInstant,
   decideConsume,
   initialCounters,
+  type Leases,
+  leasesAfter,
+  liveLeases,
   isRetired,
   lifecycleRefusal,
   replacementFor,
@@ -94,6 +102,8 @@ interface FileData {
   records: Record<string, StoredRecord>;
   /** Day quota and token bucket per record id; `useCount` lives in the record. */
   counters: Record<string, Omit<CounterState, 'useCount'>>;
+  /** Concurrency leases per record id (only keys with `maxConcurrent` have any). */
+  leases?: Record<string, Leases>;
 }
 
 const time = (date: Date | null): number | null => (date === null ? null : date.getTime());
@@ -243,15 +253,32 @@ export class JsonFileStore implements ApiKeyStore {
       // keygate's own limit arithmetic (the rules of every built-in store), as a pure decision:
       // this store only supplies the state and writes back what the decision says.
       const state: CounterState = { ...(data.counters[id] ?? initialCounters(0)), useCount: stored.useCount };
-      const { outcome, next } = decideConsume(state, request);
+      // A request of a key with maxConcurrent claims a slot: count the live ones with the rest.
+      const claim = request.concurrency;
+      const at = countingInstant(state, request.now);
+      const leases = data.leases?.[id];
+      const { outcome, next } = decideConsume(state, request, claim ? Object.keys(liveLeases(leases, at)).length : 0);
       if (next) {
         const { useCount, ...counters } = next;
         stored.useCount = useCount;
         stored.lastUsedAt = request.now;
         data.counters[id] = counters;
+        if (claim) (data.leases ??= {})[id] = leasesAfter(leases, claim, at);
         await this.save(data);
       }
       return outcome;
+    });
+  }
+
+  /** Gives back a slot an admitted consume took; unknown ids and leases are no-ops. */
+  async release(id: string, lease: string): Promise<void> {
+    await this.exclusive(async () => {
+      const data = await this.load();
+      const all = data.leases ?? {};
+      const leases = all[id];
+      if (!leases || !Object.hasOwn(leases, lease)) return;
+      all[id] = Object.fromEntries(Object.entries(leases).filter(([held]) => held !== lease));
+      await this.save(data);
     });
   }
 

@@ -28,6 +28,11 @@ export const ERROR_CODES = {
   usage_exhausted: { status: 403, title: 'API key usage exhausted', message: 'The API key has used all of its allowed requests.' },
   quota_exceeded: { status: 429, title: 'Quota exceeded', message: 'The API key has used its quota for this period.' },
   rate_limited: { status: 429, title: 'Rate limit exceeded', message: 'Too many requests for this API key; slow down.' },
+  concurrency_limited: {
+    status: 429,
+    title: 'Too many concurrent requests',
+    message: 'The API key already has as many requests in flight as it may; retry when one has finished.',
+  },
   ambiguous_credentials: { status: 400, title: 'Ambiguous credentials', message: 'The request carries more than one API key.' },
   too_many_failed_attempts: { status: 429, title: 'Too many failed attempts', message: 'Too many failed attempts with this API key; retry later.' },
   store_unavailable: { status: 503, title: 'API key store unavailable', message: 'The API key service is temporarily unavailable; retry shortly.' },
@@ -48,7 +53,7 @@ export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_fo
 export interface KeygateErrorDetails {
   /** The option or field an `invalid_argument` error is about. */
   field?: string;
-  /** Seconds after which a `rate_limited` / `quota_exceeded` request may succeed. */
+  /** Seconds after which a `rate_limited` / `quota_exceeded` / `concurrency_limited` request may succeed. */
   retryAfter?: number;
   /** Scopes that would have admitted an `insufficient_scope` request. */
   requiredScopes?: readonly string[];

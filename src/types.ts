@@ -71,6 +71,12 @@ export interface ApiKeyRecord {
   requireHttps: boolean;
   /** SHA-256 fingerprints (64 lower-case hex digits) of the client certificates allowed (mTLS); empty pins none. */
   clientCertificateSha256: string[];
+  /**
+   * At most this many requests of the key in flight at once, across every process sharing the
+   * store; `null` for no limit. A slot is taken by the consume and given back when the response
+   * ends (or, for a process that died, after `concurrencyLeaseMs`).
+   */
+  maxConcurrent: number | null;
 }
 
 /**
@@ -113,6 +119,8 @@ export interface CreateApiKeyInput {
   requireHttps?: boolean;
   /** Colons and upper case accepted. @default [] (no certificate required) */
   clientCertificateSha256?: string[];
+  /** A positive integer. @default null (no limit) */
+  maxConcurrent?: number | null;
 }
 
 /** Fields `keys.update()` may change: the settings of `create`, not the owner. `null` clears a nullable field. */
@@ -120,7 +128,7 @@ export interface UpdateApiKeyInput
   extends Partial<
     Pick<
       CreateApiKeyInput,
-      'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status' | 'allowedOrigins' | 'requireHttps' | 'clientCertificateSha256'
+      'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status' | 'allowedOrigins' | 'requireHttps' | 'clientCertificateSha256' | 'maxConcurrent'
     >
   > {
   /** `null` removes the description. */

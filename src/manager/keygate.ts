@@ -60,7 +60,17 @@ export interface VerifyOptions {
 
 /** The result of `keys.verify()`: never a rejection. */
 export type VerifyResult =
-  | { ok: true; apiKey: ApiKey; limits: LimitsSnapshot | null }
+  | {
+      ok: true;
+      apiKey: ApiKey;
+      limits: LimitsSnapshot | null;
+      /**
+       * Present when the key has `maxConcurrent` (and the use was counted): the request holds one
+       * of the key's slots until this is called, or until `concurrencyLeaseMs` passes. Call it
+       * when the work the key was verified for is done. Idempotent; never rejects.
+       */
+      release?: () => Promise<void>;
+    }
   | { ok: false; error: KeygateError; limits?: LimitsSnapshot };
 
 /** A cursor is (createdAt, id) of the last item of a page, base64url-encoded JSON. */
@@ -138,6 +148,7 @@ export class Keygate {
    */
   async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
     const fields = validateCreate(input);
+    this.#requireConcurrencySupport(fields.maxConcurrent);
     const prefix = this.#prefixFor(fields.environment, 'environment');
     const now = new Date(this.#options.now());
     if (fields.expiresAt !== null && fields.expiresAt.getTime() <= now.getTime()) {
@@ -189,7 +200,9 @@ export class Keygate {
     const validId = recordId(id);
     // One store call, no read first: the store refuses a revived key and stamps a revocation in
     // the same atomic step, so two administrators racing cannot undo each other.
-    return this.#write(validId, { ...validateUpdate(patch), updatedAt: new Date(this.#options.now()) });
+    const changes = validateUpdate(patch);
+    this.#requireConcurrencySupport(changes.maxConcurrent);
+    return this.#write(validId, { ...changes, updatedAt: new Date(this.#options.now()) });
   }
 
   /**
@@ -278,7 +291,11 @@ export class Keygate {
     }
     if (typeof rawKey !== 'string') return { ok: false, error: refusalError('malformed_api_key') };
     const result = await this.#verifier.verify(rawKey, context);
-    if (result.ok) return { ok: true, apiKey: result.apiKey, limits: result.limits };
+    if (result.ok) {
+      return result.release
+        ? { ok: true, apiKey: result.apiKey, limits: result.limits, release: result.release }
+        : { ok: true, apiKey: result.apiKey, limits: result.limits };
+    }
     return result.limits ? { ok: false, error: result.error, limits: result.limits } : { ok: false, error: result.error };
   }
 
@@ -312,6 +329,13 @@ export class Keygate {
     this.#unsubscribe = undefined;
     this.#verifier.cache.clear();
     await this.#pool?.close();
+  }
+
+  /** Refuses a `maxConcurrent` the store could not enforce (it holds no leases: no `release`). */
+  #requireConcurrencySupport(maxConcurrent: number | null | undefined): void {
+    if (maxConcurrent !== null && maxConcurrent !== undefined && typeof this.#options.store.release !== 'function') {
+      throw invalidArgument('maxConcurrent', 'cannot be enforced by this key store: it has no release() method to hold concurrency slots');
+    }
   }
 
   #verifyContext(options: VerifyOptions): VerifyContext {

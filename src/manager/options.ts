@@ -68,6 +68,14 @@ export interface KeygateOptions {
    * @default { burst: 10, perSecond: 1, delayMs: 1000, processPerSecond: 4 × hashThreads (at least 4), processBurst: 2 × processPerSecond }
    */
   failedAttemptLimit?: FailedAttemptLimit | false;
+  /**
+   * How long a `maxConcurrent` slot lasts when nobody gives it back, in milliseconds. A slot is
+   * released when its response ends; only a process that died mid-request (or a request still
+   * running after this long) leaves one held, and it stops counting after this. Set it above your
+   * slowest request: a request outliving its lease no longer counts, so one more may start.
+   * Also used by `keys.verify()` callers that forget `release()`. @default 60_000
+   */
+  concurrencyLeaseMs?: number;
 }
 
 /** Size of the failed-verification budgets; see {@link KeygateOptions.failedAttemptLimit}. */
@@ -105,6 +113,7 @@ export interface ResolvedOptions {
   hashThreads: number;
   maxHashQueue: number;
   failedAttemptLimit: Required<Pick<FailedAttemptLimit, 'burst' | 'perSecond' | 'delayMs'>> & Pick<FailedAttemptLimit, 'processBurst' | 'processPerSecond'> | false;
+  concurrencyLeaseMs: number;
 }
 
 /** The failure budgets' defaults; the process-wide ones depend on the thread count (see FailureBudget). */
@@ -112,6 +121,7 @@ const FAILED_ATTEMPT_DEFAULTS = { burst: 10, perSecond: 1, delayMs: 1000 } as co
 
 const KEYGATE_OPTIONS = [
   'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
+  'concurrencyLeaseMs',
 ];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'] as const;
@@ -202,6 +212,10 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     }
   }
 
+  // Up to a day: a lease is a safety net for dead processes, not a way to hold a slot for longer.
+  const concurrencyLeaseMs =
+    input.concurrencyLeaseMs === undefined ? 60_000 : integerOption(input.concurrencyLeaseMs, 'keygate(): `concurrencyLeaseMs`', 1, 86_400_000);
+
   return {
     store: store as ApiKeyStore,
     prefix,
@@ -216,5 +230,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     hashThreads,
     maxHashQueue,
     failedAttemptLimit,
+    concurrencyLeaseMs,
   };
 }

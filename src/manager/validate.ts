@@ -125,6 +125,20 @@ function positive(value: unknown, field: string): number {
   return value;
 }
 
+/**
+ * Most requests of one key in flight at once. Every consume of such a key counts its live slots,
+ * so the bound keeps that work (and a store's row of leases) small.
+ */
+export const MAX_CONCURRENT = 1_000;
+
+/** `null`, or 1 to {@link MAX_CONCURRENT}: 0 concurrent requests would refuse every request (that is `status: 'suspended'`). */
+function concurrencyLimit(value: unknown, field: string): number | null {
+  if (value === null) return null;
+  const limit = positive(value, field);
+  if (limit > MAX_CONCURRENT) throw invalidArgument(field, `must be at most ${MAX_CONCURRENT}`);
+  return limit;
+}
+
 /** `null`, or a non-negative integer. */
 export function maxUses(value: unknown, field = 'maxUses'): number | null {
   return value === null ? null : count(value, field);
@@ -240,6 +254,7 @@ const FIELD_VALIDATORS: { readonly [F in CreateField]?: (value: unknown, field: 
   allowedIps: (value, field) => allowedIps(value, field),
   allowedOrigins: (value, field) => allowedOrigins(value, field),
   clientCertificateSha256: (value, field) => certificateFingerprints(value, field),
+  maxConcurrent: (value, field) => concurrencyLimit(value, field),
 };
 
 function validateField<F extends CreateField>(field: F, value: unknown): ApiKeyRecord[F] {

@@ -88,6 +88,8 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           return refuse(result.error, req, res, next, style, rateLimit || undefined);
         }
         if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
+        // A client already gone holds no slot, and its handler would run for nobody.
+        if (result.release && !holdSlot(req, res, result.release)) return;
         markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style, owner: verifier, environment: result.key.record.environment });
         res.locals.apiKey = result.apiKey;
       } catch (error) {
@@ -96,6 +98,36 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       next();
     }, next);
   };
+}
+
+/**
+ * Ties a concurrency slot to the request: released when the response has been sent or the
+ * connection is gone, whichever comes first, and only once. Returns false, having released it,
+ * when the connection was gone before the admission ended (a client that sent a request and reset
+ * the connection at once): no event would ever come for it.
+ *
+ * The connection's own `close` is watched too, because a pipelined response still queued behind
+ * another gets neither `finish` nor `close` when the connection dies. Not `req`'s `close`: that
+ * comes as soon as a body parser has read the body, while the handler is still running. The
+ * socket listener is removed when the response ends, so a keep-alive connection carrying many
+ * requests does not collect them.
+ */
+function holdSlot(req: Request, res: Response, release: () => Promise<void>): boolean {
+  const socket = req.socket;
+  if (socket.destroyed || res.writableFinished) {
+    void release();
+    return false;
+  }
+  const done = (): void => {
+    socket.off('close', done);
+    res.off('finish', done);
+    res.off('close', done);
+    void release();
+  };
+  res.once('finish', done);
+  res.once('close', done);
+  socket.once('close', done);
+  return true;
 }
 
 /**

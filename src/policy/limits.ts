@@ -25,7 +25,33 @@ export interface ConsumeRequest {
    * `TIME`, PostgreSQL `clock_timestamp()`, `Date.now()` in process). Absent: no deadline.
    */
   deadline?: number;
+  /**
+   * The request's claim on a concurrency slot, when the key has `maxConcurrent`. Absent: the
+   * consume neither counts nor takes a slot, whatever leases the key holds.
+   */
+  concurrency?: ConcurrencyClaim;
 }
+
+/**
+ * A request's claim on one of a key's `maxConcurrent` slots. Admitted, the store records the lease
+ * (`lease` → `at + leaseMs`, `at` being the instant it counted at) in the same atomic step as the
+ * counters; `release(id, lease)` removes it when the response is done, and a lease never released
+ * (its process died) stops counting once its instant has passed.
+ */
+export interface ConcurrencyClaim {
+  /** The key's `maxConcurrent`: at most this many leases may be live at once. */
+  limit: number;
+  /** This request's slot: unique across every process sharing the store. */
+  lease: string;
+  /** How long the slot lasts unless released (`concurrencyLeaseMs`). */
+  leaseMs: number;
+}
+
+/**
+ * A key's concurrency leases: lease → the instant (epoch ms, on the consumes' counting clock) it
+ * lapses. A lease is live at `at` while its instant is later than `at`.
+ */
+export type Leases = Readonly<Record<string, number>>;
 
 /**
  * Why a consume was refused. The lifecycle codes come first (the record in the store is no longer
@@ -38,15 +64,16 @@ export type ConsumeRefusal =
   | 'api_key_expired'
   | 'usage_exhausted'
   | 'quota_exceeded'
-  | 'rate_limited';
+  | 'rate_limited'
+  | 'concurrency_limited';
 
 /** The outcome fields that carry a quota window's count. */
 export type WindowCountField = 'minuteCount' | 'hourCount' | 'dayCount' | 'monthCount';
 
 /**
- * The result of one consume. When refused, nothing was counted (all-or-nothing). A limit refusal
- * (`usage_exhausted`, `quota_exceeded`, `rate_limited`) carries the counters that caused it; a
- * lifecycle or deadline refusal carries `useCount` only.
+ * The result of one consume. When refused, nothing was counted and no slot taken (all-or-nothing).
+ * A limit refusal (`usage_exhausted`, `quota_exceeded`, `rate_limited`, `concurrency_limited`)
+ * carries the counters that caused it; a lifecycle or deadline refusal carries `useCount` only.
  */
 export interface ConsumeOutcome {
   admitted: boolean;
@@ -64,6 +91,11 @@ export interface ConsumeOutcome {
   monthCount?: number;
   /** Tokens left in the bucket after this request (present when `perSecond` is set). */
   tokens?: number;
+  /**
+   * The key's live leases after this request, its own included when admitted (present when the
+   * request has a `concurrency` claim).
+   */
+  inFlight?: number;
   /**
    * The instant the limits were decided at, when it is later than `request.now`: the caller's
    * clock lags the key's latest admitted use, and counters never move back in time. Windows,
@@ -117,8 +149,47 @@ export function refilledTokens(state: Pick<CounterState, 'tokens' | 'tokensAt'>,
 }
 
 /**
+ * The instant a consume counts at: the caller's clock, or the key's latest admitted instant when
+ * the caller's clock lags it (counters never move back in time).
+ */
+export function countingInstant(state: Pick<CounterState, 'tokensAt'>, now: number): number {
+  return Math.max(now, state.tokensAt);
+}
+
+/** The leases still live at `at` (their instant is later than `at`): what a consume keeps. */
+export function liveLeases(leases: Leases | null | undefined, at: number): Record<string, number> {
+  // No prototype: a lease named `__proto__` (a hand-edited store) stays a lease.
+  const live = Object.create(null) as Record<string, number>;
+  if (leases) {
+    for (const lease of Object.keys(leases)) {
+      const until = leases[lease];
+      if (typeof until === 'number' && until > at) live[lease] = until;
+    }
+  }
+  return live;
+}
+
+/**
+ * A key's leases after an admitted consume that carried `claim`: the live ones at `at`, plus the
+ * claim's own, lapsing `leaseMs` after `at`. (The key's latest instant is now `at`, so the leases
+ * lapsed by then can never count again.) A refused consume leaves the leases as they were, lapsed
+ * ones included: a later caller whose clock lags counts at an earlier instant, where they may
+ * still be live.
+ */
+export function leasesAfter(leases: Leases | null | undefined, claim: ConcurrencyClaim, at: number): Record<string, number> {
+  const live = liveLeases(leases, at);
+  live[claim.lease] = at + claim.leaseMs;
+  return live;
+}
+
+/**
  * Decides one consume without side effects. Returns the outcome and, when admitted, the counter
  * state to store. A refusal by any limit leaves every counter as it was.
+ *
+ * `inFlight` is the number of the key's leases live at the counting instant
+ * (`Object.keys(liveLeases(leases, countingInstant(state, request.now))).length`); it matters only
+ * to a request with a `concurrency` claim, whose admission the store then records with
+ * {@link leasesAfter} (a refusal changes no lease).
  *
  * A key's counters never move back in time: a caller whose clock lags the latest admitted consume
  * (another process with a skewed clock) is counted at that latest instant and day. Otherwise each
@@ -127,9 +198,10 @@ export function refilledTokens(state: Pick<CounterState, 'tokens' | 'tokensAt'>,
 export function decideConsume(
   state: CounterState,
   request: ConsumeRequest,
+  inFlight = 0,
 ): { outcome: ConsumeOutcome; next: CounterState | null } {
-  const { maxUses, rateLimit } = request;
-  const at = Math.max(request.now, state.tokensAt);
+  const { maxUses, rateLimit, concurrency } = request;
+  const at = countingInstant(state, request.now);
   const hasBucket = rateLimit !== null && rateLimit.perSecond !== undefined;
   const tokens = hasBucket ? refilledTokens(state, rateLimit, at) : Number.NaN;
 
@@ -150,6 +222,7 @@ export function decideConsume(
   else if (rateLimit !== null && (over(rateLimit.perMonth, monthUsed) || over(rateLimit.perDay, dayUsed) || over(rateLimit.perHour, hourUsed) || over(rateLimit.perMinute, minuteUsed))) {
     refusal = 'quota_exceeded';
   } else if (hasBucket && tokens < 1) refusal = 'rate_limited';
+  else if (concurrency !== undefined && inFlight >= concurrency.limit) refusal = 'concurrency_limited';
 
   const admitted = refusal === undefined;
   const added = admitted ? 1 : 0;
@@ -161,6 +234,7 @@ export function decideConsume(
     if (rateLimit.perMonth !== undefined) outcome.monthCount = monthUsed + added;
   }
   if (hasBucket) outcome.tokens = tokens - added;
+  if (concurrency !== undefined) outcome.inFlight = inFlight + added;
   if (at > request.now) outcome.countedAt = at;
   if (!admitted) return { outcome, next: null };
   const next: CounterState = {
@@ -219,7 +293,12 @@ export interface LimitsSnapshot {
   usesRemaining: number | null;
   /** When refused: whole seconds until the request could succeed (absent for `usage_exhausted`). */
   retryAfter?: number;
+  /** The key's `maxConcurrent` and its requests in flight after this one (present for such keys). */
+  concurrency?: { limit: number; inFlight: number };
 }
+
+/** `Retry-After` of a `concurrency_limited` refusal, in seconds. */
+export const CONCURRENCY_RETRY_AFTER_SECONDS = 1;
 
 /** Turns a consume outcome into the figures the headers and `verify` report. */
 export function describeLimits(request: ConsumeRequest, outcome: ConsumeOutcome): LimitsSnapshot {
@@ -252,10 +331,15 @@ export function describeLimits(request: ConsumeRequest, outcome: ConsumeOutcome)
     retryAfter = windowStatus(policies, DAY, rateLimit.perDay, outcome.dayCount, now, admitted, retryAfter);
     retryAfter = windowStatus(policies, MONTH, rateLimit.perMonth, outcome.monthCount, now, admitted, retryAfter);
   }
+  // A slot frees when a request of the key ends, which no counter predicts: try again shortly.
+  if (outcome.refusal === 'concurrency_limited') retryAfter = CONCURRENCY_RETRY_AFTER_SECONDS;
   const snapshot: LimitsSnapshot = {
     policies,
     usesRemaining: maxUses === null ? null : Math.max(0, maxUses - outcome.useCount),
   };
+  if (request.concurrency !== undefined && outcome.inFlight !== undefined) {
+    snapshot.concurrency = { limit: request.concurrency.limit, inFlight: outcome.inFlight };
+  }
   if (!outcome.admitted && outcome.refusal !== 'usage_exhausted' && retryAfter !== undefined) {
     snapshot.retryAfter = retryAfter;
   }

@@ -128,6 +128,7 @@ export const RECORD_SCHEMA = {
   allowedOrigins: { kind: 'list', column: 'allowed_origins', source: 'settings', initial: emptyList, since: 2 },
   requireHttps: { kind: 'boolean', column: 'require_https', source: 'settings', initial: () => false, since: 2 },
   clientCertificateSha256: { kind: 'list', column: 'client_certificate_sha256', source: 'settings', initial: emptyList, since: 2 },
+  maxConcurrent: { kind: 'nullableCount', column: 'max_concurrent', source: 'settings', initial: none, since: 2 },
 } as const satisfies RecordSchema;
 
 /** A record field name. */

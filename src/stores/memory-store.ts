@@ -4,7 +4,7 @@
  * consumes can never over-admit. Records are kept as JSON text and rebuilt on every read, so a
  * caller mutating what it got back cannot change the store.
  */
-import { type CounterState, decideConsume, initialCounters } from '../policy/limits.js';
+import { type CounterState, countingInstant, decideConsume, initialCounters } from '../policy/limits.js';
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS } from '../record/schema.js';
 import {
@@ -64,6 +64,10 @@ class StoredKey implements CounterState {
   monthCount: number;
   tokens: number | null;
   tokensAt: number;
+  /** Concurrency leases (lease → lapse instant), or `null` until the key's first claim. */
+  leases: Map<string, number> | null = null;
+  /** No lease lapses before this instant (a lower bound: a released lease may have held it). */
+  firstLapse = Number.POSITIVE_INFINITY;
   /** The record as JSON, without `useCount` and `lastUsedAt`. */
   settings: string;
 
@@ -133,6 +137,23 @@ function refreeze(slot: Slot, record: ApiKeyRecord): void {
 /** True when a slot's key is revoked for good at `at`: the status says so, or `revokedAt` has passed. */
 function isRevoked(slot: Slot, at: number): boolean {
   return lifecycleRefusal(slot.status, slot.revokedAt, null, at) === 'api_key_revoked';
+}
+
+/** The leases still live at `at`. */
+function liveCount(leases: Map<string, number>, at: number): number {
+  let live = 0;
+  for (const lapse of leases.values()) if (lapse > at) live++;
+  return live;
+}
+
+/** Drops the leases lapsed at `at` (their instant is at or before it) and finds the next lapse. */
+function pruneLeases(slot: Slot, leases: Map<string, number>, at: number): void {
+  let first = Number.POSITIVE_INFINITY;
+  for (const [lease, lapse] of leases) {
+    if (lapse <= at) leases.delete(lease);
+    else if (lapse < first) first = lapse;
+  }
+  slot.firstLapse = first;
 }
 
 function compareByPosition(a: Slot, b: Slot): number {
@@ -249,7 +270,30 @@ export class MemoryStore implements ApiKeyStore {
     }
     const lifecycle = lifecycleRefusal(slot.status, slot.revokedAt, slot.expiresAt, request.now);
     if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: slot.useCount };
-    const { outcome, next } = decideConsume(slot, request);
+    const claim = request.concurrency;
+    if (claim === undefined) return this.#count(slot, request, decideConsume(slot, request));
+    // The model's liveLeases / leasesAfter, without copying the leases on every request: they are
+    // scanned only once one of them may have lapsed. A refusal changes nothing, lapsed leases
+    // included: a later caller whose clock lags may still count them.
+    const at = countingInstant(slot, request.now);
+    const leases = (slot.leases ??= new Map());
+    const mayHaveLapsed = at >= slot.firstLapse;
+    const decision = decideConsume(slot, request, mayHaveLapsed ? liveCount(leases, at) : leases.size);
+    if (decision.next) {
+      if (mayHaveLapsed) pruneLeases(slot, leases, at);
+      const lapse = at + claim.leaseMs;
+      leases.set(claim.lease, lapse);
+      if (lapse < slot.firstLapse) slot.firstLapse = lapse;
+    }
+    return this.#count(slot, request, decision);
+  }
+
+  async release(id: string, lease: string): Promise<void> {
+    this.#byId.get(id)?.leases?.delete(lease);
+  }
+
+  /** Stores an admitted consume's counters; returns its outcome. */
+  #count(slot: Slot, request: ConsumeRequest, { outcome, next }: ReturnType<typeof decideConsume>): ConsumeOutcome {
     if (next) {
       slot.useCount = next.useCount;
       slot.minute = next.minute;

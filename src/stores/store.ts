@@ -9,7 +9,7 @@ import type { ConsumeOutcome, ConsumeRequest } from '../policy/limits.js';
 import type { ApiKeyRecord, ApiKeyStatus, UpdateApiKeyInput } from '../types.js';
 
 // The consume's request and outcome are the limit policy's vocabulary; stores speak it.
-export type { ConsumeOutcome, ConsumeRefusal, ConsumeRequest } from '../policy/limits.js';
+export type { ConcurrencyClaim, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, Leases } from '../policy/limits.js';
 
 /**
  * Changes `update` may apply to a record. `undefined` leaves a field as it is; `null` clears a
@@ -116,10 +116,28 @@ export interface ApiKeyStore {
    *    (`api_key_disabled` for `suspended`, `api_key_revoked` for anything else), `revokedAt` at
    *    or before now (`api_key_revoked`), `expiresAt` at or before now (`api_key_expired`). This is
    *    what makes a revocation final in every process at once, whatever their caches hold;
-   * 3. `maxUses`, the UTC-day quota and the token bucket of the request.
-   * Updates `useCount` and `lastUsedAt` when admitted. Returns `null` for an unknown id.
+   * 3. the limits of the request, as `decideConsume` (`policy/limits.ts`) decides them: `maxUses`,
+   *    the quota windows (month, day, hour, minute), the token bucket and, when the request has a
+   *    `concurrency` claim, the key's live leases against `concurrency.limit`. The request counts
+   *    at `countingInstant(counters, request.now)`.
+   * Updates `useCount`, `lastUsedAt` and the counters when admitted, and records the claim's lease
+   * (`leasesAfter`), all in the same atomic step. A refusal writes nothing, not even the removal
+   * of lapsed leases: a later caller whose clock lags counts at an earlier instant, where they may
+   * still be live. Returns `null` for an unknown id.
+   *
+   * A store that cannot hold leases (it has no `release`) must never be given a `concurrency`
+   * claim: keygate refuses keys with `maxConcurrent` on such a store before it calls `consume`.
    */
   consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null>;
+  /**
+   * Optional (capability `concurrency`): gives back the concurrency slot `lease` of the record `id`
+   * took by an admitted `consume`. Changes nothing else (no counter, no `updatedAt`, no change
+   * notification), and resolves without error when the record or the lease is unknown (already
+   * released, lapsed, or the record deleted): keygate calls it once a response has ended, and may
+   * call it for a lease that a timed-out consume never took. A store with `release` holds leases in
+   * `consume`; one without cannot enforce `maxConcurrent`.
+   */
+  release?(id: string, lease: string): Promise<void>;
   /**
    * Optional: calls `listener` with a record's id whenever it changes through this store or any
    * store sharing its data, so verification caches can drop it; with `null` when changes may have

@@ -68,8 +68,10 @@ export function retiredKeyCannotRotate(): KeygateError {
 }
 
 /** True for the limit refusals, which carry the counters that caused them. */
-export function isLimitRefusal(refusal: ConsumeRefusal | undefined): refusal is 'usage_exhausted' | 'quota_exceeded' | 'rate_limited' {
-  return refusal === 'usage_exhausted' || refusal === 'quota_exceeded' || refusal === 'rate_limited';
+export function isLimitRefusal(
+  refusal: ConsumeRefusal | undefined,
+): refusal is 'usage_exhausted' | 'quota_exceeded' | 'rate_limited' | 'concurrency_limited' {
+  return refusal === 'usage_exhausted' || refusal === 'quota_exceeded' || refusal === 'rate_limited' || refusal === 'concurrency_limited';
 }
 
 /** Uses a key has left: `null` for unlimited, never below 0. */

@@ -3,7 +3,7 @@
  * Every built-in store runs it, and so should every custom store.
  *
  * The tests live in one file per feature under `contract/` (records, list, update, consume,
- * rotate, subscribe), the way abstract-level publishes its suite; this module is the entry point
+ * windows, agreement, rotate, subscribe, concurrency), the way abstract-level publishes its suite; this module is the entry point
  * that registers them all. The suite uses the test runner's ambient globals (`describe`, `it`,
  * `expect`), so it needs no import of jest and adds no jest types to keygate's public
  * declarations. Time is always passed in (the suite uses fixed instants), so nothing in it sleeps.
@@ -12,6 +12,7 @@ import type { ApiKeyStore } from '../stores/store.js';
 import { integerOption, rejectUnknownOptions } from '../options/checks.js';
 import { agreementContract } from './contract/agreement.js';
 import { CAPABILITIES, capabilitiesContract } from './contract/capabilities.js';
+import { concurrencyContract } from './contract/concurrency.js';
 import { consumeContract } from './contract/consume.js';
 import { listContract } from './contract/list.js';
 import { recordsContract } from './contract/records.js';
@@ -33,6 +34,15 @@ export interface StoreCapabilities {
    * @default false
    */
   subscribe?: boolean;
+  /**
+   * The store implements `release` and holds concurrency leases in `consume`, so keys with
+   * `maxConcurrent` can use it. Declared, the suite checks the leases (a claim admitted only while
+   * fewer than its `limit` are live, `inFlight`, `concurrency_limited` as the least lasting refusal,
+   * release, lapse at `leaseMs` after the counting instant, atomicity, lease ids kept as data), and
+   * its agreement test adds claims and releases to the sequences it tries.
+   * @default false
+   */
+  concurrency?: boolean;
 }
 
 /**
@@ -49,7 +59,8 @@ export interface StoreCapabilities {
  */
 export interface AgreementOptions {
   /**
-   * Random sequences tried (each of up to 25 consumes, on a fresh record).
+   * Random sequences tried (each of up to 25 calls, on a fresh record: consumes, and releases when
+   * the store declares `concurrency`).
    * @default 50 (or the environment variable `KEYGATE_AGREEMENT_RUNS`)
    */
   numRuns?: number;
@@ -78,12 +89,13 @@ export interface StoreContractOptions<S extends ApiKeyStore = ApiKeyStore> {
   destroy?: (store: S) => void | Promise<void>;
   /**
    * The optional capabilities the store implements. Undeclared capabilities have their tests
-   * reported as skipped; a store that implements `subscribe` without declaring it fails the
-   * suite's capability check, so its notifications are never left untested by accident.
+   * reported as skipped; a store that implements `subscribe` or `release` without declaring
+   * `subscribe` or `concurrency` fails the suite's capability check, so its notifications and
+   * leases are never left untested by accident.
    * @default {} (no optional capability)
    * @example
    * ```ts
-   * describeStoreContract('MyStore', { create: () => new MyStore(), capabilities: { subscribe: true } });
+   * describeStoreContract('MyStore', { create: () => new MyStore(), capabilities: { subscribe: true, concurrency: true } });
    * ```
    */
   capabilities?: StoreCapabilities;
@@ -119,7 +131,8 @@ function agreementSettings(options: AgreementOptions | undefined): AgreementSett
  * revoked, and a revocation is stamped by the store), lists in keyset order, consumes atomically
  * and all-or-nothing (max uses, minute/hour/day/month quotas, token bucket, lifecycle refusals),
  * agrees with keygate's own limit model on random sequences of clocks and limits, rotates in one
- * step carrying the remaining uses, and, when declared, notifies subscribers.
+ * step carrying the remaining uses, and, when declared, notifies subscribers and holds
+ * concurrency leases (`release`, `maxConcurrent`).
  *
  * Call it at the top level of a jest test file. `create` runs before each test and must return an
  * empty store; `destroy`, when given, receives every store `create` made, after its test.
@@ -166,5 +179,6 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     agreementContract(suite);
     rotateContract(suite);
     subscribeContract(suite);
+    concurrencyContract(suite);
   });
 }

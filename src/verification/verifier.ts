@@ -10,6 +10,7 @@ import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
 import { type HashingAlgorithm, dummyHash, hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
 import { LRUCache } from 'lru-cache';
+import { randomBytes } from 'node:crypto';
 import { type IpRange, checkIp, compileAllowedIps } from '../policy/ip.js';
 import { type LimitsSnapshot, describeLimits } from '../policy/limits.js';
 import type { PolicyResult } from '../policy/result.js';
@@ -82,6 +83,11 @@ export interface Admission {
   /** The limits after this request, or `null` when nothing was consumed. */
   limits: LimitsSnapshot | null;
   key: VerifiedKey;
+  /**
+   * Gives back the concurrency slot this request took (keys with `maxConcurrent`); absent when it
+   * took none. Idempotent, never rejects.
+   */
+  release?: () => Promise<void>;
 }
 
 /** A refusal, with the limits when a limit refused. */
@@ -108,6 +114,8 @@ export interface VerifierSettings {
   /** The algorithm new keys are hashed with: an unknown keyPrefix costs a compare of this kind. */
   hashing: HashingAlgorithm;
   bcryptCost: number;
+  /** How long a concurrency slot lasts unless released. */
+  concurrencyLeaseMs: number;
 }
 
 /** Codes a store may throw that are not answers to a request. */
@@ -125,6 +133,8 @@ function warnOnce(id: string, problem: string, code: string): void {
   warned.set(key, true);
   process.emitWarning(`keygate: API key record ${JSON.stringify(id)} ${problem}`, { code });
 }
+
+let warnedAboutRelease = false;
 
 /**
  * How long before `storeTimeoutMs` ends the store is told to stop applying a consume: the answer
@@ -151,6 +161,9 @@ export class Verifier {
    */
   private readonly knownGood: LRUCache<string, true>;
   private readonly dummy: string;
+  /** Names this verifier's concurrency leases apart from every other process's (72 random bits). */
+  private readonly leaseSpace = randomBytes(9).toString('base64url');
+  private leaseCount = 0;
 
   constructor(private readonly settings: VerifierSettings) {
     this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
@@ -258,7 +271,23 @@ export class Verifier {
       rateLimit: key.record.rateLimit,
       deadline: Date.now() + storeTimeoutMs - consumeDeadlineMargin(storeTimeoutMs),
     };
-    const outcome = await withDeadline(() => store.consume(key.id, request), storeTimeoutMs, 'to count a use');
+    const maxConcurrent = key.record.maxConcurrent;
+    if (maxConcurrent !== null) {
+      // A store that cannot hold leases would admit without limit: refuse, as for any store fault.
+      if (typeof store.release !== 'function') {
+        warnOnce(key.id, 'has maxConcurrent, but the key store has no release() method to hold concurrency slots: every request with it is refused (503)', 'KEYGATE_CONCURRENCY_UNSUPPORTED');
+        return { ok: false, error: storeUnavailable('the key store cannot hold concurrency slots') };
+      }
+      request.concurrency = { limit: maxConcurrent, lease: `${this.leaseSpace}.${(this.leaseCount++).toString(36)}`, leaseMs: this.settings.concurrencyLeaseMs };
+    }
+    let outcome: Awaited<ReturnType<ApiKeyStore['consume']>>;
+    try {
+      outcome = await withDeadline(() => store.consume(key.id, request), storeTimeoutMs, 'to count a use');
+    } catch (error) {
+      // A consume that timed out may still have taken its slot: give it back rather than wait for the lease.
+      if (request.concurrency) void this.release(key.id, request.concurrency.lease);
+      throw error;
+    }
     if (!outcome) {
       // The record vanished behind the cache's back: treat the key as unknown from now on.
       this.invalidate(key.id);
@@ -284,7 +313,26 @@ export class Verifier {
     const apiKey = toApiKey(key.record, now);
     apiKey.useCount = outcome.useCount;
     apiKey.lastUsedAt = new Date(now);
-    return { ok: true, apiKey, limits, key };
+    if (!request.concurrency) return { ok: true, apiKey, limits, key };
+    const lease = request.concurrency.lease;
+    let released: Promise<void> | undefined;
+    return { ok: true, apiKey, limits, key, release: () => (released ??= this.release(key.id, lease)) };
+  }
+
+  /**
+   * Gives a concurrency slot back. A failure is not the request's: the slot lapses after
+   * `concurrencyLeaseMs` anyway, so it is reported once as a warning, never thrown.
+   */
+  private async release(id: string, lease: string): Promise<void> {
+    const { store, storeTimeoutMs } = this.settings;
+    try {
+      await withDeadline(async () => store.release?.(id, lease), storeTimeoutMs, 'to release a concurrency slot');
+    } catch (error) {
+      if (warnedAboutRelease) return;
+      warnedAboutRelease = true;
+      const reason = error instanceof Error ? error.message : String(error);
+      process.emitWarning(`keygate: a concurrency slot could not be released (${reason}); such slots lapse after concurrencyLeaseMs`, { code: 'KEYGATE_RELEASE_FAILED' });
+    }
   }
 
   /** Store lookup and secret check, coalesced so concurrent first uses of a key hash once. */

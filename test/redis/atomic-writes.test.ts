@@ -458,6 +458,7 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
       lastUsedAt: new Date(NOW + 1),
       revokedAt: null,
       allowedOrigins: [],
+      maxConcurrent: null,
       requireHttps: false,
       clientCertificateSha256: [],
       metadata: { plan: 'pro' },

@@ -8,5 +8,5 @@ import { JsonFileStore } from '../../examples/custom-store';
 describeStoreContract('examples/custom-store.ts JsonFileStore', {
   create: () => new JsonFileStore(join(mkdtempSync(join(tmpdir(), 'keygate-json-store-')), 'keys.json')),
   destroy: (store) => rmSync(dirname(store.path), { recursive: true, force: true }),
-  capabilities: { subscribe: true },
+  capabilities: { subscribe: true, concurrency: true },
 });

@@ -17,7 +17,7 @@ describeStoreContract('MemoryStore', {
     expect(store).toBeInstanceOf(MemoryStore);
     destroyed.push(store);
   },
-  capabilities: { subscribe: true },
+  capabilities: { subscribe: true, concurrency: true },
 });
 
 afterAll(() => {

@@ -1,12 +1,18 @@
 import fc from 'fast-check';
 import {
+  CONCURRENCY_RETRY_AFTER_SECONDS,
   bucketCapacity,
   closestToRefusing,
+  countingInstant,
   decideConsume,
   describeLimits,
   initialCounters,
+  leasesAfter,
+  liveLeases,
   refilledTokens,
+  type ConcurrencyClaim,
   type CounterState,
+  type Leases,
   type LimitStatus,
 } from '../../src/policy/limits';
 import { QUOTA_WINDOWS, secondsToWindowEnd, windowIndex } from '../../src/policy/windows';
@@ -623,6 +629,228 @@ describe('describeLimits with quota windows', () => {
       { numRuns: 300 },
     );
     expect(seen).toEqual(new Set(['rate_limited', 'quota_exceeded']));
+  });
+});
+
+describe('concurrency leases', () => {
+  const claim = (limit: number, lease = 'lease', leaseMs = 1_000): ConcurrencyClaim => ({ limit, lease, leaseMs });
+  const claiming = (req: ConsumeRequest, c: ConcurrencyClaim): ConsumeRequest => ({ ...req, concurrency: c });
+
+  /** One key's counters and leases, driven as a store drives them (MemoryStore's consume and release). */
+  class LeasedCounter extends Counter {
+    leases: Leases = {};
+    claim(req: ConsumeRequest): ConsumeOutcome {
+      const at = countingInstant(this.state, req.now);
+      const { outcome, next } = decideConsume(this.state, req, Object.keys(liveLeases(this.leases, at)).length);
+      if (req.concurrency && next) this.leases = leasesAfter(this.leases, req.concurrency, at);
+      if (next) this.state = next;
+      return outcome;
+    }
+    release(lease: string): void {
+      const { [lease]: _released, ...rest } = this.leases;
+      this.leases = rest;
+    }
+  }
+
+  it.each([
+    [NOON, 0, NOON],
+    [NOON, NOON - 1, NOON],
+    [NOON, NOON, NOON],
+    [NOON, NOON + 1, NOON + 1],
+    [-5_000, 0, 0],
+  ])('counts at max(now, tokensAt): now %p, tokensAt %p → %p', (now, tokensAt, at) => {
+    expect(countingInstant({ tokensAt }, now)).toBe(at);
+  });
+
+  it('liveLeases keeps the leases lapsing after `at`: one lapsing at `at` no longer counts', () => {
+    const leases: Leases = Object.freeze({ later: NOON + 1, now: NOON, earlier: NOON - 1, long: NOON + 60_000 });
+    expect({ ...liveLeases(leases, NOON) }).toEqual({ later: NOON + 1, long: NOON + 60_000 });
+    expect({ ...liveLeases(leases, NOON - 1) }).toEqual({ later: NOON + 1, now: NOON, long: NOON + 60_000 });
+    expect({ ...liveLeases(leases, NOON + 60_000) }).toEqual({});
+    expect(leases).toEqual({ later: NOON + 1, now: NOON, earlier: NOON - 1, long: NOON + 60_000 });
+  });
+
+  it('liveLeases reads no leases from null or undefined, and skips what is not an instant', () => {
+    expect(Object.keys(liveLeases(null, NOON))).toEqual([]);
+    expect(Object.keys(liveLeases(undefined, NOON))).toEqual([]);
+    const edited = { text: String(NOON + 5) as unknown as number, nan: Number.NaN, ok: NOON + 5 };
+    expect({ ...liveLeases(edited, NOON) }).toEqual({ ok: NOON + 5 });
+  });
+
+  it('liveLeases keeps a lease named __proto__ as data, in a map without a prototype', () => {
+    const leases = JSON.parse(`{"__proto__": ${NOON + 5}, "constructor": ${NOON + 5}, "old": ${NOON - 5}}`) as Leases;
+    const live = liveLeases(leases, NOON);
+    expect(Object.getPrototypeOf(live)).toBeNull();
+    expect(Object.keys(live).sort()).toEqual(['__proto__', 'constructor']);
+    expect(live['__proto__']).toBe(NOON + 5);
+  });
+
+  it('leasesAfter adds the admitted claim, lapsing leaseMs after `at`, and drops the lapsed ones', () => {
+    const leases: Leases = Object.freeze({ held: NOON + 10, lapsed: NOON });
+    expect({ ...leasesAfter(leases, claim(3, 'mine', 250), NOON) }).toEqual({ held: NOON + 10, mine: NOON + 250 });
+    expect({ ...leasesAfter(null, claim(1, '__proto__', 1), NOON) }).toEqual({ ['__proto__']: NOON + 1 });
+    expect(leases).toEqual({ held: NOON + 10, lapsed: NOON });
+  });
+
+  it('admits while fewer than `limit` leases are live, reporting them with its own', () => {
+    for (let inFlight = 0; inFlight < 3; inFlight++) {
+      const { outcome, next } = decideConsume(initialCounters(4), claiming(request(NOON, null), claim(3)), inFlight);
+      expect(outcome).toEqual({ admitted: true, useCount: 5, inFlight: inFlight + 1 });
+      expect(next).toMatchObject({ useCount: 5, tokensAt: NOON });
+    }
+  });
+
+  it.each([3, 4, 10])('refuses with concurrency_limited at %p live leases of 3, counting nothing', (inFlight) => {
+    const limit: RateLimit = { perSecond: 2, perDay: 10 };
+    const counter = new Counter();
+    counter.consume(request(NOON, limit));
+    const { outcome, next } = decideConsume(Object.freeze({ ...counter.state }), claiming(request(NOON + 100, limit), claim(3)), inFlight);
+    expect(outcome).toEqual({ admitted: false, refusal: 'concurrency_limited', useCount: 1, dayCount: 1, tokens: 1.2, inFlight });
+    expect(next).toBeNull();
+  });
+
+  it('counts no live leases unless told (inFlight defaults to 0)', () => {
+    expect(decideConsume(initialCounters(0), claiming(request(NOON, null), claim(1))).outcome).toEqual({ admitted: true, useCount: 1, inFlight: 1 });
+  });
+
+  it('ignores the leases of a request without a claim, and reports no inFlight', () => {
+    expect(decideConsume(initialCounters(0), request(NOON, null), 99).outcome).toEqual({ admitted: true, useCount: 1 });
+    const refused = decideConsume(initialCounters(1), request(NOON, null, 1), 99).outcome;
+    expect(refused).toEqual({ admitted: false, refusal: 'usage_exhausted', useCount: 1 });
+    expect(Object.keys(refused)).not.toContain('inFlight');
+  });
+
+  it('reports countedAt on a concurrency refusal of a lagging caller', () => {
+    const state: CounterState = { ...initialCounters(1), tokensAt: NOON };
+    expect(decideConsume(state, claiming(request(NOON - 10, null), claim(1)), 1).outcome).toEqual({
+      admitted: false,
+      refusal: 'concurrency_limited',
+      useCount: 1,
+      inFlight: 1,
+      countedAt: NOON,
+    });
+  });
+
+  // Each of usage, quota, bucket, concurrency spent or not: concurrency_limited is the least lasting.
+  const combinations = Array.from({ length: 16 }, (_, bits) => [0, 1, 2, 3].map((bit) => (bits & (1 << bit)) !== 0));
+  it.each(combinations)('refusal order: usage %p, quota %p, bucket %p, concurrency %p', (usage, quota, bucket, full) => {
+    const state: CounterState = {
+      ...initialCounters(usage ? 5 : 1),
+      day: utcDay(NOON),
+      dayCount: quota ? 10 : 1,
+      tokens: bucket ? 0 : 2,
+      tokensAt: NOON,
+    };
+    const { outcome, next } = decideConsume(state, claiming(request(NOON, { perSecond: 1, burst: 2, perDay: 10 }, 5), claim(2)), full ? 2 : 1);
+    const expected = usage ? 'usage_exhausted' : quota ? 'quota_exceeded' : bucket ? 'rate_limited' : full ? 'concurrency_limited' : undefined;
+    expect(outcome.refusal).toBe(expected);
+    expect(next === null).toBe(expected !== undefined);
+    // The leases seen are reported whatever refused; the request's own is added only when admitted.
+    expect(outcome.inFlight).toBe(expected === undefined ? 2 : full ? 2 : 1);
+  });
+
+  it('a key driven like a store holds `limit` leases, frees one per release, and lets one lapse at its instant', () => {
+    const counter = new LeasedCounter();
+    const take = (now: number, lease: string) => counter.claim(claiming(request(now, null), claim(2, lease, 1_000)));
+    expect(take(NOON, 'a')).toEqual({ admitted: true, useCount: 1, inFlight: 1 });
+    expect(take(NOON + 10, 'b')).toEqual({ admitted: true, useCount: 2, inFlight: 2 });
+    expect(take(NOON + 20, 'c')).toEqual({ admitted: false, refusal: 'concurrency_limited', useCount: 2, inFlight: 2 });
+    counter.release('a');
+    expect(take(NOON + 30, 'c')).toEqual({ admitted: true, useCount: 3, inFlight: 2 });
+    // b lapses at NOON + 1 010: live a millisecond before, gone at that instant.
+    expect(take(NOON + 1_009, 'd')).toEqual({ admitted: false, refusal: 'concurrency_limited', useCount: 3, inFlight: 2 });
+    expect(take(NOON + 1_010, 'd')).toEqual({ admitted: true, useCount: 4, inFlight: 2 });
+    expect(Object.keys(counter.leases).sort()).toEqual(['c', 'd']);
+  });
+
+  it('a lease taken by a lagging caller lapses leaseMs after the instant it counted at', () => {
+    const counter = new LeasedCounter();
+    counter.consume(request(NOON + 5_000, null));
+    expect(counter.claim(claiming(request(NOON, null), claim(1, 'a', 1_000)))).toEqual({ admitted: true, useCount: 2, inFlight: 1, countedAt: NOON + 5_000 });
+    expect(counter.leases).toEqual({ a: NOON + 6_000 });
+  });
+
+  it('never holds more than `limit` live leases, and reports exactly those it holds', () => {
+    const step = fc.record({
+      gap: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 3_000 })),
+      skew: fc.oneof(fc.constant(0), fc.integer({ min: -2_000, max: 0 })),
+      limit: fc.integer({ min: 1, max: 4 }),
+      leaseMs: fc.integer({ min: 1, max: 2_000 }),
+      release: fc.option(fc.nat(), { freq: 4 }),
+    });
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 60 }), (steps) => {
+        const counter = new LeasedCounter();
+        const taken: string[] = [];
+        let now = NOON;
+        for (const [i, { gap, skew, limit, leaseMs, release }] of steps.entries()) {
+          now += gap;
+          if (release !== null && taken.length > 0) {
+            counter.release(taken[release % taken.length]!);
+            continue;
+          }
+          const req = claiming(request(now + skew, null), claim(limit, `lease-${i}`, leaseMs));
+          const at = countingInstant(counter.state, req.now);
+          const before = Object.keys(liveLeases(counter.leases, at)).length;
+          const outcome = counter.claim(req);
+          const after = Object.keys(liveLeases(counter.leases, at)).length;
+          expect(outcome.admitted).toBe(before < limit);
+          expect(outcome.inFlight).toBe(after);
+          expect(after).toBe(before + (outcome.admitted ? 1 : 0));
+          if (outcome.admitted) {
+            taken.push(`lease-${i}`);
+            expect(after).toBeLessThanOrEqual(limit);
+            expect(counter.leases[`lease-${i}`]).toBe(at + leaseMs);
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('describeLimits with concurrency', () => {
+  const withClaim = (req: ConsumeRequest, limit: number): ConsumeRequest => ({ ...req, concurrency: { limit, lease: 'lease', leaseMs: 60_000 } });
+
+  it('gives a concurrency_limited refusal Retry-After 1 and reports the limit and the requests in flight', () => {
+    expect(CONCURRENCY_RETRY_AFTER_SECONDS).toBe(1);
+    const snapshot = describeLimits(withClaim(request(NOON, null), 3), { admitted: false, refusal: 'concurrency_limited', useCount: 7, inFlight: 3 });
+    expect(snapshot).toEqual({ policies: [], usesRemaining: null, retryAfter: 1, concurrency: { limit: 3, inFlight: 3 } });
+  });
+
+  it('gives Retry-After 1 to a concurrency refusal of a key with quotas and a bucket, which still reports its policies', () => {
+    const limit: RateLimit = { perSecond: 2, burst: 4, perDay: 100 };
+    const outcome: ConsumeOutcome = { admitted: false, refusal: 'concurrency_limited', useCount: 5, tokens: 3, dayCount: 5, inFlight: 2 };
+    const snapshot = describeLimits(withClaim(request(NOON, limit, 10), 2), outcome);
+    expect(snapshot.retryAfter).toBe(1);
+    expect(snapshot.usesRemaining).toBe(5);
+    expect(snapshot.concurrency).toEqual({ limit: 2, inFlight: 2 });
+    expect(snapshot.policies.map((policy) => [policy.policy, policy.remaining])).toEqual([
+      ['second', 3],
+      ['day', 95],
+    ]);
+  });
+
+  it('reports the requests in flight of an admitted request, with no Retry-After', () => {
+    const snapshot = describeLimits(withClaim(request(NOON, { perDay: 10 }), 5), { admitted: true, useCount: 1, dayCount: 1, inFlight: 2 });
+    expect(snapshot.concurrency).toEqual({ limit: 5, inFlight: 2 });
+    expect(snapshot.retryAfter).toBeUndefined();
+  });
+
+  it('gives a more lasting refusal its own Retry-After (or none), still reporting the requests in flight', () => {
+    const quota = describeLimits(withClaim(request(NOON, { perDay: 1 }), 1), { admitted: false, refusal: 'quota_exceeded', useCount: 1, dayCount: 1, inFlight: 1 });
+    expect(quota.retryAfter).toBe(43_200);
+    expect(quota.concurrency).toEqual({ limit: 1, inFlight: 1 });
+    const usage = describeLimits(withClaim(request(NOON, null, 1), 1), { admitted: false, refusal: 'usage_exhausted', useCount: 1, inFlight: 1 });
+    expect(usage.retryAfter).toBeUndefined();
+    expect(usage.concurrency).toEqual({ limit: 1, inFlight: 1 });
+  });
+
+  it('reports no concurrency for a request without a claim, nor for a refusal that never reached the limits', () => {
+    expect(describeLimits(request(NOON, null), { admitted: true, useCount: 1, inFlight: 1 })).toEqual({ policies: [], usesRemaining: null });
+    const lifecycle = describeLimits(withClaim(request(NOON, null), 2), { admitted: false, refusal: 'api_key_revoked', useCount: 1 });
+    expect(lifecycle.concurrency).toBeUndefined();
+    expect(lifecycle.retryAfter).toBeUndefined();
   });
 });
 

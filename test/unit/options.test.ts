@@ -44,6 +44,7 @@ describe('resolveOptions: defaults', () => {
       hashThreads: Math.max(1, Math.min(4, availableParallelism() - 1)),
       maxHashQueue: 64,
       failedAttemptLimit: { burst: 10, perSecond: 1, delayMs: 1000 },
+      concurrencyLeaseMs: 60_000,
     });
   });
 

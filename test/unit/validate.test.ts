@@ -52,6 +52,7 @@ describe('validateCreate', () => {
       allowedOrigins: [],
       requireHttps: false,
       clientCertificateSha256: [],
+      maxConcurrent: null,
     });
   });
 
@@ -73,6 +74,7 @@ describe('validateCreate', () => {
       allowedOrigins: ['https://App.Example.com:443/', 'https://*.example.org'],
       requireHttps: true,
       clientCertificateSha256: ['AB:'.repeat(31) + 'AB', 'cd'.repeat(32)],
+      maxConcurrent: 8,
     };
     const out = validateCreate(input);
     expect(out).toEqual({
@@ -108,6 +110,11 @@ describe('validateCreate', () => {
     ['requireHttps', 'yes', 'requireHttps'],
     ['requireHttps', 1, 'requireHttps'],
     ['clientCertificateSha256', ['ab'.repeat(31)], 'clientCertificateSha256[0]'],
+    ['maxConcurrent', 0, 'maxConcurrent'],
+    ['maxConcurrent', -1, 'maxConcurrent'],
+    ['maxConcurrent', 2.5, 'maxConcurrent'],
+    ['maxConcurrent', '3', 'maxConcurrent'],
+    ['maxConcurrent', 1_001, 'maxConcurrent'],
     ['clientCertificateSha256', ['zz'.repeat(32)], 'clientCertificateSha256[0]'],
     ['clientCertificateSha256', 'ab'.repeat(32), 'clientCertificateSha256'],
     ['scopes', 'leads:read', 'scopes'],

@@ -2,9 +2,10 @@
  * Contract feature: the store counts exactly as keygate's own limit model does. A property test
  * (fast-check) drives random sequences of consumes through the store and through `decideConsume`
  * (`policy/limits.ts`) on a model counter state, and requires, at every step, the same outcome:
- * admitted or not, the refusal, `useCount`, every window count reported and the bucket's `tokens`;
- * and at the end the same counters as the store shows them (`useCount`, `lastUsedAt`, and every
- * window count and the bucket level, read with a probe consume that is refused and counts nothing).
+ * admitted or not, the refusal, `useCount`, every window count reported, the bucket's `tokens`,
+ * `countedAt`, and `inFlight`; and at the end the same counters as the store shows them
+ * (`useCount`, `lastUsedAt`, `updatedAt`, and every window count, the bucket level and the live
+ * leases, read with a probe consume that is refused and counts nothing).
  *
  * `tokens` is compared exactly, not within a tolerance: every implementation computes the bucket in
  * IEEE-754 doubles in the same order (`min(capacity, tokens + (at - tokensAt) × perSecond / 1000)`),
@@ -13,28 +14,35 @@
  * that could flip an admission at the edge of a token.
  *
  * The clocks step by milliseconds, to just before and just after the next second, minute, hour,
- * UTC day and UTC month, to around the instant the bucket holds a whole token again, by days, and
- * back (a process whose clock lags); they start near February's
+ * UTC day and UTC month, to around the instant the bucket holds a whole token again or the next
+ * lease lapses, by days, and back (a process whose clock lags); they start near February's
  * end in leap years (2000, 2024) and in a non-leap century (2100), at 31- and 30-day months' ends,
  * at New Year, before and at the epoch, or anywhere from 1960 to 2110. (Before 1970 a key's counters
  * are at the epoch, the model's `tokensAt` of a key never used, so earlier clocks count there.) The limits are random
  * subsets of `perSecond`/`burst`/`perMinute`/`perHour`/`perDay`/`perMonth` with small quotas, and
  * `maxUses`; each sequence switches between up to three of them, as an update would.
  *
+ * When the store declares the `concurrency` capability, most of those limits also carry a
+ * concurrency claim (`limit` 1–3, `leaseMs` from 1 ms to 5 s, a fresh lease per consume), and some
+ * steps release a lease taken earlier (maybe already released or lapsed) instead of consuming. The
+ * model keeps the key's leases with `liveLeases` / `leasesAfter` at `countingInstant`; a refused
+ * claim changes no lease (not even a lapsed one, which a later caller with a lagging clock may
+ * still count).
+ *
  * `fast-check` is loaded when the test runs, never when `keygate/testing` is imported, so it stays
  * an optional peer dependency of `keygate/testing` and is never one of `keygate` itself.
  */
 import type { Arbitrary } from 'fast-check';
-import { type CounterState, decideConsume, initialCounters } from '../../policy/limits.js';
+import { type CounterState, type Leases, countingInstant, decideConsume, initialCounters, leasesAfter, liveLeases } from '../../policy/limits.js';
 import { QUOTA_WINDOWS, windowIndex, windowStart } from '../../policy/windows.js';
-import type { ApiKeyStore, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
+import type { ApiKeyStore, ConcurrencyClaim, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
 import type { RateLimit } from '../../types.js';
-import { type AgreementSettings, type ContractSuite, makeRecord } from './shared.js';
+import { type AgreementSettings, type ContractSuite, makeRecord, probeRequest, releaseOf } from './shared.js';
 
 /** A unit the clock can step across. */
 type Boundary = 'second' | 'minute' | 'hour' | 'day' | 'month';
 
-/** How the clock moves before one consume. */
+/** How the clock moves before one step. */
 type Move =
   /** A few milliseconds to a few seconds forward (0 included: the same instant again). */
   | { kind: 'tick'; ms: number }
@@ -48,21 +56,33 @@ type Move =
    * To `offset` ms around the instant the bucket (at this step's `perSecond`) holds a whole token
    * again: where `tokens < 1` and `tokens ≥ 1` part, and where a rounding would show.
    */
-  | { kind: 'refill'; offset: number };
+  | { kind: 'refill'; offset: number }
+  /** To `offset` ms around the instant the next of the key's leases lapses (where it stops counting). */
+  | { kind: 'lapse'; offset: number };
 
 /** The limits one consume carries (as the caller read them from the record). */
 interface Limits {
   maxUses: number | null;
   rateLimit: RateLimit | null;
+  /** The key's `maxConcurrent` and the lease duration, when the consume carries a claim. */
+  concurrency: Omit<ConcurrencyClaim, 'lease'> | null;
 }
 
-/** One consume: how the clock moved, a one-off skew of this caller, and which limits it carries. */
+/**
+ * One call: how the clock moved, a one-off skew of this caller, which limits it carries; or, with
+ * `release`, a release instead of a consume.
+ */
 interface Step {
   move: Move;
   /** Added to the clock for this call only (≤ 0: another process whose clock lags). */
   skew: number;
   /** Index into the scenario's limits (taken modulo their number). */
   limits: number;
+  /**
+   * When set, the step releases a lease instead: the admitted one at this index (modulo their
+   * number; it may be released or lapsed already), or one never taken when none was admitted.
+   */
+  release: number | null;
 }
 
 /** One random sequence against one fresh record. */
@@ -113,9 +133,14 @@ function nextBoundary(at: number, unit: Boundary, offset: number): number {
   return (Math.floor(at / length) + 1) * length + offset;
 }
 
-/** The clock after `move`, given the model's counters and the limits of the coming call. */
-function advance(clock: number, move: Move, state: CounterState, limits: Limits): number {
+/** The clock after `move`, given the model's counters and leases and the limits of the coming call. */
+function advance(clock: number, move: Move, state: CounterState, limits: Limits, leases: Leases): number {
   switch (move.kind) {
+    case 'lapse': {
+      const at = countingInstant(state, clock);
+      const lapses = Object.values(leases).filter((until) => until > at);
+      return lapses.length === 0 ? clock : Math.min(...lapses) + move.offset;
+    }
     case 'refill': {
       const perSecond = limits.rateLimit?.perSecond;
       if (perSecond === undefined || state.tokens === null || state.tokens >= 1) return clock;
@@ -131,8 +156,8 @@ function advance(clock: number, move: Move, state: CounterState, limits: Limits)
   }
 }
 
-/** The generator of scenarios. */
-function scenarios(fc: FastCheck): Arbitrary<Scenario> {
+/** The generator of scenarios; concurrency claims and releases only `withLeases`. */
+function scenarios(fc: FastCheck, withLeases: boolean): Arbitrary<Scenario> {
   const move: Arbitrary<Move> = fc.oneof(
     { weight: 4, arbitrary: fc.record({ kind: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 1_500 })) }) },
     {
@@ -147,6 +172,7 @@ function scenarios(fc: FastCheck): Arbitrary<Scenario> {
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('leap' as const), ms: fc.integer({ min: MINUTE_MS, max: 40 * DAY_MS }) }) },
     { weight: 3, arbitrary: fc.record({ kind: fc.constant('refill' as const), offset: fc.integer({ min: -2, max: 2 }) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('back' as const), ms: fc.oneof(fc.integer({ min: 1, max: 2_000 }), fc.integer({ min: 1, max: 2 * DAY_MS })) }) },
+    ...(withLeases ? [{ weight: 2, arbitrary: fc.record({ kind: fc.constant('lapse' as const), offset: fc.integer({ min: -2, max: 2 }) }) }] : []),
   );
   const skew = fc.oneof(
     { weight: 5, arbitrary: fc.constant(0) },
@@ -171,10 +197,20 @@ function scenarios(fc: FastCheck): Arbitrary<Scenario> {
     fc.tuple(bucket, quotas).map(([inBucket, inQuotas]): RateLimit => ({ ...inBucket, ...inQuotas })),
     { nil: null, freq: 6 },
   );
+  // A claim on two limits in three, leases lasting a few milliseconds (lapsing between calls) to seconds.
+  const leaseMs = fc.oneof({ weight: 1, arbitrary: fc.integer({ min: 1, max: 50 }) }, { weight: 3, arbitrary: fc.integer({ min: 1, max: 5_000 }) });
+  const concurrency: Arbitrary<Limits['concurrency']> = withLeases
+    ? fc.option(fc.record({ limit: fc.integer({ min: 1, max: 3 }), leaseMs }), { nil: null, freq: 3 })
+    : fc.constant(null);
   const limits: Arbitrary<Limits> = fc.record({
     maxUses: fc.option(fc.integer({ min: 0, max: 25 }), { nil: null, freq: 2 }),
     rateLimit,
+    concurrency,
   });
+  // One step in five releases a lease, when there are leases.
+  const release: Arbitrary<number | null> = withLeases
+    ? fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.nat({ max: 24 }) })
+    : fc.constant(null);
   const start = fc.oneof(
     { weight: 3, arbitrary: fc.tuple(fc.constantFrom(...ANCHORS), fc.oneof(fc.integer({ min: 1, max: 3_000 }), fc.integer({ min: 1, max: 2 * HOUR_MS }))).map(([anchor, before]) => anchor - before) },
     { weight: 1, arbitrary: fc.integer({ min: Date.UTC(1960, 0, 1), max: Date.UTC(2110, 0, 1) }) },
@@ -183,7 +219,7 @@ function scenarios(fc: FastCheck): Arbitrary<Scenario> {
     start,
     useCount: fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 5 }) }),
     limits: fc.array(limits, { minLength: 1, maxLength: 3 }),
-    steps: fc.array(fc.record({ move, skew, limits: fc.nat({ max: 2 }) }), { minLength: 1, maxLength: 25 }),
+    steps: fc.array(fc.record({ move, skew, limits: fc.nat({ max: 2 }), release }), { minLength: 1, maxLength: 25 }),
   });
 }
 
@@ -203,85 +239,136 @@ function sameOutcome(actual: ConsumeOutcome | null, expected: ConsumeOutcome): b
   return keys.length === actualKeys.length && keys.every((key, i) => actualKeys[i] === key && a[key] === e[key]);
 }
 
+/** The model's leases without `lease` (no prototype: a lease id is data). */
+function released(leases: Leases, lease: string): Leases {
+  const kept = Object.create(null) as Record<string, number>;
+  for (const [other, until] of Object.entries(leases)) if (other !== lease) kept[other] = until;
+  return kept;
+}
+
+/** The model's decision of a consume: the outcome the store must return, and what it leaves. */
+interface ModelStep {
+  outcome: ConsumeOutcome;
+  next: CounterState | null;
+  leases: Leases;
+}
+
+/**
+ * The model's decision of a consume that carries `claim`: `decideConsume` with the leases live at
+ * `countingInstant`; admitted, the leases become `leasesAfter` (the lapsed ones can never count
+ * again: the key's latest instant is now `at`); refused, they stay exactly as they were, lapsed
+ * ones included, since a later caller whose clock lags may count at an earlier instant.
+ */
+function decideClaimed(state: CounterState, request: ConsumeRequest, claim: ConcurrencyClaim, leases: Leases): ModelStep {
+  const at = countingInstant(state, request.now);
+  const { outcome, next } = decideConsume(state, request, Object.keys(liveLeases(leases, at)).length);
+  return { outcome, next, leases: next ? leasesAfter(leases, claim, at) : leases };
+}
+
+/** A copy of a request, so that a store changing what it was given cannot change the model's. */
+function copyOf(request: ConsumeRequest): ConsumeRequest {
+  const copy: ConsumeRequest = { ...request, rateLimit: request.rateLimit && { ...request.rateLimit } };
+  if (request.concurrency) copy.concurrency = { ...request.concurrency };
+  return copy;
+}
+
 /** An instant as ISO text and epoch ms (`Date` cannot show years beyond ±275 760, so guard it). */
 function instant(at: number): string {
   const date = new Date(at);
   return `${Number.isNaN(date.getTime()) ? 'invalid' : date.toISOString()} (${at})`;
 }
 
-/** One line of the trace: the call and what the store said. */
-interface TraceLine {
-  step: number;
-  request: ConsumeRequest;
-  clock: number;
-  outcome: ConsumeOutcome | null;
-}
+/** One line of the trace: a consume and what the store said, or a release. */
+type TraceLine = { step: number; clock: number } & ({ request: ConsumeRequest; outcome: ConsumeOutcome | null } | { release: string });
 
 function describeRequest(request: ConsumeRequest, clock: number): string {
   const skew = request.now - clock;
-  return `now=${instant(request.now)}${skew === 0 ? '' : ` (skewed ${skew} ms)`} maxUses=${String(request.maxUses)} rateLimit=${JSON.stringify(request.rateLimit)}`;
+  const claim = request.concurrency ? ` concurrency=${JSON.stringify(request.concurrency)}` : '';
+  return `now=${instant(request.now)}${skew === 0 ? '' : ` (skewed ${skew} ms)`} maxUses=${String(request.maxUses)} rateLimit=${JSON.stringify(request.rateLimit)}${claim}`;
 }
 
-/** The error that says where the store and the model parted. */
-function divergence(what: string, scenario: Scenario, trace: readonly TraceLine[], store: unknown, model: unknown): Error {
+function describeLine(line: TraceLine): string {
+  if ('release' in line) return `  #${line.step} release(id, ${JSON.stringify(line.release)}) at clock ${instant(line.clock)}`;
+  return `  #${line.step} ${describeRequest(line.request, line.clock)} → ${JSON.stringify(line.outcome)}`;
+}
+
+/** The error that says where the store and the model parted (`leases`: the model's, before the last call). */
+function divergence(what: string, scenario: Scenario, trace: readonly TraceLine[], store: unknown, model: unknown, leases?: Leases): Error {
   const last = trace[trace.length - 1];
   const lines = [
     `the store and keygate's limit model (decideConsume) disagree ${what}:`,
-    ...(last ? [`  request  ${describeRequest(last.request, last.clock)}`] : []),
+    ...(last && 'request' in last ? [`  request  ${describeRequest(last.request, last.clock)}`] : []),
     `  store    ${JSON.stringify(store)}`,
     `  model    ${JSON.stringify(model)}`,
+    ...(leases ? [`  model's leases before it (lease: lapse instant): ${JSON.stringify(leases)}`] : []),
     `record inserted with useCount ${scenario.useCount}; every call so far (step: request → store outcome):`,
-    ...trace.map((line) => `  #${line.step} ${describeRequest(line.request, line.clock)} → ${JSON.stringify(line.outcome)}`),
+    ...trace.map(describeLine),
   ];
   return new Error(lines.join('\n'));
 }
 
-/**
- * The limits of the final probe: `maxUses` 0 refuses it with `usage_exhausted` before anything is
- * counted, and every quota and the bucket are set, so the refusal reports every window's count and
- * the bucket level the store holds.
- */
-const PROBE: Limits = {
-  maxUses: 0,
-  rateLimit: { perSecond: 7, burst: 1_000, perMinute: 1_000_000, perHour: 1_000_000, perDay: 1_000_000, perMonth: 1_000_000 },
-};
-
 /** Runs one scenario against the store and the model; throws at the first difference. */
-async function runScenario(store: ApiKeyStore, scenario: Scenario): Promise<void> {
+async function runScenario(store: ApiKeyStore, scenario: Scenario, withLeases: boolean): Promise<void> {
   const record = makeRecord({ useCount: scenario.useCount });
   await store.insert(record);
   let state: CounterState = initialCounters(scenario.useCount);
   let lastUsedAt: number | null = record.lastUsedAt === null ? null : record.lastUsedAt.getTime();
+  let leases: Leases = {};
+  const admittedLeases: string[] = [];
   let clock = scenario.start;
   const trace: TraceLine[] = [];
 
   for (const [i, step] of scenario.steps.entries()) {
     const limits = scenario.limits[step.limits % scenario.limits.length] as Limits;
-    clock = advance(clock, step.move, state, limits);
-    const request: ConsumeRequest = { now: clock + step.skew, maxUses: limits.maxUses, rateLimit: limits.rateLimit && { ...limits.rateLimit } };
-    const { outcome: expected, next } = decideConsume(state, request);
-    const actual = await store.consume(record.id, { ...request, rateLimit: request.rateLimit && { ...request.rateLimit } });
-    trace.push({ step: i + 1, request, clock, outcome: actual });
-    if (!sameOutcome(actual, expected)) throw divergence(`at step ${i + 1} of ${scenario.steps.length}`, scenario, trace, actual, expected);
-    if (next) {
-      state = next;
-      lastUsedAt = request.now;
+    clock = advance(clock, step.move, state, limits, leases);
+    const at = `at step ${i + 1} of ${scenario.steps.length}`;
+
+    if (step.release !== null) {
+      const lease = admittedLeases[step.release % Math.max(1, admittedLeases.length)] ?? `lease-${i + 1}`;
+      trace.push({ step: i + 1, clock, release: lease });
+      try {
+        await releaseOf(store)(record.id, lease);
+      } catch (error) {
+        throw divergence(`${at}: release() rejected, where it must resolve for any lease`, scenario, trace, String(error), 'resolves', leases);
+      }
+      leases = released(leases, lease);
+      continue;
     }
+
+    const request: ConsumeRequest = { now: clock + step.skew, maxUses: limits.maxUses, rateLimit: limits.rateLimit && { ...limits.rateLimit } };
+    const claim: ConcurrencyClaim | undefined = limits.concurrency ? { ...limits.concurrency, lease: `lease-${i + 1}` } : undefined;
+    if (claim) request.concurrency = claim;
+    const actual = await store.consume(record.id, copyOf(request));
+    trace.push({ step: i + 1, request, clock, outcome: actual });
+    const model: ModelStep = claim ? decideClaimed(state, request, claim, leases) : { ...decideConsume(state, request), leases };
+    if (!sameOutcome(actual, model.outcome)) throw divergence(at, scenario, trace, actual, model.outcome, withLeases ? leases : undefined);
+    if (model.next) {
+      state = model.next;
+      lastUsedAt = request.now;
+      if (claim) admittedLeases.push(claim.lease);
+    }
+    leases = model.leases;
   }
 
-  // The counters the store holds now, every window and the bucket: a refused probe shows them all.
-  const probe: ConsumeRequest = { now: clock, maxUses: PROBE.maxUses, rateLimit: { ...PROBE.rateLimit } };
-  const expected = decideConsume(state, probe).outcome;
-  const actual = await store.consume(record.id, { ...probe, rateLimit: { ...PROBE.rateLimit } });
+  // The counters the store holds now, every window, the bucket and the live leases: a refused probe shows them all.
+  const probe = probeRequest(clock, withLeases);
+  const actual = await store.consume(record.id, copyOf(probe));
   trace.push({ step: scenario.steps.length + 1, request: probe, clock, outcome: actual });
-  if (!sameOutcome(actual, expected)) {
-    throw divergence('on the counters left after the sequence (a probe consume with maxUses 0 and every quota set)', scenario, trace, actual, expected);
+  const model: ModelStep = probe.concurrency ? decideClaimed(state, probe, probe.concurrency, leases) : { ...decideConsume(state, probe), leases };
+  if (!sameOutcome(actual, model.outcome)) {
+    const what = `on the counters left after the sequence (a probe consume with maxUses 0 and every quota set${withLeases ? ', and a claim' : ''})`;
+    throw divergence(what, scenario, trace, actual, model.outcome, withLeases ? leases : undefined);
   }
   const found = await store.findById(record.id);
-  const stored = { useCount: found?.useCount, lastUsedAt: found?.lastUsedAt ? found.lastUsedAt.getTime() : found?.lastUsedAt };
-  const modelled = { useCount: state.useCount, lastUsedAt };
-  if (stored.useCount !== modelled.useCount || stored.lastUsedAt !== modelled.lastUsedAt) {
-    throw divergence('on the record after the sequence (useCount, lastUsedAt as epoch ms: the `now` of the last admitted call)', scenario, trace, stored, modelled);
+  const stored = {
+    useCount: found?.useCount,
+    lastUsedAt: found?.lastUsedAt ? found.lastUsedAt.getTime() : found?.lastUsedAt,
+    updatedAt: found?.updatedAt.getTime(),
+  };
+  const modelled = { useCount: state.useCount, lastUsedAt, updatedAt: record.updatedAt.getTime() };
+  if (stored.useCount !== modelled.useCount || stored.lastUsedAt !== modelled.lastUsedAt || stored.updatedAt !== modelled.updatedAt) {
+    const what = 'on the record after the sequence (useCount; lastUsedAt, the `now` of the last admitted call; updatedAt, which neither consume nor release changes; as epoch ms)';
+    throw divergence(what, scenario, trace, stored, modelled);
   }
 }
 
@@ -298,13 +385,13 @@ async function loadFastCheck(): Promise<FastCheck> {
 }
 
 /** Runs the property; a failure carries the diverging step, and how to replay it. */
-async function checkAgreement(store: ApiKeyStore, settings: Readonly<AgreementSettings>): Promise<void> {
+async function checkAgreement(store: ApiKeyStore, settings: Readonly<AgreementSettings>, withLeases: boolean): Promise<void> {
   const fc = await loadFastCheck();
   const parameters: Parameters<FastCheck['assert']>[1] = { numRuns: settings.numRuns };
   if (settings.seed !== undefined) parameters.seed = settings.seed;
   if (settings.path !== undefined) parameters.path = settings.path;
   try {
-    await fc.assert(fc.asyncProperty(scenarios(fc), (scenario) => runScenario(store, scenario)), parameters);
+    await fc.assert(fc.asyncProperty(scenarios(fc, withLeases), (scenario) => runScenario(store, scenario, withLeases)), parameters);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     // fast-check reports the property's own error as the cause: it says which step diverged.
@@ -316,13 +403,15 @@ async function checkAgreement(store: ApiKeyStore, settings: Readonly<AgreementSe
   }
 }
 
-/** Registers the agreement test. */
+/** Registers the agreement test; with concurrency claims and releases when the store declares the capability. */
 export function agreementContract(suite: ContractSuite): void {
   const { describe, test, agreement } = suite;
+  const withLeases = suite.capabilities.concurrency === true;
+  const what = withLeases ? 'clocks, limits, concurrency claims and releases' : 'clocks and limits';
 
   describe('consume agrees with the limit model', () => {
-    test(`on ${agreement.numRuns} random sequences of clocks and limits (fast-check${agreement.seed === undefined ? '' : `, seed ${agreement.seed}`})`, async (store) => {
-      await checkAgreement(store, agreement);
+    test(`on ${agreement.numRuns} random sequences of ${what} (fast-check${agreement.seed === undefined ? '' : `, seed ${agreement.seed}`})`, async (store) => {
+      await checkAgreement(store, agreement, withLeases);
     });
   });
 }

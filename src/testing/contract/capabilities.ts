@@ -11,6 +11,7 @@ import type { ContractSuite } from './shared.js';
 /** The optional store method behind each capability. */
 export const CAPABILITIES: { readonly [C in keyof StoreCapabilities]-?: keyof ApiKeyStore } = {
   subscribe: 'subscribe',
+  concurrency: 'release',
 };
 
 /**

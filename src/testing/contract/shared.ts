@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isKeygateError } from '../../errors.js';
 import { RECORD_FIELDS, type RecordField } from '../../record/schema.js';
-import type { ApiKeyStore, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
+import type { ApiKeyStore, ConcurrencyClaim, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
 import type { ApiKeyRecord, RateLimit } from '../../types.js';
 import { sampleRecord } from '../sample-record.js';
 import type { StoreCapabilities, StoreContractOptions } from '../store-contract.js';
@@ -188,6 +188,7 @@ export function makeFullRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRec
     allowedOrigins: ['https://app.example.com', 'https://*.example.org', 'http://localhost:3000'],
     requireHttps: true,
     clientCertificateSha256: ['a'.repeat(64), '0123456789abcdef'.repeat(4)],
+    maxConcurrent: 12,
     createdAt: new Date(CREATED),
     updatedAt: new Date(CREATED + 1),
     lastUsedAt: new Date(CREATED + 2),
@@ -263,6 +264,46 @@ export function request(now: number, maxUses: number | null, rateLimit: RateLimi
   return { now, maxUses, rateLimit };
 }
 
+/** `request` with a concurrency claim on one of `limit` slots, held `leaseMs` unless released. */
+export function claiming(consumeRequest: ConsumeRequest, limit: number, lease: string, leaseMs: number): ConsumeRequest {
+  const concurrency: ConcurrencyClaim = { limit, lease, leaseMs };
+  return { ...consumeRequest, concurrency };
+}
+
+/**
+ * The limits of a probe consume: `maxUses` 0 refuses it with `usage_exhausted` before anything is
+ * counted, and every quota and the bucket are set, so the refusal reports every window's count and
+ * the bucket level the store holds (the bucket's capacity is out of reach, so the level reported
+ * is the stored one refilled at 7 per second).
+ */
+export const PROBE_LIMITS: Readonly<Required<RateLimit>> = {
+  perSecond: 7,
+  burst: 1_000,
+  perMinute: 1_000_000,
+  perHour: 1_000_000,
+  perDay: 1_000_000,
+  perMonth: 1_000_000,
+};
+
+/** The lease a probe claims: it is refused, so it never holds a slot. */
+export const PROBE_LEASE = 'keygate-contract-probe';
+
+/**
+ * A probe consume at `now`: refused, counting nothing and taking no slot, its outcome shows the
+ * counters the store holds; with `withLeases`, it carries a claim, so `inFlight` shows the leases
+ * live at the instant it counts at.
+ */
+export function probeRequest(now: number, withLeases = false): ConsumeRequest {
+  const probe: ConsumeRequest = { now, maxUses: 0, rateLimit: { ...PROBE_LIMITS } };
+  return withLeases ? claiming(probe, 1, PROBE_LEASE, 1) : probe;
+}
+
+/** The store's `release`, for tests of the concurrency capability (the capability check guards the declaration). */
+export function releaseOf(store: ApiKeyStore): NonNullable<ApiKeyStore['release']> {
+  if (!store.release) throw new Error('capabilities.concurrency is declared, but the store has no release() method');
+  return store.release.bind(store);
+}
+
 /** Consumes `count` times, one after the other, and returns the outcomes in order. */
 export async function consumeTimes(
   store: ApiKeyStore,
@@ -281,6 +322,11 @@ export async function consumeConcurrently(store: ApiKeyStore, id: string, count:
   const admitted = outcomes.filter((outcome): outcome is ConsumeOutcome => outcome?.admitted === true);
   const refused = outcomes.filter((outcome) => outcome?.admitted !== true);
   return { outcomes, admitted, refused };
+}
+
+/** Fires one consume per request, all at once, and returns the outcomes in the order of `requests`. */
+export async function consumeEachConcurrently(store: ApiKeyStore, id: string, requests: readonly ConsumeRequest[]): Promise<(ConsumeOutcome | null)[]> {
+  return Promise.all(requests.map((consumeRequest) => store.consume(id, consumeRequest)));
 }
 
 /** The error `action` rejects (or throws) with; fails when it succeeds. */

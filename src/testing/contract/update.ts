@@ -66,6 +66,7 @@ export function updateContract(suite: ContractSuite): void {
         allowedOrigins: ['https://patched.example.com'],
         requireHttps: false,
         clientCertificateSha256: ['f'.repeat(64)],
+        maxConcurrent: 3,
         status: 'revoked',
         revokedAt: new Date(NOON),
         updatedAt: new Date(NOON),
