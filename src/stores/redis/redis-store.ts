@@ -1,11 +1,14 @@
 /**
  * The Redis store: keys and exact counters shared by every process that uses the same Redis, with
- * ioredis (standalone or Cluster). The warm path of an admitted request is one EVALSHA.
+ * ioredis (standalone or Cluster). The warm path of an admitted request is one EVALSHA (and, for
+ * a key with `maxConcurrent`, one ZREM when its response ends).
  *
  * Layout (`ns` is the `keyPrefix` option, default `keygate:`):
  * - `ns key:{<id>}`: the record, one hash field per record field, plus its counters (`c:*`).
- *   Everything one consume touches is in this one hash, so each script on it is atomic on a
- *   Cluster too.
+ * - `ns key:{<id>}:leases`: the record's concurrency leases (`maxConcurrent`), a sorted set of
+ *   lease ids scored by the instant each lapses, with an expiry a little past its newest lease.
+ *   Same hash tag as the record, so the same slot: everything one consume touches is in these
+ *   two keys, and each script on them is atomic on a Cluster too.
  * - `ns kp:<keyPrefix>`: the id of the record with that keyPrefix (lookup index).
  * - `ns list`, `ns list:owner:<ownerId>`, `ns list:tenant:<tenantId>`: sorted sets of
  *   `<createdAt>:<id>` members for keyset pagination.
@@ -17,7 +20,8 @@
  *
  * On both deployments, one Lua script on one record's hash (so one slot), each step indivisible
  * with respect to every other command from any process:
- * - consume: deadline, lifecycle and limits checked and counted together;
+ * - consume: deadline, lifecycle and limits checked and counted together, and the concurrency
+ *   lease (for a key with `maxConcurrent`) counted and taken in the same step;
  * - update: the "a revoked key stays revoked" check, the revocation stamp (`revokedAt` = the
  *   earlier of the stored one and `updatedAt`), the write and its invalidation message.
  *
@@ -56,6 +60,12 @@
  *   replacement anyone holds: rotate it no more, create a new key. A replacement written but
  *   never returned is a record whose secret nobody has.
  *
+ * `release` is one ZREM on the leases key, on either deployment.
+ *
+ * No method deletes a record key (an undone Cluster rotation restores fields of the old record and
+ * takes back index and list entries, never a record). Anything that comes to delete one must
+ * delete its leases key with it (same slot, so one DEL of both works on a Cluster too).
+ *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
  * then the record (and checks that the record still has that keyPrefix); list() reads a page of a
  * sorted set, then each record.
@@ -71,6 +81,7 @@ import type { ApiKeyRecord, RateLimit } from '../../types.js';
 import type {
   ApiKeyPatch,
   ApiKeyStore,
+  ConcurrencyClaim,
   ConsumeOutcome,
   ConsumeRefusal,
   ConsumeRequest,
@@ -144,10 +155,15 @@ interface ScriptCommands {
   /** Cluster: 1 when the claim was undone, 0 when the record changed meanwhile. */
   keygateUndoRotationV1(key: string, ...args: string[]): Promise<number>;
   /**
-   * [0, refusal, useCount] for a deadline or lifecycle refusal, else [admitted, refusal, useCount,
-   * tokens, then one count per window of QUOTA_WINDOWS, in its order].
+   * The record's key and its leases key first. [0, refusal, useCount] for a deadline or lifecycle
+   * refusal, else [admitted, refusal, useCount, tokens, then one count per window of
+   * QUOTA_WINDOWS in its order, the instant counted at, inFlight ('' without a claim)].
    */
-  keygateConsumeV5(key: string, ...args: string[]): Promise<[number, string, number] | [number, string, number, string, ...(number | string)[]] | null>;
+  keygateConsumeV6(
+    key: string,
+    leasesKey: string,
+    ...args: string[]
+  ): Promise<[number, string, number] | [number, string, number, string, ...(number | string)[]] | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'] as const;
@@ -170,6 +186,14 @@ function listMember(createdAt: Date, id: string): string {
 
 function numberArg(value: number | null | undefined): string {
   return value === null || value === undefined ? '' : String(value);
+}
+
+/** The consume script's last three arguments: limit, lease, leaseMs; three '' without a claim. */
+function claimArgs(claim: ConcurrencyClaim | undefined): [string, string, string] {
+  if (claim === undefined) return ['', '', ''];
+  // Own properties only, as for the limits. A limit or leaseMs that is not a number (`'undefined'`)
+  // is an error reply: the consume fails closed.
+  return [String(ownValue(claim, 'limit')), String(ownValue(claim, 'lease')), String(ownValue(claim, 'leaseMs'))];
 }
 
 /** A deadline for the consume script: '' (none) unless a finite number. */
@@ -277,7 +301,7 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
-    redis.defineCommand('keygateConsumeV5', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateConsumeV6', { numberOfKeys: 2, lua: CONSUME_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -352,7 +376,8 @@ export class RedisStore implements ApiKeyStore {
   }
 
   /**
-   * One EVALSHA: deadline, lifecycle and limits, counted all or nothing (see CONSUME_SCRIPT).
+   * One EVALSHA: deadline, lifecycle and limits, counted all or nothing (see CONSUME_SCRIPT), and
+   * for a request with a concurrency claim its lease, in the same script.
    * `request.deadline` is compared with the Redis server's clock: keep the clocks of the app hosts
    * and of Redis in sync (NTP). A Redis clock running ahead by more than `storeTimeoutMs` would
    * refuse every consume with `deadline_exceeded`.
@@ -361,14 +386,17 @@ export class RedisStore implements ApiKeyStore {
     // Own properties only: a `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
     const limit = (ownValue(request, 'rateLimit') ?? null) as ConsumeRequest['rateLimit'];
     const limitField = (field: keyof RateLimit) => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
-    const reply = await this.#ready().keygateConsumeV5(
+    const claim = (ownValue(request, 'concurrency') ?? undefined) as ConcurrencyClaim | undefined;
+    const reply = await this.#ready().keygateConsumeV6(
       this.#recordKey(id),
+      this.#leasesKey(id),
       String(request.now),
       numberArg(ownValue(request, 'maxUses') as number | null | undefined),
       numberArg(limitField('perSecond')),
       numberArg(limitField('burst')),
       deadlineArg(ownValue(request, 'deadline') as number | undefined),
       ...QUOTA_WINDOWS.map((window) => numberArg(limitField(window.limit))),
+      ...claimArgs(claim),
     );
     if (!reply) return null;
     const [admitted, refusal, useCount] = reply;
@@ -383,8 +411,17 @@ export class RedisStore implements ApiKeyStore {
       // The instant the script counted at (the key's latest use, when this caller's clock lags).
       const countedAt = Number(reply[4 + QUOTA_WINDOWS.length]);
       if (countedAt > request.now) outcome.countedAt = countedAt;
+      if (claim !== undefined) outcome.inFlight = Number(reply[5 + QUOTA_WINDOWS.length]);
     }
     return outcome;
+  }
+
+  /**
+   * One ZREM on the record's leases key (a single key, so a single node on a Cluster). Changes no
+   * counter and publishes nothing; an unknown record or lease is no error.
+   */
+  async release(id: string, lease: string): Promise<void> {
+    await (await this.#connected()).zrem(this.#leasesKey(id), lease);
   }
 
   /**
@@ -597,6 +634,11 @@ export class RedisStore implements ApiKeyStore {
 
   #recordKey(id: string): string {
     return `${this.#ns}key:{${id}}`;
+  }
+
+  /** The record's concurrency leases: the record key's hash tag, so the record's slot. */
+  #leasesKey(id: string): string {
+    return `${this.#recordKey(id)}:leases`;
   }
 
   #indexKey(keyPrefix: string): string {

@@ -3,8 +3,9 @@
  * back to EVAL on NOSCRIPT (`defineCommand`).
  *
  * Two families:
- * - Scripts on one record's hash (one hash tag, so one slot): consume, update, and the claim and
- *   undo of a rotation on a Cluster. Atomic on standalone Redis and on Redis Cluster alike.
+ * - Scripts on one record's hash (one hash tag, so one slot): consume (with the record's leases
+ *   set, under the same hash tag), update, and the claim and undo of a rotation on a Cluster.
+ *   Atomic on standalone Redis and on Redis Cluster alike.
  * - Scripts that also write the keyPrefix index and the list sorted sets (INSERT_RECORD_SCRIPT,
  *   ROTATE_SCRIPT): several slots, so for standalone Redis only, where every key can be declared
  *   in one script. They check everything before their first write, so a refusal changes nothing:
@@ -26,6 +27,11 @@
  *
  * The consume script's window part is generated from `QUOTA_WINDOWS` (src/policy/windows.ts) when
  * this module loads (see WINDOW_LUA): a window added there needs no edit here.
+ *
+ * Concurrency leases (`maxConcurrent`) live beside the record, in a sorted set in the same hash
+ * slot (`<record key>:leases`, member = lease id, score = the instant it lapses): the consume script
+ * reads and writes it only for a request with a claim, and fails closed (an error reply, nothing
+ * counted) when that key holds something other than a sorted set.
  *
  * UPDATE_SCRIPT and ROTATE_SCRIPT PUBLISH the changed id on the invalidation channel themselves,
  * after their checks and before their first write. The message is then part of the same atomic
@@ -337,6 +343,21 @@ function luaInteger(value: number): string {
 
 /** The consume script's fixed arguments: now, maxUses, perSecond, burst, deadline. */
 const FIXED_CONSUME_ARGS = 5;
+/** ARGV position of the concurrency claim (limit, lease, leaseMs), after every window's quota. */
+const CLAIM_ARG = FIXED_CONSUME_ARGS + QUOTA_WINDOWS.length + 1;
+/**
+ * How much longer than its newest lease a leases set lives (PEXPIRE), in ms. The expiry only
+ * collects the set of a key nobody uses any more (a lease never released, its process gone):
+ * each admitted consume with a claim prunes the lapsed ones itself. It must never drop a lease that is
+ * still live, and the two do not run on the same clock: the expiry counts on Redis's clock from
+ * this consume, a lapse instant on the callers' clocks from `at`, and a later consume counts at
+ * the latest instant any caller reached (`tokensAt`). So when the app hosts' clocks disagree, a
+ * lease can stay live, as the consumes see it, up to their skew longer than `leaseMs`; the margin
+ * covers that skew (NTP keeps it far below), at the cost of keeping an abandoned set a minute longer.
+ * The script raises the expiry and never lowers it (PTTL, then PEXPIRE: `PEXPIRE … GT` needs
+ * Redis 7 and treats a set without expiry as one that never expires).
+ */
+export const LEASES_TTL_MARGIN_MS = 60_000;
 const EMPTY_STATE = initialCounters(0);
 
 /**
@@ -395,17 +416,35 @@ end
  *    expiresAt at or before now is `api_key_expired`;
  * 3. the limits, with the arithmetic of `decideConsume` in src/policy/limits.ts: maxUses, then the
  *    quota windows most lasting first (WINDOW_LUA: month, day, hour, minute), then the token
- *    bucket; the request is counted at max(now, last admitted time) so counters never move back
- *    in time, and an admitted request is counted in every window, quota or not.
+ *    bucket, then (for a request with a concurrency claim) the live leases against the claim's
+ *    limit; the request is counted at `at` = max(now, last admitted time) so counters never move
+ *    back in time, and an admitted request is counted in every window, quota or not.
  *
+ * KEYS: the record's hash, then its leases (a sorted set in the same slot: lease → the instant it
+ * lapses). Only a request with a claim reads or writes the leases: one without it runs no command
+ * on KEYS[2], whatever it holds.
  * ARGV: now, maxUses, perSecond, burst, deadline (empty string = none), then the quota of each
- * window in WINDOWS order (empty = none).
+ * window in WINDOWS order (empty = none), then the concurrency claim: limit, lease id, leaseMs
+ * (three empty strings = no claim).
+ *
+ * With a claim, once the lifecycle has passed: the leases still live at `at` (score > at) are
+ * counted (inFlight); `concurrency_limited` when nothing else refused and inFlight >= limit (a
+ * refusal writes nothing, lapsed leases included); when admitted, the leases lapsed by `at` are
+ * removed and the new lease added (score at + leaseMs), and the set's expiry
+ * raised to leaseMs + LEASES_TTL_MARGIN_MS if it was shorter (never lowered: a lease added
+ * earlier with a longer leaseMs keeps its set). Leases are added in non-decreasing `at` order
+ * (tokensAt is the latest admitted `at`), so with one leaseMs the newest lease is the last to
+ * lapse.
+ *
  * Returns nil for an unknown record; { 0, refusal, useCount } for a deadline or lifecycle
  * refusal; else { admitted 0|1, refusal, useCount, tokens, then each window's count in WINDOWS
- * order } (a refusal's counts are those that were used; an admission's include it). An error
- * reply (nothing written) when useCount or, for a key that is not refused by then, a counter
- * (`c:*`) is not a number it could hold: a key whose counters cannot be read is not admitted. An
- * absent counter (a record written before its window existed) is the empty state.
+ * order, at, inFlight } (a refusal's counts are those that were used; an admission's include it;
+ * inFlight is the number of live leases, the new one included when admitted, or '' without a
+ * claim). An error reply (nothing written) when useCount or, for a key that is not refused by
+ * then, a counter (`c:*`) is not a number it could hold: a key whose counters cannot be read is
+ * not admitted; likewise (nothing counted or pruned) when a claim's limit or
+ * leaseMs is not a finite number or the leases key is not a sorted set. An absent counter (a
+ * record written before its window existed) is the empty state; absent leases are none.
  *
  * TIME before the writes is safe: Redis 5+ replicates a script's effects, not the script (older
  * servers are asked to with `redis.replicate_commands()`).
@@ -489,13 +528,50 @@ if perSecond then
   end
 end
 if refusal == '' and level and level < 1 then refusal = 'rate_limited' end
+-- The concurrency claim, the least lasting limit; \`now\` here is the instant counted at (\`at\`).
+-- Numbers go to Redis as %.17g text: a Lua number given to redis.call is written with 14 digits,
+-- which would move a lapse instant.
+local leases = KEYS[2]
+local claimed = ARGV[${luaInteger(CLAIM_ARG)}] ~= ''
+local inFlight = ''
+local leaseMs
+if claimed then
+  local limit = tonumber(ARGV[${luaInteger(CLAIM_ARG)}])
+  leaseMs = tonumber(ARGV[${luaInteger(CLAIM_ARG + 2)}])
+  if not (limit and limit == limit and limit ~= math.huge and limit ~= -math.huge) then
+    return redis.error_reply('ERR keygate: the concurrency limit is not a number')
+  end
+  if not (leaseMs and leaseMs == leaseMs and leaseMs ~= math.huge and leaseMs ~= -math.huge) then
+    return redis.error_reply('ERR keygate: the concurrency leaseMs is not a number')
+  end
+  -- Live: the instant is after the one this request counts at. Counted, not pruned: a refusal
+  -- changes nothing, and a later caller whose clock lags may still count a lease lapsed by now.
+  local live = redis.pcall('ZCOUNT', leases, '(' .. string.format('%.17g', now), '+inf')
+  if type(live) == 'table' and live['err'] then
+    return redis.error_reply('WRONGTYPE keygate: the leases key ' .. leases .. ' is not a sorted set')
+  end
+  inFlight = live
+  if refusal == '' and inFlight >= limit then refusal = 'concurrency_limited' end
+end
 if refusal ~= '' then
   local levelText = ''
   if level then levelText = string.format('%.17g', level) end
   local reply = { 0, refusal, useCount, levelText }
   for i = 1, #WINDOWS do reply[#reply + 1] = used[i] end
   reply[#reply + 1] = string.format('%.17g', now)
+  reply[#reply + 1] = inFlight
   return reply
+end
+if claimed then
+  -- Before the counters: should it fail, nothing is counted. Admitted, the key's latest instant
+  -- becomes now, so the leases lapsed by now can never count again: drop them.
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', string.format('%.17g', now))
+  redis.call('ZADD', leases, string.format('%.17g', now + leaseMs), ARGV[${luaInteger(CLAIM_ARG + 1)}])
+  -- At most 1e15 ms (some 30 000 years), an expiry Redis accepts whatever leaseMs is.
+  local ttl = math.min(1e15, math.max(0, math.ceil(leaseMs)) + ${luaInteger(LEASES_TTL_MARGIN_MS)})
+  -- PTTL is -1 for a set without expiry (a new one), which every ttl exceeds.
+  if redis.call('PTTL', leases) < ttl then redis.call('PEXPIRE', leases, string.format('%.17g', ttl)) end
+  inFlight = inFlight + 1
 end
 useCount = useCount + 1
 local tokensField = 'null'
@@ -519,5 +595,6 @@ for i, window in ipairs(WINDOWS) do
 end
 redis.call('HSET', key, unpack(writes))
 reply[#reply + 1] = string.format('%.17g', now)
+reply[#reply + 1] = inFlight
 return reply
 `;
