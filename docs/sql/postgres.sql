@@ -3,9 +3,9 @@
 -- (migrate() also takes an advisory lock first and runs them in one transaction).
 -- For another table name: sqlSchema({ dialect: 'postgres', table: 'auth.api_keys' }) from keygate/sql.
 -- Counters (use_count, day, day_count, tokens, tokens_at; minute, hour, month and their _count)
--- are written only by keygate.
--- Upgrades: columns added by later keygate versions (record fields, and counters such as the
--- minute, hour and month quota windows) are listed after the first version's counters,
+-- and concurrency_leases (lease -> lapse instant) are written only by keygate.
+-- Upgrades: columns added by later keygate versions (record fields, and keygate's own columns:
+-- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters,
 -- and added to an existing table by ALTER TABLE … ADD COLUMN IF NOT EXISTS after the CREATE TABLE.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
@@ -41,9 +41,11 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "hour_count"       bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC hour
   "minute"           bigint NOT NULL DEFAULT -1,          -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
   "minute_count"     bigint NOT NULL DEFAULT 0,           -- counters: requests admitted in that UTC minute
+  "concurrency_leases" jsonb NOT NULL DEFAULT '{}',       -- concurrency leases: JSON object, lease -> lapse instant in epoch milliseconds
   "allowed_origins"  text[] NOT NULL DEFAULT '{}',
   "require_https"    boolean NOT NULL DEFAULT false,
   "client_certificate_sha256" text[] NOT NULL DEFAULT '{}',
+  "max_concurrent"   bigint,
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 );
@@ -60,11 +62,15 @@ ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute" bigint NOT NULL
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "minute_count" bigint NOT NULL DEFAULT 0;
 
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "concurrency_leases" jsonb NOT NULL DEFAULT '{}';
+
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "allowed_origins" text[] NOT NULL DEFAULT '{}';
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "require_https" boolean NOT NULL DEFAULT false;
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "client_certificate_sha256" text[] NOT NULL DEFAULT '{}';
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

@@ -3,9 +3,9 @@
 -- in one BEGIN IMMEDIATE transaction. Instants are epoch milliseconds; lists and objects are JSON text.
 -- For another table name: sqlSchema({ dialect: 'sqlite', table: 'api_keys' }) from keygate/sql.
 -- Counters (use_count, day, day_count, tokens, tokens_at; minute, hour, month and their _count)
--- are written only by keygate.
--- Upgrades: columns added by later keygate versions (record fields, and counters such as the
--- minute, hour and month quota windows) are listed after the first version's counters;
+-- and concurrency_leases (lease -> lapse instant) are written only by keygate.
+-- Upgrades: columns added by later keygate versions (record fields, and keygate's own columns:
+-- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters;
 -- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
@@ -41,9 +41,11 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "hour_count"       INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC hour
   "minute"           INTEGER NOT NULL DEFAULT -1,         -- counters: UTC minute index (epoch ms / 60000) that minute_count belongs to
   "minute_count"     INTEGER NOT NULL DEFAULT 0,          -- counters: requests admitted in that UTC minute
+  "concurrency_leases" TEXT NOT NULL DEFAULT '{}',        -- concurrency leases: JSON object, lease -> lapse instant in epoch milliseconds
   "allowed_origins"  TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
   "require_https"    INTEGER NOT NULL DEFAULT 0,          -- 0 or 1
   "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+  "max_concurrent"   INTEGER,
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
@@ -56,9 +58,11 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "hour_count" INTEGER NOT NULL DEFAULT 0;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute" INTEGER NOT NULL DEFAULT -1;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "minute_count" INTEGER NOT NULL DEFAULT 0;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "concurrency_leases" TEXT NOT NULL DEFAULT '{}';
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "allowed_origins" TEXT NOT NULL DEFAULT '[]';
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "require_https" INTEGER NOT NULL DEFAULT 0;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]';
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "max_concurrent" INTEGER;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

@@ -1,13 +1,16 @@
 /**
  * Migrations derived from the record schema: a field whose `since` is above 1 becomes a column
- * that migrate() adds to a table created before it. Today's record fields are all of version 1
- * (version 2 added only counters: the minute, hour and month quota windows, tested by
- * window-counters.test.ts), so these tests describe a later schema of their own (the record's
- * fields plus two of version 3) and run the real migration code with it, on SQLite and on a real
- * PostgreSQL.
+ * that migrate() adds to a table created before it. Version 2 added record fields (allowed
+ * origins, requireHttps, client certificates, maxConcurrent) and columns of the store's own (the
+ * minute, hour and month counters, tested by window-counters.test.ts, and the concurrency leases).
+ *
+ * - A table created by version 1's DDL (test/sql/fixtures/version-1-*.sql) gains `max_concurrent`
+ *   and `concurrency_leases`: its rows read `maxConcurrent: null` and hold no lease, on both dialects.
+ * - The rest describes a later schema of its own (the record's fields plus two of version 3) and
+ *   runs the real migration code with it, on SQLite and on a real PostgreSQL.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -45,11 +48,12 @@ const VERSION_2: readonly Column[] = [
 ];
 
 describe('the DDL of a later schema version', () => {
-  it('for today\'s schema, the columns of version 2 are added: the minute, hour and month counters, then origins, HTTPS and certificates', () => {
+  it('for today\'s schema, the columns of version 2 are added: the minute, hour and month counters, the leases, then origins, HTTPS, certificates and maxConcurrent', () => {
     for (const dialect of ['postgres', 'sqlite'] as const) {
       const table = parseTableName(undefined, dialect === 'postgres');
       expect(tableSchema(dialect, table).addColumns.map((add) => add.column)).toEqual([
-        'month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count', 'allowed_origins', 'require_https', 'client_certificate_sha256',
+        'month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count', 'concurrency_leases',
+        'allowed_origins', 'require_https', 'client_certificate_sha256', 'max_concurrent',
       ]);
       expect(schemaScript(dialect, table)).toBe(sqlSchema({ dialect }));
     }
@@ -57,9 +61,9 @@ describe('the DDL of a later schema version', () => {
 
   it('postgres: CREATE TABLE lists the later columns after the counters, by version; ADD COLUMN IF NOT EXISTS follows with the same definition', () => {
     const script = schemaScript('postgres', parseTableName('auth.keys', true), VERSION_2);
-    expect(script).toMatch(/"client_certificate_sha256" text\[\] NOT NULL DEFAULT '\{\}',\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
+    expect(script).toMatch(/"max_concurrent" +bigint,\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
     expect(script).toContain(
-      'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "client_certificate_sha256" text[] NOT NULL DEFAULT \'{}\';\n\n' +
+      'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "nickname" text;\n\n' +
         `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "labels" text[] NOT NULL DEFAULT ARRAY['it''s', 'new']::text[];\n\nCREATE UNIQUE INDEX`,
     );
@@ -219,5 +223,102 @@ describePostgres('migrate() to a later version (postgres)', () => {
     await pool.query(script);
     const names = (await describeColumns('scripted')).map((column) => (column as { column_name: string }).column_name);
     expect(names.slice(-2)).toEqual(['nickname', 'labels']);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A version-1 table (as shipped before version 2) gains maxConcurrent and the concurrency leases.
+
+function version1(dialect: 'postgres' | 'sqlite', table: string): string {
+  return readFileSync(join(__dirname, 'fixtures', `version-1-${dialect}.sql`), 'utf8').replaceAll('keygate_api_keys', table);
+}
+
+/** A key version 1 wrote and used (three uses); the claims made on it once upgraded. */
+const USED = { useCount: 3 };
+const CLAIM = { limit: 2, lease: 'first', leaseMs: 30_000 };
+
+describe('a version-1 table gains max_concurrent and concurrency_leases (sqlite)', () => {
+  it('existing rows read maxConcurrent null and hold no lease; a fresh table is the same; claims work at once', async () => {
+    const db = new Database(':memory:');
+    try {
+      db.exec(version1('sqlite', 'v1_keys'));
+      const v1Columns = (db.prepare('SELECT name FROM pragma_table_info(?) ORDER BY cid').all('v1_keys') as { name: string }[]).map((column) => `"${column.name}"`);
+      expect(v1Columns).not.toContain('"max_concurrent"');
+      expect(v1Columns).not.toContain('"concurrency_leases"');
+      // The row as version 1 wrote it: today's insert into a scratch table, copied column by column.
+      const key = record(USED);
+      const scratch = new SqlStore({ dialect: 'sqlite', client: db, table: 'scratch_keys' });
+      await scratch.migrate();
+      await scratch.insert(key);
+      db.exec(`INSERT INTO "v1_keys" (${v1Columns.join(', ')}) SELECT ${v1Columns.join(', ')} FROM "scratch_keys"`);
+
+      const store = new SqlStore({ dialect: 'sqlite', client: db, table: 'v1_keys' });
+      await store.migrate();
+      await store.migrate();
+      const describeTable = (table: string) => db.prepare('SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid').all(table);
+      await new SqlStore({ dialect: 'sqlite', client: db, table: 'fresh_keys' }).migrate();
+      expect(describeTable('v1_keys')).toEqual(describeTable('fresh_keys'));
+      expect(db.prepare('SELECT "max_concurrent", "concurrency_leases" FROM "v1_keys"').get()).toEqual({ max_concurrent: null, concurrency_leases: '{}' });
+      expect(await store.findById(key.id)).toStrictEqual(key);
+      expect((await store.findById(key.id))?.maxConcurrent).toBeNull();
+
+      expect(await store.consume(key.id, { now: CREATED, maxUses: 5, rateLimit: null, concurrency: CLAIM })).toEqual({ admitted: true, useCount: 4, inFlight: 1 });
+      expect(db.prepare('SELECT "concurrency_leases" FROM "v1_keys"').get()).toEqual({ concurrency_leases: JSON.stringify({ first: CREATED + 30_000 }) });
+      await store.release(key.id, 'first');
+      expect(db.prepare('SELECT "concurrency_leases" FROM "v1_keys"').get()).toEqual({ concurrency_leases: '{}' });
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describePostgres('a version-1 table gains max_concurrent and concurrency_leases (postgres)', () => {
+  let server: PostgresServer;
+  let pool: Pool;
+
+  beforeAll(async () => {
+    server = await startPostgres();
+    pool = new Pool({ connectionString: server.connectionString, max: 4 });
+    pool.on('error', () => undefined);
+  });
+
+  afterAll(async () => {
+    await pool?.end();
+    await server?.destroy();
+  });
+
+  async function describeTable(table: string): Promise<unknown[]> {
+    const { rows } = await pool.query(
+      `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
+       WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
+      [table],
+    );
+    return rows;
+  }
+
+  it('existing rows read maxConcurrent null and hold no lease; a fresh table is the same; claims work at once', async () => {
+    await pool.query(version1('postgres', 'v1_keys'));
+    const v1Columns = (await describeTable('v1_keys')).map((column) => `"${(column as { column_name: string }).column_name}"`);
+    expect(v1Columns).not.toContain('"max_concurrent"');
+    expect(v1Columns).not.toContain('"concurrency_leases"');
+    const key = record(USED);
+    const scratch = new SqlStore({ dialect: 'postgres', client: pool, table: 'scratch_keys' });
+    await scratch.migrate();
+    await scratch.insert(key);
+    await pool.query(`INSERT INTO "v1_keys" (${v1Columns.join(', ')}) SELECT ${v1Columns.join(', ')} FROM "scratch_keys"`);
+
+    const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'v1_keys' });
+    await Promise.all([store.migrate(), store.migrate()]);
+    await new SqlStore({ dialect: 'postgres', client: pool, table: 'fresh_keys' }).migrate();
+    expect(await describeTable('v1_keys')).toEqual(await describeTable('fresh_keys'));
+    const { rows } = await pool.query('SELECT "max_concurrent", "concurrency_leases" FROM "v1_keys"');
+    expect(rows).toEqual([{ max_concurrent: null, concurrency_leases: {} }]);
+    expect(await store.findById(key.id)).toStrictEqual(key);
+    expect((await store.findById(key.id))?.maxConcurrent).toBeNull();
+
+    expect(await store.consume(key.id, { now: CREATED, maxUses: 5, rateLimit: null, concurrency: CLAIM })).toEqual({ admitted: true, useCount: 4, inFlight: 1 });
+    expect((await pool.query('SELECT "concurrency_leases" FROM "v1_keys"')).rows).toEqual([{ concurrency_leases: { first: CREATED + 30_000 } }]);
+    await store.release(key.id, 'first');
+    expect((await pool.query('SELECT "concurrency_leases" FROM "v1_keys"')).rows).toEqual([{ concurrency_leases: {} }]);
   });
 });

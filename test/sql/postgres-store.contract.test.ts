@@ -30,6 +30,6 @@ describePostgres('PostgreSQL', () => {
     destroy: async (store) => {
       await pool.query(`DROP TABLE "${store.table}"`);
     },
-    capabilities: { subscribe: true },
+    capabilities: { subscribe: true, concurrency: true },
   });
 });

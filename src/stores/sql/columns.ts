@@ -126,3 +126,22 @@ export const COUNTER_COLUMNS: readonly CounterColumn[] = [
 
 /** The counter columns' names, quoted, in table order: a select list. */
 export const COUNTER_LIST = COUNTER_COLUMNS.map((column) => `"${column.name}"`).join(', ');
+
+/**
+ * The column holding a key's concurrency leases (`maxConcurrent`): a JSON object of lease →
+ * the instant it lapses (epoch milliseconds), `{}` when the key holds none. Like the counters it
+ * is the store's own, never part of a record, and it lives in the key's row so that the consume's
+ * row lock covers it: PostgreSQL's `FOR UPDATE` re-reads a row it waited for (READ COMMITTED
+ * re-checks the locked row only), so a consume sees the leases every earlier consume left, where
+ * a table of its own would be read from the statement's snapshot and over-admit. Only a consume
+ * that carries a claim, and `release`, read or write it.
+ */
+export interface LeasesColumn {
+  /** The column's name (snake_case), always used double-quoted. */
+  readonly name: string;
+  /** The record schema version that introduced it, as {@link Column.since}. */
+  readonly since: number;
+}
+
+/** The concurrency leases' column: version 2, which `migrate()` adds to an existing table with `{}` in every row. */
+export const LEASES_COLUMN: LeasesColumn = { name: 'concurrency_leases', since: 2 };

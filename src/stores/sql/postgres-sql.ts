@@ -11,7 +11,7 @@ import { QUOTA_WINDOWS, type QuotaWindow } from '../../policy/windows.js';
 import { ownValue } from '../../record/decode.js';
 import { CREATE_FIELDS } from '../../record/schema.js';
 import type { ConsumeRequest, StoreRotation } from '../store.js';
-import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, type Column, type CounterColumn, RECORD_COLUMNS, columnOf } from './columns.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, type Column, type CounterColumn, LEASES_COLUMN, RECORD_COLUMNS, columnOf } from './columns.js';
 import { parameterOf } from './parameters.js';
 import type { TableName } from './table-name.js';
 import { timestamptzLiteral } from './values.js';
@@ -104,8 +104,12 @@ export interface PostgresStatements {
   findById: string;
   /** `$1`: keyPrefix. */
   findByKeyPrefix: string;
-  /** See {@link consumeStatement}. */
+  /** See {@link consumeStatement}: a consume without a concurrency claim, which never reads or writes the leases. */
   consume: string;
+  /** See {@link consumeStatement}: a consume with a concurrency claim. */
+  consumeClaim: string;
+  /** See {@link releaseStatement}. */
+  release: string;
   /** See {@link rotateStatement}. */
   rotate: string;
 }
@@ -117,7 +121,9 @@ export function postgresStatements(table: TableName): PostgresStatements {
     insert: `INSERT INTO ${table.qualified} (${COLUMN_LIST}) VALUES (${RECORD_COLUMNS.map((column, i) => placeholder(i + 1, column)).join(', ')})`,
     findById: `SELECT ${select} FROM ${table.qualified} WHERE "id" = $1::text`,
     findByKeyPrefix: `SELECT ${select} FROM ${table.qualified} WHERE "key_prefix" = $1::text`,
-    consume: consumeStatement(table),
+    consume: consumeStatement(table, false),
+    consumeClaim: consumeStatement(table, true),
+    release: releaseStatement(table),
     rotate: rotateStatement(table),
   };
 }
@@ -130,17 +136,23 @@ function quotaParameter(window: QuotaWindow): string {
   return `$${CONSUME_FIXED_PARAMETERS + 1 + QUOTA_WINDOWS.indexOf(window)}::float8`;
 }
 
+/** The claim's parameters of the claim variant, after the quotas: `maxConcurrent`, the lease, its duration. */
+const CLAIM_LIMIT = `$${CONSUME_FIXED_PARAMETERS + QUOTA_WINDOWS.length + 1}::float8`;
+const CLAIM_LEASE = `$${CONSUME_FIXED_PARAMETERS + QUOTA_WINDOWS.length + 2}::text`;
+const CLAIM_LEASE_MS = `$${CONSUME_FIXED_PARAMETERS + QUOTA_WINDOWS.length + 3}::float8`;
+
 /**
  * The parameters of the consume statement: `$1` id, `$2` now (epoch ms), `$3` maxUses, `$4`
  * perSecond, `$5` bucket capacity (`burst ?? perSecond`), `$6` now as a timestamptz (for
  * `last_used_at` and the lifecycle checks), `$7` the wall-clock deadline (epoch ms), then each
  * window's quota (`perMonth`, `perDay`, …) in `QUOTA_WINDOWS` order. An absent limit or deadline
- * is NULL.
+ * is NULL. With a concurrency claim (the statement's claim variant) the claim's `limit`, `lease`
+ * and `leaseMs` follow.
  */
 export function consumeParameters(id: string, request: ConsumeRequest): unknown[] {
-  const { rateLimit, maxUses } = request;
+  const { rateLimit, maxUses, concurrency } = request;
   const perSecond = rateLimit?.perSecond;
-  return [
+  const parameters = [
     id,
     request.now,
     maxUses,
@@ -150,6 +162,8 @@ export function consumeParameters(id: string, request: ConsumeRequest): unknown[
     request.deadline ?? null,
     ...QUOTA_WINDOWS.map((window) => rateLimit?.[window.limit] ?? null),
   ];
+  if (concurrency !== undefined) parameters.push(concurrency.limit, concurrency.lease, concurrency.leaseMs);
+  return parameters;
 }
 
 /** The consume statement's output column holding the count of `window` before this request. */
@@ -215,14 +229,30 @@ export function windowIndexSql(window: QuotaWindow, at: string): string {
  * - `counted` is each window's count before this request (`<window>_used`): the stored count when
  *   the stored index is the current one, else 0 (a new window).
  * - `verdict` names the refusal, if any: the lifecycle one, else the most lasting limit: uses, then
- *   each window's quota, most lasting first, then the bucket.
+ *   each window's quota, most lasting first, then the bucket, then (claim variant) the key's
+ *   concurrency slots.
  * - `applied` writes the admitted state, and only when nothing refused: every window counts the
  *   use, whether or not the key has a quota for it. A refusal changes no counter and writes no row
  *   version.
  * - The final SELECT returns the verdict, so a refused consume reports the state that refused it
  *   in the same round trip. No row (unknown id) means `null`.
+ *
+ * With `claim` (a request with a concurrency claim; {@link consumeParameters} adds its three
+ * parameters), `locked` also reads the leases' column, under the same row lock as the counters, and:
+ * - `counted` counts the leases live at `at` (`in_flight`: lapse instant > `at`, compared as
+ *   float8 like `liveLeases` compares JavaScript numbers), unless the lifecycle refused (which
+ *   reports no `inFlight`). A column that is not a JSON object of numbers (written by hand) gives
+ *   NULL, which `verdict` refuses as `invalid_leases` right after the lifecycle, so the store fails
+ *   closed instead of reading it as no lease (a number beyond float8 fails the statement);
+ * - `verdict` refuses `concurrency_limited` when `in_flight` reaches the limit and nothing else refused;
+ * - `applied` writes `leasesAfter`: the live leases (their stored values untouched) plus
+ *   `lease → at + leaseMs`, a float8 sum as in JavaScript. jsonb keeps a float8 as the shortest
+ *   decimal that reads back as the same double (float8 output at the default `extra_float_digits`),
+ *   so the instant read back is the one written.
+ * Without `claim` the statement names neither the column nor the claim: keys without
+ * `maxConcurrent` pay nothing for it, and their consumes never touch the leases.
  */
-function consumeStatement(table: TableName): string {
+function consumeStatement(table: TableName, claim: boolean): string {
   const windows = QUOTA_WINDOWS.map((window) => ({
     window,
     index: quoted(`${window.name}_index`),
@@ -232,8 +262,18 @@ function consumeStatement(table: TableName): string {
     quota: quotaParameter(window),
   }));
   const list = (lines: readonly string[]) => lines.map((line) => `,\n    ${line}`).join('');
+  const leases = quoted(LEASES_COLUMN.name);
+  // Each lease of the locked row, as ("lease", "until"); "until" is cast only once it is known to be a number.
+  const eachLease = (row: string) => `jsonb_each(${row}${leases}) AS "l"("lease", "until")`;
+  const inFlight = `CASE WHEN "lifecycle" IS NULL AND jsonb_typeof(${leases}) = 'object' THEN (
+      SELECT CASE WHEN count(*) FILTER (WHERE jsonb_typeof("until") <> 'number') = 0
+        THEN count(*) FILTER (WHERE CASE WHEN jsonb_typeof("until") = 'number' THEN "until"::float8 > "at" END) END
+      FROM ${eachLease('')}) END AS "in_flight"`;
+  const leasesAfter =
+    `(SELECT coalesce(jsonb_object_agg("lease", "until"), '{}'::jsonb) FROM ${eachLease('"v".')} WHERE "until"::float8 > "v"."at")` +
+    ` || jsonb_build_object(${CLAIM_LEASE}, "v"."at" + ${CLAIM_LEASE_MS})`;
   return `WITH "locked" AS MATERIALIZED (
-  SELECT "id", "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST}
+  SELECT "id", "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST}${claim ? `, ${leases}` : ''}
   FROM ${table.qualified} WHERE "id" = $1::text FOR UPDATE
 ), "clocked" AS MATERIALIZED (
   SELECT "locked".*, greatest($2::float8, "tokens_at") AS "at",
@@ -255,30 +295,43 @@ function consumeStatement(table: TableName): string {
     END AS "level"
   FROM "clocked"
 ), "counted" AS MATERIALIZED (
-  SELECT "state".*${list(windows.map((w) => `CASE WHEN ${w.indexColumn} = ${w.index} THEN ${w.countColumn} ELSE 0 END AS ${w.used}`))}
+  SELECT "state".*${list([...windows.map((w) => `CASE WHEN ${w.indexColumn} = ${w.index} THEN ${w.countColumn} ELSE 0 END AS ${w.used}`), ...(claim ? [inFlight] : [])])}
   FROM "state"
 ), "verdict" AS MATERIALIZED (
   SELECT "counted".*,
     CASE
       WHEN "lifecycle" IS NOT NULL THEN "lifecycle"
       WHEN "use_count" < 0 THEN 'invalid_counters'
-      WHEN $3::float8 IS NOT NULL AND "use_count" >= $3::float8 THEN 'usage_exhausted'
+${claim ? `      WHEN "in_flight" IS NULL THEN 'invalid_leases'\n` : ''}      WHEN $3::float8 IS NOT NULL AND "use_count" >= $3::float8 THEN 'usage_exhausted'
 ${windows.map((w) => `      WHEN ${w.quota} IS NOT NULL AND ${w.used} >= ${w.quota} THEN 'quota_exceeded'\n`).join('')}      WHEN $4::float8 IS NOT NULL AND "level" < 1 THEN 'rate_limited'
-    END AS "refusal"
+${claim ? `      WHEN "in_flight" >= ${CLAIM_LIMIT} THEN 'concurrency_limited'\n` : ''}    END AS "refusal"
   FROM "counted"
 ), "applied" AS (
   UPDATE ${table.qualified} AS "k" SET
     "use_count" = "v"."use_count" + 1,
 ${windows.map((w) => `    ${w.indexColumn} = "v".${w.index},\n    ${w.countColumn} = "v".${w.used} + 1,\n`).join('')}    "tokens" = "v"."level" - 1,
     "tokens_at" = "v"."at",
-    "last_used_at" = $6::timestamptz
+    "last_used_at" = $6::timestamptz${claim ? `,\n    ${leases} = ${leasesAfter}` : ''}
   FROM "verdict" AS "v"
   WHERE "k"."id" = "v"."id" AND "v"."refusal" IS NULL
   RETURNING "k"."id"
 )
 SELECT "refusal", "use_count"::text AS "use_count"${windows.map((w) => `, ${w.used}::text AS ${w.used}`).join('')}, "level"::text AS "level", "at"::text AS "at",
-  (SELECT count(*) FROM "applied")::int AS "applied"
+  ${claim ? '"in_flight"::text AS "in_flight", ' : ''}(SELECT count(*) FROM "applied")::int AS "applied"
 FROM "verdict"`;
+}
+
+/**
+ * `release(id, lease)`: removes the lease from the key's leases, and nothing else (no counter, no
+ * `updated_at`). Parameters: `$1` id, `$2` the lease. The row is written only when it holds the
+ * lease (`jsonb_exists`, the function behind the `?` operator, which a driver could take for a
+ * placeholder), so releasing an unknown lease, or the lease of an unknown key, writes no row
+ * version. A column that is not a JSON object (written by hand) is left as it is.
+ */
+function releaseStatement(table: TableName): string {
+  const leases = quoted(LEASES_COLUMN.name);
+  return `UPDATE ${table.qualified} SET ${leases} = ${leases} - $2::text
+WHERE "id" = $1::text AND jsonb_typeof(${leases}) = 'object' AND jsonb_exists(${leases}, $2::text)`;
 }
 
 /** The column of a counter field. */

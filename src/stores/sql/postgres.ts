@@ -128,8 +128,14 @@ export class PostgresEngine implements SqlEngine {
     return (await this.#rows(text, values)).map(recordFromRow);
   }
 
+  /**
+   * One statement (see `consumeStatement`); its claim variant when the request has a concurrency
+   * claim, which also counts, checks and records the key's leases under the same row lock.
+   */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
-    const [row] = await this.#rows(this.#statements.consume, consumeParameters(id, request));
+    const claim = request.concurrency;
+    const text = claim === undefined ? this.#statements.consume : this.#statements.consumeClaim;
+    const [row] = await this.#rows(text, consumeParameters(id, request));
     if (!row) return null;
     const refusal = row.refusal as ConsumeRefusal | null;
     const admitted = Number(row.applied) === 1;
@@ -137,6 +143,8 @@ export class PostgresEngine implements SqlEngine {
     const useCount = Number(row.use_count);
     // A count edited by hand below zero would let maxUses pass: the statement refused it, fail closed.
     if (refusal === ('invalid_counters' as string)) throw invalidRecord(id, 'useCount', 'is negative');
+    // Leases edited by hand into something else than an object of instants: never read as none.
+    if (refusal === ('invalid_leases' as string)) throw invalidRecord(id, 'concurrencyLeases', '(column concurrency_leases) is not a JSON object of lapse instants');
     // A deadline or lifecycle refusal reports the lifetime count only: no limit was looked at.
     if (!admitted && !isLimitRefusal(refusal as ConsumeRefusal)) return { admitted: false, refusal: refusal as ConsumeRefusal, useCount };
     const outcome: ConsumeOutcome = admitted
@@ -153,9 +161,16 @@ export class PostgresEngine implements SqlEngine {
       const level = row.level === null ? Number.NaN : Number(row.level);
       outcome.tokens = admitted ? level - 1 : level;
     }
+    // The key's live leases, this request's own included when admitted.
+    if (claim !== undefined) outcome.inFlight = Number(row.in_flight) + (admitted ? 1 : 0);
     // The instant the statement counted at (the key's latest use, when this caller's clock lags).
     const countedAt = Number(row.at);
     if (countedAt > request.now) outcome.countedAt = countedAt;
     return outcome;
+  }
+
+  /** One statement (see `releaseStatement`), which writes the row only when it holds the lease. */
+  async release(id: string, lease: string): Promise<void> {
+    await this.#client.query(this.#statements.release, [id, lease]);
   }
 }

@@ -4,14 +4,15 @@
  *
  * The first version of the table (every column with `since` 1, and the first version's counters)
  * keeps its column definitions, so the DDL of existing installations never changes. A column of a
- * later version (a record field's, or a counter's such as the minute, hour and month windows of
- * version 2) is appended after the first version's counters, where `ALTER TABLE … ADD COLUMN` puts
- * it on an existing table, with one definition for both statements whose default is the field's
- * `initial` value (a counter's: -1 for a window index, 0 for a count): a fresh table and an
- * upgraded one come out the same, and existing rows read back as new records would be written.
+ * later version (a record field's, a counter's such as the minute, hour and month windows of
+ * version 2, or the concurrency leases of version 2) is appended after the first version's
+ * counters, where `ALTER TABLE … ADD COLUMN` puts it on an existing table, with one definition for
+ * both statements whose default is the field's `initial` value (a counter's: -1 for a window
+ * index, 0 for a count; the leases': `{}`, none): a fresh table and an upgraded one come out the
+ * same, and existing rows read back as new records would be written.
  */
 import { API_KEY_STATUSES, RATE_LIMIT_FIELDS } from '../../record/schema.js';
-import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, RECORD_COLUMNS } from './columns.js';
+import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, LEASES_COLUMN, RECORD_COLUMNS } from './columns.js';
 import { parameterOf } from './parameters.js';
 import { type TableName, parseTableName } from './table-name.js';
 import type { SqlDialect } from './values.js';
@@ -87,6 +88,17 @@ const COUNTER_TYPES: Record<SqlDialect, Record<CounterKind, string>> = {
     tokensAt: 'REAL NOT NULL DEFAULT 0',
   },
 };
+
+/**
+ * The concurrency leases' column (`LEASES_COLUMN`) after its name: a JSON object of lease → lapse
+ * instant, `{}` (no lease) for a new key and, through `ADD COLUMN`, for every existing row.
+ */
+const LEASES_TYPES: Record<SqlDialect, string> = {
+  postgres: "jsonb NOT NULL DEFAULT '{}'",
+  sqlite: "TEXT NOT NULL DEFAULT '{}'",
+};
+
+const LEASES_COMMENT = 'concurrency leases: JSON object, lease -> lapse instant in epoch milliseconds';
 
 /** The comment of a counter column in `CREATE TABLE`. */
 function counterComment(counter: CounterColumn): string {
@@ -170,8 +182,8 @@ function firstVersion(columns: readonly Column[]): readonly Column[] {
   return columns.filter((column) => column.since <= 1);
 }
 
-/** A column of a later version, record or counter: its definition after its name. */
-interface LaterColumn {
+/** A column's name and definition, and the version that introduced it: a record's, a counter's or the leases'. */
+interface ColumnLine {
   readonly name: string;
   readonly since: number;
   readonly definition: string;
@@ -179,28 +191,35 @@ interface LaterColumn {
 }
 
 /**
+ * The store's own columns, which no record field holds, in table order: the counters, then the
+ * concurrency leases.
+ */
+function stateColumns(dialect: SqlDialect): readonly ColumnLine[] {
+  return [
+    ...COUNTER_COLUMNS.map((counter) => ({ name: counter.name, since: counter.since, definition: COUNTER_TYPES[dialect][counter.kind], comment: counterComment(counter) })),
+    { name: LEASES_COLUMN.name, since: LEASES_COLUMN.since, definition: LEASES_TYPES[dialect], comment: LEASES_COMMENT },
+  ];
+}
+
+/**
  * Columns added after the first version, in the order migrations add them (the order of a fresh
  * table's `CREATE TABLE`, so a fresh table and an upgraded one come out the same): by version,
- * and within a version the counters first, then the record's columns.
+ * and within a version the store's own columns first (counters, then the leases), then the
+ * record's columns.
  */
-function laterColumns(dialect: SqlDialect, table: TableName, columns: readonly Column[]): readonly LaterColumn[] {
-  const counters = COUNTER_COLUMNS.filter((counter) => counter.since > 1).map((counter) => ({
-    name: counter.name,
-    since: counter.since,
-    definition: COUNTER_TYPES[dialect][counter.kind],
-    comment: counterComment(counter),
-  }));
+function laterColumns(dialect: SqlDialect, table: TableName, columns: readonly Column[]): readonly ColumnLine[] {
+  const state = stateColumns(dialect).filter((column) => column.since > 1);
   const fields = columns
     .filter((column) => column.since > 1)
     .map((column) => ({ name: column.name, since: column.since, definition: columnDefinition(dialect, column, table), comment: COMMENTS[dialect][column.kind] }));
-  return [...counters, ...fields].sort((a, b) => a.since - b.since);
+  return [...state, ...fields].sort((a, b) => a.since - b.since);
 }
 
 function createTable(dialect: SqlDialect, table: TableName, columns: readonly Column[]): string {
   const lines: { text: string; comment?: string | undefined }[] = [];
   const line = (name: string, definition: string, comment: string | undefined) => lines.push({ text: `  ${quoted(name).padEnd(18)} ${definition},`, comment });
   for (const column of firstVersion(columns)) line(column.name, columnDefinition(dialect, column, table), COMMENTS[dialect][column.kind]);
-  for (const counter of COUNTER_COLUMNS) if (counter.since <= 1) line(counter.name, COUNTER_TYPES[dialect][counter.kind], counterComment(counter));
+  for (const column of stateColumns(dialect)) if (column.since <= 1) line(column.name, column.definition, column.comment);
   for (const column of laterColumns(dialect, table, columns)) line(column.name, column.definition, column.comment);
   const constraints = [`CONSTRAINT ${table.indexName('pkey')} PRIMARY KEY ("id")`];
   for (const column of firstVersion(columns)) {
@@ -275,10 +294,11 @@ export interface SqlSchemaOptions {
  * (Flyway, Prisma migrate, node-pg-migrate, …). Idempotent: every statement is `IF NOT EXISTS`.
  *
  * Upgrades: a record field added after the first version of the table (its `since` in the record
- * schema is above 1), or a counter added later (the minute, hour and month quota windows), is a
- * column `CREATE TABLE` lists after the first version's counters and that an existing table gets
- * with `ALTER TABLE … ADD COLUMN`, its default being the field's initial value (existing rows read
- * back as a new record would be written; a window's counters start at index -1, count 0); a field
+ * schema is above 1), or a column of the store's own added later (the minute, hour and month quota
+ * windows' counters, the concurrency leases), is a column `CREATE TABLE` lists after the first
+ * version's counters and that an existing table gets with `ALTER TABLE … ADD COLUMN`, its default
+ * being the field's initial value (existing rows read back as a new record would be written; a
+ * window's counters start at index -1, count 0; the leases at `{}`); a field
  * added later must accept null or have an initial value. On PostgreSQL the script carries that `ALTER TABLE … ADD COLUMN IF NOT EXISTS`
  * after the `CREATE TABLE`, so the same script creates a table or upgrades one, and can run again.
  * SQLite has no `IF NOT EXISTS` for columns: its script carries the `ALTER TABLE`s as comments, to

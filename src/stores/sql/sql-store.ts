@@ -35,6 +35,12 @@ import { type SqlDialect, assertStorable } from './values.js';
  *   with `deadline_exceeded` (counting nothing) when it gets to run after the caller's wall-clock
  *   deadline: PostgreSQL compares `clock_timestamp()` read once the row lock is held (so keep the
  *   app's and the database's clocks in sync, e.g. with NTP); SQLite `Date.now()` inside the transaction.
+ * - **Concurrency leases** (`maxConcurrent`). A consume with a concurrency claim counts the key's
+ *   live leases, refuses `concurrency_limited` at the limit, and records its lease in the same
+ *   atomic step as the counters: the leases are a column of the key's row (`concurrency_leases`,
+ *   lease → lapse instant), read and written under the row's lock, so processes sharing the
+ *   database together never hold more than `maxConcurrent` live leases. `release` removes one. A
+ *   consume without a claim never reads or writes the column.
  * - **A revoked key stays revoked.** `update` refuses to change a revoked key's status, and
  *   `rotate` a key already revoked or rotated, with `invalid_argument`, atomically with the write.
  * - **Faults.** Every driver error rejects; keygate answers 503 `store_unavailable` and never
@@ -168,12 +174,24 @@ export class SqlStore implements ApiKeyStore {
 
   /**
    * Checks and counts one use atomically, all or nothing: the deadline, the key's lifecycle as
-   * stored, then max uses, UTC-day quota and token bucket, with the caller's clock. PostgreSQL:
-   * one statement; SQLite: one immediate transaction.
+   * stored, then max uses, the quota windows, the token bucket and, with a concurrency claim, the
+   * key's live leases, with the caller's clock; an admitted claim's lease is written with the
+   * counters. PostgreSQL: one statement; SQLite: one immediate transaction. The leases are a
+   * column of the key's row, read and written under its lock, and only for a request with a claim.
    */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
     if (!this.#canHold(id)) return null;
     return withoutHashes(() => this.#engine.consume(id, request));
+  }
+
+  /**
+   * Gives back a concurrency slot: removes `lease` from the key's leases, and nothing else (no
+   * counter, no `updatedAt`, no notification). Writes the row only when it holds the lease, and
+   * resolves for an unknown key or lease. PostgreSQL: one statement; SQLite: one immediate transaction.
+   */
+  async release(id: string, lease: string): Promise<void> {
+    if (!this.#canHold(id) || !this.#canHold(lease)) return;
+    await withoutHashes(() => this.#engine.release(id, lease));
   }
 
   /**

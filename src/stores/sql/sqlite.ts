@@ -6,20 +6,23 @@
  * interleaving. The consume's checks are `lifecycleRefusal` and `decideConsume` themselves, after
  * the deadline, read with `Date.now()` once the transaction holds the write lock.
  */
-import { type CounterState, decideConsume } from '../../policy/limits.js';
+import { type CounterState, countingInstant, decideConsume, leasesAfter, liveLeases } from '../../policy/limits.js';
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
 import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
 import { isRetired, replacementFor, retiredKeyCannotRotate, revokedAtAfterUpdate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
-import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, LEASES_COLUMN, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
 import type { SqlEngine } from './dialect.js';
 import { migrateSqlite } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
+
+/** `"day" = ?, "day_count" = ?, …`: the counters an admitted consume writes, in `COUNTER_COLUMNS` order. */
+const COUNTER_ASSIGNMENTS = COUNTER_COLUMNS.map((counter) => `"${counter.name}" = ?`).join(', ');
 
 /** A row's lifecycle columns, as `lifecycleRefusal` and `isRetired` take them. */
 interface StoredLifecycle {
@@ -37,6 +40,7 @@ export class SqliteEngine implements SqlEngine {
   // something undecodable must not roll back a write (a revocation) that the database took.
   readonly #rotate: SqliteTransaction<[StoreRotation], { old: Row; replacement: Row } | null>;
   readonly #statusUpdate: SqliteTransaction<[string, ApiKeyPatch], Row | undefined>;
+  readonly #release: SqliteTransaction<[string, string], void>;
 
   constructor(db: SqliteDatabase, table: TableName) {
     this.#db = db;
@@ -44,6 +48,7 @@ export class SqliteEngine implements SqlEngine {
     this.#consume = db.transaction((id: string, request: ConsumeRequest) => this.#consumeNow(id, request));
     this.#rotate = db.transaction((rotation: StoreRotation) => this.#rotateNow(rotation));
     this.#statusUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#statusUpdateNow(id, patch));
+    this.#release = db.transaction((id: string, lease: string) => this.#releaseNow(id, lease));
   }
 
   /**
@@ -179,10 +184,18 @@ export class SqliteEngine implements SqlEngine {
     return this.#consume.immediate(id, request);
   }
 
+  /**
+   * Inside the immediate transaction: the deadline, `lifecycleRefusal` and `decideConsume`, as
+   * MemoryStore runs them. With a concurrency claim, the row's leases are read too (a separate
+   * statement, so a consume without a claim never reads or writes them), counted at the counting
+   * instant, and written back with the counters, as `leasesAfter`, when admitted.
+   */
   #consumeNow(id: string, request: ConsumeRequest): ConsumeOutcome | null {
     const table = this.#table.qualified;
-    const row = this.#statement(`SELECT "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST} FROM ${table} WHERE "id" = ?`).get(id) as
-      | ({ status: string; revoked_at: number | null; expires_at: number | null; use_count: number } & Record<string, number | null>)
+    const claim = request.concurrency;
+    const leasesColumn = claim === undefined ? '' : `, "${LEASES_COLUMN.name}"`;
+    const row = this.#statement(`SELECT "status", "revoked_at", "expires_at", "use_count", ${COUNTER_LIST}${leasesColumn} FROM ${table} WHERE "id" = ?`).get(id) as
+      | ({ status: string; revoked_at: number | null; expires_at: number | null; use_count: number } & Record<string, unknown>)
       | undefined;
     if (!row) return null;
     // Read here, inside BEGIN IMMEDIATE: after any wait for another process's write lock.
@@ -193,18 +206,78 @@ export class SqliteEngine implements SqlEngine {
     if (lifecycle) return { admitted: false, refusal: lifecycle, useCount: row.use_count };
     // A count edited by hand to a negative or a fraction would let limits pass: fail closed.
     if (!Number.isSafeInteger(row.use_count) || row.use_count < 0) throw invalidRecord(id, 'useCount', 'is not a non-negative integer');
-    const state = { useCount: row.use_count } as Record<keyof CounterState, number | null>;
+    const state = { useCount: row.use_count } as Record<keyof CounterState, unknown>;
     for (const counter of COUNTER_COLUMNS) state[counter.field] = row[counter.name] ?? null;
-    const { outcome, next } = decideConsume(state as unknown as CounterState, request);
+    const counters = state as unknown as CounterState;
+    if (claim === undefined) {
+      const { outcome, next } = decideConsume(counters, request);
+      if (next) {
+        this.#statement(`UPDATE ${table} SET "use_count" = ?, ${COUNTER_ASSIGNMENTS}, "last_used_at" = ? WHERE "id" = ?`).run(
+          next.useCount,
+          ...COUNTER_COLUMNS.map((counter) => next[counter.field]),
+          new Date(request.now).getTime(),
+          id,
+        );
+      }
+      return outcome;
+    }
+    const leases = storedLeases(id, row[LEASES_COLUMN.name], true);
+    const at = countingInstant(counters, request.now);
+    const { outcome, next } = decideConsume(counters, request, Object.keys(liveLeases(leases, at)).length);
     if (next) {
-      const assignments = COUNTER_COLUMNS.map((counter) => `"${counter.name}" = ?`).join(', ');
-      this.#statement(`UPDATE ${table} SET "use_count" = ?, ${assignments}, "last_used_at" = ? WHERE "id" = ?`).run(
+      this.#statement(`UPDATE ${table} SET "use_count" = ?, ${COUNTER_ASSIGNMENTS}, "last_used_at" = ?, "${LEASES_COLUMN.name}" = ? WHERE "id" = ?`).run(
         next.useCount,
         ...COUNTER_COLUMNS.map((counter) => next[counter.field]),
         new Date(request.now).getTime(),
+        JSON.stringify(leasesAfter(leases, claim, at)),
         id,
       );
     }
     return outcome;
   }
+
+  /** Removes the lease in an immediate transaction: read, drop, write back (only when it was there). */
+  async release(id: string, lease: string): Promise<void> {
+    this.#release.immediate(id, lease);
+  }
+
+  #releaseNow(id: string, lease: string): void {
+    const table = this.#table.qualified;
+    const column = `"${LEASES_COLUMN.name}"`;
+    const row = this.#statement(`SELECT ${column} AS "leases" FROM ${table} WHERE "id" = ?`).get(id) as { leases: unknown } | undefined;
+    if (!row) return;
+    let leases: Record<string, unknown>;
+    try {
+      leases = storedLeases(id, row.leases, false);
+    } catch {
+      return; // not an object (written by hand): the consumes of a claim refuse it; leave it be
+    }
+    if (!Object.hasOwn(leases, lease)) return;
+    delete leases[lease];
+    this.#statement(`UPDATE ${table} SET ${column} = ? WHERE "id" = ?`).run(JSON.stringify(leases), id);
+  }
+}
+
+/**
+ * The leases a row holds: its column's JSON text, an object of lease → lapse instant. Anything
+ * else (text edited by hand that is not JSON, an array, a number; with `instants`, a lapse instant
+ * that is not a number) is refused with `invalid_record`, never read as no lease: the consume
+ * fails closed. `release` removes a lease from any object, whatever its instant (as PostgreSQL's
+ * `jsonb - lease` does).
+ */
+function storedLeases(id: string, text: unknown, instants: true): Record<string, number>;
+function storedLeases(id: string, text: unknown, instants: false): Record<string, unknown>;
+function storedLeases(id: string, text: unknown, instants: boolean): Record<string, unknown> {
+  const refuse = (problem: string) => invalidRecord(id, 'concurrencyLeases', `(column ${LEASES_COLUMN.name}) ${problem}`);
+  if (typeof text !== 'string') throw refuse('does not hold JSON text');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw refuse('does not hold valid JSON');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw refuse('does not hold a JSON object');
+  // JSON.parse keeps a "__proto__" key as an own property: it stays a lease like any other.
+  if (instants) for (const until of Object.values(parsed)) if (typeof until !== 'number') throw refuse('holds a lapse instant that is not a number');
+  return parsed as Record<string, unknown>;
 }
