@@ -8,6 +8,8 @@ export type WorkerMessage = { type: string; [field: string]: unknown };
 /** A forked fixture script under test/fixtures, with a promise-based request/reply. */
 export class Worker {
   private readonly inbox: WorkerMessage[] = [];
+  /** The worker's `ready` message (some workers report what they opened in it, such as a port). */
+  ready: WorkerMessage = { type: 'ready' };
   private readonly waiting: { type: string; resolve: (m: WorkerMessage) => void; reject: (e: Error) => void }[] = [];
 
   private constructor(private readonly child: ChildProcess) {
@@ -29,7 +31,7 @@ export class Worker {
   static async start(script: string, argument: unknown): Promise<Worker> {
     const child = fork(join(__dirname, '..', 'fixtures', script), [JSON.stringify(argument)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const worker = new Worker(child);
-    await worker.next('ready', 15_000);
+    worker.ready = await worker.next('ready', 15_000);
     return worker;
   }
 
@@ -60,9 +62,17 @@ export class Worker {
     return reply;
   }
 
+  /** Kills the worker at once (SIGKILL: no cleanup, as a crash would) and waits for it to be gone. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+
   /** Asks the worker to close what it opened and exit; kills it if it does not. */
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
     this.child.send({ type: 'exit' });
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
