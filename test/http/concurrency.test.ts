@@ -10,7 +10,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import type { Express, NextFunction, Request, Response } from 'express';
 import request from 'supertest';
-import { type ApiKeyStore, keygate, MemoryStore } from '../../src/index';
+import { type ApiKeyStore, type Keygate, keygate, MemoryStore } from '../../src/index';
 import { EXPRESS_VERSIONS, testKeys } from '../helpers/harness';
 import { closeAfterEach } from '../helpers/managers';
 
@@ -81,6 +81,27 @@ function send(port: number, key: string, path = '/slow'): { done: Promise<{ stat
   return { done, abort: () => req.destroy() };
 }
 
+/** Whether the key has a free slot now: takes it with a counted verify() and gives it back. */
+async function hasFreeSlot(keys: Keygate, key: string): Promise<boolean> {
+  const probe = await keys.verify(key);
+  if (probe.ok) await probe.release?.();
+  return probe.ok;
+}
+
+/** A store forwarding every required method to `inner`, with no release(), then `overrides`. */
+function wrapped(inner: MemoryStore, overrides: Partial<ApiKeyStore> = {}): ApiKeyStore {
+  return {
+    insert: (record) => inner.insert(record),
+    findById: (id) => inner.findById(id),
+    findByKeyPrefix: (keyPrefix) => inner.findByKeyPrefix(keyPrefix),
+    update: (id, patch) => inner.update(id, patch),
+    rotate: (rotation) => inner.rotate(rotation),
+    list: (query) => inner.list(query),
+    consume: (id, consumeRequest) => inner.consume(id, consumeRequest),
+    ...overrides,
+  };
+}
+
 /** Polls until `check` holds (the release runs after the response, in the background). */
 async function eventually(check: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -148,11 +169,7 @@ describe.each(EXPRESS_VERSIONS)('maxConcurrent over HTTP (%s)', (_name, makeExpr
     const { key, apiKey } = await keys.create({ name: 'k', maxConcurrent: 1 });
     const gate = new Gate();
     const server = await listen(appWith(keys, gate));
-    const slotFree = async () => {
-      const probe = await keys.verify(key);
-      if (probe.ok) await probe.release?.();
-      return probe.ok;
-    };
+    const slotFree = () => hasFreeSlot(keys, key);
     try {
       // A handler error answered 500 by Express.
       const failing = send(server.port, key, '/fails');
@@ -268,11 +285,7 @@ describe.each(EXPRESS_VERSIONS)('maxConcurrent over HTTP (%s)', (_name, makeExpr
         const answered = await first;
         expect(answered.status).toBe(200);
         expect(answered.body).toEqual({ a: 1 });
-        await eventually(async () => {
-          const probe = await keys.verify(key);
-          if (probe.ok) await probe.release?.();
-          return probe.ok;
-        });
+        await eventually(() => hasFreeSlot(keys, key));
       }
     } finally {
       gate.open();
@@ -424,13 +437,7 @@ describe('maxConcurrent with keys.verify()', () => {
   it('a consume that timed out gives its slot back instead of holding it for the lease', async () => {
     const inner = new MemoryStore();
     let delayMs = 0;
-    const slow: ApiKeyStore = {
-      insert: (record) => inner.insert(record),
-      findById: (id) => inner.findById(id),
-      findByKeyPrefix: (keyPrefix) => inner.findByKeyPrefix(keyPrefix),
-      update: (id, patch) => inner.update(id, patch),
-      rotate: (rotation) => inner.rotate(rotation),
-      list: (query) => inner.list(query),
+    const slow = wrapped(inner, {
       // Applied, but answered too late: the caller has given up by then.
       consume: async (id, consumeRequest) => {
         const outcome = await inner.consume(id, { ...consumeRequest, deadline: undefined });
@@ -438,7 +445,7 @@ describe('maxConcurrent with keys.verify()', () => {
         return outcome;
       },
       release: (id, lease) => inner.release(id, lease),
-    };
+    });
     const keys = track(keygate({ store: slow, prefix: 'pk_test', hashing: 'sha256', storeTimeoutMs: 50 }));
     const { key } = await keys.create({ name: 'k', maxConcurrent: 1 });
     delayMs = 200;
@@ -446,30 +453,13 @@ describe('maxConcurrent with keys.verify()', () => {
     expect(timedOut.ok).toBe(false);
     if (!timedOut.ok) expect(timedOut.error.code).toBe('store_unavailable');
     delayMs = 0;
-    await eventually(async () => {
-      const result = await keys.verify(key);
-      if (result.ok) await result.release?.();
-      return result.ok;
-    });
+    await eventually(() => hasFreeSlot(keys, key));
   });
 });
 
 describe('maxConcurrent on a store that cannot hold slots', () => {
-  /** A complete store without the optional release(). */
-  function withoutRelease(inner: MemoryStore): ApiKeyStore {
-    return {
-      insert: (record) => inner.insert(record),
-      findById: (id) => inner.findById(id),
-      findByKeyPrefix: (keyPrefix) => inner.findByKeyPrefix(keyPrefix),
-      update: (id, patch) => inner.update(id, patch),
-      rotate: (rotation) => inner.rotate(rotation),
-      list: (query) => inner.list(query),
-      consume: (id, consumeRequest) => inner.consume(id, consumeRequest),
-    };
-  }
-
   it('create and update refuse maxConcurrent with invalid_argument', async () => {
-    const keys = track(keygate({ store: withoutRelease(new MemoryStore()), prefix: 'pk_test', hashing: 'sha256' }));
+    const keys = track(keygate({ store: wrapped(new MemoryStore()), prefix: 'pk_test', hashing: 'sha256' }));
     await expect(keys.create({ name: 'k', maxConcurrent: 2 })).rejects.toMatchObject({ code: 'invalid_argument', field: 'maxConcurrent' });
     const { apiKey } = await keys.create({ name: 'k', maxConcurrent: null });
     await expect(keys.update(apiKey.id, { maxConcurrent: 1 })).rejects.toMatchObject({ code: 'invalid_argument', field: 'maxConcurrent' });
@@ -480,7 +470,7 @@ describe('maxConcurrent on a store that cannot hold slots', () => {
     const inner = new MemoryStore();
     const writer = track(keygate({ store: inner, prefix: 'pk_test', hashing: 'sha256' }));
     const { key, apiKey } = await writer.create({ name: 'k', maxConcurrent: 1 });
-    const keys = track(keygate({ store: withoutRelease(inner), prefix: 'pk_test', hashing: 'sha256' }));
+    const keys = track(keygate({ store: wrapped(inner), prefix: 'pk_test', hashing: 'sha256' }));
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     try {
       const result = await keys.verify(key);
@@ -496,7 +486,7 @@ describe('maxConcurrent on a store that cannot hold slots', () => {
 
   it('a release that fails is a warning, never an error of the request', async () => {
     const inner = new MemoryStore();
-    const failing: ApiKeyStore = { ...withoutRelease(inner), release: () => Promise.reject(new Error('ECONNRESET (test fault)')) };
+    const failing = wrapped(inner, { release: () => Promise.reject(new Error('ECONNRESET (test fault)')) });
     const keys = track(keygate({ store: failing, prefix: 'pk_test', hashing: 'sha256' }));
     const { key } = await keys.create({ name: 'k', maxConcurrent: 1 });
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
