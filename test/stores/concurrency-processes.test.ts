@@ -57,6 +57,8 @@ const BACKENDS: ReadonlyArray<[string, () => boolean, () => Promise<Backend>]> =
     async () => {
       const server: PostgresServer = await startPostgres();
       const pool = new Pool({ connectionString: server.connectionString, max: 4 });
+      // The store's LISTEN connection may still be closing when the server stops after the tests.
+      pool.on('error', () => undefined);
       const store = new SqlStore({ dialect: 'postgres', client: pool, table: TABLE });
       await store.migrate();
       return {
