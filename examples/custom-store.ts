@@ -73,6 +73,8 @@ import {
   alreadyExists,
   countingInstant,
   decideConsume,
+  deletedAtAfterUpdate,
+  isPurgeable,
   initialCounters,
   type Leases,
   leasesAfter,
@@ -84,13 +86,15 @@ import {
   revokedAtAfterUpdate,
   revokedKeyCannotChangeStatus,
   type StoreListQuery,
+  type StorePurge,
   type StoreRotation,
   keygate,
 } from 'keygate';
 
 /** A record as JSON: every Date becomes epoch milliseconds. */
-type StoredRecord = Omit<ApiKeyRecord, 'expiresAt' | 'createdAt' | 'updatedAt' | 'lastUsedAt' | 'revokedAt'> & {
+type StoredRecord = Omit<ApiKeyRecord, 'expiresAt' | 'createdAt' | 'updatedAt' | 'lastUsedAt' | 'revokedAt' | 'deletedAt'> & {
   expiresAt: number | null;
+  deletedAt: number | null;
   createdAt: number;
   updatedAt: number;
   lastUsedAt: number | null;
@@ -119,6 +123,7 @@ function toStored(record: ApiKeyRecord): StoredRecord {
     updatedAt: record.updatedAt.getTime(),
     lastUsedAt: time(record.lastUsedAt),
     revokedAt: time(record.revokedAt),
+    deletedAt: time(record.deletedAt),
   });
 }
 
@@ -130,6 +135,8 @@ function fromStored(stored: StoredRecord): ApiKeyRecord {
     updatedAt: new Date(stored.updatedAt),
     lastUsedAt: date(stored.lastUsedAt),
     revokedAt: date(stored.revokedAt),
+    // A record written before keys could be deleted has no deletedAt.
+    deletedAt: date(stored.deletedAt ?? null),
   };
 }
 
@@ -138,7 +145,7 @@ function fromStored(stored: StoredRecord): ApiKeyRecord {
  * revocation stamps `revokedAt` by the contract's rule (`revokedAtAfterUpdate` of the toolkit).
  */
 function applyPatch(record: StoredRecord, patch: ApiKeyPatch): void {
-  const { description, updatedAt, expiresAt, revokedAt: _revokedAt, ...rest } = patch;
+  const { description, updatedAt, expiresAt, revokedAt: _revokedAt, deletedAt: _deletedAt, ...rest } = patch;
   for (const [field, value] of Object.entries(rest)) {
     if (value !== undefined) (record as unknown as Record<string, unknown>)[field] = jsonCopy(value);
   }
@@ -147,6 +154,8 @@ function applyPatch(record: StoredRecord, patch: ApiKeyPatch): void {
   if (expiresAt !== undefined) record.expiresAt = time(expiresAt);
   const revokedAt = revokedAtAfterUpdate(record.revokedAt, patch);
   if (revokedAt !== undefined) record.revokedAt = revokedAt;
+  const deletedAt = deletedAtAfterUpdate(record.deletedAt ?? null, patch);
+  if (deletedAt !== undefined) record.deletedAt = deletedAt;
   record.updatedAt = updatedAt.getTime();
 }
 
@@ -232,6 +241,7 @@ export class JsonFileStore implements ApiKeyStore {
         .filter((record) => query.ownerId === undefined || record.ownerId === query.ownerId)
         .filter((record) => query.tenantId === undefined || record.tenantId === query.tenantId)
         .filter((record) => query.status === undefined || record.status === query.status)
+        .filter((record) => query.includeDeleted === true || (record.deletedAt ?? null) === null)
         .filter((record) => !after || record.createdAt > after.createdAt || (record.createdAt === after.createdAt && record.id > after.id))
         .sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
         .slice(0, query.limit)
@@ -267,6 +277,22 @@ export class JsonFileStore implements ApiKeyStore {
         await this.save(data);
       }
       return outcome;
+    });
+  }
+
+  /** Removes the records deleted before `deletedBefore`, with their counters and leases. */
+  async purge(purge: StorePurge): Promise<number> {
+    return this.exclusive(async () => {
+      const data = await this.load();
+      const gone = Object.values(data.records).filter((record) => isPurgeable(record.deletedAt ?? null, purge));
+      for (const record of gone) {
+        delete data.records[record.id];
+        delete data.counters[record.id];
+        delete data.leases?.[record.id];
+      }
+      if (gone.length > 0) await this.save(data);
+      for (const record of gone) this.listeners.notify(record.id);
+      return gone.length;
     });
   }
 

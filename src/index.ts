@@ -10,12 +10,14 @@ export type { RotateOptions, VerifyOptions, VerifyResult } from './manager/keyga
 export type { KeygateOptions } from './manager/options.js';
 export type { AuthenticateOptions } from './middleware/authenticate-options.js';
 export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
+export { problemHandler } from './http/respond.js';
 export { MemoryStore } from './stores/memory-store.js';
 export type { MemoryStoreOptions } from './stores/memory-store.js';
 export type {
   ApiKeyStore,
   ApiKeyPatch,
   StoreListQuery,
+  StorePurge,
   StoreRotation,
   ConsumeRequest,
   ConsumeOutcome,
@@ -39,7 +41,9 @@ export type { FieldKind, FieldSpec, FieldSource, RecordSchema } from './record/s
 export {
   ChangeListeners,
   alreadyExists,
+  deletedAtAfterUpdate,
   isLimitRefusal,
+  isPurgeable,
   isRetired,
   rejectUnknownOptions,
   remainingUses,
@@ -57,6 +61,7 @@ export type {
   CreateApiKeyInput,
   CreatedApiKey,
   ListApiKeysInput,
+  PurgeApiKeysInput,
   RateLimit,
   UpdateApiKeyInput,
 } from './types.js';

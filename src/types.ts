@@ -77,6 +77,11 @@ export interface ApiKeyRecord {
    * ends (or, for a process that died, after `concurrencyLeaseMs`).
    */
   maxConcurrent: number | null;
+  /**
+   * When the key was deleted (`keys.delete()`): it is revoked, left out of `list()` unless
+   * `includeDeleted`, and removed for good by `keys.purge()`. `null` for a key not deleted.
+   */
+  deletedAt: Date | null;
 }
 
 /**
@@ -144,6 +149,14 @@ export interface ListApiKeysInput {
   limit?: number;
   /** Opaque cursor from a previous page's `nextCursor`. */
   cursor?: string;
+  /** Also list deleted keys (`keys.delete()`), which are left out otherwise. @default false */
+  includeDeleted?: boolean;
+}
+
+/** What `keys.purge()` removes. */
+export interface PurgeApiKeysInput {
+  /** Remove every key deleted before this instant (a Date, an ISO string or epoch milliseconds). */
+  deletedBefore: Date | string | number;
 }
 
 /** One page of keys. `nextCursor` is present while more pages follow. */

@@ -24,6 +24,7 @@ import type {
   CreateApiKeyInput,
   CreatedApiKey,
   ListApiKeysInput,
+  PurgeApiKeysInput,
   UpdateApiKeyInput,
 } from '../types.js';
 import { toApiKey } from '../verification/principal.js';
@@ -32,7 +33,7 @@ import { type VerifyContext, Verifier } from '../verification/verifier.js';
 import { requestOrigin } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { type KeygateOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validateUpdate } from './validate.js';
+import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validatePurge, validateUpdate } from './validate.js';
 
 /** Options of `keys.rotate()`. */
 export interface RotateOptions {
@@ -211,6 +212,37 @@ export class Keygate {
    */
   async revoke(id: string): Promise<ApiKey> {
     return this.#write(recordId(id), { status: 'revoked', updatedAt: new Date(this.#options.now()) });
+  }
+
+  /**
+   * Deletes a key: revokes it (in every process at once, like `revoke`) and marks it `deletedAt`,
+   * in one store call. A deleted key is left out of `list()` unless `includeDeleted`, `get()` still
+   * shows it, and `purge()` removes it for good. Deleting twice keeps the first `deletedAt`.
+   */
+  async delete(id: string): Promise<ApiKey> {
+    const now = new Date(this.#options.now());
+    return this.#write(recordId(id), { status: 'revoked', deletedAt: now, updatedAt: now });
+  }
+
+  /**
+   * Removes for good every key deleted before `deletedBefore` (with its counters and index
+   * entries), and returns how many. Keys not deleted are never touched. Not bounded by
+   * `storeTimeoutMs`: it runs until the store has removed them all.
+   *
+   * @example
+   * ```ts
+   * // Keep deleted keys 30 days for audits, then let them go.
+   * const removed = await keys.purge({ deletedBefore: Date.now() - 30 * 86_400_000 });
+   * ```
+   */
+  async purge(input: PurgeApiKeysInput): Promise<number> {
+    const purge = validatePurge(input);
+    // Not bounded by storeTimeoutMs: a purge of many keys takes as long as it takes (stores work in
+    // batches), and a 503 while it carries on would only invite a second, overlapping purge.
+    const removed = await withDeadline(() => this.#options.store.purge(purge), Number.POSITIVE_INFINITY, 'to purge deleted keys');
+    // Stores notify their subscribers; a store without subscribe leaves this cache to its TTL.
+    if (removed > 0 && !this.#options.store.subscribe) this.#verifier.invalidate(null);
+    return removed;
   }
 
   /**

@@ -124,7 +124,7 @@ const KEYGATE_OPTIONS = [
   'concurrencyLeaseMs',
 ];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
-const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'] as const;
+const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume', 'purge'] as const;
 
 const PREFIX_RULE = 'must match ^[a-z][a-z0-9]*(_[a-z0-9]+)*$ and be at most 32 characters, e.g. "pk_live"';
 const ENVIRONMENT_NAME = /^[a-z][a-z0-9_-]{0,31}$/;

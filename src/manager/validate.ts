@@ -299,11 +299,12 @@ export interface ValidatedList {
   status?: ApiKeyStatus;
   limit: number;
   cursor?: string;
+  includeDeleted?: boolean;
 }
 
 /** Validates the input of `list`. */
 export function validateList(value: unknown): ValidatedList {
-  const input = requireFields(value ?? {}, 'query', ['ownerId', 'tenantId', 'status', 'limit', 'cursor']) as ListApiKeysInput;
+  const input = requireFields(value ?? {}, 'query', ['ownerId', 'tenantId', 'status', 'limit', 'cursor', 'includeDeleted']) as ListApiKeysInput;
   const out: ValidatedList = { limit: 100 };
   if (input.ownerId !== undefined) out.ownerId = text(input.ownerId, 'ownerId');
   if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
@@ -313,7 +314,18 @@ export function validateList(value: unknown): ValidatedList {
     if (out.limit > 1000) throw invalidArgument('limit', 'must be at most 1000');
   }
   if (input.cursor !== undefined) out.cursor = text(input.cursor, 'cursor', 512);
+  if (input.includeDeleted !== undefined) {
+    if (typeof input.includeDeleted !== 'boolean') throw invalidArgument('includeDeleted', 'must be true or false');
+    out.includeDeleted = input.includeDeleted;
+  }
   return out;
+}
+
+/** Validates the input of `purge`: the instant before which deleted keys go. */
+export function validatePurge(value: unknown): { deletedBefore: Date } {
+  const input = requireFields(value, 'input', ['deletedBefore']) as { deletedBefore?: unknown };
+  if (input.deletedBefore === undefined || input.deletedBefore === null) throw invalidArgument('deletedBefore', 'is required: purge removes the keys deleted before it');
+  return { deletedBefore: instant(input.deletedBefore, 'deletedBefore') as Date };
 }
 
 /** A record id: a non-empty string (stores decide what else is valid). */

@@ -129,6 +129,7 @@ export const RECORD_SCHEMA = {
   requireHttps: { kind: 'boolean', column: 'require_https', source: 'settings', initial: () => false, since: 2 },
   clientCertificateSha256: { kind: 'list', column: 'client_certificate_sha256', source: 'settings', initial: emptyList, since: 2 },
   maxConcurrent: { kind: 'nullableCount', column: 'max_concurrent', source: 'settings', initial: none, since: 2 },
+  deletedAt: { kind: 'nullableInstant', column: 'deleted_at', source: 'system', initial: none, since: 3 },
 } as const satisfies RecordSchema;
 
 /** A record field name. */
@@ -164,7 +165,7 @@ export interface DerivedSchema {
   readonly OPTIONAL_FIELDS: readonly RecordField[];
   /**
    * Fields a store's `update` may change (`ApiKeyPatch`): the settings, plus `revokedAt` (set by
-   * revocation and rotation) and `updatedAt`, in a fixed order so that one patch shape always
+   * revocation and rotation), `deletedAt` (set by `delete`) and `updatedAt`, in a fixed order so that one patch shape always
    * builds one statement.
    */
   readonly PATCHABLE_FIELDS: readonly RecordField[];
@@ -186,7 +187,7 @@ export function deriveSchema(schema: Readonly<Record<string, FieldSpec>>): Deriv
     SETTINGS_FIELDS: settings,
     INSTANT_FIELDS: where((spec) => spec.kind === 'instant' || spec.kind === 'nullableInstant'),
     OPTIONAL_FIELDS: where((spec) => spec.kind === 'optionalText'),
-    PATCHABLE_FIELDS: [...settings, 'revokedAt', 'updatedAt'],
+    PATCHABLE_FIELDS: [...settings, 'revokedAt', 'deletedAt', 'updatedAt'],
     initialValues: () => {
       const values: Record<string, unknown> = {};
       for (const { field, spec } of fields) if (spec.initial) values[field] = spec.initial();

@@ -10,6 +10,8 @@ import { INSTANT_FIELDS, OPTIONAL_FIELDS } from '../record/schema.js';
 import {
   ChangeListeners,
   alreadyExists,
+  deletedAtAfterUpdate,
+  isPurgeable,
   isRetired,
   replacementFor,
   retiredKeyCannotRotate,
@@ -23,6 +25,7 @@ import type {
   ConsumeOutcome,
   ConsumeRequest,
   StoreListQuery,
+  StorePurge,
   StoreRotation,
 } from './store.js';
 
@@ -52,6 +55,8 @@ class StoredKey implements CounterState {
   revokedAt: number | null;
   expiresAt: number | null;
   readonly createdAt: number;
+  /** Epoch ms of `deletedAt`, or `null`: `list` and `purge` look at it. */
+  deletedAt: number | null;
   lastUsedAt: number | null;
   useCount: number;
   minute: number;
@@ -82,6 +87,7 @@ class StoredKey implements CounterState {
     this.revokedAt = epochOf(record.revokedAt);
     this.expiresAt = epochOf(record.expiresAt);
     this.createdAt = record.createdAt.getTime();
+    this.deletedAt = epochOf(record.deletedAt);
     this.lastUsedAt = epochOf(record.lastUsedAt);
     this.useCount = counters.useCount;
     this.minute = counters.minute;
@@ -132,6 +138,7 @@ function refreeze(slot: Slot, record: ApiKeyRecord): void {
   slot.status = record.status;
   slot.revokedAt = epochOf(record.revokedAt);
   slot.expiresAt = epochOf(record.expiresAt);
+  slot.deletedAt = epochOf(record.deletedAt);
 }
 
 /** True when a slot's key is revoked for good at `at`: the status says so, or `revokedAt` has passed. */
@@ -165,13 +172,15 @@ function compareByPosition(a: Slot, b: Slot): number {
 /** Applies a patch to a record in place: `null` removes an optional field; a revocation stamps `revokedAt`. */
 function applyPatch(record: ApiKeyRecord, patch: ApiKeyPatch): void {
   const fields = record as unknown as Record<string, unknown>;
+  const deletedAt = deletedAtAfterUpdate(epochOf(record.deletedAt), patch);
   for (const [field, value] of Object.entries(patch)) {
-    if (value === undefined) continue;
+    if (value === undefined || field === 'deletedAt') continue;
     if (value === null && (OPTIONAL_FIELDS as readonly string[]).includes(field)) delete fields[field];
     else fields[field] = value;
   }
   const revokedAt = revokedAtAfterUpdate(epochOf(record.revokedAt), patch);
   if (revokedAt !== undefined) record.revokedAt = revokedAt === null ? null : new Date(revokedAt);
+  if (deletedAt !== undefined) record.deletedAt = new Date(deletedAt);
 }
 
 /**
@@ -252,6 +261,7 @@ export class MemoryStore implements ApiKeyStore {
       if (query.ownerId !== undefined && slot.ownerId !== query.ownerId) continue;
       if (query.tenantId !== undefined && slot.tenantId !== query.tenantId) continue;
       if (query.status !== undefined && slot.status !== query.status) continue;
+      if (slot.deletedAt !== null && query.includeDeleted !== true) continue;
       if (after) {
         const time = slot.createdAt - afterTime;
         if (time < 0 || (time === 0 && slot.id <= after.id)) continue;
@@ -260,6 +270,18 @@ export class MemoryStore implements ApiKeyStore {
     }
     matches.sort(compareByPosition);
     return matches.slice(0, query.limit).map(thaw);
+  }
+
+  async purge(purge: StorePurge): Promise<number> {
+    let removed = 0;
+    for (const slot of this.#byId.values()) {
+      if (!isPurgeable(slot.deletedAt, purge)) continue;
+      this.#byId.delete(slot.id);
+      this.#idByKeyPrefix.delete(slot.keyPrefix);
+      this.#listeners.notify(slot.id);
+      removed++;
+    }
+    return removed;
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {

@@ -20,6 +20,11 @@ export interface ApiKeyPatch extends Omit<UpdateApiKeyInput, 'expiresAt'> {
   expiresAt?: Date | null;
   /** Set by revocation and rotation. */
   revokedAt?: Date | null;
+  /**
+   * Set by `delete`, together with `status: 'revoked'`. A key is deleted once: the store keeps the
+   * stored `deletedAt` when it has one (`deletedAtAfterUpdate` of the store toolkit).
+   */
+  deletedAt?: Date;
   /** Always set by the caller, from its clock. */
   updatedAt: Date;
 }
@@ -33,6 +38,14 @@ export interface StoreListQuery {
   after?: { createdAt: Date; id: string };
   /** Maximum number of records to return (the store may return fewer only at the end). */
   limit: number;
+  /** Also return deleted records (`deletedAt` set); they are left out otherwise. */
+  includeDeleted?: boolean;
+}
+
+/** What one `purge` call removes. */
+export interface StorePurge {
+  /** Remove every record whose `deletedAt` is set and earlier than this. */
+  deletedBefore: Date;
 }
 
 /** The atomic rotation a store performs in one step. */
@@ -69,7 +82,8 @@ export interface StoreRotation {
  * that they should not (an index entry without its record, a retiring key without a replacement
  * nobody holds) and that the store documents the order. Each built-in store states which of the
  * two it does (MemoryStore and SqlStore: every method atomic; RedisStore: everything atomic on a
- * standalone server, insert and rotate ordered on a Cluster).
+ * standalone server; on a Cluster insert, rotate, purge and a delete's entry in the deleted set are
+ * ordered).
  *
  * The shared pieces (listeners, refusals, the rotation and revocation rules) are exported as the
  * store toolkit (`ChangeListeners`, `alreadyExists`, `replacementFor`, … from `keygate`); the
@@ -91,6 +105,8 @@ export interface ApiKeyStore {
    *   stored record is revoked (`status` is `revoked`, or `revokedAt` is at or before
    *   `patch.updatedAt`), the store rejects with `KeygateError('invalid_argument')` (field
    *   `status`; `revokedKeyCannotChangeStatus()` of the store toolkit builds it) and changes nothing.
+   * - A key is deleted once: when the patch sets `deletedAt` and the stored record has one, the
+   *   stored one stays (`deletedAtAfterUpdate` of the store toolkit).
    * - A revocation is stamped by the store: when the patch sets `status` to `revoked`, `revokedAt`
    *   becomes the earlier of its stored value and `patch.updatedAt` (a key already revoked keeps
    *   its instant; a key in a rotation grace period stops now). `revokedAtAfterUpdate` of the
@@ -107,8 +123,20 @@ export interface ApiKeyStore {
    * time minting a key with the full remaining uses.
    */
   rotate(rotation: StoreRotation): Promise<{ old: ApiKeyRecord; replacement: ApiKeyRecord } | null>;
-  /** Records matching the filters, ordered by (createdAt, id) ascending. */
+  /**
+   * Records matching the filters, ordered by (createdAt, id) ascending. Deleted records (`deletedAt`
+   * set) only with `includeDeleted`.
+   */
   list(query: StoreListQuery): Promise<ApiKeyRecord[]>;
+  /**
+   * Removes for good every record whose `deletedAt` is earlier than `purge.deletedBefore`, with
+   * everything the store keeps for it (lookup index entries, list entries, counters, concurrency
+   * leases), and returns how many records it removed. Each record goes in one atomic step, so no
+   * reader ever finds it half removed: `findByKeyPrefix` gives the record or `null`, never an index
+   * entry pointing nowhere. A record not deleted, or deleted at or after `deletedBefore`, is never
+   * touched, whatever happens to it meanwhile (a record is deleted once: `deletedAt` never moves).
+   */
+  purge(purge: StorePurge): Promise<number>;
   /**
    * Atomically checks and counts one use, all or nothing, in this order:
    * 1. `request.deadline` has passed on the store's clock: `deadline_exceeded`;

@@ -124,3 +124,18 @@ export function revokedAtAfterUpdate(
   if (!Object.hasOwn(patch, 'revokedAt') || patch.revokedAt === undefined) return undefined;
   return patch.revokedAt === null ? null : patch.revokedAt.getTime();
 }
+
+/**
+ * The `deletedAt` an update leaves: the stored one when the record was deleted already (a key is
+ * deleted once, so a second `delete` does not postpone its purge), else the patch's own, if any.
+ * `undefined`: leave the stored value as it is.
+ */
+export function deletedAtAfterUpdate(storedDeletedAt: number | null, patch: { deletedAt?: Date | undefined }): number | undefined {
+  if (storedDeletedAt !== null || !Object.hasOwn(patch, 'deletedAt') || patch.deletedAt === undefined) return undefined;
+  return patch.deletedAt.getTime();
+}
+
+/** Whether `purge` removes a record deleted at `deletedAt` (epoch ms, `null` when not deleted). */
+export function isPurgeable(deletedAt: number | null, purge: { deletedBefore: Date }): boolean {
+  return deletedAt !== null && deletedAt < purge.deletedBefore.getTime();
+}

@@ -3,8 +3,8 @@
  * Every built-in store runs it, and so should every custom store.
  *
  * The tests live in one file per feature under `contract/` (records, list, update, consume,
- * windows, agreement, rotate, subscribe, concurrency), the way abstract-level publishes its suite; this module is the entry point
- * that registers them all. The suite uses the test runner's ambient globals (`describe`, `it`,
+ * windows, agreement, rotate, delete, subscribe, concurrency), the way abstract-level publishes its
+ * suite; this module is the entry point that registers them all. The suite uses the test runner's ambient globals (`describe`, `it`,
  * `expect`), so it needs no import of jest and adds no jest types to keygate's public
  * declarations. Time is always passed in (the suite uses fixed instants), so nothing in it sleeps.
  */
@@ -14,6 +14,7 @@ import { agreementContract } from './contract/agreement.js';
 import { CAPABILITIES, capabilitiesContract } from './contract/capabilities.js';
 import { concurrencyContract } from './contract/concurrency.js';
 import { consumeContract } from './contract/consume.js';
+import { deleteContract } from './contract/delete.js';
 import { listContract } from './contract/list.js';
 import { recordsContract } from './contract/records.js';
 import { rotateContract } from './contract/rotate.js';
@@ -131,8 +132,11 @@ function agreementSettings(options: AgreementOptions | undefined): AgreementSett
  * revoked, and a revocation is stamped by the store), lists in keyset order, consumes atomically
  * and all-or-nothing (max uses, minute/hour/day/month quotas, token bucket, lifecycle refusals),
  * agrees with keygate's own limit model on random sequences of clocks and limits, rotates in one
- * step carrying the remaining uses, and, when declared, notifies subscribers and holds
- * concurrency leases (`release`, `maxConcurrent`).
+ * step carrying the remaining uses, deletes a key once (`deletedAt`), leaves deleted keys out of
+ * `list` unless `includeDeleted` (pages still full), purges exactly the keys deleted before
+ * `deletedBefore` with everything kept for them, one atomic step each, and, when declared,
+ * notifies subscribers (of purged keys too) and holds concurrency leases (`release`,
+ * `maxConcurrent`).
  *
  * Call it at the top level of a jest test file. `create` runs before each test and must return an
  * empty store; `destroy`, when given, receives every store `create` made, after its test.
@@ -178,6 +182,7 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     windowsContract(suite);
     agreementContract(suite);
     rotateContract(suite);
+    deleteContract(suite);
     subscribeContract(suite);
     concurrencyContract(suite);
   });

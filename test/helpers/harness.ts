@@ -25,7 +25,7 @@ export function testClock(start = T0): TestClock {
   return { now: () => time, advance: (ms) => (time += ms), set: (ms) => (time = ms) };
 }
 
-type StoreMethod = 'insert' | 'findById' | 'findByKeyPrefix' | 'update' | 'rotate' | 'list' | 'consume' | 'release';
+type StoreMethod = 'insert' | 'findById' | 'findByKeyPrefix' | 'update' | 'rotate' | 'list' | 'consume' | 'release' | 'purge';
 
 /**
  * Wraps a real MemoryStore, counting calls per method and letting a test make a method fail or
@@ -33,7 +33,7 @@ type StoreMethod = 'insert' | 'findById' | 'findByKeyPrefix' | 'update' | 'rotat
  */
 export class CountingStore implements ApiKeyStore {
   readonly inner = new MemoryStore();
-  readonly calls: Record<StoreMethod, number> = { insert: 0, findById: 0, findByKeyPrefix: 0, update: 0, rotate: 0, list: 0, consume: 0, release: 0 };
+  readonly calls: Record<StoreMethod, number> = { insert: 0, findById: 0, findByKeyPrefix: 0, update: 0, rotate: 0, list: 0, consume: 0, release: 0, purge: 0 };
   private faults = new Map<StoreMethod, 'throw' | 'hang' | 'reject'>();
 
   fail(method: StoreMethod, how: 'throw' | 'hang' | 'reject'): void {
@@ -65,6 +65,7 @@ export class CountingStore implements ApiKeyStore {
   list: ApiKeyStore['list'] = (query) => this.run('list', () => this.inner.list(query));
   consume: ApiKeyStore['consume'] = (id, request) => this.run('consume', () => this.inner.consume(id, request));
   release: NonNullable<ApiKeyStore['release']> = (id, lease) => this.run('release', () => this.inner.release(id, lease));
+  purge: ApiKeyStore['purge'] = (purge) => this.run('purge', () => this.inner.purge(purge));
   private readonly listeners = new Set<(id: string | null) => void>();
 
   constructor() {

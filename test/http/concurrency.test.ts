@@ -97,6 +97,7 @@ function wrapped(inner: MemoryStore, overrides: Partial<ApiKeyStore> = {}): ApiK
     update: (id, patch) => inner.update(id, patch),
     rotate: (rotation) => inner.rotate(rotation),
     list: (query) => inner.list(query),
+    purge: (purge) => inner.purge(purge),
     consume: (id, consumeRequest) => inner.consume(id, consumeRequest),
     ...overrides,
   };

@@ -459,6 +459,7 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
       revokedAt: null,
       allowedOrigins: [],
       maxConcurrent: null,
+      deletedAt: null,
       requireHttps: false,
       clientCertificateSha256: [],
       metadata: { plan: 'pro' },

@@ -257,7 +257,7 @@ describe('4. wrong secrets for many keyPrefixes cannot starve other customers (r
       await store.insert({
         id: `attacker-${i}`, keyPrefix, keyHash: sharedHash, name: 'attacker', status: 'active', scopes: [], allowedIps: [],
         maxUses: null, useCount: 0, rateLimit: null, expiresAt: null, createdAt: now, updatedAt: now, lastUsedAt: null,
-        revokedAt: null, metadata: {}, tags: [], allowedOrigins: [], requireHttps: false, clientCertificateSha256: [], maxConcurrent: null,
+        revokedAt: null, metadata: {}, tags: [], allowedOrigins: [], requireHttps: false, clientCertificateSha256: [], maxConcurrent: null, deletedAt: null,
       });
     }
     const victim = await keys.create({ name: 'unrelated customer' });
@@ -404,6 +404,7 @@ describe('8. a request answered 503 counts nothing', () => {
       update: (id, patch) => inner.update(id, patch),
       rotate: (rotation) => inner.rotate(rotation),
       list: (query) => inner.list(query),
+      purge: (purge) => inner.purge(purge),
       // A store whose consume waits (a queue, a lock) before it runs, like a paused Redis.
       consume: async (id, consumeRequest) => {
         await new Promise((resolve) => setTimeout(resolve, delayConsumeMs));
@@ -433,6 +434,7 @@ describe('9. a revocation is final at once, whatever another instance has cached
       update: (id, patch) => store.update(id, patch),
       rotate: (rotation) => store.rotate(rotation),
       list: (query) => store.list(query),
+      purge: (purge) => store.purge(purge),
       consume: (id, consumeRequest) => store.consume(id, consumeRequest),
     };
   }

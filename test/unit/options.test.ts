@@ -11,7 +11,7 @@ function fakeStore(): Record<string, () => never> {
   const fail = (): never => {
     throw new Error('options validation must not call the store');
   };
-  return { insert: fail, findById: fail, findByKeyPrefix: fail, update: fail, rotate: fail, list: fail, consume: fail };
+  return { insert: fail, findById: fail, findByKeyPrefix: fail, update: fail, rotate: fail, list: fail, consume: fail, purge: fail };
 }
 
 /** The TypeError `fn` throws. */
@@ -156,7 +156,7 @@ describe('resolveOptions: store', () => {
     expect(typeError(() => resolveOptions({ store: {} })).message).toMatch(/ApiKeyStore/);
   });
 
-  it.each(['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume'])(
+  it.each(['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume', 'purge'])(
     'rejects a store without %s(), naming the method',
     (method) => {
       const store = fakeStore();

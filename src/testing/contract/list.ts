@@ -1,11 +1,12 @@
 /**
  * Contract feature: `list`. Records come in (createdAt, id) order, filtered by owner, tenant and
  * status, at most `limit` at a time, and keyset pagination with `after` visits each record exactly
- * once, even among tied createdAt and while records are being inserted.
+ * once, even among tied createdAt and while records are being inserted. The records here are
+ * never deleted; how `list` treats deleted records (`includeDeleted`) is tested with delete and purge.
  */
-import type { ApiKeyStore, StoreListQuery } from '../../stores/store.js';
+import type { ApiKeyStore } from '../../stores/store.js';
 import type { ApiKeyRecord } from '../../types.js';
-import { CREATED, type ContractSuite, NOON, SECOND, byPosition, ids, makeRecord, seed } from './shared.js';
+import { CREATED, type ContractSuite, type ListFilters, NOON, SECOND, byPosition, ids, makeRecord, seed, walkPages } from './shared.js';
 
 /** Eleven records over three owners, two tenants, all statuses, with tied createdAt. */
 function listFixture(): ApiKeyRecord[] {
@@ -26,30 +27,7 @@ function listFixture(): ApiKeyRecord[] {
 }
 
 /** Filters of a list query, and the predicate that selects the same records. */
-type FilterCase = { query: Omit<StoreListQuery, 'limit' | 'after'>; keep: (record: ApiKeyRecord) => boolean };
-
-/**
- * Walks every page of `filters` with `pageSize`, each page starting `after` the last record of the
- * one before, and returns the pages. Stops at a short page, or after `maxPages` (a store that
- * never ends a walk fails the caller's assertion instead of hanging).
- */
-async function walkPages(
-  store: ApiKeyStore,
-  filters: Omit<StoreListQuery, 'limit' | 'after'>,
-  pageSize: number,
-  maxPages: number,
-): Promise<ApiKeyRecord[][]> {
-  const pages: ApiKeyRecord[][] = [];
-  let after: StoreListQuery['after'];
-  for (let n = 0; n < maxPages; n++) {
-    const page = await store.list(after ? { ...filters, after, limit: pageSize } : { ...filters, limit: pageSize });
-    pages.push(page);
-    const last = page[page.length - 1];
-    if (!last || page.length < pageSize) break;
-    after = { createdAt: last.createdAt, id: last.id };
-  }
-  return pages;
-}
+type FilterCase = { query: ListFilters; keep: (record: ApiKeyRecord) => boolean };
 
 /** Registers the `list` tests. */
 export function listContract(suite: ContractSuite): void {

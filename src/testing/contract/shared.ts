@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isKeygateError } from '../../errors.js';
 import { RECORD_FIELDS, type RecordField } from '../../record/schema.js';
-import type { ApiKeyStore, ConcurrencyClaim, ConsumeOutcome, ConsumeRequest } from '../../stores/store.js';
+import type { ApiKeyStore, ConcurrencyClaim, ConsumeOutcome, ConsumeRequest, StoreListQuery } from '../../stores/store.js';
 import type { ApiKeyRecord, RateLimit } from '../../types.js';
 import { sampleRecord } from '../sample-record.js';
 import type { StoreCapabilities, StoreContractOptions } from '../store-contract.js';
@@ -170,6 +170,10 @@ type EveryField = { [F in Exclude<RecordField, IdentityField>]-?: Exclude<ApiKey
  * A record with every field set, nested metadata and non-trivial arrays. Typed {@link EveryField}
  * so that a field added to the record does not compile until it is given a value here, and the
  * round-trip test then checks it in every store.
+ *
+ * It is a live record (`deletedAt: null`): a deleted one is left out of `list`, which the tests of
+ * records, update and rotate read back. The delete and purge tests round-trip it with `deletedAt`
+ * set (`makeFullRecord({ deletedAt })`).
  */
 export function makeFullRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   const everyField: EveryField = {
@@ -189,6 +193,7 @@ export function makeFullRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRec
     requireHttps: true,
     clientCertificateSha256: ['a'.repeat(64), '0123456789abcdef'.repeat(4)],
     maxConcurrent: 12,
+    deletedAt: null,
     createdAt: new Date(CREATED),
     updatedAt: new Date(CREATED + 1),
     lastUsedAt: new Date(CREATED + 2),
@@ -253,6 +258,35 @@ export function hasOwn(value: object, field: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Store calls.
 
+/** The filters of a list query, without its position and page size. */
+export type ListFilters = Omit<StoreListQuery, 'limit' | 'after'>;
+
+/**
+ * Walks every page of `filters` with `pageSize`, each page starting `after` the last record of the
+ * one before, and returns the pages. Stops at a short page, or after `maxPages` (a store that
+ * never ends a walk fails the caller's assertion instead of hanging).
+ */
+export async function walkPages(store: ApiKeyStore, filters: ListFilters, pageSize: number, maxPages: number): Promise<ApiKeyRecord[][]> {
+  const pages: ApiKeyRecord[][] = [];
+  let after: StoreListQuery['after'];
+  for (let n = 0; n < maxPages; n++) {
+    const page = await store.list(after ? { ...filters, after, limit: pageSize } : { ...filters, limit: pageSize });
+    pages.push(page);
+    const last = page[page.length - 1];
+    if (!last || page.length < pageSize) break;
+    after = { createdAt: last.createdAt, id: last.id };
+  }
+  return pages;
+}
+
+/**
+ * The page sizes a walk of `total` records with `pageSize` must see: full pages, then one short
+ * page (empty when `total` is a multiple of `pageSize`, since only a short page ends the walk).
+ */
+export function pageSizes(total: number, pageSize: number): number[] {
+  return [...Array.from({ length: Math.floor(total / pageSize) }, () => pageSize), total % pageSize];
+}
+
 /** Inserts and returns the records, in the order given. */
 export async function seed(store: ApiKeyStore, records: ApiKeyRecord[]): Promise<ApiKeyRecord[]> {
   for (const record of records) await store.insert(record);
@@ -302,6 +336,12 @@ export function probeRequest(now: number, withLeases = false): ConsumeRequest {
 export function releaseOf(store: ApiKeyStore): NonNullable<ApiKeyStore['release']> {
   if (!store.release) throw new Error('capabilities.concurrency is declared, but the store has no release() method');
   return store.release.bind(store);
+}
+
+/** The store's `subscribe`, for tests of the subscribe capability (the capability check guards the declaration). */
+export function subscribeOf(store: ApiKeyStore): NonNullable<ApiKeyStore['subscribe']> {
+  if (!store.subscribe) throw new Error('capabilities.subscribe is declared, but the store has no subscribe() method');
+  return store.subscribe.bind(store);
 }
 
 /** Consumes `count` times, one after the other, and returns the outcomes in order. */

@@ -27,8 +27,16 @@ import {
 /** Kinds a patch may clear with `null` (an optional text is removed instead). */
 const CLEARABLE_KINDS: ReadonlySet<FieldKind> = new Set(['optionalText', 'nullableCount', 'nullableInstant', 'rateLimit']);
 
+/**
+ * Patchable fields a patch never clears: a key is deleted once, so `ApiKeyPatch.deletedAt` is a
+ * Date or absent, never `null` (the delete and purge tests check it).
+ */
+const NEVER_CLEARED: ReadonlySet<string> = new Set(['deletedAt']);
+
 /** The patchable fields `null` clears, from the schema, so a new nullable field is checked without an edit. */
-const CLEARABLE_FIELDS = RECORD_FIELDS.filter(({ field, spec }) => PATCHABLE_FIELDS.includes(field) && CLEARABLE_KINDS.has(spec.kind));
+const CLEARABLE_FIELDS = RECORD_FIELDS.filter(
+  ({ field, spec }) => PATCHABLE_FIELDS.includes(field) && CLEARABLE_KINDS.has(spec.kind) && !NEVER_CLEARED.has(field),
+);
 
 /** Registers the `update` tests, the revoked-stays-revoked rule and the revocation stamp. */
 export function updateContract(suite: ContractSuite): void {
@@ -50,7 +58,8 @@ export function updateContract(suite: ContractSuite): void {
     });
 
     test('replaces every patchable field, metadata and arrays as a whole', async (store) => {
-      const record = makeFullRecord({ status: 'active', revokedAt: null });
+      // Never revoked nor deleted, so the patch's revokedAt and deletedAt apply as given.
+      const record = makeFullRecord({ status: 'active', revokedAt: null, deletedAt: null });
       await store.insert(record);
       // Required: a patchable field added to ApiKeyPatch does not compile until it is given here.
       const patch: Required<ApiKeyPatch> = {
@@ -67,6 +76,7 @@ export function updateContract(suite: ContractSuite): void {
         requireHttps: false,
         clientCertificateSha256: ['f'.repeat(64)],
         maxConcurrent: 3,
+        deletedAt: new Date(NOON),
         status: 'revoked',
         revokedAt: new Date(NOON),
         updatedAt: new Date(NOON),
