@@ -99,7 +99,8 @@ export function decodeRecord(hash: Record<string, string>): ApiKeyRecord | null 
     // defineProperty: a hand-written field named "__proto__" must stay a field, not a prototype.
     Object.defineProperty(record, field, { value, enumerable: true, writable: true, configurable: true });
   }
-  // A hash written before a field existed reads as the field's initial value.
+  // A hash written before a field existed reads as the field's initial value (`deletedAt`: null, a
+  // live record; `allowedOrigins`: [], …): every later field of the schema has one (`isLaterField`).
   for (const { field, spec } of RECORD_FIELDS) if (!Object.hasOwn(record, field) && isLaterField(spec)) record[field] = spec.initial();
   return record as unknown as ApiKeyRecord;
 }

@@ -11,10 +11,17 @@
  *   two keys, and each script on them is atomic on a Cluster too.
  * - `ns kp:<keyPrefix>`: the id of the record with that keyPrefix (lookup index).
  * - `ns list`, `ns list:owner:<ownerId>`, `ns list:tenant:<tenantId>`: sorted sets of
- *   `<createdAt>:<id>` members for keyset pagination.
+ *   `<createdAt>:<id>` members for keyset pagination. A deleted record stays in them until it is
+ *   purged; `list` leaves it out (unless `includeDeleted`) by the `deletedAt` of the record it
+ *   reads, and reads on until the page is full. So deleting touches no list key, and the lists of
+ *   a version that knew nothing of deletion are read as they are.
+ * - `ns deleted`: the deleted set, one `<deletedAt>:<id>` member per deleted record (score 0,
+ *   sorted as text, so by deletedAt), where `purge` finds what to remove without scanning the
+ *   keyspace: one ZRANGEBYLEX up to `deletedBefore`.
  * - `ns invalidate`: the pub/sub channel that carries the id of every changed record.
  * The layout is the same on both deployments and across versions of this store: what one version
- * wrote, the next one reads.
+ * wrote, the next one reads (a record hash without `deletedAt`, written before it existed, reads
+ * as not deleted).
  *
  * What is atomic, and what is only ordered:
  *
@@ -23,7 +30,8 @@
  * - consume: deadline, lifecycle and limits checked and counted together, and the concurrency
  *   lease (for a key with `maxConcurrent`) counted and taken in the same step;
  * - update: the "a revoked key stays revoked" check, the revocation stamp (`revokedAt` = the
- *   earlier of the stored one and `updatedAt`), the write and its invalidation message.
+ *   earlier of the stored one and `updatedAt`), the "deleted once" rule (a stored `deletedAt`
+ *   stays), the write and its invalidation message.
  *
  * On standalone Redis (a `Redis` client) every write is one script, because every key can be
  * declared to a script on a single server:
@@ -33,18 +41,49 @@
  *   record holds at that instant (every field a caller sets, copied in the script: an update that
  *   landed after the caller read the old record reaches the new key) and the uses it has left,
  *   its index and list entries, and the invalidation message: all of it, or nothing.
- * A single round trip each, so a process dying mid-call leaves either everything or nothing.
+ * - update: the same script also adds a deleted record's member to the deleted set (declared as
+ *   its second key), so a delete (an update with `deletedAt`) is one EVALSHA too;
+ * - insert of a record already deleted: its deleted-set member in the insert script;
+ * - purge, per record: the record is read (HGETALL, for the keyPrefix, owner, tenant and createdAt
+ *   that name its other keys), then one script judges it as stored (`deletedAt` before
+ *   `deletedBefore`) and removes the record, its leases, its index entry, its list entries and
+ *   its deleted-set member, with the invalidation message; or nothing.
+ * A single round trip each (a purge: two per record), so a process dying mid-call leaves either
+ * everything or nothing.
  * (A rotation whose old record holds another owner or tenant than the caller read, which only an
  * edit made by hand can cause, is refused before any write and sent again with the right lists.)
  *
- * On Redis Cluster (a `Cluster` client) the index and the lists live in other slots than the
- * record, and no script can span slots, so insert and rotate are ordered sequences instead, each
- * ordered so that a failure part-way leaves nothing a key holder can use:
+ * On Redis Cluster (a `Cluster` client) the index, the lists and the deleted set live in other
+ * slots than the record, and no script can span slots, so insert, rotate, a delete's deleted-set
+ * member and purge are ordered sequences instead, each ordered so that a failure part-way leaves
+ * nothing a key holder can use and no index entry naming a record that is gone:
  * - insert: (1) the keyPrefix index (SET NX: of two inserts of one keyPrefix, one wins), (2) the
- *   list entries, (3) the record, by a script that refuses an id in use; when any step fails (the
- *   id is taken, a list key holds something else, a command is refused, the connection drops),
- *   what (1) and (2) added is taken back. A process dying after (1) or (2) leaves an index or
- *   list entry without its record, which lookups and list() skip.
+ *   list entries, (2b) for a record inserted already deleted, its deleted-set member, (3) the
+ *   record, by a script that refuses an id in use; when any step fails (the id is taken, a list
+ *   key holds something else, a command is refused, the connection drops), what (1), (2) and (2b)
+ *   added is taken back. A process dying after (1), (2) or (2b) leaves an index, list or deleted
+ *   entry without its record, which lookups and list() skip and purge removes.
+ * - update with `deletedAt` (delete): the update script is atomic on the record as on standalone
+ *   Redis; around it, (1) the member for the patch's `deletedAt` joins the deleted set (ZADD NX)
+ *   before the script, so a record is never deleted without a member; (3) when the record kept an
+ *   earlier `deletedAt`, the member for that one is added and the one from (1) taken back. When
+ *   the script surely changed nothing (unknown id, refused, an error reply), (1) is taken back.
+ *   A member whose record is not (yet) deleted is left alone by purge: it may be a delete between
+ *   (1) and the script. A delete is therefore a ZADD and an EVALSHA on a Cluster.
+ * - purge, per record: (0) read the record and judge it (a member whose record is gone is
+ *   removed; one whose record is not deleted, or whose `deletedAt` cannot be read, stays);
+ *   (1) the invalidation message, before any write, so that a client refused PUBLISH removes
+ *   nothing; (2) the index entry, only while it names this id (compare-and-delete script);
+ *   (3) the list entries; (4) the record and its leases (one slot), by a script that judges the
+ *   record again as stored and publishes; (5) the deleted-set member. The index goes before the
+ *   record: between (2) and (4) the record exists without its index entry, so findByKeyPrefix
+ *   answers null for a key being purged, never an index entry pointing nowhere, and findById still
+ *   finds it, deleted. Should (4) keep the record after all (only an edit by hand can make a
+ *   deleted record not purgeable), (2) and (3) are put back. A process dying before (4) leaves a
+ *   deleted record without index or list entries and its member, which the next purge completes.
+ *   (A record inserted already deleted whose member a concurrent purge takes for a crash's
+ *   leftover, between (2b) and (3) of its insert, is then never purged: imports of deleted
+ *   records should not run during a purge.)
  * - rotate: (0) the invalidation message, before any write, so that a client refused PUBLISH
  *   changes nothing. (1) The claim, atomic on the OLD record: it refuses a record already revoked
  *   or already rotated (`revokedAt` set), else sets its `revokedAt`, `updatedAt` (and `status`)
@@ -62,13 +101,15 @@
  *
  * `release` is one ZREM on the leases key, on either deployment.
  *
- * No method deletes a record key (an undone Cluster rotation restores fields of the old record and
- * takes back index and list entries, never a record). Anything that comes to delete one must
- * delete its leases key with it (same slot, so one DEL of both works on a Cluster too).
+ * Only purge deletes a record key, and always with its leases key (same slot, so one DEL of both
+ * works on a Cluster too); an undone Cluster rotation restores fields of the old record and takes
+ * back index and list entries, never a record. A consume or release after a purge finds no record
+ * and writes no leases.
  *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
- * then the record (and checks that the record still has that keyPrefix); list() reads a page of a
- * sorted set, then each record.
+ * then the record (and checks that the record still has that keyPrefix; an index entry without
+ * its record, which only a Cluster insert under way or a crashed one leaves, answers null); list()
+ * reads a page of a sorted set, then each record.
  *
  * Invalidation: every write's id reaches this process's listeners at once and every other process
  * through Redis pub/sub (at most once: a subscriber that reconnects tells its listeners `null`).
@@ -86,6 +127,7 @@ import type {
   ConsumeRefusal,
   ConsumeRequest,
   StoreListQuery,
+  StorePurge,
   StoreRotation,
 } from '../store.js';
 import {
@@ -100,8 +142,11 @@ import { asStored, decodeRecord, encodePatch, encodeRecord, pairsToHash } from '
 import {
   CLAIM_ROTATION_SCRIPT,
   CONSUME_SCRIPT,
+  DELETE_IF_SCRIPT,
   INSERT_RECORD_SCRIPT,
   INSERT_SCRIPT,
+  PURGE_RECORD_SCRIPT,
+  PURGE_SCRIPT,
   ROTATE_SCRIPT,
   UNDO_ROTATION_SCRIPT,
   UPDATE_SCRIPT,
@@ -118,7 +163,8 @@ export interface RedisStoreOptions {
    * connection drops may be sent again after reconnecting and counted twice.
    *
    * The kind of client decides what is atomic (see the class comment): with a `Redis` client,
-   * insert and rotate are one script each; with a `Cluster`, ordered steps.
+   * insert, rotate, update and each record's purge are one script each; with a `Cluster`, insert,
+   * rotate and purge are ordered steps.
    */
   client: RedisClient;
   /**
@@ -139,8 +185,8 @@ type TakenField = 'id' | 'keyPrefix';
 interface ScriptCommands {
   /** Cluster: the record's hash alone. 1, or 0 when the id is taken. */
   keygateInsertV1(key: string, ...args: string[]): Promise<number>;
-  /** Standalone, `numberOfKeys` first: record, index and lists in one step. */
-  keygateInsertRecordV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['inserted'] | ['taken', TakenField]>;
+  /** Standalone, `numberOfKeys` first: record, index, deleted set and lists in one step. */
+  keygateInsertRecordV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['inserted'] | ['taken', TakenField]>;
   /** Standalone, `numberOfKeys` first: the whole rotation; null for an unknown old id. */
   keygateRotateV2(
     numberOfKeys: number,
@@ -148,8 +194,17 @@ interface ScriptCommands {
   ): Promise<
     ['rotated', string[], string[]] | ['retired'] | ['taken', TakenField] | ['invalid', string, string] | ['lists', string, string] | null
   >;
-  /** The hash after the patch, null for an unknown id, 0 when the record is revoked and stays so. */
-  keygateUpdateV3(key: string, ...args: string[]): Promise<string[] | 0 | null>;
+  /**
+   * `numberOfKeys` first: the record, then (standalone only) the deleted set. The hash after the
+   * patch, null for an unknown id, 0 when the record is revoked and stays so.
+   */
+  keygateUpdateV4(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[] | 0 | null>;
+  /** Standalone, `numberOfKeys` first: one record's whole purge (see PURGE_SCRIPT). */
+  keygatePurgeV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
+  /** Cluster: the record and its leases, the last step of its purge. */
+  keygatePurgeRecordV1(key: string, leasesKey: string, ...args: string[]): Promise<'purged' | 'gone' | 'kept'>;
+  /** Deletes the key when it holds the value; 1 when it did. */
+  keygateDeleteIfV1(key: string, value: string): Promise<number>;
   /** Cluster: [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
   keygateClaimRotationV1(key: string, ...args: string[]): Promise<[string, string, string, string[]] | 0 | null>;
   /** Cluster: 1 when the claim was undone, 0 when the record changed meanwhile. */
@@ -176,13 +231,128 @@ const CALLER_SET_FIELDS: readonly string[] = CREATE_FIELDS;
 const CALLER_SET: ReadonlySet<string> = new Set(CALLER_SET_FIELDS);
 /** How often a standalone rotation is sent again when the old record's owner or tenant was not the one its list keys were declared for. */
 const LIST_ATTEMPTS = 3;
-/** Offsets createdAt so that list members sort as text, including dates before 1970. */
+/**
+ * Offsets an instant so that members sort as text, including dates before 1970: the range of a
+ * JavaScript Date (±8.64e15 ms) becomes 0 … 1.728e16, 17 digits once zero-padded.
+ */
 const TIME_OFFSET = 8_640_000_000_000_000;
 const LIST_BATCH = 200;
+/** How many deleted-set members one purge reads, and purges concurrently, at a time. */
+const PURGE_BATCH = 100;
+
+/** An instant as the sortable text that starts list and deleted-set members (see TIME_OFFSET). */
+function sortableInstant(ms: number): string {
+  return String(ms + TIME_OFFSET).padStart(17, '0');
+}
 
 function listMember(createdAt: Date, id: string): string {
-  return `${String(createdAt.getTime() + TIME_OFFSET).padStart(17, '0')}:${id}`;
+  return `${sortableInstant(createdAt.getTime())}:${id}`;
 }
+
+/** A record's member in the deleted set (`deleted_member` of the scripts writes the same text). */
+function deletedMember(deletedAt: number, id: string): string {
+  return `${sortableInstant(deletedAt)}:${id}`;
+}
+
+/** The id in a list or deleted-set member (the instant before the first colon has none). */
+function memberId(member: string): string {
+  return member.slice(member.indexOf(':') + 1);
+}
+
+/** Epoch ms of a valid Date (from any realm), else null. */
+function instantOf(value: unknown): number | null {
+  if (Object.prototype.toString.call(value) !== '[object Date]') return null;
+  const ms = (value as Date).getTime();
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** A record's member in the deleted set, or '' when it is not deleted. Own properties only. */
+function deletedMemberOf(record: ApiKeyRecord): string {
+  const deletedAt = instantOf(ownValue(record, 'deletedAt'));
+  return deletedAt === null ? '' : deletedMember(deletedAt, record.id);
+}
+
+/**
+ * Whether `list` leaves a record out without `includeDeleted`: its `deletedAt` is a date. A value
+ * that is neither null nor a date (edited by hand) is listed, and refused by the record decoder
+ * when keygate reads it (`invalid_record`), rather than hidden on a guess.
+ */
+function isDeleted(record: ApiKeyRecord): boolean {
+  return instantOf(ownValue(record, 'deletedAt')) !== null;
+}
+
+/**
+ * The `deletedAt` of a raw hash value as the scripts' `instant_of` reads it: null when absent or
+ * JSON null, the epoch ms of a JSON number a Date holds (truncated as a Date truncates it), else
+ * 'unreadable'.
+ */
+function storedDeletedAt(raw: string | undefined): number | null | 'unreadable' {
+  if (raw === undefined) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return 'unreadable';
+  }
+  if (value === null) return null;
+  if (typeof value !== 'number') return 'unreadable';
+  const ms = new Date(value).getTime();
+  return Number.isNaN(ms) ? 'unreadable' : ms;
+}
+
+/** What a purge needs of a stored record to find its index and list entries. */
+interface StoredIdentity extends ListOwners {
+  keyPrefix: string;
+  createdAt: Date;
+  /** The raw hash values of keyPrefix, ownerId, tenantId and createdAt ('' when absent), which PURGE_SCRIPT compares. */
+  raw: [string, string, string, string];
+}
+
+/**
+ * The identity of a record from its raw hash, or null when it cannot be read (edited by hand):
+ * such a record is never purged, since its index and list entries cannot be found.
+ */
+function storedIdentity(hash: Record<string, string>): StoredIdentity | null {
+  const parse = (field: string): { value: unknown } | null => {
+    const raw = ownValue(hash, field) as string | undefined;
+    if (raw === undefined) return { value: undefined };
+    try {
+      return { value: JSON.parse(raw) };
+    } catch {
+      return null;
+    }
+  };
+  const keyPrefix = parse('keyPrefix')?.value;
+  const createdAt = parse('createdAt')?.value;
+  const owners: (string | undefined)[] = [];
+  for (const field of ['ownerId', 'tenantId']) {
+    const parsed = parse(field);
+    if (!parsed) return null;
+    // JSON null (written by hand) joins no list, as an absent owner.
+    if (parsed.value === undefined || parsed.value === null) owners.push(undefined);
+    else if (typeof parsed.value === 'string') owners.push(parsed.value);
+    else return null;
+  }
+  if (typeof keyPrefix !== 'string' || keyPrefix.length === 0 || typeof createdAt !== 'number') return null;
+  const created = new Date(createdAt);
+  if (Number.isNaN(created.getTime())) return null;
+  const rawOf = (field: string) => (ownValue(hash, field) as string | undefined) ?? '';
+  return {
+    keyPrefix,
+    ownerId: owners[0],
+    tenantId: owners[1],
+    createdAt: created,
+    raw: [rawOf('keyPrefix'), rawOf('ownerId'), rawOf('tenantId'), rawOf('createdAt')],
+  };
+}
+
+/** An error Redis replied with (the command ran and was refused, so it wrote nothing), not a lost connection. */
+function isReplyError(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError';
+}
+
+/** What one record's purge did. */
+type PurgeOutcome = 'purged' | 'gone' | 'kept';
 
 function numberArg(value: number | null | undefined): string {
   return value === null || value === undefined ? '' : String(value);
@@ -262,8 +432,9 @@ async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Keeps keys in Redis through ioredis. On standalone Redis every method is atomic; on Redis
- * Cluster, `insert` and `rotate` are ordered steps (the file's header comment says which).
+ * Keeps keys in Redis through ioredis. On standalone Redis every method is atomic (`purge` per
+ * record); on Redis Cluster, `insert`, `rotate`, `purge` and a delete's entry in the deleted set
+ * are ordered steps (the file's header comment says which).
  *
  * @example
  * ```ts
@@ -296,9 +467,13 @@ export class RedisStore implements ApiKeyStore {
     const redis = client as RedisClient;
     redis.defineCommand('keygateInsertV1', { numberOfKeys: 1, lua: INSERT_SCRIPT });
     // No numberOfKeys: the caller passes it first, as a record has one to three list keys.
-    redis.defineCommand('keygateInsertRecordV1', { lua: INSERT_RECORD_SCRIPT });
+    redis.defineCommand('keygateInsertRecordV2', { lua: INSERT_RECORD_SCRIPT });
     redis.defineCommand('keygateRotateV2', { lua: ROTATE_SCRIPT });
-    redis.defineCommand('keygateUpdateV3', { numberOfKeys: 1, lua: UPDATE_SCRIPT });
+    // The deleted set is a second key on standalone Redis only (another slot on a Cluster).
+    redis.defineCommand('keygateUpdateV4', { lua: UPDATE_SCRIPT });
+    redis.defineCommand('keygatePurgeV1', { lua: PURGE_SCRIPT });
+    redis.defineCommand('keygatePurgeRecordV1', { numberOfKeys: 2, lua: PURGE_RECORD_SCRIPT });
+    redis.defineCommand('keygateDeleteIfV1', { numberOfKeys: 1, lua: DELETE_IF_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
     redis.defineCommand('keygateConsumeV6', { numberOfKeys: 2, lua: CONSUME_SCRIPT });
@@ -330,11 +505,18 @@ export class RedisStore implements ApiKeyStore {
     return record && record.keyPrefix === keyPrefix ? record : null;
   }
 
-  /** One script on either deployment: checks, revocation stamp, write and invalidation message. */
+  /**
+   * One script on either deployment: checks, revocation stamp, "deleted once" rule, write and
+   * invalidation message. On standalone Redis the same script adds a deleted record to the deleted
+   * set; on a Cluster that set is written around it (see the header comment).
+   */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
-    const reply = await scrubbed(async () =>
-      (await this.#connected()).keygateUpdateV3(this.#recordKey(id), this.#channel, id, ...encodePatch(patch)),
-    );
+    const reply = await scrubbed(async () => {
+      const redis = await this.#connected();
+      const args = [this.#channel, id, ...encodePatch(patch)];
+      if (!redis.isCluster) return redis.keygateUpdateV4(2, this.#recordKey(id), this.#deletedKey(), ...args);
+      return this.#updateInOrder(redis, id, args, instantOf(ownValue(patch, 'deletedAt')));
+    });
     if (reply === null) return null;
     if (typeof reply === 'number') throw revokedKeyCannotChangeStatus();
     // Other processes heard it from the script; this one's listeners hear it now.
@@ -348,8 +530,15 @@ export class RedisStore implements ApiKeyStore {
     return redis.isCluster ? this.#rotateInOrder(redis, rotation) : this.#rotateAtOnce(redis, rotation);
   }
 
+  /**
+   * Pages through the list sorted set of the owner, the tenant or everyone, reading each record and
+   * keeping those that match, until `limit` are found or the set ends. Deleted records stay in the
+   * list sets until purged and are left out here (unless `includeDeleted`), from the record as
+   * read, so a page is never short because of them.
+   */
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
     const redis = await this.#connected();
+    const includeDeleted = ownValue(query, 'includeDeleted') === true;
     const index =
       query.ownerId !== undefined
         ? `${this.#ns}list:owner:${query.ownerId}`
@@ -361,11 +550,12 @@ export class RedisStore implements ApiKeyStore {
     while (found.length < query.limit) {
       const members = await redis.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
       if (members.length === 0) break;
-      const records = await Promise.all(members.map((member) => this.findById(member.slice(member.indexOf(':') + 1))));
+      const records = await Promise.all(members.map((member) => this.findById(memberId(member))));
       for (const record of records) {
         if (!record) continue;
         if (query.tenantId !== undefined && record.tenantId !== query.tenantId) continue;
         if (query.status !== undefined && record.status !== query.status) continue;
+        if (!includeDeleted && isDeleted(record)) continue;
         found.push(record);
         if (found.length === query.limit) break;
       }
@@ -373,6 +563,36 @@ export class RedisStore implements ApiKeyStore {
       start = `(${members[members.length - 1] as string}`;
     }
     return found;
+  }
+
+  /**
+   * Walks the deleted set from its start up to `deletedBefore` (one ZRANGEBYLEX per batch, the last
+   * member as the cursor) and purges each record it names: on standalone Redis with one script per
+   * record, on a Cluster with ordered steps (see the header comment). Each record is judged as
+   * stored when it is removed, never by the deleted set alone. Returns how many this call removed.
+   */
+  async purge(purge: StorePurge): Promise<number> {
+    const redis = await this.#connected();
+    const before = instantOf(ownValue(purge, 'deletedBefore'));
+    // No instant a Date holds is before an invalid or an earliest deletedBefore.
+    if (before === null || before <= -TIME_OFFSET) return 0;
+    const end = before > TIME_OFFSET ? '+' : `(${sortableInstant(before)}`;
+    let start = '-';
+    let removed = 0;
+    for (;;) {
+      const members = await redis.zrangebylex(this.#deletedKey(), start, end, 'LIMIT', 0, PURGE_BATCH);
+      if (members.length === 0) break;
+      const outcomes = await Promise.allSettled(
+        members.map((member) => (redis.isCluster ? this.#purgeInOrder(redis, member, before) : this.#purgeAtOnce(redis, member, before))),
+      );
+      for (const outcome of outcomes) {
+        if (outcome.status === 'rejected') throw withoutArguments(outcome.reason);
+        if (outcome.value === 'purged') removed++;
+      }
+      if (members.length < PURGE_BATCH) break;
+      start = `(${members[members.length - 1] as string}`;
+    }
+    return removed;
   }
 
   /**
@@ -435,24 +655,34 @@ export class RedisStore implements ApiKeyStore {
 
   /** Standalone insert: INSERT_RECORD_SCRIPT declares the record, its index and its lists. */
   async #insertAtOnce(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
-    const keys = [this.#recordKey(record.id), this.#indexKey(record.keyPrefix), ...this.#listKeys(listOwnersOf(record))];
-    const reply = await redis.keygateInsertRecordV1(keys.length, ...keys, record.id, listMember(record.createdAt, record.id), ...encodeRecord(record));
+    const keys = [this.#recordKey(record.id), this.#indexKey(record.keyPrefix), this.#deletedKey(), ...this.#listKeys(listOwnersOf(record))];
+    const reply = await redis.keygateInsertRecordV2(
+      keys.length,
+      ...keys,
+      record.id,
+      listMember(record.createdAt, record.id),
+      deletedMemberOf(record),
+      ...encodeRecord(record),
+    );
     if (reply[0] === 'taken') throw takenError(reply[1], record);
   }
 
   /**
-   * Cluster insert: index (SET NX), then lists, then the record. When any step fails (the id is
-   * taken, a list key holds something else, the connection drops, the server refuses a command),
-   * what this call added is taken back before the error is thrown: the index entry if it set it,
-   * the list members that were new. An entry that already existed is left alone: it belongs to
-   * whichever record owns it.
+   * Cluster insert: index (SET NX), then lists, then (for a record inserted already deleted) its
+   * deleted-set member, then the record. When any step fails (the id is taken, a list key holds
+   * something else, the connection drops, the server refuses a command), what this call added is
+   * taken back before the error is thrown: the index entry if it set it, the list and deleted-set
+   * members that were new. An entry that already existed is left alone: it belongs to whichever
+   * record owns it.
    */
   async #insertInOrder(redis: RedisClient & ScriptCommands, record: ApiKeyRecord): Promise<void> {
     const indexKey = this.#indexKey(record.keyPrefix);
     if ((await redis.set(indexKey, record.id, 'NX')) !== 'OK') throw takenError('keyPrefix', record);
     const member = listMember(record.createdAt, record.id);
     const lists = this.#listKeys(listOwnersOf(record));
+    const deleted = deletedMemberOf(record);
     let added: string[] = [];
+    let addedDeleted = false;
     try {
       // Listed before written: a crash here leaves list entries without a record, which list() skips.
       const outcomes = await Promise.allSettled(lists.map((list) => redis.zadd(list, 0, member)));
@@ -462,9 +692,15 @@ export class RedisStore implements ApiKeyStore {
       });
       const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
       if (failed) throw failed.reason;
+      // Also before the record: a crash leaves a member without a record, which purge removes.
+      if (deleted !== '') addedDeleted = (await redis.zadd(this.#deletedKey(), 'NX', 0, deleted)) === 1;
       if ((await redis.keygateInsertV1(this.#recordKey(record.id), ...encodeRecord(record))) !== 1) throw takenError('id', record);
     } catch (error) {
-      await Promise.allSettled([...added.map((list) => redis.zrem(list, member)), this.#deleteIndexIf(indexKey, record.id)]);
+      await Promise.allSettled([
+        ...added.map((list) => redis.zrem(list, member)),
+        ...(addedDeleted ? [redis.zrem(this.#deletedKey(), deleted)] : []),
+        this.#deleteIndexIf(indexKey, record.id),
+      ]);
       throw error;
     }
   }
@@ -556,6 +792,133 @@ export class RedisStore implements ApiKeyStore {
     return { old, replacement: asStored(replacement) };
   }
 
+  /**
+   * Cluster update. A patch without `deletedAt` is the update script alone. One with it (a delete)
+   * is ordered around the script, as an insert is around its record: (1) the member for the
+   * patch's `deletedAt` joins the deleted set (ZADD NX) before the record changes, so no deleted
+   * record is ever missing from it; (2) the update script; (3) when the record kept an earlier
+   * `deletedAt` (deleted before), its member for that one is added and the one from (1) taken
+   * back. When (2) changes nothing for sure (unknown id, refused, an error reply), what (1) added
+   * is taken back; after a lost connection it stays, and purge keeps a member whose record is not
+   * deleted (it may be a delete under way) until the record is deleted.
+   */
+  async #updateInOrder(
+    redis: RedisClient & ScriptCommands,
+    id: string,
+    args: string[],
+    deletedAt: number | null,
+  ): Promise<string[] | 0 | null> {
+    const recordKey = this.#recordKey(id);
+    if (deletedAt === null) return redis.keygateUpdateV4(1, recordKey, ...args);
+    const deletedKey = this.#deletedKey();
+    const provisional = deletedMember(deletedAt, id);
+    const added = (await redis.zadd(deletedKey, 'NX', 0, provisional)) === 1;
+    const takeBack = async () => {
+      if (added) await redis.zrem(deletedKey, provisional).catch(() => undefined);
+    };
+    let reply: string[] | 0 | null;
+    try {
+      reply = await redis.keygateUpdateV4(1, recordKey, ...args);
+    } catch (error) {
+      if (isReplyError(error)) await takeBack();
+      throw error;
+    }
+    if (reply === null || typeof reply === 'number') {
+      await takeBack();
+      return reply;
+    }
+    const kept = storedDeletedAt(ownValue(pairsToHash(reply), 'deletedAt') as string | undefined);
+    if (typeof kept === 'number' && kept !== deletedAt) {
+      await redis.zadd(deletedKey, 0, deletedMember(kept, id));
+      await takeBack();
+    }
+    return reply;
+  }
+
+  /**
+   * Standalone purge of the record a deleted-set member names: its hash is read (for the keyPrefix,
+   * owner, tenant and createdAt that name its index and list keys), then PURGE_SCRIPT judges it as
+   * stored and removes everything in one step. Read again and retried when those fields changed in
+   * between (only an edit by hand, or an id used again, can do it).
+   */
+  async #purgeAtOnce(redis: RedisClient & ScriptCommands, member: string, before: number): Promise<PurgeOutcome> {
+    const id = memberId(member);
+    const fixed = [this.#recordKey(id), this.#leasesKey(id), this.#deletedKey()];
+    for (let attempt = 1; attempt <= LIST_ATTEMPTS; attempt++) {
+      const hash = await redis.hgetall(fixed[0] as string);
+      let keys = fixed;
+      let declared = ['', '', '', '', ''];
+      if (Object.keys(hash).length > 0) {
+        const identity = storedIdentity(hash);
+        // A record whose index or lists cannot be found stays, for someone to look at.
+        if (identity === null) return 'kept';
+        keys = [...fixed, this.#indexKey(identity.keyPrefix), ...this.#listKeys(identity)];
+        declared = [...identity.raw, listMember(identity.createdAt, id)];
+      }
+      const reply = await redis.keygatePurgeV1(keys.length, ...keys, String(before), this.#channel, id, member, ...declared);
+      if (reply === 'changed') continue;
+      if (reply === 'purged') this.#listeners.notify(id);
+      return reply;
+    }
+    throw new Error('RedisStore: the keyPrefix, ownerId, tenantId or createdAt of a record being purged kept changing');
+  }
+
+  /**
+   * Cluster purge of the record a deleted-set member names, in steps ordered so that no index
+   * entry ever names a record that is gone (see the header comment): read the record and judge it;
+   * publish; remove its index entry (if it still names it) and its list entries; remove the
+   * record and its leases by a script that judges it again as stored; then its deleted-set member.
+   * Should that script keep the record after all (edited by hand meanwhile), the index and list
+   * entries are put back.
+   */
+  async #purgeInOrder(redis: RedisClient & ScriptCommands, member: string, before: number): Promise<PurgeOutcome> {
+    const id = memberId(member);
+    const recordKey = this.#recordKey(id);
+    const deletedKey = this.#deletedKey();
+    const hash = await redis.hgetall(recordKey);
+    if (Object.keys(hash).length === 0) {
+      await redis.zrem(deletedKey, member);
+      return 'gone';
+    }
+    const deletedAt = storedDeletedAt(ownValue(hash, 'deletedAt') as string | undefined);
+    // Not deleted (a delete under way, or one whose script never ran) or unreadable: kept as it is.
+    if (deletedAt === null || deletedAt === 'unreadable') return 'kept';
+    const own = deletedMember(deletedAt, id);
+    if (own !== member) {
+      await redis.zadd(deletedKey, 0, own);
+      await redis.zrem(deletedKey, member);
+    }
+    if (!(deletedAt < before)) return 'kept';
+    const identity = storedIdentity(hash);
+    if (identity === null) return 'kept';
+    // Before any write, as a rotation: a client refused PUBLISH removes nothing.
+    await redis.publish(this.#channel, id);
+    const indexKey = this.#indexKey(identity.keyPrefix);
+    const unindexed = (await redis.keygateDeleteIfV1(indexKey, id)) === 1;
+    const listed = listMember(identity.createdAt, id);
+    const lists = this.#listKeys(identity);
+    const outcomes = await Promise.allSettled(lists.map((list) => redis.zrem(list, listed)));
+    const unlisted = lists.filter((_list, i) => {
+      const outcome = outcomes[i];
+      return outcome?.status === 'fulfilled' && outcome.value === 1;
+    });
+    const putBack = () =>
+      Promise.allSettled([...(unindexed ? [redis.set(indexKey, id, 'NX')] : []), ...unlisted.map((list) => redis.zadd(list, 0, listed))]);
+    const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    if (failed) {
+      await putBack();
+      throw failed.reason;
+    }
+    const reply = await redis.keygatePurgeRecordV1(recordKey, this.#leasesKey(id), String(before), this.#channel, id, identity.raw[0]);
+    if (reply === 'kept') {
+      await putBack();
+      return reply;
+    }
+    await redis.zrem(deletedKey, own);
+    if (reply === 'purged') this.#listeners.notify(id);
+    return reply;
+  }
+
   #openSubscriber(): void {
     // Our own connection: it may close promptly, without the 2 s grace ioredis gives a socket to say goodbye.
     const client = this.#client;
@@ -643,6 +1006,11 @@ export class RedisStore implements ApiKeyStore {
 
   #indexKey(keyPrefix: string): string {
     return `${this.#ns}kp:${keyPrefix}`;
+  }
+
+  /** The deleted set: one member per deleted record, sorted by deletedAt (see scripts.ts). */
+  #deletedKey(): string {
+    return `${this.#ns}deleted`;
   }
 
   #listKeys(owners: ListOwners): string[] {

@@ -4,12 +4,21 @@
  *
  * Two families:
  * - Scripts on one record's hash (one hash tag, so one slot): consume (with the record's leases
- *   set, under the same hash tag), update, and the claim and undo of a rotation on a Cluster.
- *   Atomic on standalone Redis and on Redis Cluster alike.
- * - Scripts that also write the keyPrefix index and the list sorted sets (INSERT_RECORD_SCRIPT,
- *   ROTATE_SCRIPT): several slots, so for standalone Redis only, where every key can be declared
- *   in one script. They check everything before their first write, so a refusal changes nothing:
- *   Redis does not roll a script back when a command fails half-way.
+ *   set, under the same hash tag), update, the claim and undo of a rotation and the removal of a
+ *   purged record on a Cluster (PURGE_RECORD_SCRIPT), and the compare-and-delete of one index
+ *   entry (DELETE_IF_SCRIPT, on the index key alone). Atomic on standalone Redis and on Redis
+ *   Cluster alike. UPDATE_SCRIPT also takes the deleted set (below) as a second key, given only on
+ *   standalone Redis.
+ * - Scripts that also write the keyPrefix index, the list sorted sets or the deleted set
+ *   (INSERT_RECORD_SCRIPT, ROTATE_SCRIPT, PURGE_SCRIPT): several slots, so for standalone Redis
+ *   only, where every key can be declared in one script. They check everything before their first
+ *   write, so a refusal changes nothing: Redis does not roll a script back when a command fails
+ *   half-way.
+ *
+ * The deleted set (`ns deleted`) holds one member per deleted record, `<deletedAt>:<id>` with the
+ * instant offset and zero-padded as in the list sets (DELETED_MEMBER_HELPERS), all at score 0: it
+ * sorts by deletedAt, so `purge` reads the records deleted before an instant with one
+ * ZRANGEBYLEX, and walks it with an exact cursor (the last member) whatever is removed meanwhile.
  *
  * Numbers are written with `%.17g` so doubles (the token bucket level) round-trip exactly between
  * Lua and JavaScript.
@@ -33,13 +42,14 @@
  * reads and writes it only for a request with a claim, and fails closed (an error reply, nothing
  * counted) when that key holds something other than a sorted set.
  *
- * UPDATE_SCRIPT and ROTATE_SCRIPT PUBLISH the changed id on the invalidation channel themselves,
- * after their checks and before their first write. The message is then part of the same atomic
+ * UPDATE_SCRIPT, ROTATE_SCRIPT and the purge scripts (PURGE_SCRIPT, PURGE_RECORD_SCRIPT) PUBLISH
+ * the changed id on the invalidation channel themselves, after their checks and before their
+ * first write. The message is then part of the same atomic
  * step: it is never lost to a failure between the write and a separate PUBLISH, and no command
  * runs before the script ends, so whatever a subscriber reads on hearing it includes the change.
  * Publishing first also means a server that refuses the PUBLISH (an ACL without the PUBLISH
- * command or the channel) refuses before anything is written: such a user cannot update, revoke or
- * rotate keys at all.
+ * command or the channel) refuses before anything is written: such a user cannot update, revoke,
+ * rotate, delete or purge keys at all.
  */
 import { type CounterState, initialCounters } from '../../policy/limits.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
@@ -68,6 +78,36 @@ local function date_of(raw)
 end
 local function passed(date, now)
   return date == true or (date ~= false and date <= now)
+end
+`;
+
+/**
+ * Lua helpers for `deletedAt` and the deleted set (used with LIFECYCLE_HELPERS).
+ * - instant_of(raw): date_of, but a number is also required to be an instant a JavaScript Date
+ *   holds (within ±8.64e15 ms, else true: unreadable), and is truncated toward zero to whole
+ *   milliseconds as a Date truncates it; so the instant judged here is the one the decoder reads.
+ * - deleted_member(at, id): the record's member in the deleted set, as `deletedMember` writes it
+ *   in redis-store.ts (`at` offset by 8.64e15, zero-padded to 17 digits, then `:` and the id).
+ * - zset_unwritable(key): an error reply when `key` holds something other than a sorted set (a
+ *   ZADD or ZREM on it would fail after earlier writes), else nil.
+ */
+const DELETED_MEMBER_HELPERS = `
+local function instant_of(raw)
+  local date = date_of(raw)
+  if type(date) ~= 'number' then return date end
+  if date < -8640000000000000 or date > 8640000000000000 then return true end
+  if date < 0 then return math.ceil(date) end
+  return math.floor(date)
+end
+local function deleted_member(at, id)
+  return string.format('%017.0f', at + 8640000000000000) .. ':' .. id
+end
+local function zset_unwritable(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('WRONGTYPE keygate: the key ' .. key .. ' is not a sorted set')
+  end
+  return nil
 end
 `;
 
@@ -124,18 +164,27 @@ return 1
 `;
 
 /**
- * A whole insert in one atomic step (standalone Redis): the record's hash, its keyPrefix index and
- * its list entries, or nothing.
- * KEYS: the record, the keyPrefix index, then 1 to 3 list sorted sets.
- * ARGV: id, list member, then the record's field/value pairs.
+ * A whole insert in one atomic step (standalone Redis): the record's hash, its keyPrefix index, its
+ * list entries and, for a record inserted already deleted (`deletedAt` set), its member in the
+ * deleted set; or nothing.
+ * KEYS: the record, the keyPrefix index, the deleted set, then 1 to 3 list sorted sets.
+ * ARGV: id, list member, deleted-set member ('' for a record not deleted), then the record's
+ * field/value pairs.
  * Returns { 'inserted' }, or { 'taken', 'id' | 'keyPrefix' } having changed nothing.
  */
 export const INSERT_RECORD_SCRIPT = `${RECORD_WRITE_HELPERS}
 local field = taken(KEYS[1], KEYS[2])
 if field then return { 'taken', field } end
-local unwritable = lists_unwritable(3)
+local unwritable = lists_unwritable(4)
 if unwritable then return unwritable end
-write_record(KEYS[1], KEYS[2], 3, ARGV[1], ARGV[2], 3)
+if ARGV[3] ~= '' then
+  local kind = redis.call('TYPE', KEYS[3])['ok']
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('WRONGTYPE keygate: the deleted set ' .. KEYS[3] .. ' is not a sorted set')
+  end
+end
+write_record(KEYS[1], KEYS[2], 4, ARGV[1], ARGV[2], 4)
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
 return { 'inserted' }
 `;
 
@@ -230,6 +279,8 @@ return { 'rotated', redis.call('HGETALL', old), redis.call('HGETALL', replacemen
 
 /**
  * Patches an existing record, the checks and the write in one step.
+ * KEYS: the record, then (standalone Redis only) the deleted set. On a Cluster the deleted set is
+ * in another slot: the store writes its member in steps of its own (see RedisStore).
  * ARGV: the invalidation channel, the record's id (the message), n, then n field/value pairs to
  * set, then fields to delete.
  *
@@ -242,24 +293,33 @@ return { 'rotated', redis.call('HGETALL', old), redis.call('HGETALL', replacemen
  *   carries (the rule of `revokedAtAfterUpdate` in the store toolkit), so a key already revoked
  *   keeps its instant and a key in a rotation grace period stops now. A stored `revokedAt` that
  *   cannot be read is replaced by `updatedAt`.
+ * - A key is deleted once: when the patch sets `deletedAt` and the stored record has one, the
+ *   stored one stays (the rule of `deletedAtAfterUpdate` in the store toolkit), so deleting again
+ *   never postpones a purge. A stored `deletedAt` that cannot be read (edited by hand) is replaced
+ *   by the patch's. When the patch sets `deletedAt` and the deleted set is given, the record's
+ *   member for the `deletedAt` it keeps is added to it (again, when it is there already). An error
+ *   reply, before any write, when the patch's `deletedAt` is not an instant or the deleted set is
+ *   not a sorted set.
  * Otherwise publishes the id and returns the whole hash after the patch.
  */
-export const UPDATE_SCRIPT = `${LIFECYCLE_HELPERS}
+export const UPDATE_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local n = tonumber(ARGV[3])
 local last_pair = 3 + 2 * n
 local newStatus = nil
 local updatedAtText = nil
+local deletedAtText = nil
 for i = 4, last_pair, 2 do
   if ARGV[i] == 'status' then newStatus = ARGV[i + 1] end
   if ARGV[i] == 'updatedAt' then updatedAtText = ARGV[i + 1] end
+  if ARGV[i] == 'deletedAt' then deletedAtText = ARGV[i + 1] end
 end
 local updatedAt = tonumber(updatedAtText)
 local function is_revoked_text(raw)
   local ok, value = pcall(cjson.decode, raw)
   return ok and value == 'revoked'
 end
-local stored = redis.call('HMGET', KEYS[1], 'status', 'revokedAt')
+local stored = redis.call('HMGET', KEYS[1], 'status', 'revokedAt', 'deletedAt')
 local storedRevokedAt = date_of(stored[2])
 local revoking = newStatus ~= nil and is_revoked_text(newStatus)
 if newStatus and not revoking then
@@ -271,10 +331,27 @@ if revoking then
   if updatedAt == nil then return redis.error_reply('ERR keygate: a patch that revokes needs updatedAt') end
   if type(storedRevokedAt) == 'number' and storedRevokedAt <= updatedAt then stamp = stored[2] else stamp = updatedAtText end
 end
+-- Deleted once: the instant the record keeps, and the stored text to write back over the patch's.
+local deletedAt, keptDeletedAt = nil, nil
+if deletedAtText then
+  local storedDeletedAt = instant_of(stored[3])
+  if type(storedDeletedAt) == 'number' then
+    deletedAt, keptDeletedAt = storedDeletedAt, stored[3]
+  else
+    deletedAt = instant_of(deletedAtText)
+    if type(deletedAt) ~= 'number' then return redis.error_reply('ERR keygate: the patch deletedAt is not an instant') end
+  end
+  if KEYS[2] then
+    local unwritable = zset_unwritable(KEYS[2])
+    if unwritable then return unwritable end
+  end
+end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, last_pair)) end
 if #ARGV > last_pair then redis.call('HDEL', KEYS[1], unpack(ARGV, last_pair + 1)) end
 if stamp then redis.call('HSET', KEYS[1], 'revokedAt', stamp) end
+if keptDeletedAt then redis.call('HSET', KEYS[1], 'deletedAt', keptDeletedAt) end
+if deletedAt and KEYS[2] then redis.call('ZADD', KEYS[2], 0, deleted_member(deletedAt, ARGV[2])) end
 return redis.call('HGETALL', KEYS[1])
 `;
 
@@ -323,6 +400,99 @@ if ARGV[3] ~= '' then restore('status', now[3], ARGV[3], ARGV[6]) end
 return 1
 `;
 
+
+/**
+ * Removes one deleted record for good, in one atomic step (standalone Redis): the record, its
+ * leases, its keyPrefix index entry, its list entries and its members in the deleted set, or
+ * nothing. The record is judged here, as stored now: whatever a reader or a writer did since the
+ * caller read it, a record is removed only when its `deletedAt` is before `deletedBefore`.
+ * KEYS: the record, its leases, the deleted set, then, when the caller read the record, its
+ * keyPrefix index and its 1 to 3 list sorted sets.
+ * ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the deleted-set member the
+ * caller is visiting, then the raw hash values of keyPrefix, ownerId, tenantId and createdAt the
+ * caller read ('' for an absent field) and declared KEYS for, then the list member.
+ *
+ * - 'gone': the record does not exist (another purge removed it); the visited member is removed.
+ * - 'kept': the record is not deleted (a member added by hand: removed, nothing else changes), its
+ *   `deletedAt` cannot be read (it stays, member and all, for someone to look at: never removed on
+ *   a guess), or it was deleted at or after `deletedBefore`. A visited member that is not the
+ *   record's own (`deleted_member` of its `deletedAt`) is replaced by the record's own.
+ * - 'changed': the record is to be removed, but its keyPrefix, owner, tenant or createdAt is not
+ *   what the caller declared KEYS for (edited by hand, or an id used again): nothing is written,
+ *   and the caller reads the record and asks again.
+ * - 'purged': publishes the id, then DELs the record and its leases, the index entry if it still
+ *   names this id, the list members and the record's deleted-set members.
+ * An error reply, before any write, when the index is not a string or a list key not a sorted set.
+ */
+export const PURGE_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}
+local record, leases, deleted = KEYS[1], KEYS[2], KEYS[3]
+local deletedBefore = tonumber(ARGV[1])
+local id, visited = ARGV[3], ARGV[4]
+if redis.call('EXISTS', record) == 0 then
+  redis.call('ZREM', deleted, visited)
+  return 'gone'
+end
+local stored = redis.call('HMGET', record, 'deletedAt', 'keyPrefix', 'ownerId', 'tenantId', 'createdAt')
+local deletedAt = instant_of(stored[1])
+if deletedAt == true then return 'kept' end
+if deletedAt == false then
+  redis.call('ZREM', deleted, visited)
+  return 'kept'
+end
+local own = deleted_member(deletedAt, id)
+if own ~= visited then
+  redis.call('ZREM', deleted, visited)
+  redis.call('ZADD', deleted, 0, own)
+end
+if not (deletedAt < deletedBefore) then return 'kept' end
+if #KEYS < 5 then return 'changed' end
+for i = 2, 5 do
+  if (stored[i] or '') ~= ARGV[3 + i] then return 'changed' end
+end
+local kind = redis.call('TYPE', KEYS[4])['ok']
+if kind ~= 'none' and kind ~= 'string' then
+  return redis.error_reply('WRONGTYPE keygate: the index key ' .. KEYS[4] .. ' is not a string')
+end
+for i = 5, #KEYS do
+  local unwritable = zset_unwritable(KEYS[i])
+  if unwritable then return unwritable end
+end
+redis.call('PUBLISH', ARGV[2], id)
+redis.call('DEL', record, leases)
+if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
+redis.call('ZREM', deleted, own)
+return 'purged'
+`;
+
+/**
+ * The last step of a purge on a Cluster, on the record's slot: removes the record and its leases
+ * when, as stored now, its `deletedAt` is before `deletedBefore` and its keyPrefix is the one
+ * whose index entry the caller removed. The index and list entries are gone by then (see
+ * RedisStore), so no index entry ever names a record that no longer exists.
+ * KEYS: the record, its leases. ARGV: deletedBefore (epoch ms), the invalidation channel, the id,
+ * the keyPrefix as the caller read it (raw hash value).
+ * Returns 'purged' (having published the id, then deleted both keys), 'gone' (no such record) or
+ * 'kept' (not deleted, deleted at or after deletedBefore, unreadable, or another keyPrefix).
+ */
+export const PURGE_RECORD_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local stored = redis.call('HMGET', KEYS[1], 'deletedAt', 'keyPrefix')
+local deletedAt = instant_of(stored[1])
+if type(deletedAt) ~= 'number' or not (deletedAt < tonumber(ARGV[1])) or stored[2] ~= ARGV[4] then return 'kept' end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2])
+return 'purged'
+`;
+
+/**
+ * Deletes a key holding a string when it holds exactly ARGV[1] (an index entry that still names
+ * this id), in one step. Returns 1 when it deleted it, else 0.
+ */
+export const DELETE_IF_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
 
 /** The hash field of a counter of `CounterState` (`c:tokens`, `c:day`, `c:dayCount`, …). */
 export function counterField(field: keyof CounterState): string {
