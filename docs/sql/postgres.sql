@@ -7,6 +7,8 @@
 -- Upgrades: columns added by later keygate versions (record fields, and keygate's own columns:
 -- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters,
 -- and added to an existing table by ALTER TABLE … ADD COLUMN IF NOT EXISTS after the CREATE TABLE.
+-- deleted_at (soft delete, since version 3) is set by keys.delete(); the partial index on it
+-- (deleted keys only) is what keys.purge() reads.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               text COLLATE "C" NOT NULL,
@@ -46,6 +48,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "require_https"    boolean NOT NULL DEFAULT false,
   "client_certificate_sha256" text[] NOT NULL DEFAULT '{}',
   "max_concurrent"   bigint,
+  "deleted_at"       timestamptz(3),
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 );
@@ -72,6 +75,8 @@ ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "client_certificate_sha2
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;
 
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "deleted_at" timestamptz(3);
+
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_created_at_id_idx" ON "keygate_api_keys" ("created_at", "id");
@@ -81,3 +86,5 @@ CREATE INDEX IF NOT EXISTS "keygate_api_keys_owner_id_idx" ON "keygate_api_keys"
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys" ("tenant_id", "created_at", "id");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_deleted_at_idx" ON "keygate_api_keys" ("deleted_at") WHERE "deleted_at" IS NOT NULL;

@@ -7,6 +7,8 @@
 -- Upgrades: columns added by later keygate versions (record fields, and keygate's own columns:
 -- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters;
 -- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
+-- deleted_at (soft delete, since version 3) is set by keys.delete(); the partial index on it
+-- (deleted keys only) is what keys.purge() reads.
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               TEXT NOT NULL,
@@ -46,12 +48,14 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "require_https"    INTEGER NOT NULL DEFAULT 0,          -- 0 or 1
   "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
   "max_concurrent"   INTEGER,
+  "deleted_at"       INTEGER,                             -- epoch milliseconds
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
 
 -- Columns of later versions (CREATE TABLE above already has them). SQLite has no ADD COLUMN
--- IF NOT EXISTS: on a table created before them, run each of these once.
+-- IF NOT EXISTS: on a table created before them, run each of these once, before the indexes
+-- below (an index may cover a later column).
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "month" INTEGER NOT NULL DEFAULT -1;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "month_count" INTEGER NOT NULL DEFAULT 0;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "hour" INTEGER NOT NULL DEFAULT -1;
@@ -63,6 +67,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "require_https" INTEGER NOT NULL DEFAULT 0;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]';
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "max_concurrent" INTEGER;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "deleted_at" INTEGER;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 
@@ -73,3 +78,5 @@ CREATE INDEX IF NOT EXISTS "keygate_api_keys_owner_id_idx" ON "keygate_api_keys"
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys" ("tenant_id", "created_at", "id");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_deleted_at_idx" ON "keygate_api_keys" ("deleted_at") WHERE "deleted_at" IS NOT NULL;

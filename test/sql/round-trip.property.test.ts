@@ -63,6 +63,7 @@ function recordArbitrary(dialect: 'postgres' | 'sqlite'): fc.Arbitrary<ApiKeyRec
       updatedAt: date,
       lastUsedAt: fc.option(date),
       revokedAt: fc.option(date),
+      deletedAt: fc.option(date),
       rotatedFromId: fc.uuid(),
       metadata: json,
       tags: fc.array(anyText, { maxLength: 5 }),
@@ -74,7 +75,7 @@ function recordArbitrary(dialect: 'postgres' | 'sqlite'): fc.Arbitrary<ApiKeyRec
       requiredKeys: [
         'id', 'keyPrefix', 'keyHash', 'name', 'status', 'scopes', 'allowedIps', 'maxUses', 'useCount', 'rateLimit',
         'expiresAt', 'createdAt', 'updatedAt', 'lastUsedAt', 'revokedAt', 'metadata', 'tags', 'allowedOrigins', 'requireHttps',
-        'clientCertificateSha256', 'maxConcurrent',
+        'clientCertificateSha256', 'maxConcurrent', 'deletedAt',
       ],
       noNullPrototype: true,
     },
@@ -145,6 +146,7 @@ describe('SqlStore round trip (sqlite)', () => {
       updatedAt: new Date(JS_MAX),
       lastUsedAt: null,
       revokedAt: null,
+      deletedAt: null,
       metadata: { 'k\u0000': 'v\u0000' },
       tags: [],
     };
@@ -200,6 +202,7 @@ describePostgres('SqlStore round trip (postgres)', () => {
       updatedAt: new Date(Date.UTC(0, 0, 1) - 1),
       lastUsedAt: new Date(-1),
       revokedAt: new Date(Date.UTC(9999, 11, 31, 23, 59, 59, 999)),
+      deletedAt: new Date(POSTGRES_MIN + 1),
       metadata: { big: 1.7976931348623157e308, tiny: 5e-324, int: 2 ** 53, nested: { 'ключ': ['値', null, true, { '': {} }] } },
       tags: [],
     };

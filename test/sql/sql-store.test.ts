@@ -154,6 +154,7 @@ describe('schema', () => {
     const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
     expect(indexes.map((row) => (row as { name: string }).name)).toEqual([
       'keygate_api_keys_created_at_id_idx',
+      'keygate_api_keys_deleted_at_idx',
       'keygate_api_keys_key_prefix_key',
       'keygate_api_keys_owner_id_idx',
       'keygate_api_keys_status_idx',

@@ -70,6 +70,12 @@ export function columnOf(field: RecordField): Column {
  */
 export const PATCHABLE_COLUMNS: readonly Column[] = PATCHABLE_FIELDS.map(columnOf);
 
+/**
+ * The column of `deletedAt`, which `update` sets by a rule (a key is deleted once: a stored instant
+ * stays) and which `list` and `purge` filter on.
+ */
+export const DELETED_AT_COLUMN: Column = columnOf('deletedAt');
+
 /** What a counter column holds: a window's index or count, or the token bucket's level or instant. */
 export type CounterKind = 'windowIndex' | 'windowCount' | 'tokens' | 'tokensAt';
 

@@ -11,7 +11,17 @@ import { QUOTA_WINDOWS, type QuotaWindow } from '../../policy/windows.js';
 import { ownValue } from '../../record/decode.js';
 import { CREATE_FIELDS } from '../../record/schema.js';
 import type { ConsumeRequest, StoreRotation } from '../store.js';
-import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, type Column, type CounterColumn, LEASES_COLUMN, RECORD_COLUMNS, columnOf } from './columns.js';
+import {
+  COLUMN_LIST,
+  COUNTER_COLUMNS,
+  COUNTER_LIST,
+  type Column,
+  type CounterColumn,
+  DELETED_AT_COLUMN,
+  LEASES_COLUMN,
+  RECORD_COLUMNS,
+  columnOf,
+} from './columns.js';
 import { parameterOf } from './parameters.js';
 import type { TableName } from './table-name.js';
 import { timestamptzLiteral } from './values.js';
@@ -112,6 +122,8 @@ export interface PostgresStatements {
   release: string;
   /** See {@link rotateStatement}. */
   rotate: string;
+  /** See {@link purgeStatement}. */
+  purge: string;
 }
 
 /** Builds the fixed statements of one table. */
@@ -125,6 +137,7 @@ export function postgresStatements(table: TableName): PostgresStatements {
     consumeClaim: consumeStatement(table, true),
     release: releaseStatement(table),
     rotate: rotateStatement(table),
+    purge: purgeStatement(table),
   };
 }
 
@@ -446,6 +459,12 @@ export function rotationParameters(rotation: StoreRotation): unknown[] {
  * The status is a parameter, so one statement text serves every status value. It returns no row
  * for an unknown id, else one row: `"refused"` (`'true'` or `'false'`, as text like every value the
  * store reads) and, when applied, the record.
+ *
+ * With or without `status`, a key is deleted once: `deleted_at` is assigned
+ * `coalesce("deleted_at", $n)` (the toolkit's `deletedAtAfterUpdate`), evaluated on the row version
+ * the UPDATE writes over. In READ COMMITTED an UPDATE that waited for another transaction's row
+ * lock re-evaluates its assignments on the version that transaction committed, so of two deletes
+ * racing the second keeps the first one's instant.
  */
 export function updateStatement(table: TableName, columns: readonly Column[]): string {
   const placeholderOf = (field: Column['field']): string | undefined => {
@@ -455,9 +474,13 @@ export function updateStatement(table: TableName, columns: readonly Column[]): s
   const status = placeholderOf('status');
   const updatedAt = placeholderOf('updatedAt');
   if (updatedAt === undefined) throw new Error('keygate: a patch always sets updatedAt');
-  const assignments = columns.map((column, i) => `${quoted(column.name)} = ${placeholder(i + 2, column)}`);
+  const assignments = columns.map((column, i) => {
+    const value = placeholder(i + 2, column);
+    const name = quoted(column.name);
+    return `${name} = ${column === DELETED_AT_COLUMN ? `coalesce("k".${name}, ${value})` : value}`;
+  });
   if (status === undefined) {
-    return `UPDATE ${table.qualified} SET ${assignments.join(', ')} WHERE "id" = $1::text RETURNING ${recordSelectList()}`;
+    return `UPDATE ${table.qualified} AS "k" SET ${assignments.join(', ')} WHERE "k"."id" = $1::text RETURNING ${recordSelectList('"k".')}`;
   }
   const revokedAt = placeholderOf('revokedAt') ?? '"k"."revoked_at"';
   const stamped = columns
@@ -482,12 +505,16 @@ export interface ListShape {
   tenantId: boolean;
   status: boolean;
   after: boolean;
+  /** Deleted keys too (no parameter): without it, `"deleted_at" IS NULL`. */
+  includeDeleted: boolean;
 }
 
 /**
  * `SELECT … WHERE <filters> AND ("created_at", "id") > ($a, $b) ORDER BY "created_at", "id" LIMIT $n`:
  * keyset pagination on the (created_at, id) index, so a page neither skips nor repeats a record
  * whatever is inserted between pages. `id` is `COLLATE "C"`, so ties order byte-wise, as keygate's cursors expect.
+ * Deleted keys are left out by a filter, after the position: a page still holds `limit` records
+ * unless it is the last.
  */
 export function listStatement(table: TableName, shape: ListShape): string {
   const conditions: string[] = [];
@@ -495,10 +522,42 @@ export function listStatement(table: TableName, shape: ListShape): string {
   if (shape.ownerId) conditions.push(`"owner_id" = $${++index}::text`);
   if (shape.tenantId) conditions.push(`"tenant_id" = $${++index}::text`);
   if (shape.status) conditions.push(`"status" = $${++index}::text`);
+  if (!shape.includeDeleted) conditions.push('"deleted_at" IS NULL');
   if (shape.after) {
     conditions.push(`("created_at", "id") > ($${index + 1}::timestamptz, $${index + 2}::text COLLATE "C")`);
     index += 2;
   }
   const where = conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
   return `SELECT ${recordSelectList()} FROM ${table.qualified}${where} ORDER BY "created_at", "id" LIMIT $${index + 1}::bigint`;
+}
+
+/**
+ * One batch of `purge`, in one statement. Parameters: `$1` deletedBefore (timestamptz), `$2` the
+ * batch size. `batch` locks, in `deleted_at` order (the partial index on deleted keys), up to `$2`
+ * rows whose `deleted_at` is set and before `$1`; `removed` deletes them, checking the condition
+ * again on the row it deletes (it cannot have changed under our lock: a key is deleted once). A
+ * row's deletion removes its index entries, counters and leases with it (they live in the row), in
+ * the statement's transaction: no reader ever sees half of it.
+ *
+ * Locking in one order means two purges running at once take turns on a row instead of
+ * deadlocking; a consume or update of a deleted key holds its one row, so it waits for the batch or
+ * the batch waits for it. `FOR UPDATE` re-checks a row it waited for on the version committed
+ * meanwhile, and skips a row another purge removed, going on down the index.
+ *
+ * Returns one row: `"selected"`, how many rows the batch locked (fewer than `$2`: nothing more to
+ * purge), and `"removed"`, the removed ids as a JSON array.
+ */
+function purgeStatement(table: TableName): string {
+  const purgeable = (qualifier: string) => `${qualifier}"deleted_at" IS NOT NULL AND ${qualifier}"deleted_at" < $1::timestamptz`;
+  return `WITH "batch" AS MATERIALIZED (
+  SELECT "id" FROM ${table.qualified}
+  WHERE ${purgeable('')}
+  ORDER BY "deleted_at" LIMIT $2::bigint FOR UPDATE
+), "removed" AS (
+  DELETE FROM ${table.qualified} AS "k" USING "batch"
+  WHERE "k"."id" = "batch"."id" AND ${purgeable('"k".')}
+  RETURNING "k"."id"
+)
+SELECT (SELECT count(*) FROM "batch")::text AS "selected",
+  (SELECT coalesce(json_agg("id"), '[]'::json) FROM "removed")::text AS "removed"`;
 }

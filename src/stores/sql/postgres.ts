@@ -5,11 +5,11 @@
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
+import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
 import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { PostgresClient, PostgresQueryResult } from './clients.js';
 import { PATCHABLE_COLUMNS } from './columns.js';
-import type { SqlEngine } from './dialect.js';
+import { PURGE_BATCH_SIZE, type SqlEngine } from './dialect.js';
 import { migratePostgres } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
 import {
@@ -112,8 +112,9 @@ export class PostgresEngine implements SqlEngine {
       tenantId: tenantId !== undefined,
       status: status !== undefined,
       after: after !== undefined,
+      includeDeleted: ownValue(query, 'includeDeleted') === true,
     };
-    const key = `${+shape.ownerId}${+shape.tenantId}${+shape.status}${+shape.after}`;
+    const key = `${+shape.ownerId}${+shape.tenantId}${+shape.status}${+shape.after}${+shape.includeDeleted}`;
     let text = this.#lists.get(key);
     if (text === undefined) {
       text = listStatement(this.#table, shape);
@@ -126,6 +127,24 @@ export class PostgresEngine implements SqlEngine {
     if (after) values.push(timestamptzLiteral(after.createdAt), after.id);
     values.push(query.limit);
     return (await this.#rows(text, values)).map(recordFromRow);
+  }
+
+  /**
+   * Batches of one statement each (see `purgeStatement`), each its own transaction: every batch
+   * commits before the next starts, so a huge purge never holds many row locks, nor one statement
+   * long enough for the pool's `statement_timeout`. `removed` hears each batch's ids once it
+   * committed. Stops when a batch finds fewer than `batchSize` rows to remove.
+   */
+  async purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize = PURGE_BATCH_SIZE): Promise<number> {
+    const deletedBefore = timestamptzLiteral(purge.deletedBefore);
+    let total = 0;
+    for (;;) {
+      const [row] = await this.#rows(this.#statements.purge, [deletedBefore, batchSize]);
+      const ids = JSON.parse(String(row?.removed ?? '[]')) as string[];
+      total += ids.length;
+      if (ids.length > 0) removed(ids);
+      if (Number(row?.selected ?? 0) < batchSize) return total;
+    }
   }
 
   /**

@@ -121,13 +121,20 @@ function counterComment(counter: CounterColumn): string {
 /** The id and key prefix compare byte for byte, whatever the database's collation. */
 const BINARY_COLLATED = new Set(['id', 'key_prefix']);
 
-/** Indexes: the key lookup, then list order, then each list filter followed by list order. */
-const INDEXES: readonly { suffix: string; unique?: true; columns: readonly string[] }[] = [
+/**
+ * Indexes: the key lookup, then list order, then each list filter followed by list order, then
+ * the deleted keys (version 3) for `purge`. That last one is partial: it holds only the rows whose
+ * `deleted_at` is set, so it costs nothing for live keys and lets `purge` find what it removes
+ * without reading the table. `list` leaves deleted keys out with a filter on the list indexes:
+ * deleted keys are few once purged regularly.
+ */
+const INDEXES: readonly { suffix: string; unique?: true; columns: readonly string[]; where?: string }[] = [
   { suffix: 'key_prefix_key', unique: true, columns: ['key_prefix'] },
   { suffix: 'created_at_id_idx', columns: ['created_at', 'id'] },
   { suffix: 'owner_id_idx', columns: ['owner_id', 'created_at', 'id'] },
   { suffix: 'tenant_id_idx', columns: ['tenant_id', 'created_at', 'id'] },
   { suffix: 'status_idx', columns: ['status', 'created_at', 'id'] },
+  { suffix: 'deleted_at_idx', columns: ['deleted_at'], where: '"deleted_at" IS NOT NULL' },
 ];
 
 function quoted(name: string): string {
@@ -257,7 +264,7 @@ export function tableSchema(dialect: SqlDialect, table: TableName, columns: read
   const indexes = INDEXES.map(
     (index) =>
       `CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${table.indexName(index.suffix)} ` +
-      `ON ${table.qualified} (${index.columns.map(quoted).join(', ')})`,
+      `ON ${table.qualified} (${index.columns.map(quoted).join(', ')})${index.where === undefined ? '' : ` WHERE ${index.where}`}`,
   );
   return { createTable: createTable(dialect, table, columns), addColumns, indexes };
 }
@@ -275,7 +282,8 @@ export function schemaScript(dialect: SqlDialect, table: TableName, columns: rea
       ? []
       : [
           '-- Columns of later versions (CREATE TABLE above already has them). SQLite has no ADD COLUMN\n' +
-            '-- IF NOT EXISTS: on a table created before them, run each of these once.\n' +
+            '-- IF NOT EXISTS: on a table created before them, run each of these once, before the indexes\n' +
+            '-- below (an index may cover a later column).\n' +
             schema.addColumns.map((add) => `-- ${add.statement};`).join('\n'),
         ];
   return `${schema.createTable};\n\n${[...upgrades, ...schema.indexes.map((index) => `${index};`)].join('\n\n')}\n`;

@@ -3,10 +3,10 @@
  * updated atomically in the database. The dialect engines do the SQL; this class validates the
  * options, refuses values the database would not give back exactly, and notifies listeners.
  */
-import { isKeygateError } from '../../errors.js';
+import { invalidArgument, isKeygateError } from '../../errors.js';
 import { ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
+import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
 import type { SqlEngine } from './dialect.js';
 import { withoutHashes } from './driver-errors.js';
 import type { ChangeListeners } from '../toolkit.js';
@@ -43,6 +43,12 @@ import { type SqlDialect, assertStorable } from './values.js';
  *   consume without a claim never reads or writes the column.
  * - **A revoked key stays revoked.** `update` refuses to change a revoked key's status, and
  *   `rotate` a key already revoked or rotated, with `invalid_argument`, atomically with the write.
+ * - **Soft delete and purge.** A key is deleted once: `update` keeps a stored `deletedAt`
+ *   (`coalesce` in the UPDATE itself). `list` leaves deleted keys out unless `includeDeleted`.
+ *   `purge` deletes the rows deleted before its instant, through a partial index on `deleted_at`,
+ *   in batches of 1000 rows, each one statement and its own transaction, so a huge purge never
+ *   holds its locks (SQLite: the database's write lock) for long; a row goes with its counters and
+ *   leases, which live in it.
  * - **Faults.** Every driver error rejects; keygate answers 503 `store_unavailable` and never
  *   admits. Key hashes are removed from a driver error's text (PostgreSQL quotes a failing row in
  *   `detail`) before it leaves the store. keygate bounds each call by `storeTimeoutMs`, but give
@@ -99,7 +105,8 @@ export class SqlStore implements ApiKeyStore {
 
   /**
    * Creates the table and its indexes when they do not exist: the unique index on `key_prefix`,
-   * and `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`; and adds
+   * `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`, and
+   * `(deleted_at)` over the deleted keys only (a partial index) for `purge`; and adds
    * to a table made by an earlier keygate the columns of record fields introduced since, with
    * their initial values in existing rows. Idempotent, and safe to run from several processes at
    * once (PostgreSQL: under an advisory lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE`
@@ -136,7 +143,8 @@ export class SqlStore implements ApiKeyStore {
    * listeners. With the write, atomically (PostgreSQL: one statement; SQLite: one immediate
    * transaction): a patch setting `status` to anything but `revoked` is refused with
    * `invalid_argument` (field `status`), changing nothing, when the stored key is revoked; a patch
-   * setting `revoked` stamps `revokedAt` with the earlier of the stored one and `patch.updatedAt`.
+   * setting `revoked` stamps `revokedAt` with the earlier of the stored one and `patch.updatedAt`;
+   * a patch setting `deletedAt` leaves a stored one as it is (a key is deleted once).
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     if (!this.#canHold(id)) return null;
@@ -166,10 +174,36 @@ export class SqlStore implements ApiKeyStore {
     return rotated;
   }
 
-  /** Records matching the filters after the keyset position, ordered by (createdAt, id), at most `limit`. */
+  /**
+   * Records matching the filters after the keyset position, ordered by (createdAt, id), at most
+   * `limit`; deleted keys (`deletedAt` set) only with `includeDeleted`.
+   */
   async list(query: StoreListQuery): Promise<ApiKeyRecord[]> {
     assertStorable(query, this.dialect);
     return withoutHashes(() => this.#engine.list(query));
+  }
+
+  /**
+   * Deletes every row whose `deletedAt` is set and before `purge.deletedBefore` (a key deleted at
+   * that very instant stays), and returns how many. Batches of at most 1000 rows, each one
+   * statement (PostgreSQL: `DELETE … RETURNING` of rows locked in `deleted_at` order; SQLite: one
+   * `DELETE … RETURNING`), each atomic: a row goes with its index entries, counters and leases, and
+   * a consume of a purged key finds no row (`null`: an unknown key). Listeners hear each removed
+   * id once its batch committed. When a batch fails in a way that may have come after it took
+   * effect, listeners are told `null` (anything may have changed) and the call rejects; the
+   * batches before it stay removed, and purging again removes the rest.
+   */
+  async purge(purge: StorePurge): Promise<number> {
+    const deletedBefore = ownValue(purge, 'deletedBefore');
+    if (Object.prototype.toString.call(deletedBefore) !== '[object Date]') throw invalidArgument('deletedBefore', 'must be a Date');
+    assertStorable({ deletedBefore }, this.dialect);
+    const bound = { deletedBefore: deletedBefore as Date };
+    try {
+      return await withoutHashes(() => this.#engine.purge(bound, (ids) => ids.forEach((id) => this.#listeners.notify(id))));
+    } catch (error) {
+      this.#listeners.notify(null);
+      throw error;
+    }
   }
 
   /**
@@ -195,9 +229,9 @@ export class SqlStore implements ApiKeyStore {
   }
 
   /**
-   * Calls `listener` with the id of every record changed by `update` or `rotate` through any
-   * `SqlStore` of this process sharing this store's client and table. Changes made by other
-   * processes are not reported (see the class notes). Returns the unsubscribe function.
+   * Calls `listener` with the id of every record changed by `update` or `rotate`, or removed by
+   * `purge`, through any `SqlStore` of this process sharing this store's client and table. Changes
+   * made by other processes are not reported (see the class notes). Returns the unsubscribe function.
    */
   subscribe(listener: (id: string | null) => void): () => void {
     return this.#listeners.add(listener);

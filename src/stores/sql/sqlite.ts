@@ -10,11 +10,11 @@ import { type CounterState, countingInstant, decideConsume, leasesAfter, liveLea
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StoreRotation } from '../store.js';
+import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
 import { isRetired, replacementFor, retiredKeyCannotRotate, revokedAtAfterUpdate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
-import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, LEASES_COLUMN, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
-import type { SqlEngine } from './dialect.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, DELETED_AT_COLUMN, LEASES_COLUMN, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
+import { PURGE_BATCH_SIZE, type SqlEngine } from './dialect.js';
 import { migrateSqlite } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
 import { type Row, recordFromRow } from './row.js';
@@ -97,7 +97,9 @@ export class SqliteEngine implements SqlEngine {
 
   /**
    * One statement; a patch with a `status` runs in an immediate transaction that reads the stored
-   * lifecycle first, to refuse reviving a revoked key and to stamp a revocation.
+   * lifecycle first, to refuse reviving a revoked key and to stamp a revocation. A key is deleted
+   * once: `deleted_at` is assigned `coalesce("deleted_at", ?)` in the UPDATE itself (the toolkit's
+   * `deletedAtAfterUpdate`), so a stored instant stays.
    */
   async update(id: string, patch: ApiKeyPatch): Promise<ApiKeyRecord | null> {
     // Own properties only: an inherited `status` (a polluted Object.prototype) is no change.
@@ -122,7 +124,7 @@ export class SqliteEngine implements SqlEngine {
   #updateNow(id: string, patch: ApiKeyPatch): Row | undefined {
     const columns = PATCHABLE_COLUMNS.filter((column) => ownValue(patch, column.field) !== undefined);
     if (columns.length === 0) return this.#row('id', id);
-    const assignments = columns.map((column) => `"${column.name}" = ?`).join(', ');
+    const assignments = columns.map((column) => `"${column.name}" = ${column === DELETED_AT_COLUMN ? `coalesce("${column.name}", ?)` : '?'}`).join(', ');
     const values = columns.map((column) => parameterOf('sqlite', column, ownValue(patch, column.field)));
     const sql = `UPDATE ${this.#table.qualified} SET ${assignments} WHERE "id" = ? RETURNING ${COLUMN_LIST}`;
     return this.#statement(sql).get(...values, id) as Row | undefined;
@@ -168,6 +170,7 @@ export class SqliteEngine implements SqlEngine {
       conditions.push(`"${column}" = ?`);
       values.push(value);
     }
+    if (ownValue(query, 'includeDeleted') !== true) conditions.push('"deleted_at" IS NULL');
     const after = ownValue(query, 'after') as StoreListQuery['after'];
     if (after) {
       conditions.push('("created_at", "id") > (?, ?)');
@@ -178,6 +181,30 @@ export class SqliteEngine implements SqlEngine {
     return this.#statement(sql)
       .all(...values, query.limit)
       .map((row) => recordFromRow(row as Row));
+  }
+
+  /**
+   * Batches of one `DELETE … RETURNING` statement each (its own transaction, atomic on its own),
+   * taking the database's write lock for one batch at a time: between batches the event loop and
+   * other processes' writers (their consumes) get their turn. The rows are found through the
+   * partial index on deleted keys; `deleted_at` is epoch milliseconds, compared with
+   * `deletedBefore`'s. `removed` hears each batch's ids once it committed.
+   */
+  async purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize = PURGE_BATCH_SIZE): Promise<number> {
+    const table = this.#table.qualified;
+    const purgeable = '"deleted_at" IS NOT NULL AND "deleted_at" < ?';
+    const statement = this.#statement(
+      `DELETE FROM ${table} WHERE "id" IN (SELECT "id" FROM ${table} WHERE ${purgeable} ORDER BY "deleted_at" LIMIT ?) AND ${purgeable} RETURNING "id"`,
+    );
+    const before = purge.deletedBefore.getTime();
+    let total = 0;
+    for (;;) {
+      const ids = statement.all(before, batchSize, before).map((row) => (row as { id: string }).id);
+      total += ids.length;
+      if (ids.length > 0) removed(ids);
+      if (ids.length < batchSize) return total;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
