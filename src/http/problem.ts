@@ -11,6 +11,8 @@ export interface ProblemDetails {
   status: number;
   detail: string;
   code: string;
+  /** The input field an `invalid_argument` error is about. */
+  field?: string;
 }
 
 /** Base of the problem `type` URIs: a URN, stable, not meant to be dereferenced. */
@@ -18,13 +20,15 @@ export const PROBLEM_TYPE_BASE = 'urn:keygate:problem:';
 
 /** The problem details of a refusal. */
 export function problemDetails(error: KeygateError): ProblemDetails {
-  return {
+  const problem: ProblemDetails = {
     type: PROBLEM_TYPE_BASE + error.code,
     title: error.title,
     status: error.status,
     detail: error.message,
     code: error.code,
   };
+  if (error.field !== undefined) problem.field = error.field;
+  return problem;
 }
 
 /** Quotes a string as an RFC 9110 quoted-string. */

@@ -1,9 +1,11 @@
 /**
  * Writing a refusal: the headers every refusal carries, then either the default problem+json
- * answer, the user's `onError`, or `next(err)` for the app's own error handler.
+ * answer, the user's `onError`, or `next(err)` for the app's own error handler; and the same
+ * problem+json answer as an error handler of the app's (`problemHandler()`).
  */
-import type { NextFunction, Request, Response } from 'express';
-import type { KeygateError } from '../errors.js';
+import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
+import { type KeygateError, isKeygateError } from '../errors.js';
+import { rejectUnknownOptions } from '../options/checks.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { problemDetails, wwwAuthenticate } from './problem.js';
 import { rateLimitHeader } from './rate-limit-headers.js';
@@ -70,10 +72,45 @@ export function refuse(
     return;
   }
   if (res.headersSent) return next(error);
+  sendProblem(error, req, res);
+}
+
+/** Writes `error` as the whole answer: RFC 9457 problem+json, never cached. */
+export function sendProblem(error: KeygateError, req: Request, res: Response): void {
   const body = JSON.stringify(problemDetails(error));
   res.statusCode = error.status;
   res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.setHeader('Cache-Control', 'no-store');
   res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+/**
+ * An Express error handler that answers every `KeygateError` (a refusal passed on with
+ * `passErrors`, or a manager error in your own route: `not_found`, `invalid_argument`, …) as RFC
+ * 9457 problem+json with its status, `code` and, for `invalid_argument`, `field`; with
+ * `Retry-After` when the error has one and the `WWW-Authenticate` challenge of a 401 or
+ * `insufficient_scope`. Anything else goes on to the next error handler, untouched, and so does an
+ * error raised after the response has started.
+ *
+ * @example
+ * ```ts
+ * app.post('/v1/keys', async (req, res, next) => {
+ *   try { res.status(201).json(await keys.create(req.body)); } catch (error) { next(error); }
+ * });
+ * app.use(problemHandler());
+ * ```
+ */
+export function problemHandler(options: { realm?: string } = {}): ErrorRequestHandler {
+  if (options === null || typeof options !== 'object') throw new TypeError('problemHandler() takes an options object such as { realm: "api" }');
+  rejectUnknownOptions(options, ['realm'], 'problemHandler()');
+  const realm = options.realm ?? 'api';
+  if (typeof realm !== 'string' || realm.length === 0) throw new TypeError('problemHandler(): `realm` must be a non-empty string');
+  return function keygateProblemHandler(error: unknown, req: Request, res: Response, next: NextFunction): void {
+    if (!isKeygateError(error) || res.headersSent) return next(error);
+    const challenge = wwwAuthenticate(error, realm);
+    if (challenge !== undefined) res.setHeader('WWW-Authenticate', challenge);
+    if (error.retryAfter !== undefined) res.setHeader('Retry-After', String(error.retryAfter));
+    sendProblem(error, req, res);
+  };
 }
