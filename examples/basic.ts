@@ -3,14 +3,16 @@
  *
  *   npm start                 # or: PORT=8080 npm start
  *
- * At start it mints a demo key (scope `leads:read`, 2 requests per second, 1000 per day), prints
- * it once, and prints curl lines to paste into another terminal: one admitted (200), one refused
- * for scope (403 insufficient_scope) and a burst that gets rate limited (429 with Retry-After).
+ * At start it mints a demo key (scope `leads:read`, 2 requests per second, 1000 per day) and an
+ * admin key (scope `keys:admin`, for the admin API at /admin/keys), prints them once, and prints
+ * curl lines to paste into another terminal: one admitted (200), one refused for scope (403
+ * insufficient_scope), a burst that gets rate limited (429 with Retry-After), and the admin API
+ * creating, listing and revoking keys.
  *
  * Keys live in memory, so a restart forgets them: this is a demo, not a deployment.
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { KeygateError, MemoryStore, keygate, requireAnyScope, requireScopes } from 'keygate';
+import { KeygateError, MemoryStore, keygate, problemHandler, requireAnyScope, requireScopes } from 'keygate';
 
 const port = Number(process.env.PORT ?? 3000);
 
@@ -48,6 +50,10 @@ app.get('/health', (_req, res) => {
   res.json({ ok: true });
 });
 
+// The admin API: create, list, update, rotate, revoke and delete keys over JSON. It checks keys
+// itself (the caller needs the scope keys:admin), so it is mounted before authenticate().
+app.use('/admin/keys', keys.adminRouter());
+
 // Every route below needs a valid key. Each admitted request is counted once, here.
 app.use(keys.authenticate());
 
@@ -71,8 +77,10 @@ app.post('/leads', requireAnyScope('leads:write', 'admin'), (req, res) => {
   res.status(201).json(lead);
 });
 
-// Refusals are answered by keygate itself (application/problem+json). This handler only sees
-// other errors, and a KeygateError if you mount authenticate({ passErrors: true }).
+// Refusals are answered by keygate itself (application/problem+json); a KeygateError that reaches
+// next(err) (a manager call in a route of yours, or authenticate({ passErrors: true })) is answered
+// the same way by problemHandler(). The handler after it only sees other errors.
+app.use(problemHandler());
 app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
   if (error instanceof KeygateError) {
     res.status(error.status).json({ code: error.code, message: error.message });
@@ -89,6 +97,7 @@ async function main(): Promise<void> {
     rateLimit: { perSecond: 2, burst: 2, perDay: 1000 },
     metadata: { createdBy: 'examples/basic.ts' },
   });
+  const admin = await keys.create({ name: 'demo admin', scopes: ['keys:admin', 'leads:read'], metadata: { createdBy: 'examples/basic.ts' } });
 
   const server = app.listen(port, (error?: Error) => {
     if (error) {
@@ -126,6 +135,21 @@ async function main(): Promise<void> {
         '# 401 with no key (WWW-Authenticate: Bearer realm="api"), and the unauthenticated health check',
         `curl -si ${base}/leads`,
         `curl -si ${base}/health`,
+        '',
+        `Admin key (scope keys:admin, for the admin API at ${base}/admin/keys):`,
+        `  ${admin.key}`,
+        '',
+        '# 201: create a key (the raw key is in this answer only), then list the keys and revoke the new one',
+        `curl -s -X POST -H "Authorization: Bearer ${admin.key}" -H "Content-Type: application/json" -d '{"name":"from curl","scopes":["leads:read"]}' ${base}/admin/keys`,
+        `curl -s -H "Authorization: Bearer ${admin.key}" ${base}/admin/keys`,
+        `curl -s -X POST -H "Authorization: Bearer ${admin.key}" ${base}/admin/keys/<id from the create answer>/revoke`,
+        '',
+        '# 403 insufficient_scope: the demo key cannot manage keys; 400: the admin key cannot grant a scope it lacks',
+        `curl -si ${auth} ${base}/admin/keys`,
+        `curl -si -X POST -H "Authorization: Bearer ${admin.key}" -H "Content-Type: application/json" -d '{"name":"escalation","scopes":["leads:write"]}' ${base}/admin/keys`,
+        '',
+        `# The admin API's OpenAPI 3.1 document`,
+        `curl -s ${base}/admin/keys/openapi.json`,
         '',
         'Ctrl+C to stop.',
       ].join('\n'),

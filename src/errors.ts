@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   store_unavailable: { status: 503, title: 'API key store unavailable', message: 'The API key service is temporarily unavailable; retry shortly.' },
   verification_busy: { status: 503, title: 'Too many verifications in progress', message: 'Too many API keys are being verified at once; retry shortly.' },
   invalid_argument: { status: 400, title: 'Invalid argument' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
   not_found: { status: 404, title: 'API key not found' },
   already_exists: { status: 409, title: 'API key already exists' },
   invalid_record: { status: 500, title: 'Stored API key record is invalid' },
@@ -47,7 +48,7 @@ export const ERROR_CODES = {
 export type KeygateErrorCode = keyof typeof ERROR_CODES;
 
 /** Codes that refuse a request (as opposed to manager misuse such as `invalid_argument`). */
-export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists' | 'invalid_record'>;
+export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists' | 'invalid_record' | 'payload_too_large'>;
 
 /** Extra, secret-free facts attached to an error. */
 export interface KeygateErrorDetails {

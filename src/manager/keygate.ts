@@ -33,6 +33,8 @@ import { type VerifyContext, Verifier } from '../verification/verifier.js';
 import { requestOrigin } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { type KeygateOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { type AdminRouterOptions, createAdminRouter } from '../admin/router.js';
+import { type OpenApiDocument, adminOpenApi } from '../admin/openapi.js';
 import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validatePurge, validateUpdate } from './validate.js';
 
 /** Options of `keys.rotate()`. */
@@ -348,6 +350,30 @@ export class Keygate {
       throw new TypeError(`authenticate(): \`environments\` names ${JSON.stringify(unknown)}, which is not one of ${[...known.keys()].join(', ')}`);
     }
     return createAuthenticate(this.#verifier, settings);
+  }
+
+  /**
+   * The admin HTTP API of this manager: create, list, get, update, rotate, revoke and delete keys
+   * over JSON, and `GET /openapi.json`. Guarded by this instance's own `authenticate()`: the
+   * calling key needs `scope` (default `keys:admin`), or `authorize` decides. A caller never
+   * creates or manages a key more powerful than its own, and a caller whose key has a `tenantId`
+   * sees only that tenant's keys (another tenant's key is `404`). Errors are problem+json.
+   *
+   * @example
+   * ```ts
+   * app.use('/v1/api-keys', keys.adminRouter());
+   * ```
+   */
+  adminRouter(options?: AdminRouterOptions): RequestHandler {
+    return createAdminRouter(this, options);
+  }
+
+  /**
+   * The OpenAPI 3.1 document of `adminRouter()` (the one it serves at `/openapi.json`), to merge
+   * into your own API description. `scope`: the router's, if you gave it another.
+   */
+  openapi(options: { scope?: string } = {}): OpenApiDocument {
+    return adminOpenApi({ scope: options.scope ?? 'keys:admin' });
   }
 
   /** A secret-free summary for logs: prefix and hashing only. */

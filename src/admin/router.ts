@@ -1,0 +1,254 @@
+/**
+ * The admin HTTP API: key management over JSON, guarded by keygate itself. It dispatches on the
+ * route table (`routes.ts`), reads bodies itself (bounded), checks delegation and tenants, and
+ * leaves every decision about a key's fields to the manager's own validation.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { KeygateError, invalidArgument, isKeygateError, notFound, refusalError } from '../errors.js';
+import { sendProblem } from '../http/respond.js';
+import { rejectUnknownOptions } from '../options/checks.js';
+import type { ApiKey, CreateApiKeyInput, ListApiKeysInput, UpdateApiKeyInput } from '../types.js';
+import { type KeySettings, exceedsCaller } from './delegation.js';
+import { type AdminAction, type AdminRoute, LIST_QUERY, matchRoute } from './routes.js';
+
+/** Decides whether the calling key may perform `action` (on `target`, the key concerned, when there is one). */
+export type AdminAuthorize = (req: Request, action: AdminAction, target: ApiKey | undefined) => boolean | Promise<boolean>;
+
+/** Options of `keys.adminRouter()`. */
+export interface AdminRouterOptions {
+  /** The scope the calling key needs. Ignored when `authorize` is given. @default 'keys:admin' */
+  scope?: string;
+  /**
+   * Replaces the scope check: called after the caller's key verified, for every request, with the
+   * action and the key concerned. Tenant isolation and delegation still apply.
+   */
+  authorize?: AdminAuthorize;
+  /** Largest request body accepted, in bytes; a larger one is `413 payload_too_large`. @default 102400 */
+  bodyLimit?: number;
+}
+
+/** What the router needs from the manager. */
+export interface AdminManager {
+  authenticate(options: { scopes?: string[] }): RequestHandler;
+  create(input: CreateApiKeyInput): Promise<{ key: string; apiKey: ApiKey }>;
+  list(query: ListApiKeysInput): Promise<{ items: ApiKey[]; nextCursor?: string }>;
+  get(id: string): Promise<ApiKey | null>;
+  update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey>;
+  rotate(id: string, options: { gracePeriodMs?: number }): Promise<{ key: string; apiKey: ApiKey }>;
+  revoke(id: string): Promise<ApiKey>;
+  delete(id: string): Promise<ApiKey>;
+  openapi(options: { scope: string }): unknown;
+}
+
+const DEFAULT_BODY_LIMIT = 100 * 1024;
+
+/** The resolved router options. */
+interface AdminSettings {
+  scope: string;
+  authorize: AdminAuthorize | undefined;
+  bodyLimit: number;
+}
+
+function resolveAdminOptions(options: unknown): AdminSettings {
+  if (options === null || typeof options !== 'object') throw new TypeError('adminRouter() takes an options object such as { scope: "keys:admin" }');
+  rejectUnknownOptions(options, ['scope', 'authorize', 'bodyLimit'], 'adminRouter()');
+  const { scope = 'keys:admin', authorize, bodyLimit = DEFAULT_BODY_LIMIT } = options as AdminRouterOptions;
+  if (typeof scope !== 'string' || !/^[^\s:*]+(?::[^\s:*]+)*$/.test(scope)) throw new TypeError('adminRouter(): `scope` must be a literal scope such as "keys:admin"');
+  if (authorize !== undefined && typeof authorize !== 'function') throw new TypeError('adminRouter(): `authorize` must be a function (req, action, target) => boolean');
+  if (typeof bodyLimit !== 'number' || !Number.isSafeInteger(bodyLimit) || bodyLimit < 1) throw new TypeError('adminRouter(): `bodyLimit` must be a positive integer (bytes)');
+  return { scope, authorize, bodyLimit };
+}
+
+/** Builds the admin API middleware for a manager. Mount it with `app.use(path, …)`. */
+export function createAdminRouter(keys: AdminManager, options: AdminRouterOptions = {}): RequestHandler {
+  const settings = resolveAdminOptions(options);
+  const authenticate = keys.authenticate(settings.authorize ? {} : { scopes: [settings.scope] });
+
+  return function keygateAdmin(req: Request, res: Response, next: NextFunction): void {
+    const matched = matchRoute(req.method, req.path);
+    if (matched === null) return next();
+    if ('allowed' in matched) {
+      res.setHeader('Allow', matched.allowed.join(', '));
+      return sendProblem(invalidArgument('method', `${req.method} is not allowed here; use ${matched.allowed.join(' or ')}`), req, res);
+    }
+    const { route, id } = matched;
+    // The document describes the API; it is public like any API description.
+    if (route.action === 'describe') {
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(keys.openapi({ scope: settings.scope }));
+      return;
+    }
+    authenticate(req, res, (error?: unknown) => {
+      if (error !== undefined) return next(error);
+      handle(keys, settings, route, id, req, res).catch((failure: unknown) => {
+        if (isKeygateError(failure) && !res.headersSent) sendProblem(failure, req, res);
+        else next(failure);
+      });
+    });
+  };
+}
+
+/** Runs one authenticated route. */
+async function handle(keys: AdminManager, settings: AdminSettings, route: AdminRoute, id: string | undefined, req: Request, res: Response): Promise<void> {
+  const caller = req.apiKey as ApiKey;
+  const body = route.body && route.body !== 'Empty' ? await readJson(req, settings.bodyLimit) : route.body === 'Empty' ? await readJson(req, settings.bodyLimit, true) : undefined;
+  // The key concerned, if within the caller's tenant: another tenant's key does not exist here.
+  const target = id === undefined ? undefined : await visibleTarget(keys, caller, id);
+  await authorizeCaller(settings, req, route.action, target);
+  if (target && route.action !== 'get' && exceedsCaller(caller, target)) {
+    throw refusalError('insufficient_scope', { requiredScopes: target.scopes });
+  }
+
+  switch (route.action) {
+    case 'create': {
+      const input = { ...(body as Record<string, unknown>) } as CreateApiKeyInput & Record<string, unknown>;
+      if (caller.tenantId !== undefined) {
+        if (input.tenantId !== undefined && input.tenantId !== caller.tenantId) throw invalidArgument('tenantId', 'must be the tenant of the calling key');
+        input.tenantId = caller.tenantId;
+      }
+      if (caller.environment !== undefined && input.environment === undefined) input.environment = caller.environment;
+      if (caller.environment !== undefined && input.environment !== caller.environment) throw invalidArgument('environment', 'must be the environment of the calling key');
+      refuseBeyond(caller, input as KeySettings);
+      const created = await keys.create(input);
+      return sendCreated(req, res, created);
+    }
+    case 'list': {
+      const query = listQuery(req);
+      if (caller.tenantId !== undefined) {
+        if (query.tenantId !== undefined && query.tenantId !== caller.tenantId) return sendJson(res, 200, { items: [] });
+        query.tenantId = caller.tenantId;
+      }
+      return sendJson(res, 200, await keys.list(query));
+    }
+    case 'get':
+      return sendJson(res, 200, target);
+    case 'update': {
+      const patch = body as UpdateApiKeyInput;
+      // What the key would be after the change must not exceed the caller either.
+      refuseBeyond(caller, { ...(target as ApiKey), ...(patch as KeySettings) });
+      return sendJson(res, 200, await keys.update(id as string, patch));
+    }
+    case 'rotate':
+      return sendCreated(req, res, await keys.rotate(id as string, (body ?? {}) as { gracePeriodMs?: number }));
+    case 'revoke':
+      return sendJson(res, 200, await keys.revoke(id as string));
+    case 'delete':
+      await keys.delete(id as string);
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(204).end();
+      return;
+    case 'describe':
+      return sendJson(res, 200, keys.openapi({ scope: settings.scope }));
+  }
+}
+
+/** The key `id` if the caller may see it; `not_found` for an unknown key and for another tenant's alike. */
+async function visibleTarget(keys: AdminManager, caller: ApiKey, id: string): Promise<ApiKey> {
+  const target = await keys.get(id);
+  if (!target || (caller.tenantId !== undefined && target.tenantId !== caller.tenantId)) {
+    throw notFound(id);
+  }
+  return target;
+}
+
+async function authorizeCaller(settings: AdminSettings, req: Request, action: AdminAction, target: ApiKey | undefined): Promise<void> {
+  if (!settings.authorize) return;
+  if ((await settings.authorize(req, action, target)) !== true) throw refusalError('insufficient_scope', { requiredScopes: [settings.scope] });
+}
+
+function refuseBeyond(caller: ApiKey, settings: KeySettings): void {
+  const refusal = exceedsCaller(caller, settings);
+  if (refusal) throw refusal;
+}
+
+/** `GET /`'s query, as `keys.list()` takes it: only known parameters, once each. */
+function listQuery(req: Request): ListApiKeysInput {
+  const query: Record<string, unknown> = {};
+  const given = req.query as Record<string, unknown>;
+  for (const name of Object.keys(given)) {
+    if (!(LIST_QUERY as readonly string[]).includes(name)) throw invalidArgument(name, 'is not a query parameter of this list');
+    const value = given[name];
+    if (typeof value !== 'string') throw invalidArgument(name, 'must be given once, as plain text');
+    if (name === 'limit') query.limit = /^\d{1,4}$/.test(value) ? Number(value) : value;
+    else if (name === 'includeDeleted') query.includeDeleted = value === 'true' ? true : value === 'false' ? false : value;
+    else query[name] = value;
+  }
+  return query as ListApiKeysInput;
+}
+
+function sendJson(res: Response, status: number, body: unknown): void {
+  res.setHeader('Cache-Control', 'no-store');
+  res.status(status).json(body);
+}
+
+/** A 201 carrying a raw key: never stored by a cache, with the new key's location. */
+function sendCreated(req: Request, res: Response, created: { key: string; apiKey: ApiKey }): void {
+  res.setHeader('Location', `${req.baseUrl}/${encodeURIComponent(created.apiKey.id)}`);
+  sendJson(res, 201, { key: created.key, apiKey: created.apiKey });
+}
+
+/**
+ * The request's JSON body: the one the app's own body parser made, or read here, at most `limit`
+ * bytes. `optional`: an empty body is `{}`.
+ */
+async function readJson(req: Request, limit: number, optional = false): Promise<unknown> {
+  // Parsed already by the app (express.json() in front): use it as it is.
+  if ((req as { _body?: unknown })._body === true || (req.body !== undefined && req.readableEnded)) return req.body ?? {};
+  const type = req.headers['content-type'];
+  const length = req.headers['content-length'];
+  if (length !== undefined && Number(length) > limit) {
+    req.resume();
+    throw payloadTooLarge(limit);
+  }
+  const text = await readText(req, limit);
+  if (text.length === 0) {
+    if (optional) return {};
+    throw invalidArgument('body', 'is required: a JSON object');
+  }
+  if (type === undefined || !/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
+    throw invalidArgument('body', 'must be sent as Content-Type: application/json');
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw invalidArgument('body', 'is not valid JSON');
+  }
+}
+
+function payloadTooLarge(limit: number): KeygateError {
+  return new KeygateError('payload_too_large', `the request body is larger than ${limit} bytes`);
+}
+
+/** The body as UTF-8 text, refusing it once it passes `limit` bytes. */
+function readText(req: Request, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.resume();
+        reject(payloadTooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onError = (error: Error) => {
+      cleanup();
+      reject(invalidArgument('body', `could not be read (${error.message})`));
+    };
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
+}
