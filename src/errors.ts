@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   verification_busy: { status: 503, title: 'Too many verifications in progress', message: 'Too many API keys are being verified at once; retry shortly.' },
   invalid_argument: { status: 400, title: 'Invalid argument' },
   payload_too_large: { status: 413, title: 'Payload too large' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
   not_found: { status: 404, title: 'API key not found' },
   already_exists: { status: 409, title: 'API key already exists' },
   invalid_record: { status: 500, title: 'Stored API key record is invalid' },
@@ -48,7 +49,7 @@ export const ERROR_CODES = {
 export type KeygateErrorCode = keyof typeof ERROR_CODES;
 
 /** Codes that refuse a request (as opposed to manager misuse such as `invalid_argument`). */
-export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists' | 'invalid_record' | 'payload_too_large'>;
+export type RefusalCode = Exclude<KeygateErrorCode, 'invalid_argument' | 'not_found' | 'already_exists' | 'invalid_record' | 'payload_too_large' | 'method_not_allowed'>;
 
 /** Extra, secret-free facts attached to an error. */
 export interface KeygateErrorDetails {

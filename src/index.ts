@@ -11,6 +11,9 @@ export type { KeygateOptions } from './manager/options.js';
 export type { AuthenticateOptions } from './middleware/authenticate-options.js';
 export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
 export { problemHandler } from './http/respond.js';
+export type { AdminAuthorize, AdminRouterOptions } from './admin/router.js';
+export type { AdminAction } from './admin/routes.js';
+export type { OpenApiDocument } from './admin/openapi.js';
 export { MemoryStore } from './stores/memory-store.js';
 export type { MemoryStoreOptions } from './stores/memory-store.js';
 export type {

@@ -81,13 +81,18 @@ export function exceedsCaller(caller: ApiKey, settings: KeySettings): KeygateErr
   }
   const limit = caller.rateLimit;
   if (limit !== null) {
-    for (const field of Object.keys(limit) as (keyof RateLimit)[]) {
+    // A bucket without `burst` has a burst of perSecond: that bounds the key's burst too.
+    const fields = Object.keys(limit) as (keyof RateLimit)[];
+    if (limit.perSecond !== undefined && !fields.includes('burst')) fields.push('burst');
+    for (const field of fields) {
       const own = field === 'burst' ? (limit.burst ?? limit.perSecond) : limit[field];
       const wanted = settings.rateLimit?.[field] ?? (field === 'burst' ? settings.rateLimit?.perSecond : undefined);
       if (own !== undefined && (wanted === undefined || wanted > own)) return beyond(`rateLimit.${field}`, 'is looser than');
     }
   }
-  const callerExpiry = epoch(caller.expiresAt);
+  // A key in its rotation grace period stops at revokedAt: that is when its holder's power ends.
+  const expiries = [epoch(caller.expiresAt), epoch(caller.revokedAt)].filter((at): at is number => at !== null);
+  const callerExpiry = expiries.length === 0 ? null : Math.min(...expiries);
   if (callerExpiry !== null) {
     const expiry = epoch(settings.expiresAt);
     if (expiry === null || !(expiry <= callerExpiry)) return beyond('expiresAt', 'outlives');

@@ -69,7 +69,7 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
     if (matched === null) return next();
     if ('allowed' in matched) {
       res.setHeader('Allow', matched.allowed.join(', '));
-      return sendProblem(invalidArgument('method', `${req.method} is not allowed here; use ${matched.allowed.join(' or ')}`), req, res);
+      return sendProblem(new KeygateError('method_not_allowed', `${req.method} is not allowed here; use ${matched.allowed.join(' or ')}`), req, res);
     }
     const { route, id } = matched;
     // The document describes the API; it is public like any API description.
@@ -91,8 +91,10 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
 /** Runs one authenticated route. */
 async function handle(keys: AdminManager, settings: AdminSettings, route: AdminRoute, id: string | undefined, req: Request, res: Response): Promise<void> {
   const caller = req.apiKey as ApiKey;
-  const body = route.body && route.body !== 'Empty' ? await readJson(req, settings.bodyLimit) : route.body === 'Empty' ? await readJson(req, settings.bodyLimit, true) : undefined;
-  // The key concerned, if within the caller's tenant: another tenant's key does not exist here.
+  const body = route.body === undefined ? undefined : await readBody(req, route, settings.bodyLimit);
+  // authorize() may look at what is asked for.
+  if (body !== undefined) req.body = body;
+  // The key concerned, if within the caller's tenant and environment: any other does not exist here.
   const target = id === undefined ? undefined : await visibleTarget(keys, caller, id);
   await authorizeCaller(settings, req, route.action, target);
   if (target && route.action !== 'get' && exceedsCaller(caller, target)) {
@@ -118,7 +120,10 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
         if (query.tenantId !== undefined && query.tenantId !== caller.tenantId) return sendJson(res, 200, { items: [] });
         query.tenantId = caller.tenantId;
       }
-      return sendJson(res, 200, await keys.list(query));
+      const page = await keys.list(query);
+      // The store lists by tenant; another environment's keys are dropped here (a page may come out short).
+      if (caller.environment !== undefined) page.items = page.items.filter((item) => item.environment === caller.environment);
+      return sendJson(res, 200, page);
     }
     case 'get':
       return sendJson(res, 200, target);
@@ -142,10 +147,13 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
   }
 }
 
-/** The key `id` if the caller may see it; `not_found` for an unknown key and for another tenant's alike. */
+/**
+ * The key `id` if the caller may see it; `not_found` for an unknown key and for a key of another
+ * tenant or environment alike (a test key never reaches live keys).
+ */
 async function visibleTarget(keys: AdminManager, caller: ApiKey, id: string): Promise<ApiKey> {
   const target = await keys.get(id);
-  if (!target || (caller.tenantId !== undefined && target.tenantId !== caller.tenantId)) {
+  if (!target || (caller.tenantId !== undefined && target.tenantId !== caller.tenantId) || (caller.environment !== undefined && target.environment !== caller.environment)) {
     throw notFound(id);
   }
   return target;
@@ -188,31 +196,48 @@ function sendCreated(req: Request, res: Response, created: { key: string; apiKey
 }
 
 /**
- * The request's JSON body: the one the app's own body parser made, or read here, at most `limit`
- * bytes. `optional`: an empty body is `{}`.
+ * A route's body: a JSON object, read here (at most `limit` bytes) or taken from the app's own
+ * JSON body parser, which then must have read JSON within the same limit. Only `create` and
+ * `update` require one; `rotate`'s is optional and `revoke` takes none but `{}`.
  */
-async function readJson(req: Request, limit: number, optional = false): Promise<unknown> {
-  // Parsed already by the app (express.json() in front): use it as it is.
-  if ((req as { _body?: unknown })._body === true || (req.body !== undefined && req.readableEnded)) return req.body ?? {};
+async function readBody(req: Request, route: AdminRoute, limit: number): Promise<Record<string, unknown>> {
   const type = req.headers['content-type'];
   const length = req.headers['content-length'];
   if (length !== undefined && Number(length) > limit) {
     req.resume();
     throw payloadTooLarge(limit);
   }
-  const text = await readText(req, limit);
-  if (text.length === 0) {
-    if (optional) return {};
-    throw invalidArgument('body', 'is required: a JSON object');
+  const parsedByApp = (req as { _body?: unknown })._body === true || (req.body !== undefined && req.readableEnded);
+  let value: unknown;
+  if (parsedByApp) {
+    if (type !== undefined && !JSON_TYPE.test(type)) throw invalidArgument('body', 'must be sent as Content-Type: application/json');
+    value = req.body;
+  } else {
+    const text = await readText(req, limit);
+    if (text.length > 0) {
+      if (type === undefined || !JSON_TYPE.test(type)) throw invalidArgument('body', 'must be sent as Content-Type: application/json');
+      try {
+        value = JSON.parse(text) as unknown;
+      } catch {
+        throw invalidArgument('body', 'is not valid JSON');
+      }
+    }
   }
-  if (type === undefined || !/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) {
-    throw invalidArgument('body', 'must be sent as Content-Type: application/json');
+  const required = route.body === 'CreateApiKeyInput' || route.body === 'UpdateApiKeyInput';
+  if (value === undefined || (parsedByApp && isEmptyObject(value) && !required)) {
+    if (required) throw invalidArgument('body', 'is required: a JSON object');
+    return {};
   }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw invalidArgument('body', 'is not valid JSON');
-  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument('body', 'must be a JSON object');
+  const body = value as Record<string, unknown>;
+  if (route.body === 'Empty' && Object.keys(body).length > 0) throw invalidArgument(Object.keys(body)[0] as string, 'is not a field of this request: it takes no body');
+  return body;
+}
+
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+function isEmptyObject(value: unknown): boolean {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0;
 }
 
 function payloadTooLarge(limit: number): KeygateError {

@@ -99,6 +99,9 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
 
 const MINT_ATTEMPTS = 3;
 
+/** The longest rotation grace period: a year. */
+const MAX_GRACE_PERIOD_MS = 365 * 86_400_000;
+
 /**
  * An API-key manager bound to one store and prefix. Create it with {@link keygate}.
  */
@@ -260,6 +263,8 @@ export class Keygate {
     const validId = recordId(id);
     const input = requireFields(options, 'options', ['gracePeriodMs']);
     const gracePeriodMs = input.gracePeriodMs === undefined ? 0 : count(input.gracePeriodMs, 'gracePeriodMs');
+    // Two keys of a lineage live together only for a hand-over, never indefinitely.
+    if (gracePeriodMs > MAX_GRACE_PERIOD_MS) throw invalidArgument('gracePeriodMs', `must be at most ${MAX_GRACE_PERIOD_MS} (a year)`);
     const nowMs = this.#options.now();
     const now = new Date(nowMs);
     const old = await this.#read(validId);

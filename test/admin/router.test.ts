@@ -111,7 +111,8 @@ describe.each(EXPRESS_VERSIONS)('keys.adminRouter() (%s)', (name, makeExpress) =
     expect(big.status).toBe(413);
     expect(big.body.code).toBe('payload_too_large');
     const wrongMethod = await request(app).put('/v1/api-keys').set('X-API-Key', adminKey).send({});
-    expect(wrongMethod.status).toBe(400);
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.body.code).toBe('method_not_allowed');
     expect(wrongMethod.headers.allow).toBe('POST, GET');
     // Nothing was created by any of these.
     expect((await keys.list()).items.map((item) => item.name).sort()).toEqual(['admin', 'plain']);
@@ -125,6 +126,68 @@ describe.each(EXPRESS_VERSIONS)('keys.adminRouter() (%s)', (name, makeExpress) =
     expect(created.body.apiKey.name).toBe('parsed by the app');
     const unknownField = await request(app).post('/v1/api-keys').set('X-API-Key', adminKey).send({ name: 'x', owner: 'typo' });
     expect(unknownField.body.code).toBe('invalid_argument');
+  });
+
+  it('refuses bodies that are not one JSON object, fields where none are taken, and a grace period past a year', async () => {
+    const { keys, app } = setUp();
+    const { key: adminKey } = await admin(keys);
+    const auth = { 'X-API-Key': adminKey };
+    const { apiKey } = await keys.create({ name: 'target' });
+    for (const body of ['null', '5', '[]', '"abc"']) {
+      const res = await request(app).post('/v1/api-keys').set(auth).set('Content-Type', 'application/json').send(body);
+      expect({ body, status: res.status, field: res.body.field }).toEqual({ body, status: 400, field: 'body' });
+    }
+    const form = await request(app).post('/v1/api-keys').set(auth).type('form').send('name=x');
+    expect(form.body).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    const revokeWithFields = await request(app).post(`/v1/api-keys/${apiKey.id}/revoke`).set(auth).send({ x: 1 });
+    expect(revokeWithFields.body).toMatchObject({ code: 'invalid_argument', field: 'x' });
+    const endless = await request(app).post(`/v1/api-keys/${apiKey.id}/rotate`).set(auth).send({ gracePeriodMs: Number.MAX_SAFE_INTEGER });
+    expect(endless.body).toMatchObject({ code: 'invalid_argument', field: 'gracePeriodMs' });
+    expect((await keys.get(apiKey.id))).toMatchObject({ status: 'active', revokedAt: null });
+    // A rotation without a body is a rotation with no grace period.
+    const bare = await request(app).post(`/v1/api-keys/${apiKey.id}/rotate`).set(auth);
+    expect(bare.status).toBe(201);
+  });
+
+  it('a caller in its rotation grace period cannot outlive it; a caller\'s burst bounds the keys it makes', async () => {
+    const { keys, app, clock } = setUp();
+    const { key: leaked, apiKey: leakedKey } = await admin(keys, { rateLimit: { perSecond: 10 } });
+    await keys.rotate(leakedKey.id, { gracePeriodMs: 3_600_000 });
+    const auth = { 'X-API-Key': leaked };
+    const forever = await request(app).post('/v1/api-keys').set(auth).send({ name: 'x', rateLimit: { perSecond: 10 } });
+    expect(forever.body).toMatchObject({ code: 'invalid_argument', field: 'expiresAt' });
+    const within = new Date(clock.now() + 60_000).toISOString();
+    const burst = await request(app).post('/v1/api-keys').set(auth).send({ name: 'x', expiresAt: within, rateLimit: { perSecond: 10, burst: 100_000 } });
+    expect(burst.body).toMatchObject({ code: 'invalid_argument', field: 'rateLimit.burst' });
+    const ok = await request(app).post('/v1/api-keys').set(auth).send({ name: 'x', expiresAt: within, rateLimit: { perSecond: 10, burst: 10 } });
+    expect(ok.status).toBe(201);
+  });
+
+  it('a caller with an environment sees and manages only its environment, as with tenants', async () => {
+    const { keys, app } = setUp();
+    const { key: testAdmin } = await admin(keys, { environment: 'test', scopes: ['*'] });
+    const { apiKey: liveKey } = await keys.create({ name: 'live', environment: 'live' });
+    const auth = { 'X-API-Key': testAdmin };
+    const listed = await request(app).get('/v1/api-keys').set(auth);
+    expect(listed.body.items.every((item: { environment?: string }) => item.environment === 'test')).toBe(true);
+    for (const [method, path] of [
+      ['get', `/v1/api-keys/${liveKey.id}`],
+      ['post', `/v1/api-keys/${liveKey.id}/rotate`],
+      ['delete', `/v1/api-keys/${liveKey.id}`],
+    ] as const) {
+      expect((await request(app)[method](path).set(auth)).status).toBe(404);
+    }
+    const created = await request(app).post('/v1/api-keys').set(auth).send({ name: 'made by test' });
+    expect(created.body.apiKey.environment).toBe('test');
+    const escape = await request(app).post('/v1/api-keys').set(auth).send({ name: 'x', environment: 'live' });
+    expect(escape.body).toMatchObject({ code: 'invalid_argument', field: 'environment' });
+  });
+
+  it('authorize() sees the body asked for', async () => {
+    const { keys, app } = setUp({ authorize: (req, action) => action !== 'create' || (req.body as { ownerId?: string }).ownerId === 'me' });
+    const { key } = await keys.create({ name: 'caller', scopes: ['leads:read'] });
+    expect((await request(app).post('/v1/api-keys').set('X-API-Key', key).send({ name: 'x', ownerId: 'me' })).status).toBe(201);
+    expect((await request(app).post('/v1/api-keys').set('X-API-Key', key).send({ name: 'x', ownerId: 'someone else' })).status).toBe(403);
   });
 
   it('serves its OpenAPI document at /openapi.json', async () => {
