@@ -102,3 +102,49 @@ export class RedisClusterServers {
     await Promise.all(this.nodes.map((node) => node.stop()));
   }
 }
+
+/** One command Redis ran: sent by a client, or run by a script inside Redis (`lua`). */
+export interface MonitoredCommand {
+  source: 'client' | 'lua';
+  args: string[];
+}
+
+/**
+ * Every command Redis ran while `body` ran, seen through MONITOR on `admin` (a connection of its
+ * own). The monitor feed and the replies travel on different connections, so it waits a moment
+ * for the feed to arrive.
+ */
+export async function commandsRunDuring(admin: Redis, body: () => Promise<unknown>): Promise<MonitoredCommand[]> {
+  const monitor = await admin.monitor();
+  const seen: MonitoredCommand[] = [];
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    seen.push({ source: source === 'lua' ? 'lua' : 'client', args: args.map(String) });
+  });
+  try {
+    await body();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  } finally {
+    monitor.disconnect();
+  }
+  return seen;
+}
+
+/** The names (lower case) of the commands clients sent while `body` ran, not those scripts ran. */
+export async function clientCommandsDuring(admin: Redis, body: () => Promise<unknown>): Promise<string[]> {
+  return (await commandsRunDuring(admin, body)).filter((command) => command.source === 'client').map((command) => String(command.args[0]).toLowerCase());
+}
+
+/** Every key matching `pattern` on these nodes, with its type's content, sorted by key: to compare before and after. */
+export async function keyspaceOf(nodes: readonly Redis[], pattern: string): Promise<Record<string, unknown>> {
+  const contents: Record<string, unknown> = {};
+  for (const node of nodes) {
+    for (const key of await node.keys(pattern)) {
+      const type = await node.type(key);
+      if (type === 'hash') contents[key] = await node.hgetall(key);
+      else if (type === 'zset') contents[key] = await node.zrange(key, 0, -1, 'WITHSCORES');
+      else if (type === 'string') contents[key] = await node.get(key);
+      else contents[key] = type;
+    }
+  }
+  return Object.fromEntries(Object.entries(contents).sort(([a], [b]) => (a < b ? -1 : 1)));
+}

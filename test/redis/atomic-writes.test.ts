@@ -12,7 +12,7 @@ import { RedisStore } from 'keygate/redis';
 import { remainingUses, replacementFor, revokedAtAfterUpdate, type ApiKeyRecord } from 'keygate';
 import { CREATE_FIELDS } from '../../src/record/schema';
 import { testRecord } from '../helpers/records';
-import { describeWithRedis, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { clientCommandsDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer } from '../helpers/redis-server';
 
 jest.setTimeout(30_000);
 
@@ -72,32 +72,13 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
   }
 
   /** The commands clients sent while `body` ran (not those scripts ran inside Redis). */
-  async function commandsDuring(body: () => Promise<unknown>): Promise<string[]> {
-    const monitor = await admin.monitor();
-    const seen: string[] = [];
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
-    });
-    try {
-      await body();
-      await sleep(100);
-    } finally {
-      monitor.disconnect();
-    }
-    return seen;
+  function commandsDuring(body: () => Promise<unknown>): Promise<string[]> {
+    return clientCommandsDuring(admin, body);
   }
 
   /** Every key of the namespace with its type and content, to compare before and after. */
-  async function keyspace(): Promise<Record<string, unknown>> {
-    const contents: Record<string, unknown> = {};
-    for (const key of (await admin.keys(`${NS}*`)).sort()) {
-      const type = await admin.type(key);
-      if (type === 'hash') contents[key] = await admin.hgetall(key);
-      else if (type === 'zset') contents[key] = await admin.zrange(key, 0, -1, 'WITHSCORES');
-      else if (type === 'string') contents[key] = await admin.get(key);
-      else contents[key] = type;
-    }
-    return contents;
+  function keyspace(): Promise<Record<string, unknown>> {
+    return keyspaceOf([admin], `${NS}*`);
   }
 
   /** Messages published on the store's invalidation channel while `body` ran. */

@@ -26,7 +26,7 @@ import {
 import type { RateLimit } from '../../src/types';
 import { LEASES_TTL_MARGIN_MS } from '../../src/stores/redis/scripts';
 import { testRecord } from '../helpers/records';
-import { describeWithRedis, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { commandsRunDuring, describeWithRedis, type MonitoredCommand, RedisClusterServers, RedisServer } from '../helpers/redis-server';
 
 jest.setTimeout(60_000);
 
@@ -92,19 +92,8 @@ describeWithRedis('RedisStore concurrency leases (standalone)', () => {
   }
 
   /** Every command Redis ran while `body` ran: the client's own and those its scripts ran ('lua'). */
-  async function commandsDuring(body: () => Promise<unknown>): Promise<{ source: 'client' | 'lua'; args: string[] }[]> {
-    const monitor = await admin.monitor();
-    const seen: { source: 'client' | 'lua'; args: string[] }[] = [];
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      seen.push({ source: source === 'lua' ? 'lua' : 'client', args: args.map(String) });
-    });
-    try {
-      await body();
-      await sleep(100);
-    } finally {
-      monitor.disconnect();
-    }
-    return seen;
+  function commandsDuring(body: () => Promise<unknown>): Promise<MonitoredCommand[]> {
+    return commandsRunDuring(admin, body);
   }
 
   describe('round trips', () => {

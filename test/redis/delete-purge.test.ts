@@ -17,7 +17,7 @@ import Redis, { Cluster } from 'ioredis';
 import { RedisStore } from 'keygate/redis';
 import { decodeStoredRecord, type ApiKeyPatch, type ApiKeyRecord } from 'keygate';
 import { testRecord } from '../helpers/records';
-import { describeWithRedis, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { clientCommandsDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer } from '../helpers/redis-server';
 
 jest.setTimeout(60_000);
 
@@ -27,9 +27,6 @@ const DAY = 86_400_000;
 /** The offset of the store's sortable instants (TIME_OFFSET in redis-store.ts). */
 const TIME_OFFSET = 8_640_000_000_000_000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 async function ready(redis: Redis | Cluster): Promise<void> {
   if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
@@ -85,18 +82,8 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
     const indexKey = (keyPrefix: string) => `${ns}kp:${keyPrefix}`;
 
     /** Every key of the namespace, on every node, with its content. */
-    async function keyspace(): Promise<Record<string, unknown>> {
-      const contents: Record<string, unknown> = {};
-      for (const node of context.nodes()) {
-        for (const key of await node.keys(`${ns}*`)) {
-          const type = await node.type(key);
-          if (type === 'hash') contents[key] = await node.hgetall(key);
-          else if (type === 'zset') contents[key] = await node.zrange(key, 0, -1, 'WITHSCORES');
-          else if (type === 'string') contents[key] = await node.get(key);
-          else contents[key] = type;
-        }
-      }
-      return Object.fromEntries(Object.entries(contents).sort(([a], [b]) => (a < b ? -1 : 1)));
+    function keyspace(): Promise<Record<string, unknown>> {
+      return keyspaceOf(context.nodes(), `${ns}*`);
     }
 
     it('purge removes every key of the record (record, leases, index, lists, deleted member) and nothing else', async () => {
@@ -366,32 +353,12 @@ describeWithRedis('delete and purge on standalone Redis: one step each', () => {
   }
 
   /** The commands clients sent while `body` ran (not those scripts ran inside Redis). */
-  async function commandsDuring(body: () => Promise<unknown>): Promise<string[]> {
-    const monitor = await admin.monitor();
-    const seen: string[] = [];
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
-    });
-    try {
-      await body();
-      // The monitor feed and the reply travel on different connections: let the feed arrive.
-      await sleep(50);
-    } finally {
-      monitor.disconnect();
-    }
-    return seen;
+  function commandsDuring(body: () => Promise<unknown>): Promise<string[]> {
+    return clientCommandsDuring(admin, body);
   }
 
-  async function keyspace(): Promise<Record<string, unknown>> {
-    const contents: Record<string, unknown> = {};
-    for (const key of (await admin.keys(`${NS}*`)).sort()) {
-      const type = await admin.type(key);
-      if (type === 'hash') contents[key] = await admin.hgetall(key);
-      else if (type === 'zset') contents[key] = await admin.zrange(key, 0, -1, 'WITHSCORES');
-      else if (type === 'string') contents[key] = await admin.get(key);
-      else contents[key] = type;
-    }
-    return contents;
+  function keyspace(): Promise<Record<string, unknown>> {
+    return keyspaceOf([admin], `${NS}*`);
   }
 
   /** Loads the scripts (a script's first run is EVALSHA, NOSCRIPT, then EVAL). */
@@ -505,18 +472,8 @@ describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => 
 
   const deletedSet = () => client.zrange(`${ns}deleted`, 0, -1);
 
-  async function keyspace(): Promise<Record<string, unknown>> {
-    const contents: Record<string, unknown> = {};
-    for (const node of nodes) {
-      for (const key of await node.keys(`${ns}*`)) {
-        const type = await node.type(key);
-        if (type === 'hash') contents[key] = await node.hgetall(key);
-        else if (type === 'zset') contents[key] = await node.zrange(key, 0, -1, 'WITHSCORES');
-        else if (type === 'string') contents[key] = await node.get(key);
-        else contents[key] = type;
-      }
-    }
-    return Object.fromEntries(Object.entries(contents).sort(([a], [b]) => (a < b ? -1 : 1)));
+  function keyspace(): Promise<Record<string, unknown>> {
+    return keyspaceOf(nodes, `${ns}*`);
   }
 
   it('a delete adds its member; a delete of an unknown id, or a refused one, takes it back', async () => {
