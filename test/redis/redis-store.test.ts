@@ -181,6 +181,23 @@ describeWithRedis('RedisStore', () => {
     }
   });
 
+  it('shares one wait among many calls made while the client connects: no listener pile-up, no warning', async () => {
+    const fresh = server.client();
+    const warn = jest.spyOn(process, 'emitWarning');
+    try {
+      expect(fresh.status).not.toBe('ready');
+      const store = new RedisStore({ client: fresh });
+      const calls = Array.from({ length: 50 }, (_, i) => store.findById(`missing-${i}`));
+      expect(fresh.listenerCount('ready')).toBeLessThanOrEqual(2);
+      expect(await Promise.all(calls)).toEqual(Array.from({ length: 50 }, () => null));
+      const listenerWarnings = warn.mock.calls.filter(([warning]) => String(warning).includes('MaxListenersExceeded') || (warning as Error)?.name === 'MaxListenersExceededWarning');
+      expect(listenerWarnings).toEqual([]);
+    } finally {
+      warn.mockRestore();
+      await fresh.quit();
+    }
+  });
+
   it('rejects a client that is not an ioredis instance and unknown options', () => {
     expect(() => new RedisStore({ client: {} as never })).toThrow(TypeError);
     expect(() => new RedisStore({ client, prefix: 'x' } as never)).toThrow(/unsupported option `prefix`/);

@@ -447,6 +447,8 @@ async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
  */
 export class RedisStore implements ApiKeyStore {
   readonly #client: RedisClient & ScriptCommands;
+  /** The one wait for readiness shared by every call made while the client connects. */
+  #becomingReady: Promise<void> | undefined;
   readonly #ns: string;
   readonly #channel: string;
   /** Listeners share one subscription connection, open while there is at least one. */
@@ -978,7 +980,18 @@ export class RedisStore implements ApiKeyStore {
     const client = this.#client;
     if (client.status === 'ready') return client;
     if (client.status === 'end' || client.status === 'close') throw new Error(`Redis is not connected (client status: ${client.status})`);
-    await new Promise<void>((resolve, reject) => {
+    // One wait for every call made while connecting: a listener pair per call would pass Node's
+    // limit of 10 and warn (MaxListenersExceededWarning) under any real load at start-up.
+    this.#becomingReady ??= this.#waitForReady(client).finally(() => {
+      this.#becomingReady = undefined;
+    });
+    await this.#becomingReady;
+    return client;
+  }
+
+  /** Resolves when the client is ready; rejects when it ends, or after 10 s. */
+  #waitForReady(client: RedisClient): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => finish(new Error(`Redis did not become ready (client status: ${client.status})`)), 10_000);
       const onReady = () => finish();
       const onEnd = () => finish(new Error('Redis connection ended'));
@@ -992,7 +1005,6 @@ export class RedisStore implements ApiKeyStore {
       client.once('ready', onReady);
       client.once('end', onEnd);
     });
-    return client;
   }
 
   #recordKey(id: string): string {
