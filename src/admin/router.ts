@@ -142,8 +142,6 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
       res.setHeader('Cache-Control', 'no-store');
       res.status(204).end();
       return;
-    case 'describe':
-      return sendJson(res, 200, keys.openapi({ scope: settings.scope }));
   }
 }
 

@@ -58,3 +58,13 @@ export function describeEachDialect(name: string, body: (fixture: DialectFixture
     body({ store: () => store, pool: () => pool }, 'postgres');
   });
 }
+
+/** A PostgreSQL table's columns (name, type, nullability, default) in table order: to compare an upgraded table with a fresh one. */
+export async function postgresColumns(pool: Pool, table: string): Promise<unknown[]> {
+  const { rows } = await pool.query(
+    `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
+     WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
+    [table],
+  );
+  return rows;
+}

@@ -27,7 +27,7 @@ import { SqliteEngine } from '../../src/stores/sql/sqlite';
 import { parseTableName } from '../../src/stores/sql/table-name';
 import { testRecord } from '../helpers/records';
 import { rejection } from '../helpers/rejection';
-import { describeEachDialect } from '../helpers/sql-stores';
+import { describeEachDialect, postgresColumns } from '../helpers/sql-stores';
 
 jest.setTimeout(60_000);
 
@@ -449,14 +449,7 @@ describeEachDialect(
           }
         });
       } else {
-        async function describeTable(table: string): Promise<unknown[]> {
-          const { rows } = await pool().query(
-            `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
-             WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
-            [table],
-          );
-          return rows;
-        }
+        const describeTable = (table: string) => postgresColumns(pool(), table);
 
         async function indexesOf(table: string): Promise<string[]> {
           const { rows } = await pool().query('SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname', [table]);

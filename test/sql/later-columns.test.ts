@@ -25,6 +25,7 @@ import { schemaScript, tableSchema } from '../../src/stores/sql/schema';
 import { parseTableName } from '../../src/stores/sql/table-name';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
 import { testRecord } from '../helpers/records';
+import { postgresColumns } from '../helpers/sql-stores';
 
 jest.setTimeout(30_000);
 
@@ -163,14 +164,7 @@ describePostgres('migrate() to a later version (postgres)', () => {
   let server: PostgresServer;
   let pool: Pool;
 
-  async function describeColumns(table: string): Promise<unknown[]> {
-    const { rows } = await pool.query(
-      `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
-       WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
-      [table],
-    );
-    return rows;
-  }
+  const describeColumns = (table: string) => postgresColumns(pool, table);
 
   beforeAll(async () => {
     server = await startPostgres();
@@ -289,14 +283,7 @@ describePostgres('a version-1 table gains max_concurrent and concurrency_leases 
     await server?.destroy();
   });
 
-  async function describeTable(table: string): Promise<unknown[]> {
-    const { rows } = await pool.query(
-      `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
-       WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
-      [table],
-    );
-    return rows;
-  }
+  const describeTable = (table: string) => postgresColumns(pool, table);
 
   it('existing rows read maxConcurrent null and hold no lease; a fresh table is the same; claims work at once', async () => {
     await pool.query(version1('postgres', 'v1_keys'));

@@ -25,7 +25,7 @@ import { COUNTER_COLUMNS } from '../../src/stores/sql/columns';
 import { windowIndexSql } from '../../src/stores/sql/postgres-sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
 import { testRecord } from '../helpers/records';
-import { describeEachDialect } from '../helpers/sql-stores';
+import { describeEachDialect, postgresColumns } from '../helpers/sql-stores';
 
 jest.setTimeout(60_000);
 
@@ -212,14 +212,7 @@ describePostgres('upgrading a version-1 table (postgres)', () => {
     await server?.destroy();
   });
 
-  async function describeTable(table: string): Promise<unknown[]> {
-    const { rows } = await pool.query(
-      `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
-       WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
-      [table],
-    );
-    return rows;
-  }
+  const describeTable = (table: string) => postgresColumns(pool, table);
 
   it('adds the window counters with -1 / 0, matches a fresh table, and counts minute, hour and month from there', async () => {
     await pool.query(version1('postgres', 'v1_keys'));
