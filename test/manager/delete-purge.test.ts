@@ -90,6 +90,19 @@ describe('keys.purge()', () => {
     expect(await keys.get(recent.id)).toBeNull();
   });
 
+  it('is not cut short by storeTimeoutMs: a slow purge runs to its end and reports its count', async () => {
+    const { keys, store, clock } = testKeys({ storeTimeoutMs: 20 });
+    track(keys);
+    const { apiKey } = await keys.create({ name: 'k' });
+    await keys.delete(apiKey.id);
+    const purge = store.purge;
+    store.purge = async (input) => {
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      return purge(input);
+    };
+    await expect(keys.purge({ deletedBefore: clock.now() + 1 })).resolves.toBe(1);
+  });
+
   it('a purged key is unknown to verification, also to another instance that had it cached', async () => {
     const { keys, store, clock } = testKeys();
     track(keys);
