@@ -5,10 +5,11 @@
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { KeygateError, invalidArgument, isKeygateError, notFound, refusalError } from '../errors.js';
-import { sendProblem } from '../http/respond.js';
+import { answerProblem, sendProblem } from '../http/respond.js';
+import { encodeCursor } from '../manager/cursor.js';
 import { rejectUnknownOptions } from '../options/checks.js';
 import type { ApiKey, CreateApiKeyInput, ListApiKeysInput, UpdateApiKeyInput } from '../types.js';
-import { type KeySettings, exceedsCaller } from './delegation.js';
+import { type KeySettings, exceedsCaller, targetBeyondCaller } from './delegation.js';
 import { type AdminAction, type AdminRoute, LIST_QUERY, matchRoute } from './routes.js';
 
 /** Decides whether the calling key may perform `action` (on `target`, the key concerned, when there is one). */
@@ -64,7 +65,13 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
   const settings = resolveAdminOptions(options);
   const authenticate = keys.authenticate(settings.authorize ? {} : { scopes: [settings.scope] });
 
+  let checkedMount = false;
+
   return function keygateAdmin(req: Request, res: Response, next: NextFunction): void {
+    if (!checkedMount) {
+      checkedMount = true;
+      warnIfMountedAtRoot(req);
+    }
     const matched = matchRoute(req.method, req.path);
     if (matched === null) return next();
     if ('allowed' in matched) {
@@ -72,6 +79,7 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
       return sendProblem(new KeygateError('method_not_allowed', `${req.method} is not allowed here; use ${matched.allowed.join(' or ')}`), req, res);
     }
     const { route, id } = matched;
+    if (id === null) return sendProblem(invalidArgument('id', 'is not valid percent-encoded UTF-8'), req, res);
     // The document describes the API; it is public like any API description.
     if (route.action === 'describe') {
       res.setHeader('Cache-Control', 'no-store');
@@ -81,7 +89,7 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
     authenticate(req, res, (error?: unknown) => {
       if (error !== undefined) return next(error);
       handle(keys, settings, route, id, req, res).catch((failure: unknown) => {
-        if (isKeygateError(failure) && !res.headersSent) sendProblem(failure, req, res);
+        if (isKeygateError(failure) && !res.headersSent) answerProblem(failure, req, res, 'api');
         else next(failure);
       });
     });
@@ -97,8 +105,13 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
   // The key concerned, if within the caller's tenant and environment: any other does not exist here.
   const target = id === undefined ? undefined : await visibleTarget(keys, caller, id);
   await authorizeCaller(settings, req, route.action, target);
-  if (target && route.action !== 'get' && exceedsCaller(caller, target)) {
-    throw refusalError('insufficient_scope', { requiredScopes: target.scopes });
+  if (target && route.action !== 'get' && route.action !== 'describe' && route.action !== 'create' && route.action !== 'list') {
+    const beyond = targetBeyondCaller(caller, target, route.action);
+    if (beyond) {
+      throw new KeygateError('insufficient_scope', `This key holds more than the calling key (its ${beyond.field ?? 'scopes'}): only a key holding at least as much may ${route.action} it.`, {
+        requiredScopes: target.scopes,
+      });
+    }
   }
 
   switch (route.action) {
@@ -120,17 +133,16 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
         if (query.tenantId !== undefined && query.tenantId !== caller.tenantId) return sendJson(res, 200, { items: [] });
         query.tenantId = caller.tenantId;
       }
-      const page = await keys.list(query);
-      // The store lists by tenant; another environment's keys are dropped here (a page may come out short).
-      if (caller.environment !== undefined) page.items = page.items.filter((item) => item.environment === caller.environment);
-      return sendJson(res, 200, page);
+      return sendJson(res, 200, caller.environment === undefined ? await keys.list(query) : await listEnvironment(keys, query, caller.environment));
     }
     case 'get':
       return sendJson(res, 200, target);
     case 'update': {
       const patch = body as UpdateApiKeyInput;
-      // What the key would be after the change must not exceed the caller either.
-      refuseBeyond(caller, { ...(target as ApiKey), ...(patch as KeySettings) });
+      // The caller answers for what it sets: each setting in the patch must be within its own. A
+      // setting the key already held is not the caller's doing (and suspending or narrowing a key
+      // with more uses than the caller must stay possible).
+      refuseBeyond(caller, patch as KeySettings, new Set(Object.keys(patch)));
       return sendJson(res, 200, await keys.update(id as string, patch));
     }
     case 'rotate':
@@ -143,6 +155,38 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
       res.status(204).end();
       return;
   }
+}
+
+/**
+ * A page of `keys.list(query)` holding only keys of `environment`. Stores list by tenant, owner and
+ * status, not by environment, so other environments' keys are skipped here, reading on (a thousand
+ * at a time) until the page is full or the list ends; and the cursor is always the position of a
+ * key the caller may see: a position built from a skipped key would hand out another
+ * environment's key id.
+ */
+async function listEnvironment(keys: AdminManager, query: ListApiKeysInput, environment: string): Promise<{ items: ApiKey[]; nextCursor?: string }> {
+  const wanted = query.limit ?? 100;
+  const items: ApiKey[] = [];
+  let cursor = query.cursor;
+  for (;;) {
+    const page = await keys.list({ ...query, limit: 1_000, ...(cursor === undefined ? {} : { cursor }) });
+    for (const item of page.items) {
+      if (item.environment !== environment) continue;
+      items.push(item);
+      if (items.length === wanted) return { items, nextCursor: encodeCursor(item.createdAt, item.id) };
+    }
+    if (page.nextCursor === undefined) return { items };
+    cursor = page.nextCursor;
+  }
+}
+
+/** Warns once when the router is mounted at the root, where it would answer every one-segment path. */
+function warnIfMountedAtRoot(req: Request): void {
+  if (req.baseUrl !== '') return;
+  process.emitWarning(
+    'keygate: adminRouter() is mounted at the root of the app, so it takes every one-segment path (GET /status is read as "get the key status"); mount it under its own path, such as app.use(\'/v1/api-keys\', keys.adminRouter())',
+    { code: 'KEYGATE_ADMIN_ROUTER_AT_ROOT' },
+  );
 }
 
 /**
@@ -162,8 +206,8 @@ async function authorizeCaller(settings: AdminSettings, req: Request, action: Ad
   if ((await settings.authorize(req, action, target)) !== true) throw refusalError('insufficient_scope', { requiredScopes: [settings.scope] });
 }
 
-function refuseBeyond(caller: ApiKey, settings: KeySettings): void {
-  const refusal = exceedsCaller(caller, settings);
+function refuseBeyond(caller: ApiKey, settings: KeySettings, only?: ReadonlySet<string>): void {
+  const refusal = exceedsCaller(caller, settings, only);
   if (refusal) throw refusal;
 }
 
@@ -201,6 +245,11 @@ function sendCreated(req: Request, res: Response, created: { key: string; apiKey
 async function readBody(req: Request, route: AdminRoute, limit: number): Promise<Record<string, unknown>> {
   const type = req.headers['content-type'];
   const length = req.headers['content-length'];
+  const charset = type === undefined ? undefined : /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(type)?.[1];
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    req.resume();
+    throw invalidArgument('body', `must be JSON in UTF-8, not ${charset}`);
+  }
   if (length !== undefined && Number(length) > limit) {
     req.resume();
     throw payloadTooLarge(limit);

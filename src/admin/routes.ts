@@ -47,18 +47,21 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   { operationId: 'deleteApiKey', method: 'DELETE', segments: [':id'], action: 'delete', summary: 'Delete a key: revoke it and hide it from lists until it is purged', status: 204, result: null },
 ];
 
-/** The route for a method and path below the mount point, with the key id it names. */
-export function matchRoute(method: string, path: string): { route: AdminRoute; id: string | undefined } | { allowed: readonly string[] } | null {
+/**
+ * The route for a method and path below the mount point, with the key id it names (`null` when
+ * the id segment is not valid percent-encoding: the route is meant, the id is wrong).
+ */
+export function matchRoute(method: string, path: string): { route: AdminRoute; id: string | null | undefined } | { allowed: readonly string[] } | null {
   const segments = path.split('/').filter((segment) => segment.length > 0);
   const allowed: string[] = [];
   for (const route of ADMIN_ROUTES) {
     if (route.segments.length !== segments.length) continue;
-    let id: string | undefined;
+    let id: string | null | undefined;
     const fits = route.segments.every((expected, i) => {
       const actual = segments[i] as string;
       if (expected !== ':id') return expected === actual;
-      id = decodeSegment(actual);
-      return id !== undefined && id !== 'openapi.json';
+      id = decodeSegment(actual) ?? null;
+      return id !== 'openapi.json';
     });
     if (!fits) continue;
     if (route.method === method || (route.method === 'GET' && method === 'HEAD')) return { route, id };

@@ -96,6 +96,11 @@ function note(context: Context, text: string): void {
   if (!context.quiet) context.io.stderr(`${text.trimEnd()}\n`);
 }
 
+/** A warning on stderr, even with `--quiet`: it is about a mistake that would cost the user a working key. */
+function warn(context: Context, text: string): void {
+  context.io.stderr(`${text.trimEnd()}\n`);
+}
+
 /** The manager's `not_found`, as this command says it. */
 function notFound(id: string): CliError {
   return new CliError(EXIT.notFound, `no API key with id ${safeText(id)}`);
@@ -175,7 +180,7 @@ function printKey(context: Context, apiKey: ApiKey): void {
 
 function warnHashing(context: Context): void {
   if (context.hashing === 'sha256' && context.pepper === undefined) {
-    note(context, 'keygate: warning: --hashing sha256 without --pepper-env hashes with an empty HMAC key; give the pepper your app is configured with');
+    warn(context, 'keygate: warning: --hashing sha256 without --pepper-env hashes with an empty HMAC key; give the pepper your app is configured with');
   }
 }
 
@@ -253,7 +258,7 @@ function program(env: Readonly<Record<string, string | undefined>>, io: CliIO, o
     .addOption(new Option('--hashing <algorithm>', 'how a new key\'s secret is hashed (default: bcrypt)').choices(['bcrypt', 'sha256']))
     .option('--pepper-env <name>', 'read the pepper (the HMAC key of sha256 hashes) from this environment variable')
     .option('--json', 'print the result as JSON')
-    .option('-q, --quiet', 'print nothing on stderr but errors')
+    .option('-q, --quiet', 'print nothing on stderr but errors and warnings')
     .addHelpText('after', HELP_FOOTER);
   if (options.version !== undefined) root.version(options.version, '-V, --version', 'print the version');
 

@@ -4,7 +4,7 @@
  * problem+json answer as an error handler of the app's (`problemHandler()`).
  */
 import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
-import { type KeygateError, isKeygateError } from '../errors.js';
+import { KeygateError, invalidArgument, isKeygateError } from '../errors.js';
 import { rejectUnknownOptions } from '../options/checks.js';
 import type { LimitsSnapshot } from '../policy/limits.js';
 import { problemDetails, wwwAuthenticate } from './problem.js';
@@ -86,11 +86,38 @@ export function sendProblem(error: KeygateError, req: Request, res: Response): v
 }
 
 /**
+ * The `KeygateError` a body parser's error stands for (`express.json()`, body-parser and others
+ * built on raw-body mark theirs with a `type`), or `undefined` for any other error: an admin API
+ * behind the app's own `express.json()` then answers a malformed or oversized body as it does
+ * without one, in problem+json and without a stack trace.
+ */
+export function bodyParserProblem(error: unknown): KeygateError | undefined {
+  if (error === null || typeof error !== 'object') return undefined;
+  const { type, status } = error as { type?: unknown; status?: unknown };
+  if (typeof type !== 'string' || typeof status !== 'number' || status < 400 || status > 499) return undefined;
+  switch (type) {
+    case 'entity.too.large':
+      return new KeygateError('payload_too_large', 'the request body is larger than the body parser accepts');
+    case 'entity.parse.failed':
+      return invalidArgument('body', 'is not valid JSON');
+    case 'charset.unsupported':
+    case 'encoding.unsupported':
+      return invalidArgument('body', 'must be JSON in UTF-8, without a content encoding the server does not accept');
+    case 'entity.verify.failed':
+      return invalidArgument('body', 'was refused by the body parser');
+    default:
+      return undefined;
+  }
+}
+
+/**
  * An Express error handler that answers every `KeygateError` (a refusal passed on with
  * `passErrors`, or a manager error in your own route: `not_found`, `invalid_argument`, …) as RFC
  * 9457 problem+json with its status, `code` and, for `invalid_argument`, `field`; with
  * `Retry-After` when the error has one and the `WWW-Authenticate` challenge of a 401 or
- * `insufficient_scope`. Anything else goes on to the next error handler, untouched, and so does an
+ * `insufficient_scope`; and a body parser's error about the body (malformed JSON, a body over its
+ * limit, an unsupported charset) as `400 invalid_argument` (field `body`) or `413
+ * payload_too_large`. Anything else goes on to the next error handler, untouched, and so does an
  * error raised after the response has started.
  *
  * @example
@@ -106,11 +133,20 @@ export function problemHandler(options: { realm?: string } = {}): ErrorRequestHa
   rejectUnknownOptions(options, ['realm'], 'problemHandler()');
   const realm = options.realm ?? 'api';
   if (typeof realm !== 'string' || realm.length === 0) throw new TypeError('problemHandler(): `realm` must be a non-empty string');
-  return function keygateProblemHandler(error: unknown, req: Request, res: Response, next: NextFunction): void {
-    if (!isKeygateError(error) || res.headersSent) return next(error);
-    const challenge = wwwAuthenticate(error, realm);
-    if (challenge !== undefined) res.setHeader('WWW-Authenticate', challenge);
-    if (error.retryAfter !== undefined) res.setHeader('Retry-After', String(error.retryAfter));
-    sendProblem(error, req, res);
+  return function keygateProblemHandler(failure: unknown, req: Request, res: Response, next: NextFunction): void {
+    const error = isKeygateError(failure) ? failure : bodyParserProblem(failure);
+    if (error === undefined || res.headersSent) return next(failure);
+    answerProblem(error, req, res, realm);
   };
+}
+
+/**
+ * Writes `error` as the whole answer with the headers of its kind: the `WWW-Authenticate`
+ * challenge of a 401 or `insufficient_scope`, and `Retry-After` when it has one.
+ */
+export function answerProblem(error: KeygateError, req: Request, res: Response, realm: string): void {
+  const challenge = wwwAuthenticate(error, realm);
+  if (challenge !== undefined) res.setHeader('WWW-Authenticate', challenge);
+  if (error.retryAfter !== undefined) res.setHeader('Retry-After', String(error.retryAfter));
+  sendProblem(error, req, res);
 }

@@ -28,6 +28,7 @@ import type {
   UpdateApiKeyInput,
 } from '../types.js';
 import { toApiKey } from '../verification/principal.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
 import { withDeadline } from '../verification/timeout.js';
 import { type VerifyContext, Verifier } from '../verification/verifier.js';
 import { requestOrigin } from '../policy/origin.js';
@@ -75,27 +76,6 @@ export type VerifyResult =
       release?: () => Promise<void>;
     }
   | { ok: false; error: KeygateError; limits?: LimitsSnapshot };
-
-/** A cursor is (createdAt, id) of the last item of a page, base64url-encoded JSON. */
-function encodeCursor(record: ApiKeyRecord): string {
-  return Buffer.from(JSON.stringify([record.createdAt.getTime(), record.id]), 'utf8').toString('base64url');
-}
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(decoded) && decoded.length === 2 && Number.isSafeInteger(decoded[0]) && typeof decoded[1] === 'string') {
-      const createdAt = new Date(decoded[0] as number);
-      // Only what list() itself writes: an instant a Date holds, and an id a record could have.
-      if (!Number.isNaN(createdAt.getTime()) && decoded[1].length > 0 && decoded[1].length <= 128 && !decoded[1].includes('\u0000') && !/\p{Cs}/u.test(decoded[1])) {
-        return { createdAt, id: decoded[1] };
-      }
-    }
-  } catch {
-    // fall through to the argument error
-  }
-  throw invalidArgument('cursor', 'is not a cursor returned by list()');
-}
 
 const MINT_ATTEMPTS = 3;
 
@@ -186,7 +166,8 @@ export class Keygate {
   async list(query: ListApiKeysInput = {}): Promise<ApiKeyPage> {
     const input = validateList(query);
     const { cursor, limit, ...filters } = input;
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const position = cursor === undefined ? undefined : decodeCursor(cursor, 'list()');
+    const after = position && { createdAt: position.at, id: position.id };
     const records = (
       await this.#call(() => this.#options.store.list({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }), 'to list keys')
     ).map(decodeStoredRecord);
@@ -194,7 +175,7 @@ export class Keygate {
     const page = records.slice(0, limit);
     const result: ApiKeyPage = { items: page.map((record) => toApiKey(record, now)) };
     const last = page[page.length - 1];
-    if (records.length > limit && last) result.nextCursor = encodeCursor(last);
+    if (records.length > limit && last) result.nextCursor = encodeCursor(last.createdAt, last.id);
     return result;
   }
 

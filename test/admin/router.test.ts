@@ -293,6 +293,109 @@ describe.each(EXPRESS_VERSIONS)('keys.adminRouter() (%s)', (name, makeExpress) =
     expect((await keys.get(stronger.id))).toMatchObject({ status: 'active', deletedAt: null, revokedAt: null });
   });
 
+  it('an admin key with a use limit and an expiry still revokes, deletes and suspends the keys it made, and itself', async () => {
+    // Found by review: the target used to be compared with the caller in full, so the caller's own
+    // next call (one use less) made a key it had just created "more powerful" than itself.
+    const { keys, app, clock } = setUp();
+    const { key: operator, apiKey: operatorKey } = await admin(keys, { maxUses: 1_000, expiresAt: new Date(clock.now() + 86_400_000) });
+    const auth = { 'X-API-Key': operator };
+    const made: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await request(app).post('/v1/api-keys').set(auth).send({ name: `k${i}`, scopes: ['leads:read'], maxUses: 990, expiresAt: new Date(clock.now() + 3_600_000).toISOString() });
+      expect(res.status).toBe(201);
+      made.push(res.body.apiKey.id as string);
+    }
+    expect((await request(app).patch(`/v1/api-keys/${made[0]}`).set(auth).send({ status: 'suspended' })).body.status).toBe('suspended');
+    expect((await request(app).post(`/v1/api-keys/${made[1]}/revoke`).set(auth)).body.status).toBe('revoked');
+    expect((await request(app).delete(`/v1/api-keys/${made[2]}`).set(auth)).status).toBe(204);
+    // A key with no use limit and no expiry, within the caller's scopes: narrowing it is fine.
+    const { apiKey: open } = await keys.create({ name: 'open', scopes: ['leads:read', 'leads:write'] });
+    const narrowed = await request(app).patch(`/v1/api-keys/${open.id}`).set(auth).send({ scopes: ['leads:read'] });
+    expect(narrowed.status).toBe(200);
+    // …but what the caller sets is held to its own limits, and rotating (a new raw key for the
+    // caller, with the old key's unlimited uses) is refused, saying why, with the challenge.
+    const lifted = await request(app).patch(`/v1/api-keys/${open.id}`).set(auth).send({ maxUses: null });
+    expect(lifted.body).toMatchObject({ code: 'invalid_argument', field: 'maxUses' });
+    const rotated = await request(app).post(`/v1/api-keys/${open.id}/rotate`).set(auth).send({});
+    expect(rotated.status).toBe(403);
+    expect(rotated.body.code).toBe('insufficient_scope');
+    expect(rotated.body.detail).toMatch(/holds more than the calling key \(its maxUses\).*rotate/);
+    expect(rotated.headers['www-authenticate']).toMatch(/^Bearer .*error="insufficient_scope"/);
+    // A key beyond the caller's scopes stays out of reach; the caller itself does not.
+    const { apiKey: wider } = await keys.create({ name: 'wider', scopes: ['billing:read'] });
+    const refused = await request(app).post(`/v1/api-keys/${wider.id}/revoke`).set(auth);
+    expect(refused.status).toBe(403);
+    expect(refused.body.detail).toMatch(/its scopes/);
+    expect((await keys.get(wider.id))?.status).toBe('active');
+    expect((await request(app).post(`/v1/api-keys/${operatorKey.id}/revoke`).set(auth)).body.status).toBe('revoked');
+  });
+
+  it('a caller with an environment pages through only its environment, and no cursor names another key', async () => {
+    const { keys, app } = setUp();
+    const { key: testAdmin } = await admin(keys, { environment: 'test' });
+    const visible: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      // Live keys between the test keys, so that every store page mixes them.
+      await keys.create({ name: `live${i}`, environment: 'live' });
+      await keys.create({ name: `live${i}b`, environment: 'live' });
+      if (i % 3 === 0) visible.push((await keys.create({ name: `test${i}`, environment: 'test' })).apiKey.id);
+    }
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 10; page++) {
+      const res = await request(app).get('/v1/api-keys').query({ limit: '2', ...(cursor ? { cursor } : {}) }).set('X-API-Key', testAdmin);
+      expect(res.status).toBe(200);
+      for (const item of res.body.items) expect(item.environment).toBe('test');
+      seen.push(...res.body.items.map((item: { id: string }) => item.id));
+      cursor = res.body.nextCursor;
+      if (cursor === undefined) break;
+      // The cursor names the last key of the page, never a skipped live key.
+      const [, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [number, string];
+      expect(id).toBe(res.body.items[res.body.items.length - 1].id);
+    }
+    // Every test key once, in list order (keys made at one instant are ordered by id).
+    const expected = (await keys.list({ limit: 1_000 })).items.filter((item) => item.environment === 'test').map((item) => item.id);
+    expect(expected).toHaveLength(visible.length + 1);
+    expect(seen).toEqual(expected);
+  });
+
+  it('answers an id that is not valid percent-encoding, and a body in another charset, as 400 problem+json', async () => {
+    const { keys, app } = setUp();
+    const { key: adminKey } = await admin(keys);
+    const badId = await request(app).get('/v1/api-keys/%E0%A4%A').set('X-API-Key', adminKey);
+    expect(badId.status).toBe(400);
+    expect(badId.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(badId.body).toMatchObject({ code: 'invalid_argument', field: 'id' });
+    const latin1 = await request(app)
+      .post('/v1/api-keys')
+      .set('X-API-Key', adminKey)
+      .set('Content-Type', 'application/json; charset=iso-8859-1')
+      .send(Buffer.from('{"name":"caf\u00e9"}', 'latin1'));
+    expect(latin1.status).toBe(400);
+    expect(latin1.body).toMatchObject({ code: 'invalid_argument', field: 'body' });
+    expect((await keys.list({})).items.map((item) => item.name)).toEqual(['admin']);
+  });
+
+  it('warns once when mounted at the root of the app', async () => {
+    const { keys } = testKeys();
+    track(keys);
+    const app = makeExpress();
+    app.use(keys.adminRouter());
+    app.get('/status', (_req, res) => {
+      res.json({ up: true });
+    });
+    const emitWarning = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const warnings: string[] = [];
+    try {
+      await request(app).get('/status');
+      await request(app).get('/status');
+      for (const [, options] of emitWarning.mock.calls) warnings.push(String((options as { code?: string } | undefined)?.code));
+    } finally {
+      emitWarning.mockRestore();
+    }
+    expect(warnings.filter((code) => code === 'KEYGATE_ADMIN_ROUTER_AT_ROOT')).toHaveLength(1);
+  });
+
   it('authorize() replaces the scope check; tenants and delegation still hold', async () => {
     const calls: string[] = [];
     const { keys, app } = setUp({

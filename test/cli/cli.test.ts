@@ -153,6 +153,11 @@ function commonSuite(backend: Backend): void {
     const withoutFlag = await cli(['create', '--name', 'p', '--hashing', 'sha256', ...backend.flags()], pepperEnv);
     expect(withoutFlag.code).toBe(0);
     expect(withoutFlag.stderr).toMatch(/without --pepper-env/);
+    // --quiet silences commentary, not this warning: KEY=$(keygate create … --quiet) would otherwise
+    // mint, unwarned, a key the app (which has a pepper) refuses.
+    const quiet = await cli(['create', '--name', 'p', '--hashing', 'sha256', '--quiet', ...backend.flags()], pepperEnv);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stderr).toMatch(/^keygate: warning: --hashing sha256 without --pepper-env/);
     const withFlag = await cli(['create', '--name', 'p', ...sha()], pepperEnv);
     const [plain, peppered] = [withoutFlag.stdout.trim(), withFlag.stdout.trim()];
     expect(await verifies(backend.store(), plain)).toBe('ok');

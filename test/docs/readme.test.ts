@@ -88,7 +88,9 @@ describe('README Quick start, run as written', () => {
 
   it('mounts the admin API as shown: an operator key with keys:admin creates keys, another key is refused as problem+json', async () => {
     run(adminBlock!, { app, keys });
-    const { key: operatorKey } = await keys.create({ name: 'operator', scopes: ['keys:admin', 'leads:read'] });
+    // The operator key as the text above the block describes it.
+    expect(README).toContain('the scope `keys:admin` and the scopes it may hand out (say\n`leads:*`');
+    const { key: operatorKey } = await keys.create({ name: 'operator', scopes: ['keys:admin', 'leads:*'] });
     const { key: plainKey } = await createdKey();
 
     // The curl line below the block, as supertest.

@@ -3,7 +3,8 @@
  * `passErrors`, is answered as RFC 9457 problem+json, never as Express's default HTML page; any
  * other error goes on to the next handler untouched.
  */
-import type { NextFunction, Request, Response } from 'express';
+import express5, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import express4 from 'express4';
 import request from 'supertest';
 import { problemHandler } from '../../src/index';
 import { EXPRESS_VERSIONS, testKeys } from '../helpers/harness';
@@ -11,7 +12,13 @@ import { closeAfterEach } from '../helpers/managers';
 
 const track = closeAfterEach();
 
-describe.each(EXPRESS_VERSIONS)('problemHandler() (%s)', (_name, makeExpress) => {
+/** Each major's own JSON body parser, with a small limit. */
+const JSON_PARSERS: Record<string, () => RequestHandler> = {
+  'express 5': () => express5.json({ limit: 1_024 }),
+  'express 4': () => express4.json({ limit: 1_024 }) as unknown as RequestHandler,
+};
+
+describe.each(EXPRESS_VERSIONS)('problemHandler() (%s)', (name, makeExpress) => {
   function appWith(keys: ReturnType<typeof testKeys>['keys']) {
     const app = makeExpress();
     // An app's own management routes, the way users write them.
@@ -108,6 +115,34 @@ describe.each(EXPRESS_VERSIONS)('problemHandler() (%s)', (_name, makeExpress) =>
     expect(refused.headers['retry-after']).toBe('1');
     expect(refused.body.code).toBe('rate_limited');
     expect((await request(app).get('/limited')).headers['www-authenticate']).toBe('Bearer realm="leads"');
+  });
+});
+
+describe.each(EXPRESS_VERSIONS)("problemHandler() behind the app's express.json() (%s)", (name, makeExpress) => {
+  // Found by review: an admin API behind express.json() answered a malformed or oversized body
+  // with Express's HTML page (and, outside production, a stack trace).
+  function appWithParser() {
+    const { keys } = testKeys();
+    track(keys);
+    const app = makeExpress();
+    app.use(JSON_PARSERS[name]!());
+    app.use('/v1/api-keys', keys.adminRouter());
+    app.use(problemHandler());
+    return app;
+  }
+
+  it.each([
+    ['malformed JSON', 'application/json', '{"name":', 400, 'invalid_argument'],
+    ['JSON that is not an object, in strict mode', 'application/json', 'null', 400, 'invalid_argument'],
+    ['a charset the parser does not take', 'application/json; charset=koi8-r', '{"name":"x"}', 400, 'invalid_argument'],
+    ['a body over the parser limit', 'application/json', JSON.stringify({ name: 'x'.repeat(2_000) }), 413, 'payload_too_large'],
+  ])('answers %s as problem+json', async (_what, type, body, status, code) => {
+    const res = await request(appWithParser()).post('/v1/api-keys').set('Content-Type', type).send(body);
+    expect(res.status).toBe(status);
+    expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+    expect(res.body.code).toBe(code);
+    if (code === 'invalid_argument') expect(res.body.field).toBe('body');
+    expect(res.text).not.toMatch(/at \w+ \(|<html|<pre/i);
   });
 });
 
