@@ -7,7 +7,26 @@ import './express-augment.js';
 
 export { keygate, Keygate } from './manager/keygate.js';
 export type { RotateOptions, VerifyOptions, VerifyResult } from './manager/keygate.js';
-export type { KeygateOptions } from './manager/options.js';
+export type { KeygateOptions, UsageOptions, WebhookOptions } from './manager/options.js';
+export type { AuditStore } from './manager/management-log.js';
+export { EVENT_NAMES, channelNameOf } from './events/events.js';
+export type {
+  KeygateEventName,
+  KeygateEvents,
+  KeygateListener,
+  KeyChangeEvent,
+  KeyUpdatedEvent,
+  KeyRotatedEvent,
+  KeysPurgedEvent,
+  RequestEvent,
+  RequestRefusedEvent,
+  QuotaWindow,
+  QuotaThresholdEvent,
+  ErrorRateThresholdEvent,
+  KeyExpiringEvent,
+  KeyRotationDueEvent,
+} from './events/events.js';
+export { AUDIT_ACTIONS } from './audit/entry.js';
 export type { AuthenticateOptions } from './middleware/authenticate-options.js';
 export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
 export { problemHandler } from './http/respond.js';
@@ -25,7 +44,16 @@ export type {
   ConsumeRequest,
   ConsumeOutcome,
   ConsumeRefusal,
+  Actor,
+  AuditAction,
+  AuditEntry,
+  StoreAuditQuery,
+  UsageBatch,
+  UsageCell,
+  StoreUsageQuery,
+  AlertClaim,
 } from './stores/store.js';
+export { RETAIN_BATCH_IDS_MS, USAGE_COUNT_FIELDS, mergeCell } from './usage/cells.js';
 export { KeygateError, ERROR_CODES, isKeygateError, invalidArgument } from './errors.js';
 export type { KeygateErrorCode, RefusalCode, KeygateErrorDetails } from './errors.js';
 export type { ErrorHandler } from './http/respond.js';
@@ -58,6 +86,7 @@ export {
 export type { ChangeListener } from './stores/toolkit.js';
 export type {
   ApiKey,
+  ApiKeyAlerts,
   ApiKeyRecord,
   ApiKeyStatus,
   ApiKeyPage,
@@ -67,4 +96,7 @@ export type {
   PurgeApiKeysInput,
   RateLimit,
   UpdateApiKeyInput,
+  WriteOptions,
+  AuditLogQuery,
+  AuditPage,
 } from './types.js';

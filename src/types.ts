@@ -5,6 +5,8 @@
  * `record/schema.ts`; the compiler keeps that table and {@link ApiKeyRecord} in step.
  */
 
+import type { Actor, AuditEntry } from './audit/entry.js';
+
 /** Lifecycle state of a key. Only `active` keys are admitted. */
 export type ApiKeyStatus = 'active' | 'suspended' | 'revoked';
 
@@ -27,6 +29,25 @@ export interface RateLimit {
   perHour?: number;
   perDay?: number;
   perMonth?: number;
+}
+
+/**
+ * When keygate warns about a key (events `quota.threshold` and `error_rate.threshold`, and a signed
+ * webhook when `webhookUrl` is set). Omit a field for keygate's default; `null` on the record for none.
+ */
+export interface ApiKeyAlerts {
+  /**
+   * Fraction of `maxUses`, the day quota or the month quota (0 < f < 1) at which to alert, once
+   * per key, window and threshold; keygate alerts at 100 % too.
+   */
+  quotaThreshold?: number;
+  /**
+   * Fraction (0 < f ≤ 1) of a UTC day's requests answered with an error (4xx or 5xx) at which to
+   * alert, once per key and day, counted from the usage analytics (`usage: true`).
+   */
+  errorRateThreshold?: number;
+  /** An `http:` or `https:` URL that receives these alerts as Standard Webhooks (`keygate({ webhooks })`). */
+  webhookUrl?: string;
 }
 
 /** The record a store keeps. `keyHash` never leaves the library. */
@@ -82,6 +103,13 @@ export interface ApiKeyRecord {
    * `includeDeleted`, and removed for good by `keys.purge()`. `null` for a key not deleted.
    */
   deletedAt: Date | null;
+  /**
+   * The key should be rotated once it is this many days old (`keys.scanKeys()` emits
+   * `key.rotation_due`); `null` for no schedule. keygate never rotates a key by itself.
+   */
+  rotationFrequencyDays: number | null;
+  /** When to warn about this key's quotas and error rate, and where to send the warnings; `null` for keygate's defaults without a webhook. */
+  alerts: ApiKeyAlerts | null;
 }
 
 /**
@@ -126,6 +154,10 @@ export interface CreateApiKeyInput {
   clientCertificateSha256?: string[];
   /** A positive integer. @default null (no limit) */
   maxConcurrent?: number | null;
+  /** Days after creation when the key is due for rotation, 1–36500. @default null (no schedule) */
+  rotationFrequencyDays?: number | null;
+  /** @default null (keygate's default thresholds, no webhook) */
+  alerts?: ApiKeyAlerts | null;
 }
 
 /** Fields `keys.update()` may change: the settings of `create`, not the owner. `null` clears a nullable field. */
@@ -133,7 +165,7 @@ export interface UpdateApiKeyInput
   extends Partial<
     Pick<
       CreateApiKeyInput,
-      'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status' | 'allowedOrigins' | 'requireHttps' | 'clientCertificateSha256' | 'maxConcurrent'
+      'name' | 'scopes' | 'allowedIps' | 'maxUses' | 'rateLimit' | 'expiresAt' | 'metadata' | 'tags' | 'status' | 'allowedOrigins' | 'requireHttps' | 'clientCertificateSha256' | 'maxConcurrent' | 'rotationFrequencyDays' | 'alerts'
     >
   > {
   /** `null` removes the description. */
@@ -157,6 +189,43 @@ export interface ListApiKeysInput {
 export interface PurgeApiKeysInput {
   /** Remove every key deleted before this instant (a Date, an ISO string or epoch milliseconds). */
   deletedBefore: Date | string | number;
+  /** Who is purging, for the `key.purged` event and the audit trail. */
+  actor?: string | Actor;
+}
+
+/** Filters and page of `keys.auditLog()`. Entries come oldest first. */
+export interface AuditLogQuery {
+  /** Only entries about this key. */
+  keyId?: string;
+  /** Only entries made by this actor id (for changes made through the admin API: the calling key's id). */
+  actor?: string;
+  /** Only entries at or after this instant (a Date, an ISO string or epoch milliseconds). */
+  from?: Date | string | number;
+  /** Only entries before this instant. */
+  to?: Date | string | number;
+  /** Only entries about keys of this tenant (the admin API sets it for a tenant's caller). */
+  tenantId?: string;
+  /** Only entries about keys of this environment. */
+  environment?: string;
+  /** Page size, 1–1000. @default 100 */
+  limit?: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string;
+}
+
+/** One page of the audit trail. `nextCursor` is present while more pages follow. */
+export interface AuditPage {
+  items: AuditEntry[];
+  nextCursor?: string;
+}
+
+/** Options of the manager's writes (`create`, `update`, `revoke`, `delete`). */
+export interface WriteOptions {
+  /**
+   * Who makes the change, for the `key.*` event and the audit trail: an id (a user, a service) or
+   * `{ id, keyPrefix? }`. The admin API passes the calling key. @default none (`actor: null`)
+   */
+  actor?: string | Actor;
 }
 
 /** One page of keys. `nextCursor` is present while more pages follow. */

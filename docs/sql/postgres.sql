@@ -8,7 +8,11 @@
 -- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters,
 -- and added to an existing table by ALTER TABLE … ADD COLUMN IF NOT EXISTS after the CREATE TABLE.
 -- deleted_at (soft delete, since version 3) is set by keys.delete(); the partial index on it
--- (deleted keys only) is what keys.purge() reads.
+-- (deleted keys only) is what keys.purge() reads. rotation_frequency_days and alerts: version 4.
+-- Tables named from the key table (version 4), written only by keygate: _audit (the audit trail,
+-- kept until you delete old entries), _usage (usage cells, one per key, UTC day, route and outcome;
+-- route '' = no route matched; keys.purge() removes a purged key's cells), _usage_batches (usage
+-- batch ids applied, forgotten a day after), _alert_claims (alerts sent once across processes).
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               text COLLATE "C" NOT NULL,
@@ -49,6 +53,8 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "client_certificate_sha256" text[] NOT NULL DEFAULT '{}',
   "max_concurrent"   bigint,
   "deleted_at"       timestamptz(3),
+  "rotation_frequency_days" bigint,
+  "alerts"           jsonb,                               -- { quotaThreshold?, errorRateThreshold?, webhookUrl? } or NULL
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 );
@@ -77,6 +83,10 @@ ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;
 
 ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "deleted_at" timestamptz(3);
 
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "rotation_frequency_days" bigint;
+
+ALTER TABLE "keygate_api_keys" ADD COLUMN IF NOT EXISTS "alerts" jsonb;
+
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_created_at_id_idx" ON "keygate_api_keys" ("created_at", "id");
@@ -88,3 +98,57 @@ CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_deleted_at_idx" ON "keygate_api_keys" ("deleted_at") WHERE "deleted_at" IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_audit" (
+  "id"                    text COLLATE "C" NOT NULL,
+  "at"                    timestamptz(3) NOT NULL,
+  "action"                text NOT NULL,    -- key.created, key.updated, …
+  "key_id"                text COLLATE "C", -- NULL for key.purged
+  "actor_id"              text,             -- NULL: no actor given
+  "actor_key_prefix"      text,
+  "tenant_id"             text,
+  "environment"           text,
+  "changes"               jsonb NOT NULL,
+  CONSTRAINT "keygate_api_keys_audit_pkey" PRIMARY KEY ("id")
+);
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_at_idx" ON "keygate_api_keys_audit" ("at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_key_idx" ON "keygate_api_keys_audit" ("key_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_actor_idx" ON "keygate_api_keys_audit" ("actor_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_tenant_idx" ON "keygate_api_keys_audit" ("tenant_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_env_idx" ON "keygate_api_keys_audit" ("environment", "at", "id");
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_usage" (
+  "key_id"                text COLLATE "C" NOT NULL,
+  "day"                   bigint NOT NULL,           -- UTC day index (epoch ms / 86400000)
+  "route"                 text COLLATE "C" NOT NULL, -- '' = no route matched
+  "outcome"               text COLLATE "C" NOT NULL, -- admitted, or the refusal code
+  "requests"              bigint NOT NULL,
+  "status_2xx"            bigint NOT NULL,
+  "status_3xx"            bigint NOT NULL,
+  "status_4xx"            bigint NOT NULL,
+  "status_5xx"            bigint NOT NULL,
+  "total_response_micros" bigint NOT NULL,           -- microseconds
+  "max_response_micros"   bigint NOT NULL,           -- microseconds
+  CONSTRAINT "keygate_api_keys_usage_pkey" PRIMARY KEY ("key_id", "day", "route", "outcome")
+);
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_usage_batches" (
+  "id"                    text COLLATE "C" NOT NULL,
+  "applied_at"            timestamptz(3) NOT NULL, -- the batch's now
+  CONSTRAINT "keygate_api_keys_usage_batch_pkey" PRIMARY KEY ("id")
+);
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_usage_applied_idx" ON "keygate_api_keys_usage_batches" ("applied_at");
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_alert_claims" (
+  "name"                  text COLLATE "C" NOT NULL,
+  "expires_at"            timestamptz(3) NOT NULL,
+  CONSTRAINT "keygate_api_keys_alert_claims_pkey" PRIMARY KEY ("name")
+);
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_alert_expiry_idx" ON "keygate_api_keys_alert_claims" ("expires_at");

@@ -8,7 +8,11 @@
 -- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters;
 -- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
 -- deleted_at (soft delete, since version 3) is set by keys.delete(); the partial index on it
--- (deleted keys only) is what keys.purge() reads.
+-- (deleted keys only) is what keys.purge() reads. rotation_frequency_days and alerts: version 4.
+-- Tables named from the key table (version 4), written only by keygate: _audit (the audit trail,
+-- kept until you delete old entries), _usage (usage cells, one per key, UTC day, route and outcome;
+-- route '' = no route matched; keys.purge() removes a purged key's cells), _usage_batches (usage
+-- batch ids applied, forgotten a day after), _alert_claims (alerts sent once across processes).
 
 CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "id"               TEXT NOT NULL,
@@ -49,6 +53,8 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
   "max_concurrent"   INTEGER,
   "deleted_at"       INTEGER,                             -- epoch milliseconds
+  "rotation_frequency_days" INTEGER,
+  "alerts"           TEXT,                                -- JSON { quotaThreshold?, errorRateThreshold?, webhookUrl? } or NULL
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
@@ -68,6 +74,8 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "client_certificate_sha256" TEXT NOT NULL DEFAULT '[]';
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "max_concurrent" INTEGER;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "deleted_at" INTEGER;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "rotation_frequency_days" INTEGER;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "alerts" TEXT;
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 
@@ -80,3 +88,57 @@ CREATE INDEX IF NOT EXISTS "keygate_api_keys_tenant_id_idx" ON "keygate_api_keys
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_status_idx" ON "keygate_api_keys" ("status", "created_at", "id");
 
 CREATE INDEX IF NOT EXISTS "keygate_api_keys_deleted_at_idx" ON "keygate_api_keys" ("deleted_at") WHERE "deleted_at" IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_audit" (
+  "id"                    TEXT NOT NULL,
+  "at"                    INTEGER NOT NULL, -- epoch milliseconds
+  "action"                TEXT NOT NULL,    -- key.created, key.updated, …
+  "key_id"                TEXT,             -- NULL for key.purged
+  "actor_id"              TEXT,             -- NULL: no actor given
+  "actor_key_prefix"      TEXT,
+  "tenant_id"             TEXT,
+  "environment"           TEXT,
+  "changes"               TEXT NOT NULL,    -- JSON object
+  CONSTRAINT "keygate_api_keys_audit_pkey" PRIMARY KEY ("id")
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_at_idx" ON "keygate_api_keys_audit" ("at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_key_idx" ON "keygate_api_keys_audit" ("key_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_actor_idx" ON "keygate_api_keys_audit" ("actor_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_tenant_idx" ON "keygate_api_keys_audit" ("tenant_id", "at", "id");
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_audit_env_idx" ON "keygate_api_keys_audit" ("environment", "at", "id");
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_usage" (
+  "key_id"                TEXT NOT NULL,
+  "day"                   INTEGER NOT NULL, -- UTC day index (epoch ms / 86400000)
+  "route"                 TEXT NOT NULL,    -- '' = no route matched
+  "outcome"               TEXT NOT NULL,    -- admitted, or the refusal code
+  "requests"              INTEGER NOT NULL,
+  "status_2xx"            INTEGER NOT NULL,
+  "status_3xx"            INTEGER NOT NULL,
+  "status_4xx"            INTEGER NOT NULL,
+  "status_5xx"            INTEGER NOT NULL,
+  "total_response_micros" INTEGER NOT NULL, -- microseconds
+  "max_response_micros"   INTEGER NOT NULL, -- microseconds
+  CONSTRAINT "keygate_api_keys_usage_pkey" PRIMARY KEY ("key_id", "day", "route", "outcome")
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_usage_batches" (
+  "id"                    TEXT NOT NULL,
+  "applied_at"            INTEGER NOT NULL, -- the batch's now, epoch milliseconds
+  CONSTRAINT "keygate_api_keys_usage_batch_pkey" PRIMARY KEY ("id")
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_usage_applied_idx" ON "keygate_api_keys_usage_batches" ("applied_at");
+
+CREATE TABLE IF NOT EXISTS "keygate_api_keys_alert_claims" (
+  "name"                  TEXT NOT NULL,
+  "expires_at"            INTEGER NOT NULL, -- epoch milliseconds
+  CONSTRAINT "keygate_api_keys_alert_claims_pkey" PRIMARY KEY ("name")
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS "keygate_api_keys_alert_expiry_idx" ON "keygate_api_keys_alert_claims" ("expires_at");

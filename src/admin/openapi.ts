@@ -7,7 +7,8 @@
  */
 import { ERROR_CODES, KeygateError, type KeygateErrorCode, invalidArgument, notFound } from '../errors.js';
 import { PROBLEM_TYPE_BASE, problemDetails } from '../http/problem.js';
-import { MAX_CONCURRENT } from '../manager/validate.js';
+import { MAX_CONCURRENT, MAX_ROTATION_FREQUENCY_DAYS } from '../manager/validate.js';
+import { MAX_WEBHOOK_URL } from '../record/alerts.js';
 import { MAX_LIST_ENTRIES, rejectUnknownOptions } from '../options/checks.js';
 import { isValidRequiredScope } from '../policy/scopes.js';
 import {
@@ -21,7 +22,8 @@ import {
   type RecordField,
   SETTINGS_FIELDS,
 } from '../record/schema.js';
-import { ADMIN_ROUTES, type AdminBody, type AdminResult, type AdminRoute, LIST_QUERY } from './routes.js';
+import { AUDIT_QUERY, type AdminBody, type AdminResult, type AdminRoute, LIST_QUERY, routesFor } from './routes.js';
+import { AUDIT_ACTIONS } from '../audit/entry.js';
 
 // ---------------------------------------------------------------------------------------------
 // The document's types: a plain JSON object, typed just enough to build it without `any`.
@@ -46,6 +48,8 @@ export interface JsonSchema {
   maxLength?: number;
   minimum?: number;
   maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
   items?: JsonSchema;
   minItems?: number;
   maxItems?: number;
@@ -212,6 +216,7 @@ const VIEW_KINDS: { readonly [K in FieldKind]: () => JsonSchema } = {
   list: () => ({ type: 'array', items: { type: 'string' } }),
   json: () => ({ type: 'object' }),
   rateLimit: () => nullableRef('RateLimit'),
+  alerts: () => nullableRef('Alerts'),
   count: () => ({ type: 'integer', minimum: 0 }),
   nullableCount: () => ({ type: ['integer', 'null'], minimum: 0 }),
   instant: () => ({ type: 'string', format: 'date-time' }),
@@ -227,6 +232,7 @@ const INPUT_KINDS: { readonly [K in FieldKind]: () => JsonSchema } = {
   list: () => stringList(text()),
   json: () => ({ type: 'object', description: 'Any JSON object, at most 64 KiB serialised and 16 levels deep; no `__proto__` keys.' }),
   rateLimit: () => nullableRef('RateLimit'),
+  alerts: () => nullableRef('Alerts'),
   count: () => ({ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   nullableCount: () => ({ type: ['integer', 'null'], minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   instant: () => ({ anyOf: instantInput() }),
@@ -242,6 +248,7 @@ const INPUT_FIELDS: { readonly [F in CreateField]?: () => JsonSchema } = {
   allowedOrigins: () => stringList({ type: 'string', minLength: 1, description: 'An origin such as https://app.example.com, or https://*.example.com' }),
   clientCertificateSha256: () => stringList({ type: 'string', pattern: FINGERPRINT_PATTERN }),
   maxConcurrent: () => ({ type: ['integer', 'null'], minimum: 1, maximum: MAX_CONCURRENT }),
+  rotationFrequencyDays: () => ({ type: ['integer', 'null'], minimum: 1, maximum: MAX_ROTATION_FREQUENCY_DAYS }),
 };
 
 /** What a field means, where its name does not say it all. */
@@ -263,6 +270,8 @@ const FIELD_DESCRIPTIONS: { readonly [F in RecordField]?: string } = {
   clientCertificateSha256: 'SHA-256 fingerprints of the client certificates allowed; empty pins none.',
   maxConcurrent: 'Most requests of the key in flight at once (1 to 1000); `null` for no limit.',
   deletedAt: 'When the key was deleted; `null` for a key not deleted. A deleted key is revoked and left out of lists.',
+  rotationFrequencyDays: 'Days after creation when the key is due for rotation (`key.rotation_due`); `null` for no schedule.',
+  alerts: "When to warn about the key's quotas and error rate, and the webhook that receives the warnings; `null` for the defaults without a webhook.",
 };
 
 const RATE_LIMIT_DESCRIPTIONS: { readonly [F in (typeof RATE_LIMIT_FIELDS)[number]]: string } = {
@@ -336,6 +345,19 @@ function rateLimitSchema(): JsonSchema {
   };
 }
 
+function alertsSchema(): JsonSchema {
+  return {
+    type: 'object',
+    description: "When to warn about the key, and where; omit a field for keygate's default.",
+    properties: {
+      quotaThreshold: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1, description: 'Fraction of `maxUses`, the day quota or the month quota at which to alert (keygate alerts at 100 % too).' },
+      errorRateThreshold: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: "Fraction of a UTC day's requests answered 4xx or 5xx at which to alert." },
+      webhookUrl: { type: 'string', format: 'uri', maxLength: MAX_WEBHOOK_URL, description: 'An http: or https: URL, without user name or password, receiving the alerts as signed Standard Webhooks.' },
+    },
+    additionalProperties: false,
+  };
+}
+
 function problemSchema(): JsonSchema {
   const codes = Object.keys(ERROR_CODES);
   return {
@@ -375,6 +397,30 @@ function bodySchemas(): Record<AdminBody, JsonSchema> {
   };
 }
 
+/** One entry of the audit trail (`AuditEntry`). */
+function auditEntrySchema(): JsonSchema {
+  return {
+    type: 'object',
+    description: 'One management event: what was done to which key, by whom, when. Never holds a secret or a hash.',
+    properties: {
+      id: { type: 'string', minLength: 1 },
+      at: { type: 'string', format: 'date-time' },
+      action: { type: 'string', enum: [...AUDIT_ACTIONS] },
+      keyId: { type: ['string', 'null'], description: 'The key concerned; `null` for `key.purged`.' },
+      actor: {
+        type: ['object', 'null'],
+        description: 'Who made the change: the calling key of this API, or the actor the application gave; `null` if none.',
+        properties: { id: { type: 'string', minLength: 1 }, keyPrefix: { type: 'string', minLength: 1 } },
+        required: ['id'],
+      },
+      tenantId: { type: 'string' },
+      environment: { type: 'string' },
+      changes: { type: 'object', description: 'The settings set, with their new values (instants as ISO strings).' },
+    },
+    required: ['id', 'at', 'action', 'keyId', 'actor', 'changes'],
+  };
+}
+
 /** The schema of every success body a route can name. */
 function resultSchemas(): Record<Exclude<AdminResult, null>, JsonSchema> {
   return {
@@ -393,6 +439,15 @@ function resultSchemas(): Record<Exclude<AdminResult, null>, JsonSchema> {
       description: 'One page of keys, oldest first.',
       properties: {
         items: { type: 'array', items: ref('ApiKey') },
+        nextCursor: { type: 'string', minLength: 1, description: 'Present while more pages follow: pass it as `cursor`.' },
+      },
+      required: ['items'],
+    },
+    AuditPage: {
+      type: 'object',
+      description: 'One page of the audit trail, oldest first.',
+      properties: {
+        items: { type: 'array', items: auditEntrySchema() },
         nextCursor: { type: 'string', minLength: 1, description: 'Present while more pages follow: pass it as `cursor`.' },
       },
       required: ['items'],
@@ -420,13 +475,24 @@ const LIST_PARAMETERS: { readonly [P in (typeof LIST_QUERY)[number]]: { schema: 
   includeDeleted: { schema: { type: 'boolean', default: false }, description: 'Also list deleted keys.' },
 };
 
+/** The schemas of the query parameters of the audit routes, as `keys.auditLog()` reads them. */
+const AUDIT_PARAMETERS: { readonly [P in (typeof AUDIT_QUERY)[number] | 'keyId']: { schema: JsonSchema; description: string } } = {
+  keyId: { schema: { type: 'string', minLength: 1, maxLength: MAX_ID }, description: 'Only entries about this key.' },
+  actor: { schema: text(), description: 'Only entries made by this actor id (a key id, for changes made through this API).' },
+  from: { schema: { type: 'string', format: 'date-time' }, description: 'Only entries at or after this instant.' },
+  to: { schema: { type: 'string', format: 'date-time' }, description: 'Only entries before this instant.' },
+  cursor: { schema: { type: 'string', minLength: 1, maxLength: MAX_CURSOR }, description: "The previous page's `nextCursor`." },
+  limit: { schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE }, description: 'Page size.' },
+};
+
 /** The schemas of path parameters by name (`:id` is a key id, `recordId`). */
 const PATH_PARAMETERS: Readonly<Record<string, { schema: JsonSchema; description: string }>> = {
   id: { schema: { type: 'string', minLength: 1, maxLength: MAX_ID }, description: 'The key id.' },
 };
 
-function queryParameter(name: string): OpenApiParameter {
-  const known = Object.hasOwn(LIST_PARAMETERS, name) ? LIST_PARAMETERS[name as (typeof LIST_QUERY)[number]] : undefined;
+function queryParameter(route: AdminRoute, name: string): OpenApiParameter {
+  const table: Readonly<Record<string, { schema: JsonSchema; description: string }>> = route.action === 'audit' ? AUDIT_PARAMETERS : LIST_PARAMETERS;
+  const known = Object.hasOwn(table, name) ? table[name] : undefined;
   return { name, in: 'query', required: false, description: known?.description ?? name, schema: known ? structuredClone(known.schema) : { type: 'string' } };
 }
 
@@ -533,6 +599,7 @@ const RESULT_DESCRIPTIONS: { readonly [R in Exclude<AdminResult, null>]: string 
   CreatedApiKey: 'The new key: `key` is in this answer only.',
   ApiKey: 'The key.',
   ApiKeyPage: 'One page of keys.',
+  AuditPage: 'One page of the audit trail.',
   OpenApiDocument: 'This document.',
 };
 
@@ -556,7 +623,7 @@ function operation(route: AdminRoute, scope: string): OpenApiOperation {
     ? `${route.summary}. Public: no key needed.`
     : `${route.summary}. The calling key needs the scope \`${scope}\` (unless the router's \`authorize\` hook decides), and manages only what it could hold itself${route.mintsKey ? '. The answer holds a raw key: it is sent with `Cache-Control: no-store` and shown this once' : ''}.`;
   const op: OpenApiOperation = { operationId: route.operationId, summary: route.summary, description, tags: [TAG], responses: {}, 'x-keygate-action': route.action };
-  const parameters = [...pathParameterNames(route).map(pathParameter), ...(route.query ?? []).map(queryParameter)];
+  const parameters = [...pathParameterNames(route).map(pathParameter), ...(route.query ?? []).map((name) => queryParameter(route, name))];
   if (parameters.length > 0) op.parameters = parameters;
   if (route.body !== undefined) op.requestBody = requestBody(route.body);
   op.responses[String(route.status)] = successResponse(route);
@@ -629,6 +696,7 @@ export function buildOpenApi(routes: readonly AdminRoute[], options: AdminOpenAp
         ...resultSchemas(),
         ...bodySchemas(),
         RateLimit: rateLimitSchema(),
+        Alerts: alertsSchema(),
         Problem: problemSchema(),
       },
       headers: headerComponents(scope),
@@ -651,6 +719,7 @@ export function buildOpenApi(routes: readonly AdminRoute[], options: AdminOpenAp
  * doc.paths['/{id}/rotate']?.post?.operationId; // 'rotateApiKey'
  * ```
  */
-export function adminOpenApi(options: AdminOpenApiOptions): OpenApiDocument {
-  return buildOpenApi(ADMIN_ROUTES, options);
+export function adminOpenApi(options: AdminOpenApiOptions & { audit?: boolean }): OpenApiDocument {
+  const { audit = false, ...document } = options;
+  return buildOpenApi(routesFor({ audit }), document);
 }

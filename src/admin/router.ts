@@ -8,9 +8,9 @@ import { KeygateError, invalidArgument, isKeygateError, notFound, refusalError }
 import { answerProblem, sendProblem } from '../http/respond.js';
 import { encodeCursor } from '../manager/cursor.js';
 import { rejectUnknownOptions } from '../options/checks.js';
-import type { ApiKey, CreateApiKeyInput, ListApiKeysInput, UpdateApiKeyInput } from '../types.js';
+import type { ApiKey, AuditLogQuery, AuditPage, CreateApiKeyInput, ListApiKeysInput, UpdateApiKeyInput, WriteOptions } from '../types.js';
 import { type KeySettings, exceedsCaller, targetBeyondCaller } from './delegation.js';
-import { type AdminAction, type AdminRoute, LIST_QUERY, matchRoute } from './routes.js';
+import { AUDIT_QUERY, type AdminAction, type AdminRoute, LIST_QUERY, matchRoute, routesFor } from './routes.js';
 
 /** Decides whether the calling key may perform `action` (on `target`, the key concerned, when there is one). */
 export type AdminAuthorize = (req: Request, action: AdminAction, target: ApiKey | undefined) => boolean | Promise<boolean>;
@@ -31,14 +31,17 @@ export interface AdminRouterOptions {
 /** What the router needs from the manager. */
 export interface AdminManager {
   authenticate(options: { scopes?: string[] }): RequestHandler;
-  create(input: CreateApiKeyInput): Promise<{ key: string; apiKey: ApiKey }>;
+  create(input: CreateApiKeyInput, options: WriteOptions): Promise<{ key: string; apiKey: ApiKey }>;
   list(query: ListApiKeysInput): Promise<{ items: ApiKey[]; nextCursor?: string }>;
   get(id: string): Promise<ApiKey | null>;
-  update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey>;
-  rotate(id: string, options: { gracePeriodMs?: number }): Promise<{ key: string; apiKey: ApiKey }>;
-  revoke(id: string): Promise<ApiKey>;
-  delete(id: string): Promise<ApiKey>;
-  openapi(options: { scope: string }): unknown;
+  update(id: string, patch: UpdateApiKeyInput, options: WriteOptions): Promise<ApiKey>;
+  rotate(id: string, options: { gracePeriodMs?: number } & WriteOptions): Promise<{ key: string; apiKey: ApiKey }>;
+  revoke(id: string, options: WriteOptions): Promise<ApiKey>;
+  delete(id: string, options: WriteOptions): Promise<ApiKey>;
+  /** Whether the manager keeps an audit trail: the audit routes are served only then. */
+  readonly auditing: boolean;
+  auditLog(query: AuditLogQuery): Promise<AuditPage>;
+  openapi(options: { scope: string; audit: boolean }): unknown;
 }
 
 const DEFAULT_BODY_LIMIT = 100 * 1024;
@@ -64,7 +67,7 @@ function resolveAdminOptions(options: unknown): AdminSettings {
 export function createAdminRouter(keys: AdminManager, options: AdminRouterOptions = {}): RequestHandler {
   const settings = resolveAdminOptions(options);
   const authenticate = keys.authenticate(settings.authorize ? {} : { scopes: [settings.scope] });
-
+  const routes = routesFor({ audit: keys.auditing });
   let checkedMount = false;
 
   return function keygateAdmin(req: Request, res: Response, next: NextFunction): void {
@@ -72,7 +75,7 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
       checkedMount = true;
       warnIfMountedAtRoot(req);
     }
-    const matched = matchRoute(req.method, req.path);
+    const matched = matchRoute(req.method, req.path, routes);
     if (matched === null) return next();
     if ('allowed' in matched) {
       res.setHeader('Allow', matched.allowed.join(', '));
@@ -83,7 +86,7 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
     // The document describes the API; it is public like any API description.
     if (route.action === 'describe') {
       res.setHeader('Cache-Control', 'no-store');
-      res.json(keys.openapi({ scope: settings.scope }));
+      res.json(keys.openapi({ scope: settings.scope, audit: keys.auditing }));
       return;
     }
     authenticate(req, res, (error?: unknown) => {
@@ -99,13 +102,15 @@ export function createAdminRouter(keys: AdminManager, options: AdminRouterOption
 /** Runs one authenticated route. */
 async function handle(keys: AdminManager, settings: AdminSettings, route: AdminRoute, id: string | undefined, req: Request, res: Response): Promise<void> {
   const caller = req.apiKey as ApiKey;
+  // Every change made through the API names the calling key in its event and audit entry.
+  const by: WriteOptions = { actor: { id: caller.id, keyPrefix: caller.keyPrefix } };
   const body = route.body === undefined ? undefined : await readBody(req, route, settings.bodyLimit);
   // authorize() may look at what is asked for.
   if (body !== undefined) req.body = body;
   // The key concerned, if within the caller's tenant and environment: any other does not exist here.
   const target = id === undefined ? undefined : await visibleTarget(keys, caller, id);
   await authorizeCaller(settings, req, route.action, target);
-  if (target && route.action !== 'get' && route.action !== 'describe' && route.action !== 'create' && route.action !== 'list') {
+  if (target && (route.action === 'update' || route.action === 'rotate' || route.action === 'revoke' || route.action === 'delete')) {
     const beyond = targetBeyondCaller(caller, target, route.action);
     if (beyond) {
       throw new KeygateError('insufficient_scope', `This key holds more than the calling key (its ${beyond.field ?? 'scopes'}): only a key holding at least as much may ${route.action} it.`, {
@@ -124,7 +129,7 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
       if (caller.environment !== undefined && input.environment === undefined) input.environment = caller.environment;
       if (caller.environment !== undefined && input.environment !== caller.environment) throw invalidArgument('environment', 'must be the environment of the calling key');
       refuseBeyond(caller, input as KeySettings);
-      const created = await keys.create(input);
+      const created = await keys.create(input, by);
       return sendCreated(req, res, created);
     }
     case 'list': {
@@ -143,14 +148,21 @@ async function handle(keys: AdminManager, settings: AdminSettings, route: AdminR
       // setting the key already held is not the caller's doing (and suspending or narrowing a key
       // with more uses than the caller must stay possible).
       refuseBeyond(caller, patch as KeySettings, new Set(Object.keys(patch)));
-      return sendJson(res, 200, await keys.update(id as string, patch));
+      return sendJson(res, 200, await keys.update(id as string, patch, by));
     }
-    case 'rotate':
-      return sendCreated(req, res, await keys.rotate(id as string, (body ?? {}) as { gracePeriodMs?: number }));
+    case 'rotate': {
+      // Only the calling key acts here: an `actor` in the body is not a field of this request.
+      if (body !== undefined && Object.hasOwn(body, 'actor')) throw invalidArgument('actor', 'is not a field of this request: the calling key is the actor');
+      return sendCreated(req, res, await keys.rotate(id as string, { ...((body ?? {}) as { gracePeriodMs?: number }), ...by }));
+    }
     case 'revoke':
-      return sendJson(res, 200, await keys.revoke(id as string));
+      return sendJson(res, 200, await keys.revoke(id as string, by));
+    case 'audit':
+      return sendJson(res, 200, await keys.auditLog(auditQuery(req, caller, target)));
+    case 'describe':
+      return;
     case 'delete':
-      await keys.delete(id as string);
+      await keys.delete(id as string, by);
       res.setHeader('Cache-Control', 'no-store');
       res.status(204).end();
       return;
@@ -211,14 +223,38 @@ function refuseBeyond(caller: ApiKey, settings: KeySettings, only?: ReadonlySet<
   if (refusal) throw refusal;
 }
 
+/**
+ * The audit routes' query, as `keys.auditLog()` takes it: only known parameters, once each, and
+ * narrowed to what the caller may see: one key's entries for `GET /:id/audit`, and a tenant's
+ * (and an environment's) for a caller that has one.
+ */
+function auditQuery(req: Request, caller: ApiKey, target: ApiKey | undefined): AuditLogQuery {
+  const allowed: readonly string[] = target === undefined ? ['keyId', ...AUDIT_QUERY] : AUDIT_QUERY;
+  const query: AuditLogQuery & Record<string, unknown> = { ...plainQuery(req, allowed) };
+  if (typeof query.limit === 'string' && /^\d{1,4}$/.test(query.limit)) query.limit = Number(query.limit);
+  if (target !== undefined) query.keyId = target.id;
+  if (caller.tenantId !== undefined) query.tenantId = caller.tenantId;
+  if (caller.environment !== undefined) query.environment = caller.environment;
+  return query;
+}
+
+/** The query parameters of a request, each one of `allowed` and given once as plain text. */
+function plainQuery(req: Request, allowed: readonly string[]): Record<string, string> {
+  const query: Record<string, string> = {};
+  const given = req.query as Record<string, unknown>;
+  for (const name of Object.keys(given)) {
+    if (!allowed.includes(name)) throw invalidArgument(name, 'is not a query parameter of this route');
+    const value = given[name];
+    if (typeof value !== 'string') throw invalidArgument(name, 'must be given once, as plain text');
+    query[name] = value;
+  }
+  return query;
+}
+
 /** `GET /`'s query, as `keys.list()` takes it: only known parameters, once each. */
 function listQuery(req: Request): ListApiKeysInput {
   const query: Record<string, unknown> = {};
-  const given = req.query as Record<string, unknown>;
-  for (const name of Object.keys(given)) {
-    if (!(LIST_QUERY as readonly string[]).includes(name)) throw invalidArgument(name, 'is not a query parameter of this list');
-    const value = given[name];
-    if (typeof value !== 'string') throw invalidArgument(name, 'must be given once, as plain text');
+  for (const [name, value] of Object.entries(plainQuery(req, LIST_QUERY))) {
     if (name === 'limit') query.limit = /^\d{1,4}$/.test(value) ? Number(value) : value;
     else if (name === 'includeDeleted') query.includeDeleted = value === 'true' ? true : value === 'false' ? false : value;
     else query[name] = value;

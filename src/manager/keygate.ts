@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import { type KeygateError, invalidArgument, isKeygateError, notFound, refusalError } from '../errors.js';
+import { type KeygateError, type RefusalCode, invalidArgument, isKeygateError, notFound, refusalError } from '../errors.js';
 import { mintKey } from '../key/generate.js';
 import { type HashingOptions, hashSecret } from '../key/hash.js';
 import { HashPool } from '../key/hash-pool.js';
@@ -25,8 +25,20 @@ import type {
   CreatedApiKey,
   ListApiKeysInput,
   PurgeApiKeysInput,
+  AuditLogQuery,
+  AuditPage,
   UpdateApiKeyInput,
+  WriteOptions,
 } from '../types.js';
+import { EventHub } from '../events/hub.js';
+import type { KeygateEventName, KeygateEvents, KeygateListener } from '../events/events.js';
+import type { Actor } from '../audit/entry.js';
+import { ManagementLog, parseActor } from './management-log.js';
+import { Alerts } from '../alerts/alerts.js';
+import { WebhookSender } from '../alerts/webhooks.js';
+import { RequestObserver } from '../middleware/request-observer.js';
+import { UsageRecorder, type UsageStats } from '../usage/recorder.js';
+import { type UsageReport, usageReport } from '../usage/report.js';
 import { toApiKey } from '../verification/principal.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { withDeadline } from '../verification/timeout.js';
@@ -36,10 +48,10 @@ import { normalizeFingerprint } from '../policy/transport.js';
 import { type KeygateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type AdminRouterOptions, createAdminRouter } from '../admin/router.js';
 import { type OpenApiDocument, adminOpenApi } from '../admin/openapi.js';
-import { count, recordId, requireFields, requiredScopes, validateCreate, validateList, validatePurge, validateUpdate } from './validate.js';
+import { count, instant, recordId, requireFields, requiredScopes, validateAuditQuery, validateCreate, validateList, validatePurge, validateUpdate } from './validate.js';
 
 /** Options of `keys.rotate()`. */
-export interface RotateOptions {
+export interface RotateOptions extends WriteOptions {
   /** How long the old key keeps working, in milliseconds; 0 revokes it at once. @default 0 */
   gracePeriodMs?: number;
 }
@@ -91,18 +103,45 @@ export class Keygate {
   readonly #verifier: Verifier;
   readonly #hashing: HashingOptions;
   readonly #pool: HashPool | undefined;
+  readonly #events = new EventHub();
+  readonly #log: ManagementLog;
+  readonly #alerts: Alerts;
+  readonly #usage: UsageRecorder | undefined;
+  readonly #observer: RequestObserver;
   #unsubscribe: (() => void) | undefined;
 
   constructor(options: KeygateOptions) {
     this.#options = resolveOptions(options);
     const { hashThreads, maxHashQueue, failedAttemptLimit } = this.#options;
     this.#pool = hashThreads > 0 ? new HashPool({ threads: hashThreads, maxQueue: maxHashQueue }) : undefined;
+    const { store, usage, webhooks, now } = this.#options;
+    const call = <T>(operation: () => Promise<T>): Promise<T> => this.#call(operation, 'to record usage or alerts');
+    this.#alerts = new Alerts(this.#events, {
+      quotaThresholds: this.#options.quotaThresholds,
+      errorRateMinRequests: usage?.errorRateMinRequests ?? 20,
+      webhooks: webhooks && new WebhookSender({ secret: webhooks.secret, ...(webhooks.maxAttempts === undefined ? {} : { maxAttempts: webhooks.maxAttempts }), ...(webhooks.timeoutMs === undefined ? {} : { timeoutMs: webhooks.timeoutMs }) }),
+      claimAlert: store.claimAlert?.bind(store),
+      readUsage: usage ? store.readUsage?.bind(store) : undefined,
+      call,
+      now,
+    });
+    const addUsage = store.addUsage?.bind(store);
+    this.#usage =
+      usage && addUsage
+        ? new UsageRecorder(
+            { addUsage },
+            { flushIntervalMs: usage.flushIntervalMs, maxBufferedCells: usage.maxBufferedCells, call, now, onFlushed: (batch) => void this.#alerts.afterFlush(batch) },
+          )
+        : undefined;
+    this.#observer = new RequestObserver(this.#events, this.#usage, this.#alerts, now);
     this.#verifier = new Verifier({
       ...this.#options,
       pool: this.#pool,
       failureBudget: failedAttemptLimit ? new FailureBudget(failedAttemptLimit, hashThreads) : undefined,
+      afterAdmission: (key, request, outcome) => this.#alerts.afterAdmission(key, request, outcome),
     });
     this.#hashing = { algorithm: this.#options.hashing, bcryptCost: this.#options.bcryptCost, pepper: this.#options.pepper, pool: this.#pool };
+    this.#log = new ManagementLog(this.#events, this.#options.audit, this.#options.storeTimeoutMs);
     // Writes made through any keygate instance sharing the store drop the key from this cache too.
     this.#unsubscribe = this.#options.store.subscribe?.((id) => this.#verifier.invalidate(id));
   }
@@ -132,7 +171,8 @@ export class Keygate {
    * const { key, apiKey } = await keys.create({ name: 'CI', scopes: ['leads:read'], rateLimit: { perSecond: 10 } });
    * ```
    */
-  async create(input: CreateApiKeyInput): Promise<CreatedApiKey> {
+  async create(input: CreateApiKeyInput, options: WriteOptions = {}): Promise<CreatedApiKey> {
+    const actor = writeActor(options);
     const fields = validateCreate(input);
     this.#requireConcurrencySupport(fields.maxConcurrent);
     const prefix = this.#prefixFor(fields.environment, 'environment');
@@ -149,7 +189,9 @@ export class Keygate {
       now,
       prefix,
     );
-    return { key: created.key, apiKey: toApiKey(created.stored, now.getTime()) };
+    const apiKey = toApiKey(created.stored, now.getTime());
+    await this.#log.keyChanged('key.created', apiKey, () => toApiKey(created.stored, now.getTime()), actor, now, fields, {});
+    return { key: created.key, apiKey };
   }
 
   /** The key with this id, or `null`. */
@@ -183,21 +225,25 @@ export class Keygate {
    * Changes a key's settings; `null` clears a nullable field. Setting `status: 'revoked'` revokes
    * it (sets `revokedAt`); a revoked key cannot be made active again.
    */
-  async update(id: string, patch: UpdateApiKeyInput): Promise<ApiKey> {
+  async update(id: string, patch: UpdateApiKeyInput, options: WriteOptions = {}): Promise<ApiKey> {
     const validId = recordId(id);
+    const actor = writeActor(options);
     // One store call, no read first: the store refuses a revived key and stamps a revocation in
     // the same atomic step, so two administrators racing cannot undo each other.
     const changes = validateUpdate(patch);
     this.#requireConcurrencySupport(changes.maxConcurrent);
-    return this.#write(validId, { ...changes, updatedAt: new Date(this.#options.now()) });
+    const now = new Date(this.#options.now());
+    return this.#write(validId, { ...changes, updatedAt: now }, 'key.updated', actor, changes, { changes: Object.keys(changes) });
   }
 
   /**
    * Revokes a key at once, in this process and every instance sharing the store. Revoking twice is
    * harmless: the key keeps the instant it was first revoked.
    */
-  async revoke(id: string): Promise<ApiKey> {
-    return this.#write(recordId(id), { status: 'revoked', updatedAt: new Date(this.#options.now()) });
+  async revoke(id: string, options: WriteOptions = {}): Promise<ApiKey> {
+    const validId = recordId(id);
+    const actor = writeActor(options);
+    return this.#write(validId, { status: 'revoked', updatedAt: new Date(this.#options.now()) }, 'key.revoked', actor, { status: 'revoked' }, {});
   }
 
   /**
@@ -205,9 +251,11 @@ export class Keygate {
    * in one store call. A deleted key is left out of `list()` unless `includeDeleted`, `get()` still
    * shows it, and `purge()` removes it for good. Deleting twice keeps the first `deletedAt`.
    */
-  async delete(id: string): Promise<ApiKey> {
+  async delete(id: string, options: WriteOptions = {}): Promise<ApiKey> {
+    const validId = recordId(id);
+    const actor = writeActor(options);
     const now = new Date(this.#options.now());
-    return this.#write(recordId(id), { status: 'revoked', deletedAt: now, updatedAt: now });
+    return this.#write(validId, { status: 'revoked', deletedAt: now, updatedAt: now }, 'key.deleted', actor, { status: 'revoked', deletedAt: now }, {});
   }
 
   /**
@@ -223,11 +271,13 @@ export class Keygate {
    */
   async purge(input: PurgeApiKeysInput): Promise<number> {
     const purge = validatePurge(input);
+    const actor = parseActor(input.actor);
     // Not bounded by storeTimeoutMs: a purge of many keys takes as long as it takes (stores work in
     // batches), and a 503 while it carries on would only invite a second, overlapping purge.
     const removed = await withDeadline(() => this.#options.store.purge(purge), Number.POSITIVE_INFINITY, 'to purge deleted keys');
     // Stores notify their subscribers; a store without subscribe leaves this cache to its TTL.
     if (removed > 0 && !this.#options.store.subscribe) this.#verifier.invalidate(null);
+    await this.#log.purged(removed, purge.deletedBefore, actor, new Date(this.#options.now()));
     return removed;
   }
 
@@ -242,7 +292,8 @@ export class Keygate {
    */
   async rotate(id: string, options: RotateOptions = {}): Promise<CreatedApiKey> {
     const validId = recordId(id);
-    const input = requireFields(options, 'options', ['gracePeriodMs']);
+    const input = requireFields(options, 'options', ['gracePeriodMs', 'actor']);
+    const actor = parseActor(input.actor);
     const gracePeriodMs = input.gracePeriodMs === undefined ? 0 : count(input.gracePeriodMs, 'gracePeriodMs');
     // Two keys of a lineage live together only for a hand-over, never indefinitely.
     if (gracePeriodMs > MAX_GRACE_PERIOD_MS) throw invalidArgument('gracePeriodMs', `must be at most ${MAX_GRACE_PERIOD_MS} (a year)`);
@@ -287,7 +338,14 @@ export class Keygate {
       this.#prefixOf(old),
     );
     this.#verifier.invalidate(validId);
-    return { key: rotated.key, apiKey: toApiKey(rotated.stored, nowMs) };
+    const replacement = toApiKey(rotated.stored, nowMs);
+    // The old key as the rotation left it: retired now, or at the end of its grace period.
+    const retired: ApiKeyRecord = { ...old, revokedAt: oldRevokedAt, updatedAt: now, ...(gracePeriodMs === 0 ? { status: 'revoked' as const } : {}) };
+    await this.#log.keyChanged('key.rotated', toApiKey(retired, nowMs), () => toApiKey(retired, nowMs), actor, now, { replacementId: replacement.id, gracePeriodMs }, {
+      replacement: toApiKey(rotated.stored, nowMs),
+      gracePeriodMs,
+    });
+    return { key: rotated.key, apiKey: replacement };
   }
 
   /**
@@ -311,6 +369,7 @@ export class Keygate {
     }
     if (typeof rawKey !== 'string') return { ok: false, error: refusalError('malformed_api_key') };
     const result = await this.#verifier.verify(rawKey, context);
+    this.#emitVerified(result, context);
     if (result.ok) {
       return result.release
         ? { ok: true, apiKey: result.apiKey, limits: result.limits, release: result.release }
@@ -335,7 +394,7 @@ export class Keygate {
     if (known !== undefined && unknown !== undefined) {
       throw new TypeError(`authenticate(): \`environments\` names ${JSON.stringify(unknown)}, which is not one of ${[...known.keys()].join(', ')}`);
     }
-    return createAuthenticate(this.#verifier, settings);
+    return createAuthenticate(this.#verifier, settings, this.#observer);
   }
 
   /**
@@ -356,10 +415,154 @@ export class Keygate {
 
   /**
    * The OpenAPI 3.1 document of `adminRouter()` (the one it serves at `/openapi.json`), to merge
-   * into your own API description. `scope`: the router's, if you gave it another.
+   * into your own API description. `scope`: the router's, if you gave it another; `audit`: whether
+   * to describe the audit routes (by default, when this instance keeps an audit trail).
    */
-  openapi(options: { scope?: string } = {}): OpenApiDocument {
-    return adminOpenApi({ scope: options.scope ?? 'keys:admin' });
+  openapi(options: { scope?: string; audit?: boolean } = {}): OpenApiDocument {
+    return adminOpenApi({ scope: options.scope ?? 'keys:admin', audit: options.audit ?? this.auditing });
+  }
+
+  /**
+   * A key's usage over a range of UTC days: requests, admitted, refused by code, responses by
+   * status class, `successRate`, `errorRate` and response times, per day (`groupBy: 'day'`, every
+   * day of the range) or per route (`groupBy: 'route'`, busiest first), with the range's total.
+   * Counts what has been flushed: call `flushUsage()` first to include this process's latest.
+   * `from` and `to` are instants or `YYYY-MM-DD` days (default: the last 30 days up to today), at
+   * most 366 days apart. Needs `keygate({ usage })` (a `TypeError` otherwise).
+   *
+   * @example
+   * ```ts
+   * const { items, total } = await keys.usage(id, { from: '2026-11-01', to: '2026-11-30' });
+   * console.log(total.requests, total.errorRate, total.averageResponseTimeMs);
+   * ```
+   */
+  async usage(id: string, options: { from?: Date | string | number; to?: Date | string | number; groupBy?: 'day' | 'route' } = {}): Promise<UsageReport> {
+    const readUsage = this.#options.store.readUsage;
+    if (!this.#usage || !readUsage) throw new TypeError('keys.usage(): this keygate instance records no usage; create it with keygate({ usage: true, … })');
+    const keyId = recordId(id);
+    const input = requireFields(options, 'options', ['from', 'to', 'groupBy']);
+    const groupBy = input.groupBy ?? 'day';
+    if (groupBy !== 'day' && groupBy !== 'route') throw invalidArgument('groupBy', "must be 'day' or 'route'");
+    const DAY = 86_400_000;
+    const dayOf = (value: unknown, field: string): number => {
+      const at = instant(value, field);
+      if (at === null) throw invalidArgument(field, 'must be an instant or a YYYY-MM-DD day');
+      return Math.floor(at.getTime() / DAY);
+    };
+    const toDay = input.to === undefined ? Math.floor(this.#options.now() / DAY) : dayOf(input.to, 'to');
+    const fromDay = input.from === undefined ? toDay - 29 : dayOf(input.from, 'from');
+    if (fromDay > toDay) throw invalidArgument('from', 'must not be after to');
+    if (toDay - fromDay > 365) throw invalidArgument('from', 'must be at most 366 days before to');
+    const store = this.#options.store;
+    const cells = await this.#call(() => readUsage.call(store, { keyId, fromDay, toDay }), 'to read usage');
+    return usageReport(keyId, fromDay, toDay, groupBy, cells);
+  }
+
+  /**
+   * Looks through every live key (active, not expired, not deleted) for those expiring within
+   * `expiringWithinMs` and those older than their `rotationFrequencyDays`, emits `key.expiring` and
+   * `key.rotation_due` for each, and returns them. Run it on a schedule (a cron job, a timer in one
+   * process): it reads every key, a thousand at a time, and emits again on every run.
+   *
+   * @example
+   * ```ts
+   * keys.on('key.expiring', ({ apiKey, expiresAt }) => notifyOwner(apiKey.ownerId, expiresAt));
+   * const { expiring, rotationDue } = await keys.scanKeys({ expiringWithinMs: 7 * 86_400_000 });
+   * ```
+   */
+  async scanKeys(options: { expiringWithinMs?: number } = {}): Promise<{ expiring: ApiKey[]; rotationDue: ApiKey[] }> {
+    const input = requireFields(options, 'options', ['expiringWithinMs']);
+    const horizon = input.expiringWithinMs === undefined ? 7 * 86_400_000 : count(input.expiringWithinMs, 'expiringWithinMs');
+    const expiring: ApiKey[] = [];
+    const rotationDue: ApiKey[] = [];
+    const nowMs = this.#options.now();
+    const at = new Date(nowMs);
+    let cursor: string | undefined;
+    do {
+      const page = await this.list({ limit: 1_000, ...(cursor === undefined ? {} : { cursor }) });
+      for (const apiKey of page.items) {
+        if (!apiKey.isActive) continue;
+        const expiresAt = apiKey.expiresAt?.getTime();
+        if (expiresAt !== undefined && expiresAt - nowMs <= horizon) {
+          expiring.push(apiKey);
+          if (this.#events.wants('key.expiring')) {
+            this.#events.emit('key.expiring', { apiKey: toApiKey(apiKey, nowMs), expiresAt: new Date(expiresAt), expiresInMs: expiresAt - nowMs, at });
+          }
+        }
+        const days = apiKey.rotationFrequencyDays;
+        const dueAt = days === null ? undefined : apiKey.createdAt.getTime() + days * 86_400_000;
+        if (dueAt !== undefined && dueAt <= nowMs) {
+          rotationDue.push(apiKey);
+          if (this.#events.wants('key.rotation_due')) this.#events.emit('key.rotation_due', { apiKey: toApiKey(apiKey, nowMs), dueAt: new Date(dueAt), at });
+        }
+      }
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    return { expiring, rotationDue };
+  }
+
+  /** Writes this process's buffered usage to the store now (also done on an interval and by `close()`). Never rejects: a failed flush is kept and retried. */
+  async flushUsage(): Promise<void> {
+    await this.#usage?.flush();
+  }
+
+  /**
+   * Counters of the usage analytics in this process: cells and requests waiting to be written,
+   * requests written, requests dropped (buffer full, or the store still failing at `close()`),
+   * failed flushes. `undefined` without `keygate({ usage })`.
+   */
+  usageStats(): UsageStats | undefined {
+    return this.#usage?.stats();
+  }
+
+  /** Whether this instance keeps an audit trail (`keygate({ audit })`). */
+  get auditing(): boolean {
+    return this.#log.auditing;
+  }
+
+  /**
+   * One page of the audit trail, oldest first: every management event (create, update, revoke,
+   * rotate, delete, purge) with its actor, time and changes, filtered by key, actor, tenant,
+   * environment and time. Pass `nextCursor` back as `cursor` for the next page. Needs
+   * `keygate({ audit })` (a `TypeError` otherwise).
+   *
+   * @example
+   * ```ts
+   * const { items } = await keys.auditLog({ keyId: id });
+   * // [{ action: 'key.created', actor: { id: 'ops@example.com' }, at, changes: { name: 'CI', … } }, …]
+   * ```
+   */
+  async auditLog(query: AuditLogQuery = {}): Promise<AuditPage> {
+    const audit = this.#options.audit;
+    if (!audit) throw new TypeError('keys.auditLog(): this keygate instance keeps no audit trail; create it with keygate({ audit: true, … })');
+    const { cursor, limit, ...filters } = validateAuditQuery(query);
+    const after = cursor === undefined ? undefined : decodeCursor(cursor, 'auditLog()');
+    const entries = await this.#call(() => audit.listAudit({ ...filters, ...(after ? { after } : {}), limit: limit + 1 }), 'to read the audit trail');
+    const items = entries.slice(0, limit);
+    const last = items[items.length - 1];
+    return entries.length > limit && last ? { items, nextCursor: encodeCursor(last.at, last.id) } : { items };
+  }
+
+  /**
+   * Listens to one of keygate's events (`key.created`, `request.refused`, `quota.threshold`, …).
+   * The listener runs synchronously after the change or decision; an exception it throws, or a
+   * promise it returns that rejects or never settles, neither breaks nor delays keygate. Every
+   * event is also published on the `node:diagnostics_channel` channel `keygate:<name>`.
+   *
+   * @example
+   * ```ts
+   * keys.on('key.revoked', ({ apiKey, actor }) => log.info({ key: apiKey.keyPrefix, by: actor?.id }, 'key revoked'));
+   * ```
+   */
+  on<E extends KeygateEventName>(name: E, listener: KeygateListener<E>): this {
+    this.#events.on(name, listener);
+    return this;
+  }
+
+  /** Stops a listener added with {@link Keygate.on}. */
+  off<E extends KeygateEventName>(name: E, listener: KeygateListener<E>): this {
+    this.#events.off(name, listener);
+    return this;
   }
 
   /** A secret-free summary for logs: prefix and hashing only. */
@@ -372,7 +575,23 @@ export class Keygate {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     this.#verifier.cache.clear();
+    // Usage first: its last flush may raise alerts, which the sender then gets a moment to send.
+    await this.#usage?.close();
+    await this.#alerts.close();
     await this.#pool?.close();
+  }
+
+  /**
+   * `request.admitted` / `request.refused` for a `verify()` call: no route, status or duration (no
+   * HTTP response is involved), and only when someone listens.
+   */
+  #emitVerified(result: Awaited<ReturnType<Verifier['verify']>>, context: VerifyContext): void {
+    const name = result.ok ? 'request.admitted' : 'request.refused';
+    if (!this.#events.wants(name)) return;
+    const ip = typeof context.ip === 'string' ? { ip: context.ip } : {};
+    const event = { keyId: result.key?.id ?? null, keyPrefix: result.key?.record.keyPrefix ?? null, route: null, ...ip, at: new Date(this.#options.now()) };
+    if (result.ok) this.#events.emit('request.admitted', event);
+    else this.#events.emit('request.refused', { ...event, code: result.error.code as RefusalCode });
   }
 
   /** Refuses a `maxConcurrent` the store could not enforce (it holds no leases: no `release`). */
@@ -411,11 +630,23 @@ export class Keygate {
     return context;
   }
 
-  async #write(id: string, patch: ApiKeyPatch): Promise<ApiKey> {
+  /** One store update, then its event and audit entry (`changes` as the caller asked for them). */
+  async #write<A extends 'key.updated' | 'key.revoked' | 'key.deleted'>(
+    id: string,
+    patch: ApiKeyPatch,
+    action: A,
+    actor: Actor | null,
+    changes: Record<string, unknown>,
+    event: Omit<KeygateEvents[A], 'apiKey' | 'actor' | 'at'>,
+  ): Promise<ApiKey> {
     const updated = await this.#call(() => this.#options.store.update(id, patch), 'to update a key');
     this.#verifier.invalidate(id);
     if (!updated) throw notFound(id);
-    return toApiKey(decodeStoredRecord(updated), this.#options.now());
+    const record = decodeStoredRecord(updated);
+    const nowMs = this.#options.now();
+    const apiKey = toApiKey(record, nowMs);
+    await this.#log.keyChanged(action, apiKey, () => toApiKey(record, nowMs), actor, patch.updatedAt, changes, event);
+    return apiKey;
   }
 
   /**
@@ -494,4 +725,10 @@ export class Keygate {
  */
 export function keygate(options: KeygateOptions): Keygate {
   return new Keygate(options);
+}
+
+/** The actor of a write's options, validated before anything is written. */
+function writeActor(options: WriteOptions): Actor | null {
+  const input = requireFields(options, 'options', ['actor']);
+  return parseActor(input.actor);
 }

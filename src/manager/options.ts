@@ -12,6 +12,31 @@ import type { HashingAlgorithm } from '../key/hash.js';
 import { defaultThreads } from '../key/hash-pool.js';
 import { integerOption, rejectUnknownOptions } from '../options/checks.js';
 import type { ApiKeyStore } from '../stores/store.js';
+import type { AuditStore } from './management-log.js';
+
+/** Options of usage analytics (`usage: { … }`). */
+export interface UsageOptions {
+  /** How often the buffered counts are written to the store, in milliseconds (100 to 3 600 000). @default 10_000 */
+  flushIntervalMs?: number;
+  /**
+   * Most cells (one per key, UTC day, route and outcome) held in the process between flushes;
+   * requests that would need one more are not recorded, and are counted in `usageStats().dropped`.
+   * @default 10_000
+   */
+  maxBufferedCells?: number;
+  /** Fewest requests in a UTC day before a key's error rate can raise `error_rate.threshold`. @default 20 */
+  errorRateMinRequests?: number;
+}
+
+/** Where alerts go as webhooks (`webhooks: { secret }`): signed per the Standard Webhooks specification. */
+export interface WebhookOptions {
+  /** The signing secret, `whsec_` and base64: give the same to the receivers. */
+  secret: string;
+  /** Attempts per webhook before it is dropped. @default 6 */
+  maxAttempts?: number;
+  /** Each attempt's timeout, in milliseconds. @default 10_000 */
+  timeoutMs?: number;
+}
 
 /** Options of `keygate()`. */
 export interface KeygateOptions {
@@ -76,6 +101,26 @@ export interface KeygateOptions {
    * Also used by `keys.verify()` callers that forget `release()`. @default 60_000
    */
   concurrencyLeaseMs?: number;
+  /**
+   * Record every management event (create, update, revoke, rotate, delete, purge) with its actor
+   * and changes in an audit trail, read with `keys.auditLog()`. `true` keeps it in the key store,
+   * which must implement `appendAudit` and `listAudit`; or pass another store that does.
+   * @default false
+   */
+  audit?: boolean | AuditStore;
+  /**
+   * Usage analytics: what every request a key authenticated came to (outcome, route, status
+   * class, response time), counted in the process and written to the key store in batches (which
+   * must implement `addUsage` and `readUsage`); read with `keys.usage()`. @default false
+   */
+  usage?: boolean | UsageOptions;
+  /**
+   * The fractions of `maxUses`, the day quota and the month quota at which `quota.threshold` is
+   * emitted (a key's `alerts.quotaThreshold` replaces those below 1 for that key). @default [0.8, 1]
+   */
+  quotaThresholds?: readonly number[];
+  /** Send alerts to keys' `alerts.webhookUrl` as signed webhooks. Without it, alerts are events only. */
+  webhooks?: WebhookOptions;
 }
 
 /** Size of the failed-verification budgets; see {@link KeygateOptions.failedAttemptLimit}. */
@@ -114,6 +159,10 @@ export interface ResolvedOptions {
   maxHashQueue: number;
   failedAttemptLimit: Required<Pick<FailedAttemptLimit, 'burst' | 'perSecond' | 'delayMs'>> & Pick<FailedAttemptLimit, 'processBurst' | 'processPerSecond'> | false;
   concurrencyLeaseMs: number;
+  audit: AuditStore | undefined;
+  usage: Required<UsageOptions> | undefined;
+  quotaThresholds: readonly number[];
+  webhooks: WebhookOptions | undefined;
 }
 
 /** The failure budgets' defaults; the process-wide ones depend on the thread count (see FailureBudget). */
@@ -121,7 +170,7 @@ const FAILED_ATTEMPT_DEFAULTS = { burst: 10, perSecond: 1, delayMs: 1000 } as co
 
 const KEYGATE_OPTIONS = [
   'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
-  'concurrencyLeaseMs',
+  'concurrencyLeaseMs', 'audit', 'usage', 'quotaThresholds', 'webhooks',
 ];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume', 'purge'] as const;
@@ -217,6 +266,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     input.concurrencyLeaseMs === undefined ? 60_000 : integerOption(input.concurrencyLeaseMs, 'keygate(): `concurrencyLeaseMs`', 1, 86_400_000);
 
   return {
+    ...resolveObservability(input, store as ApiKeyStore),
     store: store as ApiKeyStore,
     prefix,
     prefixes,
@@ -232,4 +282,57 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     failedAttemptLimit,
     concurrencyLeaseMs,
   };
+}
+
+/** Whether `value` has every one of `methods`. */
+function implementsAll(value: unknown, methods: readonly string[]): boolean {
+  return value !== null && typeof value === 'object' && methods.every((method) => typeof (value as Record<string, unknown>)[method] === 'function');
+}
+
+/** The audit, usage, threshold and webhook options. */
+function resolveObservability(input: KeygateOptions, store: ApiKeyStore): Pick<ResolvedOptions, 'audit' | 'usage' | 'quotaThresholds' | 'webhooks'> {
+  let audit: AuditStore | undefined;
+  if (input.audit === true) {
+    if (!implementsAll(store, ['appendAudit', 'listAudit'])) {
+      throw new TypeError('keygate(): `audit: true` needs a key store with an audit trail (appendAudit and listAudit); this one has none: pass `audit` a store that has them');
+    }
+    audit = store as AuditStore;
+  } else if (input.audit !== undefined && input.audit !== false) {
+    if (!implementsAll(input.audit, ['appendAudit', 'listAudit'])) throw new TypeError('keygate(): `audit` must be true, false, or a store with appendAudit() and listAudit()');
+    audit = input.audit;
+  }
+
+  let usage: Required<UsageOptions> | undefined;
+  if (input.usage !== undefined && input.usage !== false) {
+    if (!implementsAll(store, ['addUsage', 'readUsage'])) {
+      throw new TypeError('keygate(): `usage` needs a key store that keeps usage (addUsage and readUsage); MemoryStore, RedisStore and SqlStore do');
+    }
+    const given: unknown = input.usage === true ? {} : input.usage;
+    if (given === null || typeof given !== 'object') throw new TypeError('keygate(): `usage` must be true, false or { flushIntervalMs?, maxBufferedCells?, errorRateMinRequests? }');
+    rejectUnknownOptions(given, ['flushIntervalMs', 'maxBufferedCells', 'errorRateMinRequests'], 'keygate() usage');
+    const { flushIntervalMs, maxBufferedCells, errorRateMinRequests } = given as UsageOptions;
+    usage = {
+      flushIntervalMs: flushIntervalMs === undefined ? 10_000 : integerOption(flushIntervalMs, 'keygate(): `usage.flushIntervalMs`', 100, 3_600_000),
+      maxBufferedCells: maxBufferedCells === undefined ? 10_000 : integerOption(maxBufferedCells, 'keygate(): `usage.maxBufferedCells`', 1, 10_000_000),
+      errorRateMinRequests: errorRateMinRequests === undefined ? 20 : integerOption(errorRateMinRequests, 'keygate(): `usage.errorRateMinRequests`', 1),
+    };
+  }
+
+  let quotaThresholds: readonly number[] = [0.8, 1];
+  if (input.quotaThresholds !== undefined) {
+    const given: unknown = input.quotaThresholds;
+    if (!Array.isArray(given) || given.some((f) => typeof f !== 'number' || !Number.isFinite(f) || f <= 0 || f > 1)) {
+      throw new TypeError('keygate(): `quotaThresholds` must be an array of fractions greater than 0 and at most 1, such as [0.8, 1]');
+    }
+    quotaThresholds = [...new Set(given as number[])].sort((a, b) => a - b);
+  }
+
+  let webhooks: WebhookOptions | undefined;
+  if (input.webhooks !== undefined) {
+    const given: unknown = input.webhooks;
+    if (given === null || typeof given !== 'object') throw new TypeError("keygate(): `webhooks` must be { secret: 'whsec_…', maxAttempts?, timeoutMs? }");
+    rejectUnknownOptions(given, ['secret', 'maxAttempts', 'timeoutMs'], 'keygate() webhooks');
+    webhooks = given as WebhookOptions;
+  }
+  return { audit, usage, quotaThresholds, webhooks };
 }

@@ -10,6 +10,7 @@ import { parseOriginPattern } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { GRANTED_SCOPE_RULE, REQUIRED_SCOPE_RULE, isValidGrantedScope, isValidRequiredScope } from '../policy/scopes.js';
 import { isPlainObject } from '../record/decode.js';
+import { parseAlerts } from '../record/alerts.js';
 import {
   API_KEY_STATUSES,
   CREATE_FIELDS,
@@ -22,7 +23,7 @@ import {
   type SettingsField,
 } from '../record/schema.js';
 import type { ApiKeyPatch } from '../stores/store.js';
-import type { ApiKeyRecord, ApiKeyStatus, ListApiKeysInput, RateLimit } from '../types.js';
+import type { ApiKeyAlerts, ApiKeyRecord, ApiKeyStatus, ListApiKeysInput, RateLimit } from '../types.js';
 
 const MAX_TEXT = 200;
 const MAX_DESCRIPTION = 2_000;
@@ -156,6 +157,24 @@ export function rateLimit(value: unknown, field = 'rateLimit'): RateLimit | null
   return Object.keys(out).length === 0 ? null : out;
 }
 
+/** The longest rotation schedule: a hundred years. */
+export const MAX_ROTATION_FREQUENCY_DAYS = 36_500;
+
+/** `null`, or 1 to {@link MAX_ROTATION_FREQUENCY_DAYS} days. */
+function rotationFrequencyDays(value: unknown, field: string): number | null {
+  if (value === null) return null;
+  const days = positive(value, field);
+  if (days > MAX_ROTATION_FREQUENCY_DAYS) throw invalidArgument(field, `must be at most ${MAX_ROTATION_FREQUENCY_DAYS} days`);
+  return days;
+}
+
+/** `null`, or `{ quotaThreshold?, errorRateThreshold?, webhookUrl? }`; `{}` means keygate's defaults. */
+export function alerts(value: unknown, field = 'alerts'): ApiKeyAlerts | null {
+  const parsed = parseAlerts(value, field);
+  if ('problem' in parsed) throw invalidArgument(parsed.field, parsed.problem);
+  return parsed.value;
+}
+
 /** ISO 8601 as keygate accepts it: a UTC date, or a date-time with `Z` or an explicit offset. */
 const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
 
@@ -230,6 +249,7 @@ const KIND_VALIDATORS: { readonly [K in FieldKind]: (value: unknown, field: stri
   list: (value, field) => tags(value, field),
   json: (value, field) => metadata(value, field),
   rateLimit: (value, field) => rateLimit(value, field),
+  alerts: (value, field) => alerts(value, field),
   count: (value, field) => count(value, field),
   nullableCount: (value, field) => maxUses(value, field),
   instant: (value, field) => {
@@ -255,6 +275,7 @@ const FIELD_VALIDATORS: { readonly [F in CreateField]?: (value: unknown, field: 
   allowedOrigins: (value, field) => allowedOrigins(value, field),
   clientCertificateSha256: (value, field) => certificateFingerprints(value, field),
   maxConcurrent: (value, field) => concurrencyLimit(value, field),
+  rotationFrequencyDays: (value, field) => rotationFrequencyDays(value, field),
 };
 
 function validateField<F extends CreateField>(field: F, value: unknown): ApiKeyRecord[F] {
@@ -302,17 +323,23 @@ export interface ValidatedList {
   includeDeleted?: boolean;
 }
 
+/** The page size of `list` and `auditLog` when none is given. */
+const DEFAULT_PAGE = 100;
+
+/** A page size: 1 to 1000. */
+function pageSize(value: unknown): number {
+  const limit = positive(value, 'limit');
+  if (limit > 1000) throw invalidArgument('limit', 'must be at most 1000');
+  return limit;
+}
+
 /** Validates the input of `list`. */
 export function validateList(value: unknown): ValidatedList {
   const input = requireFields(value ?? {}, 'query', ['ownerId', 'tenantId', 'status', 'limit', 'cursor', 'includeDeleted']) as ListApiKeysInput;
-  const out: ValidatedList = { limit: 100 };
+  const out: ValidatedList = { limit: input.limit === undefined ? DEFAULT_PAGE : pageSize(input.limit) };
   if (input.ownerId !== undefined) out.ownerId = text(input.ownerId, 'ownerId');
   if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
   if (input.status !== undefined) out.status = status(input.status);
-  if (input.limit !== undefined) {
-    out.limit = positive(input.limit, 'limit');
-    if (out.limit > 1000) throw invalidArgument('limit', 'must be at most 1000');
-  }
   if (input.cursor !== undefined) out.cursor = text(input.cursor, 'cursor', 512);
   if (input.includeDeleted !== undefined) {
     if (typeof input.includeDeleted !== 'boolean') throw invalidArgument('includeDeleted', 'must be true or false');
@@ -323,7 +350,7 @@ export function validateList(value: unknown): ValidatedList {
 
 /** Validates the input of `purge`: the instant before which deleted keys go. */
 export function validatePurge(value: unknown): { deletedBefore: Date } {
-  const input = requireFields(value, 'input', ['deletedBefore']) as { deletedBefore?: unknown };
+  const input = requireFields(value, 'input', ['deletedBefore', 'actor']) as { deletedBefore?: unknown };
   if (input.deletedBefore === undefined || input.deletedBefore === null) throw invalidArgument('deletedBefore', 'is required: purge removes the keys deleted before it');
   return { deletedBefore: instant(input.deletedBefore, 'deletedBefore') as Date };
 }
@@ -331,4 +358,36 @@ export function validatePurge(value: unknown): { deletedBefore: Date } {
 /** A record id: a non-empty string (stores decide what else is valid). */
 export function recordId(value: unknown): string {
   return text(value, 'id', 128);
+}
+
+/** `keys.auditLog()`'s query, checked: the store's filters, the page size and the cursor. */
+export interface ValidatedAuditQuery {
+  keyId?: string;
+  actorId?: string;
+  tenantId?: string;
+  environment?: string;
+  from?: Date;
+  to?: Date;
+  cursor?: string;
+  limit: number;
+}
+
+/** Validates the input of `auditLog`. */
+export function validateAuditQuery(value: unknown): ValidatedAuditQuery {
+  const input = requireFields(value, 'query', ['keyId', 'actor', 'from', 'to', 'tenantId', 'environment', 'limit', 'cursor']);
+  const out: ValidatedAuditQuery = { limit: input.limit === undefined ? DEFAULT_PAGE : pageSize(input.limit) };
+  if (input.keyId !== undefined) out.keyId = recordId(input.keyId);
+  if (input.actor !== undefined) out.actorId = text(input.actor, 'actor', 256);
+  if (input.tenantId !== undefined) out.tenantId = text(input.tenantId, 'tenantId');
+  if (input.environment !== undefined) out.environment = text(input.environment, 'environment');
+  for (const bound of ['from', 'to'] as const) {
+    const given = input[bound];
+    if (given === undefined) continue;
+    const at = instant(given, bound);
+    if (at === null) throw invalidArgument(bound, 'must be an instant (a Date, an ISO string or epoch milliseconds)');
+    out[bound] = at;
+  }
+  if (out.from && out.to && out.from.getTime() > out.to.getTime()) throw invalidArgument('to', 'must not be before from');
+  if (input.cursor !== undefined) out.cursor = text(input.cursor, 'cursor', 512);
+  return out;
 }

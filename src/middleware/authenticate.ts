@@ -3,7 +3,7 @@
  * together, and does nothing else.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { refusalError } from '../errors.js';
+import { type RefusalCode, refusalError } from '../errors.js';
 import type { TLSSocket } from 'node:tls';
 import { refuse, setRateLimitHeaders } from '../http/respond.js';
 import { requestOrigin } from '../policy/origin.js';
@@ -13,6 +13,7 @@ import type { Verifier, VerifyContext } from '../verification/verifier.js';
 import { admissionOf, markAdmitted } from './admission.js';
 import type { ResolvedAuthenticate } from './authenticate-options.js';
 import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
+import type { RequestObserver } from './request-observer.js';
 
 /**
  * What the policies may ask of a request, each computed only when a key asks for it (a getter on
@@ -52,7 +53,7 @@ class RequestContext implements VerifyContext {
 }
 
 /** Builds the middleware for validated settings. */
-export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate): RequestHandler {
+export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthenticate, observer: RequestObserver): RequestHandler {
   const { sources, scopes, anyScopes, style, requireHttps, environments } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
@@ -71,9 +72,13 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
             : verifier.checkScopes(earlier, context);
       return refused ? refuse(refused, req, res, next, style) : next();
     }
+    const started = observer.active ? observer.start() : -1;
     const found = extractCredential(req.rawHeaders, sources.query ? req.query : undefined, sources);
-    if (found.kind === 'none') return refuse(refusalError('missing_api_key'), req, res, next, style);
-    if (found.kind === 'ambiguous') return refuse(refusalError('ambiguous_credentials'), req, res, next, style);
+    if (found.kind !== 'key') {
+      const code = found.kind === 'none' ? 'missing_api_key' : 'ambiguous_credentials';
+      if (started >= 0) observer.watch(req, res, started, { key: undefined, outcome: code });
+      return refuse(refusalError(code), req, res, next, style);
+    }
     if (!checkedTrustProxy) {
       checkedTrustProxy = true;
       warnIfTrustingEveryProxy(req);
@@ -83,6 +88,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       // handler; `next()` itself runs outside, so an error thrown below this middleware is not
       // mistaken for one of ours (and `next` is never called twice).
       try {
+        if (started >= 0) observer.watch(req, res, started, { key: result.key, outcome: result.ok ? 'admitted' : (result.error.code as RefusalCode) });
         if (!result.ok) {
           const rateLimit = result.limits && { policyHeader: result.key?.policyHeader, limits: result.limits };
           return refuse(result.error, req, res, next, style, rateLimit || undefined);

@@ -6,7 +6,8 @@
  * holding only the record's own fields, so nothing a store hands back is shared with the caller.
  */
 import { KeygateError } from '../errors.js';
-import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
+import type { ApiKeyAlerts, ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
+import { parseAlerts } from './alerts.js';
 import { API_KEY_STATUSES, type FieldKind, type FieldSpec, RATE_LIMIT_FIELDS, RECORD_FIELDS } from './schema.js';
 
 /**
@@ -79,6 +80,8 @@ export function copyFieldValue(kind: FieldKind, value: unknown): unknown {
       return new Date((value as Date).getTime());
     case 'rateLimit':
       return { ...(value as RateLimit) };
+    case 'alerts':
+      return { ...(value as ApiKeyAlerts) };
     case 'json':
       return copyJsonObject(value as Record<string, unknown>);
     default:
@@ -117,6 +120,8 @@ function decodeField(kind: FieldKind, entry: unknown): { value: unknown } | { pr
       }
     case 'rateLimit':
       return decodeRateLimit(entry);
+    case 'alerts':
+      return decodeAlerts(entry);
     case 'boolean':
       return typeof entry === 'boolean' ? { value: entry } : { problem: 'is not true or false' };
   }
@@ -135,6 +140,13 @@ function decodeRateLimit(entry: unknown): { value: RateLimit | null } | { proble
   }
   if (limit.burst !== undefined && limit.perSecond === undefined) return { field: 'burst', problem: 'is set without perSecond' };
   return { value: Object.keys(limit).length === 0 ? null : limit };
+}
+
+/** A stored `alerts` value, by the rule the manager validates callers' values with. */
+function decodeAlerts(entry: unknown): { value: ApiKeyAlerts | null } | { problem: string; field?: string } {
+  const parsed = parseAlerts(entry, 'alerts');
+  if (!('problem' in parsed)) return parsed;
+  return parsed.field === 'alerts' ? { problem: parsed.problem } : { field: parsed.field.slice('alerts.'.length), problem: parsed.problem };
 }
 
 /** A field added after the first version of the record, with an initial value for records that predate it. */

@@ -12,14 +12,14 @@
  * keeps it (SQL stores add its column on `migrate()`). `test/record/schema-extension.test.ts`
  * proves this with a field that exists only in that test.
  */
-import type { ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
+import type { ApiKeyAlerts, ApiKeyRecord, ApiKeyStatus, RateLimit } from '../types.js';
 
 /**
  * What a field holds, independent of any store:
  * - `text` a non-empty string; `optionalText` a string, or absent;
  * - `status` one of {@link API_KEY_STATUSES};
  * - `list` an array of strings; `json` a plain JSON object;
- * - `rateLimit` a {@link RateLimit} or `null`;
+ * - `rateLimit` a {@link RateLimit} or `null`; `alerts` an {@link ApiKeyAlerts} or `null`;
  * - `count` a non-negative safe integer; `nullableCount` the same or `null`;
  * - `instant` a Date; `nullableInstant` a Date or `null`;
  * - `boolean` `true` or `false`.
@@ -31,6 +31,7 @@ export type FieldKind =
   | 'list'
   | 'json'
   | 'rateLimit'
+  | 'alerts'
   | 'count'
   | 'nullableCount'
   | 'instant'
@@ -60,7 +61,9 @@ export type KindFor<V> = [V] extends [boolean]
                   ? 'json'
                   : [V] extends [RateLimit | null]
                     ? 'rateLimit'
-                    : never;
+                    : [V] extends [ApiKeyAlerts | null]
+                      ? 'alerts'
+                      : never;
 
 /**
  * Who sets a field:
@@ -98,6 +101,9 @@ export const API_KEY_STATUSES: readonly ApiKeyStatus[] = ['active', 'suspended',
 /** The fields of a {@link RateLimit}, each a positive integer when present. */
 export const RATE_LIMIT_FIELDS = ['perSecond', 'burst', 'perMinute', 'perHour', 'perDay', 'perMonth'] as const satisfies readonly (keyof RateLimit)[];
 
+/** The fields of an {@link ApiKeyAlerts}. */
+export const ALERT_FIELDS = ['quotaThreshold', 'errorRateThreshold', 'webhookUrl'] as const satisfies readonly (keyof ApiKeyAlerts)[];
+
 const emptyList = (): string[] => [];
 const none = (): null => null;
 
@@ -130,6 +136,8 @@ export const RECORD_SCHEMA = {
   clientCertificateSha256: { kind: 'list', column: 'client_certificate_sha256', source: 'settings', initial: emptyList, since: 2 },
   maxConcurrent: { kind: 'nullableCount', column: 'max_concurrent', source: 'settings', initial: none, since: 2 },
   deletedAt: { kind: 'nullableInstant', column: 'deleted_at', source: 'system', initial: none, since: 3 },
+  rotationFrequencyDays: { kind: 'nullableCount', column: 'rotation_frequency_days', source: 'settings', initial: none, since: 4 },
+  alerts: { kind: 'alerts', column: 'alerts', source: 'settings', initial: none, since: 4 },
 } as const satisfies RecordSchema;
 
 /** A record field name. */

@@ -1,8 +1,9 @@
 /**
  * The in-process store: the default for development, tests and single-process apps. Every method
  * runs synchronously under the hood, so each call is atomic in Node's single thread: concurrent
- * consumes can never over-admit. Records are kept as JSON text and rebuilt on every read, so a
- * caller mutating what it got back cannot change the store.
+ * consumes can never over-admit, a usage batch is added whole, and of concurrent alert claims one
+ * wins. Records and audit entries are kept as JSON text and rebuilt on every read, so a caller
+ * mutating what it got back cannot change the store.
  */
 import { type CounterState, countingInstant, decideConsume, initialCounters } from '../policy/limits.js';
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
@@ -19,14 +20,21 @@ import {
   revokedKeyCannotChangeStatus,
 } from './toolkit.js';
 import type { ApiKeyRecord, ApiKeyStatus } from '../types.js';
+import { RETAIN_BATCH_IDS_MS, mergeCell } from '../usage/cells.js';
 import type {
+  AlertClaim,
   ApiKeyPatch,
   ApiKeyStore,
+  AuditEntry,
   ConsumeOutcome,
   ConsumeRequest,
+  StoreAuditQuery,
   StoreListQuery,
   StorePurge,
   StoreRotation,
+  StoreUsageQuery,
+  UsageBatch,
+  UsageCell,
 } from './store.js';
 
 /** Options of {@link MemoryStore}. */
@@ -169,6 +177,98 @@ function compareByPosition(a: Slot, b: Slot): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
+/**
+ * An audit entry at rest: the entry as JSON text (copied in, rebuilt on every read, like a record's
+ * settings), beside the fields `listAudit` orders and filters on.
+ */
+interface StoredEntry {
+  /** Epoch ms of `at`: the JSON keeps `at` as ISO text, which sorts wrongly before year 0 and after 9999. */
+  readonly at: number;
+  readonly id: string;
+  readonly keyId: string | null;
+  readonly actorId: string | undefined;
+  readonly tenantId: string | undefined;
+  readonly environment: string | undefined;
+  readonly json: string;
+}
+
+/** (at, id) order of the audit trail; ids compare as JavaScript strings. */
+function compareEntries(a: { at: number; id: string }, b: { at: number; id: string }): number {
+  const byTime = a.at - b.at;
+  if (byTime !== 0) return byTime;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** The first index of `entries` (sorted) whose position comes after `position` (`strictly`) or not before it. */
+function positionIndex(entries: readonly StoredEntry[], position: { at: number; id: string }, strictly: boolean): number {
+  let low = 0;
+  let high = entries.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    const order = compareEntries(entries[middle] as StoredEntry, position);
+    if (order < 0 || (strictly && order === 0)) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+/** A fresh entry from its JSON text; `at` becomes a Date again. */
+function thawEntry(stored: StoredEntry): AuditEntry {
+  const entry = JSON.parse(stored.json) as Record<string, unknown>;
+  entry.at = new Date(stored.at);
+  return entry as unknown as AuditEntry;
+}
+
+/** Whether a stored entry matches the filters of a query (its position is checked by the caller). */
+function entryMatches(stored: StoredEntry, query: StoreAuditQuery): boolean {
+  return (
+    (query.keyId === undefined || (stored.keyId !== null && stored.keyId === query.keyId)) &&
+    (query.actorId === undefined || stored.actorId === query.actorId) &&
+    (query.tenantId === undefined || stored.tenantId === query.tenantId) &&
+    (query.environment === undefined || stored.environment === query.environment)
+  );
+}
+
+/** A usage cell's identity within its key: (day, route, outcome). */
+function cellIdentity(cell: UsageCell): string {
+  return JSON.stringify([cell.day, cell.route, cell.outcome]);
+}
+
+/**
+ * Names that live until an instant of the callers' clocks (applied batch ids, alert claims), with
+ * lazy clean-up: a name whose instant has passed is dropped by the first call that sees a clock at
+ * or past the earliest such instant, so what is kept stays bounded by what is live.
+ */
+class ExpiringNames {
+  readonly #until = new Map<string, number>();
+  /** No name lapses before this instant (a lower bound: the name that held it may be gone). */
+  #firstLapse = Number.POSITIVE_INFINITY;
+
+  /** The instant `name` lives until, or `undefined`. */
+  get(name: string): number | undefined {
+    return this.#until.get(name);
+  }
+
+  set(name: string, until: number): void {
+    this.#until.set(name, until);
+    if (until < this.#firstLapse) this.#firstLapse = until;
+  }
+
+  /**
+   * Drops every name whose instant is at or before `now`. It scans only once one of them may have
+   * lapsed, so in steady use a sweep happens when something is there to drop.
+   */
+  sweep(now: number): void {
+    if (now < this.#firstLapse) return;
+    let first = Number.POSITIVE_INFINITY;
+    for (const [name, until] of this.#until) {
+      if (until <= now) this.#until.delete(name);
+      else if (until < first) first = until;
+    }
+    this.#firstLapse = first;
+  }
+}
+
 /** Applies a patch to a record in place: `null` removes an optional field; a revocation stamps `revokedAt`. */
 function applyPatch(record: ApiKeyRecord, patch: ApiKeyPatch): void {
   const fields = record as unknown as Record<string, unknown>;
@@ -196,6 +296,15 @@ export class MemoryStore implements ApiKeyStore {
   readonly #byId = new Map<string, Slot>();
   readonly #idByKeyPrefix = new Map<string, string>();
   readonly #listeners = new ChangeListeners();
+  /** The audit trail in (at, id) order, so a page is a binary search and a short scan. */
+  readonly #audit: StoredEntry[] = [];
+  readonly #auditIds = new Set<string>();
+  /** Usage cells by key, then by (day, route, outcome); flat objects of numbers, copied in and out. */
+  readonly #usage = new Map<string, Map<string, UsageCell>>();
+  /** Applied batch ids, each until `RETAIN_BATCH_IDS_MS` after its batch's `now`. */
+  readonly #batches = new ExpiringNames();
+  /** Alert claims, each until its `expiresAt`. */
+  readonly #claims = new ExpiringNames();
 
   constructor(options: MemoryStoreOptions = {}) {
     if (!options.silenceClusterWarning && !warnedAboutCluster && isClusterWorker()) {
@@ -278,6 +387,8 @@ export class MemoryStore implements ApiKeyStore {
       if (!isPurgeable(slot.deletedAt, purge)) continue;
       this.#byId.delete(slot.id);
       this.#idByKeyPrefix.delete(slot.keyPrefix);
+      // Its usage goes with it, every day at once; its audit entries stay (the trail outlives keys).
+      this.#usage.delete(slot.id);
       this.#listeners.notify(slot.id);
       removed++;
     }
@@ -312,6 +423,73 @@ export class MemoryStore implements ApiKeyStore {
 
   async release(id: string, lease: string): Promise<void> {
     this.#byId.get(id)?.leases?.delete(lease);
+  }
+
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    if (this.#auditIds.has(entry.id)) throw alreadyExists('id', entry.id);
+    const stored: StoredEntry = {
+      at: entry.at.getTime(),
+      id: entry.id,
+      keyId: entry.keyId,
+      actorId: entry.actor?.id,
+      tenantId: entry.tenantId,
+      environment: entry.environment,
+      // JSON text copies everything, and leaves out an `undefined` tenantId, environment or keyPrefix.
+      json: JSON.stringify(entry),
+    };
+    const entries = this.#audit;
+    const last = entries[entries.length - 1];
+    // Entries mostly arrive in order: then the append is a push, not a search and a splice.
+    if (last === undefined || compareEntries(last, stored) < 0) entries.push(stored);
+    else entries.splice(positionIndex(entries, stored, false), 0, stored);
+    this.#auditIds.add(entry.id);
+  }
+
+  async listAudit(query: StoreAuditQuery): Promise<AuditEntry[]> {
+    const entries = this.#audit;
+    // Start at the later of `from` (inclusive) and `after` (exclusive), and stop at `to`.
+    let start = query.from === undefined ? 0 : positionIndex(entries, { at: query.from.getTime(), id: '' }, false);
+    if (query.after) start = Math.max(start, positionIndex(entries, { at: query.after.at.getTime(), id: query.after.id }, true));
+    const to = query.to?.getTime() ?? Number.POSITIVE_INFINITY;
+    const found: AuditEntry[] = [];
+    for (let i = start; i < entries.length && found.length < query.limit; i++) {
+      const stored = entries[i] as StoredEntry;
+      if (stored.at >= to) break;
+      if (entryMatches(stored, query)) found.push(thawEntry(stored));
+    }
+    return found;
+  }
+
+  async addUsage(batch: UsageBatch): Promise<void> {
+    const now = batch.now.getTime();
+    this.#batches.sweep(now);
+    if (this.#batches.get(batch.id) !== undefined) return;
+    for (const cell of batch.cells) {
+      let cells = this.#usage.get(cell.keyId);
+      if (!cells) this.#usage.set(cell.keyId, (cells = new Map()));
+      const identity = cellIdentity(cell);
+      const stored = cells.get(identity);
+      if (stored) mergeCell(stored, cell);
+      else cells.set(identity, { ...cell });
+    }
+    this.#batches.set(batch.id, now + RETAIN_BATCH_IDS_MS);
+  }
+
+  async readUsage(query: StoreUsageQuery): Promise<UsageCell[]> {
+    const found: UsageCell[] = [];
+    for (const cell of this.#usage.get(query.keyId)?.values() ?? []) {
+      if (cell.day >= query.fromDay && cell.day <= query.toDay) found.push({ ...cell });
+    }
+    return found;
+  }
+
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const now = claim.now.getTime();
+    this.#claims.sweep(now);
+    const live = this.#claims.get(claim.name);
+    if (live !== undefined && live > now) return false;
+    this.#claims.set(claim.name, claim.expiresAt.getTime());
+    return true;
   }
 
   /** Stores an admitted consume's counters; returns its outcome. */

@@ -7,6 +7,13 @@
  */
 import type { ConsumeOutcome, ConsumeRequest } from '../policy/limits.js';
 import type { ApiKeyRecord, ApiKeyStatus, UpdateApiKeyInput } from '../types.js';
+import type { AuditEntry, StoreAuditQuery } from '../audit/entry.js';
+import type { StoreUsageQuery, UsageBatch, UsageCell } from '../usage/cells.js';
+import type { AlertClaim } from '../alerts/claim.js';
+
+export type { Actor, AuditAction, AuditEntry, StoreAuditQuery } from '../audit/entry.js';
+export type { StoreUsageQuery, UsageBatch, UsageCell } from '../usage/cells.js';
+export type { AlertClaim } from '../alerts/claim.js';
 
 // The consume's request and outcome are the limit policy's vocabulary; stores speak it.
 export type { ConcurrencyClaim, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, Leases } from '../policy/limits.js';
@@ -174,4 +181,34 @@ export interface ApiKeyStore {
    * for them.
    */
   subscribe?(listener: (id: string | null) => void): () => void;
+  /**
+   * Optional (capability `audit`): appends one entry to the audit trail. Rejects with
+   * `KeygateError('already_exists')` when an entry with its id exists (and changes nothing).
+   * Entries are kept until the application removes them; `purge` does not touch them.
+   */
+  appendAudit?(entry: AuditEntry): Promise<void>;
+  /**
+   * Optional (capability `audit`): entries matching every filter of the query, ordered by
+   * (at, id) ascending, at most `query.limit`.
+   */
+  listAudit?(query: StoreAuditQuery): Promise<AuditEntry[]>;
+  /**
+   * Optional (capability `usage`): adds a batch of usage cells to the stored ones, atomically
+   * per key (another reader never sees a key's cells of one batch half added) and exactly once per
+   * batch id: a batch applied before (a retry after a lost answer) adds nothing. Counts add up;
+   * `maxResponseMicros` keeps the larger. A cell of a key the store does not hold is still added (the
+   * key may be purged later; its cells go with it).
+   */
+  addUsage?(batch: UsageBatch): Promise<void>;
+  /**
+   * Optional (capability `usage`): every stored cell of `query.keyId` with a day in
+   * `[fromDay, toDay]`, one per (day, route, outcome), in any order.
+   */
+  readUsage?(query: StoreUsageQuery): Promise<UsageCell[]>;
+  /**
+   * Optional (capability `alerts`): claims `claim.name` until `claim.expiresAt`, atomically across
+   * every process sharing the store. Resolves `true` when no live claim of that name existed (this
+   * caller has it now), `false` otherwise (and changes nothing).
+   */
+  claimAlert?(claim: AlertClaim): Promise<boolean>;
 }

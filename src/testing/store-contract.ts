@@ -3,7 +3,7 @@
  * Every built-in store runs it, and so should every custom store.
  *
  * The tests live in one file per feature under `contract/` (records, list, update, consume,
- * windows, agreement, rotate, delete, subscribe, concurrency), the way abstract-level publishes its
+ * windows, agreement, rotate, delete, subscribe, concurrency, audit, usage, alerts), the way abstract-level publishes its
  * suite; this module is the entry point that registers them all. The suite uses the test runner's ambient globals (`describe`, `it`,
  * `expect`), so it needs no import of jest and adds no jest types to keygate's public
  * declarations. Time is always passed in (the suite uses fixed instants), so nothing in it sleeps.
@@ -11,6 +11,8 @@
 import type { ApiKeyStore } from '../stores/store.js';
 import { integerOption, rejectUnknownOptions } from '../options/checks.js';
 import { agreementContract } from './contract/agreement.js';
+import { alertsContract } from './contract/alerts.js';
+import { auditContract } from './contract/audit.js';
 import { CAPABILITIES, capabilitiesContract } from './contract/capabilities.js';
 import { concurrencyContract } from './contract/concurrency.js';
 import { consumeContract } from './contract/consume.js';
@@ -22,12 +24,14 @@ import { type AgreementSettings, contractSuite, testGlobals } from './contract/s
 import { windowsContract } from './contract/windows.js';
 import { subscribeContract } from './contract/subscribe.js';
 import { updateContract } from './contract/update.js';
+import { usageContract } from './contract/usage.js';
 
 /**
  * The optional parts of {@link ApiKeyStore} a store implements. The tests of a capability run only
  * when it is declared here, and are reported as skipped otherwise; one test that always runs checks
  * that the declaration matches the store, so a capability can be neither forgotten (its tests
- * silently skipped) nor claimed without the method.
+ * silently skipped) nor claimed without its methods, and a capability of two methods (`audit`,
+ * `usage`) is implemented whole or not at all.
  */
 export interface StoreCapabilities {
   /**
@@ -44,6 +48,36 @@ export interface StoreCapabilities {
    * @default false
    */
   concurrency?: boolean;
+  /**
+   * The store implements `appendAudit` and `listAudit` (the audit trail behind `keys.auditLog()`).
+   * Declared, the suite checks exact round trips (`at` to the millisecond, `actor`, absent
+   * `tenantId` / `environment`, `changes` up to 64 KiB, fresh copies), a taken id refused with
+   * `already_exists` and nothing changed, every filter alone and combined (`keyId`, `actorId`,
+   * `tenantId`, `environment`, `from` inclusive, `to` exclusive) as exact strings, (at, id) order,
+   * `limit`, keyset paging with `after` with no duplicate and no gap, and that `purge` leaves the
+   * trail alone.
+   * @default false
+   */
+  audit?: boolean;
+  /**
+   * The store implements `addUsage` and `readUsage` (the usage cells behind `keys.usage()`).
+   * Declared, the suite checks that counts add up exactly (to `Number.MAX_SAFE_INTEGER`) and
+   * `maxResponseMicros` keeps the larger, cells stay apart by key, day, route (`null` included) and
+   * outcome, `readUsage` day ranges (both ends included), a batch id applied once (retried, also
+   * concurrently), concurrent batches summing with no update lost, a key's cells of one batch never
+   * seen half added, cells of unknown keys stored, and `purge` removing the purged keys' cells
+   * (every day, no other key's) while `delete` leaves them.
+   * @default false
+   */
+  usage?: boolean;
+  /**
+   * The store implements `claimAlert` (alerts sent once across processes). Declared, the suite
+   * checks that the first claim of a name wins and the others lose while it is live (a losing
+   * claim changing nothing), the lapse at `expiresAt` on the caller's clock, re-claiming, exactly
+   * one winner among concurrent claims, and names as exact strings up to 512 characters.
+   * @default false
+   */
+  alerts?: boolean;
 }
 
 /**
@@ -90,9 +124,10 @@ export interface StoreContractOptions<S extends ApiKeyStore = ApiKeyStore> {
   destroy?: (store: S) => void | Promise<void>;
   /**
    * The optional capabilities the store implements. Undeclared capabilities have their tests
-   * reported as skipped; a store that implements `subscribe` or `release` without declaring
-   * `subscribe` or `concurrency` fails the suite's capability check, so its notifications and
-   * leases are never left untested by accident.
+   * reported as skipped; a store that implements a capability's methods (`subscribe`, `release`,
+   * `appendAudit` and `listAudit`, `addUsage` and `readUsage`, `claimAlert`) without declaring it,
+   * or only one method of a pair, fails the suite's capability check, so nothing it does is left
+   * untested by accident.
    * @default {} (no optional capability)
    * @example
    * ```ts
@@ -135,8 +170,9 @@ function agreementSettings(options: AgreementOptions | undefined): AgreementSett
  * step carrying the remaining uses, deletes a key once (`deletedAt`), leaves deleted keys out of
  * `list` unless `includeDeleted` (pages still full), purges exactly the keys deleted before
  * `deletedBefore` with everything kept for them, one atomic step each, and, when declared,
- * notifies subscribers (of purged keys too) and holds concurrency leases (`release`,
- * `maxConcurrent`).
+ * notifies subscribers (of purged keys too), holds concurrency leases (`release`,
+ * `maxConcurrent`), keeps an audit trail (`appendAudit`, `listAudit`), adds up usage cells once per
+ * batch (`addUsage`, `readUsage`) and grants alert claims once (`claimAlert`).
  *
  * Call it at the top level of a jest test file. `create` runs before each test and must return an
  * empty store; `destroy`, when given, receives every store `create` made, after its test.
@@ -185,5 +221,8 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     deleteContract(suite);
     subscribeContract(suite);
     concurrencyContract(suite);
+    auditContract(suite);
+    usageContract(suite);
+    alertsContract(suite);
   });
 }

@@ -21,7 +21,7 @@ import { checkClientCertificate, checkHttps } from '../policy/transport.js';
 import { policyHeaderValidUntil, rateLimitPolicyHeader } from '../http/rate-limit-headers.js';
 import { decodeStoredRecord, invalidRecord } from '../record/decode.js';
 import { isLimitRefusal } from '../stores/toolkit.js';
-import type { ApiKeyStore, ConsumeRequest } from '../stores/store.js';
+import type { ApiKeyStore, ConsumeOutcome, ConsumeRequest } from '../stores/store.js';
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
 import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
@@ -116,6 +116,8 @@ export interface VerifierSettings {
   bcryptCost: number;
   /** How long a concurrency slot lasts unless released. */
   concurrencyLeaseMs: number;
+  /** Told about every admitted consume (quota thresholds); it must be cheap and never throw. */
+  afterAdmission?: ((key: VerifiedKey, request: ConsumeRequest, outcome: ConsumeOutcome) => void) | undefined;
 }
 
 /** Codes a store may throw that are not answers to a request. */
@@ -309,6 +311,7 @@ export class Verifier {
       return { ok: false, error: storeUnavailable(code === 'deadline_exceeded' ? 'the key store got to the consume after its deadline' : 'the key store refused a consume without a known reason') };
     }
     refreshPolicyHeader(key, outcome.countedAt ?? now);
+    this.settings.afterAdmission?.(key, request, outcome);
     const limits = describeLimits(request, outcome);
     const apiKey = toApiKey(key.record, now);
     apiKey.useCount = outcome.useCount;

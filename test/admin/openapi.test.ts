@@ -18,7 +18,7 @@ import {
   openApiPath,
   routeErrorCodes,
 } from '../../src/admin/openapi';
-import { ADMIN_ROUTES, type AdminRoute, LIST_QUERY } from '../../src/admin/routes';
+import { ADMIN_ROUTES, AUDIT_QUERY, type AdminRoute, LIST_QUERY } from '../../src/admin/routes';
 import { ERROR_CODES, type KeygateErrorCode } from '../../src/errors';
 import { PROBLEM_TYPE_BASE } from '../../src/http/problem';
 import { MemoryStore, keygate } from '../../src/index';
@@ -28,7 +28,8 @@ import { closeAfterEach } from '../helpers/managers';
 
 const track = closeAfterEach();
 const SCOPE = 'keys:admin';
-const doc = adminOpenApi({ scope: SCOPE });
+// The document with every route, the audit routes included (served when the manager keeps an audit trail).
+const doc = adminOpenApi({ scope: SCOPE, audit: true });
 
 const METHODS = ['get', 'post', 'patch', 'delete'] as const;
 
@@ -137,7 +138,7 @@ describe('adminOpenApi(): the document', () => {
     const order = (a: { operationId: string }, b: { operationId: string }) => a.operationId.localeCompare(b.operationId);
     expect(found.sort(order)).toEqual(expected.sort(order));
     expect(new Set(found.map((entry) => entry.operationId)).size).toBe(ADMIN_ROUTES.length);
-    expect(Object.keys(doc.paths).sort()).toEqual(['/', '/openapi.json', '/{id}', '/{id}/revoke', '/{id}/rotate']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/', '/audit', '/openapi.json', '/{id}', '/{id}/audit', '/{id}/revoke', '/{id}/rotate']);
   });
 
   it('turns every :id segment into a required string path parameter {id}, and declares no other path parameter', () => {
@@ -149,7 +150,7 @@ describe('adminOpenApi(): the document', () => {
     }
   });
 
-  it('gives GET / the query parameters of LIST_QUERY, with their schemas, and no other operation any', () => {
+  it('gives GET / the query parameters of LIST_QUERY, the audit routes those of AUDIT_QUERY, with their schemas, and no other operation any', () => {
     const list = operationOf(doc, 'listApiKeys');
     const query = (list.parameters ?? []).filter((parameter) => parameter.in === 'query');
     expect(query.map((parameter) => parameter.name)).toEqual([...LIST_QUERY]);
@@ -161,8 +162,13 @@ describe('adminOpenApi(): the document', () => {
     expect(schemaOf('ownerId')).toMatchObject({ type: 'string', minLength: 1 });
     expect(schemaOf('tenantId')).toMatchObject({ type: 'string', minLength: 1 });
     for (const parameter of query) expect(parameter.required).toBe(false);
+    const audits = [operationOf(doc, 'listAuditLog'), operationOf(doc, 'listApiKeyAuditLog')];
+    const auditQuery = (op: typeof list) => (op.parameters ?? []).filter((parameter) => parameter.in === 'query');
+    expect(auditQuery(audits[0]!).map((parameter) => parameter.name)).toEqual(['keyId', ...AUDIT_QUERY]);
+    expect(auditQuery(audits[1]!).map((parameter) => parameter.name)).toEqual([...AUDIT_QUERY]);
+    expect(auditQuery(audits[0]!).find((parameter) => parameter.name === 'from')?.schema).toMatchObject({ type: 'string', format: 'date-time' });
     for (const { op } of operations(doc)) {
-      if (op !== list) expect((op.parameters ?? []).filter((parameter) => parameter.in === 'query')).toEqual([]);
+      if (op !== list && !audits.includes(op)) expect((op.parameters ?? []).filter((parameter) => parameter.in === 'query')).toEqual([]);
     }
   });
 
@@ -311,20 +317,25 @@ describe('adminOpenApi(): the document', () => {
     expect(() => adminOpenApi(undefined as never)).toThrow(TypeError);
   });
 
-  it('is what keys.openapi() returns', async () => {
-    const keys = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
-    expect(keys.openapi()).toEqual(doc);
-    expect(keys.openapi({ scope: 'ops:keys' })).toEqual(adminOpenApi({ scope: 'ops:keys' }));
+  it('is what keys.openapi() returns: with the audit routes exactly when the instance keeps an audit trail', async () => {
+    const audited = track(keygate({ store: new MemoryStore(), hashing: 'sha256', audit: true }));
+    expect(audited.openapi()).toEqual(doc);
+    expect(audited.openapi({ scope: 'ops:keys' })).toEqual(adminOpenApi({ scope: 'ops:keys', audit: true }));
+    const plain = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
+    const without = plain.openapi();
+    expect(without).toEqual(adminOpenApi({ scope: SCOPE }));
+    expect(Object.keys(without.paths).sort()).toEqual(['/', '/openapi.json', '/{id}', '/{id}/revoke', '/{id}/rotate']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/', '/audit', '/openapi.json', '/{id}', '/{id}/audit', '/{id}/revoke', '/{id}/rotate']);
   });
 
   it('builds fresh objects each time: changing one document changes no other', () => {
-    const first = adminOpenApi({ scope: SCOPE });
+    const first = adminOpenApi({ scope: SCOPE, audit: true });
     (first.components.schemas.ApiKey as JsonSchema).properties = {};
     first.paths['/']!.get!.summary = 'changed';
     first.paths['/']!.get!.parameters!.find((parameter) => parameter.name === 'status')!.schema.enum!.push('changed');
     first.paths['/{id}']!.get!.parameters![0]!.schema.maxLength = 1;
     first.security[0]!.bearerAuth!.push('changed');
-    expect(adminOpenApi({ scope: SCOPE })).toEqual(doc);
+    expect(adminOpenApi({ scope: SCOPE, audit: true })).toEqual(doc);
   });
 });
 
@@ -387,7 +398,7 @@ describe('the schemas', () => {
     }
     for (const header of Object.values(doc.components.headers)) expect(() => compile(header.schema)).not.toThrow();
     expect(Object.keys(doc.components.schemas).sort()).toEqual(
-      ['ApiKey', 'ApiKeyPage', 'CreateApiKeyInput', 'CreatedApiKey', 'Empty', 'OpenApiDocument', 'Problem', 'RateLimit', 'RotateApiKeyInput', 'UpdateApiKeyInput'].sort(),
+      ['Alerts', 'ApiKey', 'ApiKeyPage', 'AuditPage', 'CreateApiKeyInput', 'CreatedApiKey', 'Empty', 'OpenApiDocument', 'Problem', 'RateLimit', 'RotateApiKeyInput', 'UpdateApiKeyInput'].sort(),
     );
   });
 

@@ -441,6 +441,8 @@ describeWithRedis('RedisStore writes on standalone Redis', () => {
       allowedOrigins: [],
       maxConcurrent: null,
       deletedAt: null,
+      rotationFrequencyDays: null,
+      alerts: null,
       requireHttps: false,
       clientCertificateSha256: [],
       metadata: { plan: 'pro' },

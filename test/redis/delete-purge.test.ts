@@ -380,12 +380,12 @@ describeWithRedis('delete and purge on standalone Redis: one step each', () => {
     expect(await admin.zrange(`${NS}deleted`, 0, -1)).toEqual([deletedMember(NOW, record.id)]);
   });
 
-  it("a record's purge is its read and one EVALSHA, after one read of the deleted set", async () => {
+  it("a record's purge is its read (the record and its usage days, sent together) and one EVALSHA, after one read of the deleted set", async () => {
     const redisStore = store();
     await warmUp(redisStore);
     const record = testRecord(NOW - DAY, { ownerId: 'o-1', tenantId: 't-1', deletedAt: new Date(NOW - DAY) });
     await redisStore.insert(record);
-    expect(await commandsDuring(() => redisStore.purge({ deletedBefore: new Date(NOW) }))).toEqual(['zrangebylex', 'hgetall', 'evalsha']);
+    expect(await commandsDuring(() => redisStore.purge({ deletedBefore: new Date(NOW) }))).toEqual(['zrangebylex', 'hgetall', 'zrange', 'evalsha']);
     expect(await keyspace()).toEqual({});
   });
 

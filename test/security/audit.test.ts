@@ -257,7 +257,7 @@ describe('4. wrong secrets for many keyPrefixes cannot starve other customers (r
       await store.insert({
         id: `attacker-${i}`, keyPrefix, keyHash: sharedHash, name: 'attacker', status: 'active', scopes: [], allowedIps: [],
         maxUses: null, useCount: 0, rateLimit: null, expiresAt: null, createdAt: now, updatedAt: now, lastUsedAt: null,
-        revokedAt: null, metadata: {}, tags: [], allowedOrigins: [], requireHttps: false, clientCertificateSha256: [], maxConcurrent: null, deletedAt: null,
+        revokedAt: null, metadata: {}, tags: [], allowedOrigins: [], requireHttps: false, clientCertificateSha256: [], maxConcurrent: null, deletedAt: null, rotationFrequencyDays: null, alerts: null,
       });
     }
     const victim = await keys.create({ name: 'unrelated customer' });

@@ -7,7 +7,9 @@
  * - A table created by version 1's DDL (test/sql/fixtures/version-1-*.sql) gains `max_concurrent`
  *   and `concurrency_leases`: its rows read `maxConcurrent: null` and hold no lease, on both dialects.
  * - Version 3 added `deleted_at` (soft delete): test/sql/delete-purge.test.ts upgrades a version-2 table.
- * - The rest describes a later schema of its own (the record's fields plus two of a version 4) and
+ * - Version 4 added `rotation_frequency_days` and `alerts`, and the tables named from the key table:
+ *   test/sql/observability.test.ts upgrades a version-3 table.
+ * - The rest describes a later schema of its own (the record's fields plus two of a version 5) and
  *   runs the real migration code with it, on SQLite and on a real PostgreSQL.
  */
 import { randomUUID } from 'node:crypto';
@@ -35,7 +37,7 @@ function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   return testRecord(CREATED, { name: 'from version 1', maxUses: 5, tags: ['a'], ...overrides });
 }
 
-/** Fields of a pretend version 4, which the record type does not have (hence the casts). */
+/** Fields of a pretend version 5, which the record type does not have (hence the casts). */
 function laterFields(fields: Record<string, FieldSpec>): readonly Column[] {
   return columnsOf(Object.entries(fields).map(([field, spec]) => ({ field: field as RecordField, spec })));
 }
@@ -44,18 +46,19 @@ function laterFields(fields: Record<string, FieldSpec>): readonly Column[] {
 const VERSION_2: readonly Column[] = [
   ...RECORD_COLUMNS,
   ...laterFields({
-    nickname: { kind: 'optionalText', column: 'nickname', source: 'settings', since: 4 },
-    labels: { kind: 'list', column: 'labels', source: 'settings', since: 4, initial: () => ["it's", 'new'] },
+    nickname: { kind: 'optionalText', column: 'nickname', source: 'settings', since: 5 },
+    labels: { kind: 'list', column: 'labels', source: 'settings', since: 5, initial: () => ["it's", 'new'] },
   }),
 ];
 
 describe('the DDL of a later schema version', () => {
-  it('for today\'s schema, the columns of version 2 are added (the minute, hour and month counters, the leases, then origins, HTTPS, certificates and maxConcurrent), then deleted_at of version 3', () => {
+  it('for today\'s schema, the columns of version 2 are added (the minute, hour and month counters, the leases, then origins, HTTPS, certificates and maxConcurrent), then deleted_at of version 3, then rotation_frequency_days and alerts of version 4', () => {
     for (const dialect of ['postgres', 'sqlite'] as const) {
       const table = parseTableName(undefined, dialect === 'postgres');
       expect(tableSchema(dialect, table).addColumns.map((add) => add.column)).toEqual([
         'month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count', 'concurrency_leases',
         'allowed_origins', 'require_https', 'client_certificate_sha256', 'max_concurrent', 'deleted_at',
+        'rotation_frequency_days', 'alerts',
       ]);
       expect(schemaScript(dialect, table)).toBe(sqlSchema({ dialect }));
     }
@@ -63,10 +66,12 @@ describe('the DDL of a later schema version', () => {
 
   it('postgres: CREATE TABLE lists the later columns after the counters, by version; ADD COLUMN IF NOT EXISTS follows with the same definition', () => {
     const script = schemaScript('postgres', parseTableName('auth.keys', true), VERSION_2);
-    expect(script).toMatch(/"max_concurrent" +bigint,\n +"deleted_at" +timestamptz\(3\),\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
+    expect(script).toMatch(/"max_concurrent" +bigint,\n +"deleted_at" +timestamptz\(3\),\n +"rotation_frequency_days" bigint,\n +"alerts" +jsonb, +-- [^\n]*\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
     expect(script).toContain(
       'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "deleted_at" timestamptz(3);\n\n' +
+        'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "rotation_frequency_days" bigint;\n\n' +
+        'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "alerts" jsonb;\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "nickname" text;\n\n' +
         `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "labels" text[] NOT NULL DEFAULT ARRAY['it''s', 'new']::text[];\n\nCREATE UNIQUE INDEX`,
     );

@@ -76,6 +76,9 @@ describePostgres('SqlStore (postgres) migrate', () => {
         await Promise.all(sessions.map((client) => new SqlStore({ dialect: 'postgres', client, table }).migrate()));
         const { rows } = await pool.query('SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = $1', [table]);
         expect(rows[0].n).toBe(7); // primary key + key_prefix + 4 list indexes + deleted keys (partial)
+        const companions = await pool.query('SELECT count(*)::int AS n FROM pg_indexes WHERE tablename LIKE $1', [`${table}\\_%`]);
+        // audit: primary key + 5 filter indexes; usage: primary key; batches and claims: primary key + 1 each
+        expect(companions.rows[0].n).toBe(11);
       }
     } finally {
       await Promise.all(sessions.map((client) => client.end()));
@@ -94,6 +97,13 @@ describePostgres('SqlStore (postgres) migrate', () => {
       session.release(true);
     }
     expect(await describeTable('from_docs', 'keygate_api_keys')).toEqual(migrated);
+    // And the tables named from it, with their indexes.
+    for (const companion of ['audit', 'usage', 'usage_batches', 'alert_claims']) {
+      const table = `keygate_api_keys_${companion}`;
+      const expected = await describeTable('public', table);
+      expect((expected as { columns: unknown[] }).columns.length).toBeGreaterThan(0);
+      expect(await describeTable('from_docs', table)).toEqual(expected);
+    }
 
     const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'from_docs.keygate_api_keys' });
     await store.migrate(); // a no-op on it

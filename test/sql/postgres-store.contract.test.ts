@@ -4,7 +4,8 @@ import { SqlStore } from 'keygate/sql';
 import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
 
 // The contract suite against a real PostgreSQL 15, with a table of its own for every test
-// (created by migrate(), dropped afterwards), all on one Pool as an application would have.
+// (created by migrate() with the tables named from it, all dropped afterwards), all on one Pool as
+// an application would have.
 describePostgres('PostgreSQL', () => {
   let server: PostgresServer;
   let pool: Pool;
@@ -28,8 +29,10 @@ describePostgres('PostgreSQL', () => {
       return store;
     },
     destroy: async (store) => {
-      await pool.query(`DROP TABLE "${store.table}"`);
+      // The key table and the tables named from it (audit trail, usage cells, batch ids, alert claims).
+      const tables = ['', '_audit', '_usage', '_usage_batches', '_alert_claims'].map((suffix) => `"${store.table}${suffix}"`);
+      await pool.query(`DROP TABLE ${tables.join(', ')}`);
     },
-    capabilities: { subscribe: true, concurrency: true },
+    capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true },
   });
 });

@@ -70,12 +70,25 @@ function recordArbitrary(dialect: 'postgres' | 'sqlite'): fc.Arbitrary<ApiKeyRec
       allowedOrigins: fc.array(fc.webUrl().map((url) => new URL(url).origin), { maxLength: 3 }),
       requireHttps: fc.boolean(),
       clientCertificateSha256: fc.array(fc.stringMatching(/^[0-9a-f]{64}$/), { maxLength: 2 }),
+      rotationFrequencyDays: fc.option(fc.integer({ min: 1, max: 36_500 })),
+      alerts: fc.option(
+        fc
+          .record(
+            {
+              quotaThreshold: fc.double({ min: Number.EPSILON, max: 1 - Number.EPSILON, noNaN: true }),
+              errorRateThreshold: fc.double({ min: Number.EPSILON, max: 1, noNaN: true }),
+              webhookUrl: fc.webUrl({ withQueryParameters: true }).map((url) => new URL(url).href),
+            },
+            { requiredKeys: [], noNullPrototype: true },
+          )
+          .filter((alerts) => Object.keys(alerts).length > 0),
+      ),
     },
     {
       requiredKeys: [
         'id', 'keyPrefix', 'keyHash', 'name', 'status', 'scopes', 'allowedIps', 'maxUses', 'useCount', 'rateLimit',
         'expiresAt', 'createdAt', 'updatedAt', 'lastUsedAt', 'revokedAt', 'metadata', 'tags', 'allowedOrigins', 'requireHttps',
-        'clientCertificateSha256', 'maxConcurrent', 'deletedAt',
+        'clientCertificateSha256', 'maxConcurrent', 'deletedAt', 'rotationFrequencyDays', 'alerts',
       ],
       noNullPrototype: true,
     },
@@ -135,6 +148,8 @@ describe('SqlStore round trip (sqlite)', () => {
       scopes: ['x\u0000y'],
       allowedIps: [],
       maxConcurrent: null,
+      rotationFrequencyDays: null,
+      alerts: null,
       allowedOrigins: [],
       requireHttps: false,
       clientCertificateSha256: [],
@@ -191,6 +206,8 @@ describePostgres('SqlStore round trip (postgres)', () => {
       scopes: ['{', '}', '"', '\\', 'NULL', ' padded ', ''],
       allowedIps: [],
       maxConcurrent: null,
+      rotationFrequencyDays: null,
+      alerts: null,
       allowedOrigins: [],
       requireHttps: false,
       clientCertificateSha256: [],

@@ -128,7 +128,7 @@ describe('schema', () => {
     const [lock, ...rest] = (client.texts[0] as string).split(';\n');
     expect(lock).toMatch(/^SELECT pg_advisory_xact_lock\(\d+, -?\d+\)$/);
     const schema = tableSchema('postgres', parseTableName('auth.keys', true));
-    expect(`${rest.join(';\n')}`).toBe(`${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes].join(';\n')};`);
+    expect(`${rest.join(';\n')}`).toBe(`${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes, ...schema.companions].join(';\n')};`);
     expect(`${rest.join(';\n\n')}`).toBe(sqlSchema({ dialect: 'postgres', table: 'auth.keys' }).replace(/;\n$/, ';'));
   });
 
@@ -145,20 +145,27 @@ describe('schema', () => {
     await store.migrate();
     const schema = tableSchema('sqlite', parseTableName(DEFAULT_TABLE, false));
     // A fresh table has the columns of later versions already: no ALTER runs, then or ever.
-    const statements = [schema.createTable, ...schema.indexes];
+    const statements = [schema.createTable, ...schema.indexes, ...schema.companions];
     expect(executed).toEqual([...statements, ...statements]);
     const upgrades = schema.addColumns.map((add) => `-- ${add.statement};`).join('\n');
     const script = sqlSchema({ dialect: 'sqlite' });
     expect(script.startsWith(`${schema.createTable};\n\n-- Columns of later versions`)).toBe(true);
-    expect(script.endsWith(`\n${upgrades}\n\n${schema.indexes.join(';\n\n')};\n`)).toBe(true);
+    expect(script.endsWith(`\n${upgrades}\n\n${[...schema.indexes, ...schema.companions].join(';\n\n')};\n`)).toBe(true);
     const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
     expect(indexes.map((row) => (row as { name: string }).name)).toEqual([
+      'keygate_api_keys_alert_expiry_idx',
+      'keygate_api_keys_audit_actor_idx',
+      'keygate_api_keys_audit_at_idx',
+      'keygate_api_keys_audit_env_idx',
+      'keygate_api_keys_audit_key_idx',
+      'keygate_api_keys_audit_tenant_idx',
       'keygate_api_keys_created_at_id_idx',
       'keygate_api_keys_deleted_at_idx',
       'keygate_api_keys_key_prefix_key',
       'keygate_api_keys_owner_id_idx',
       'keygate_api_keys_status_idx',
       'keygate_api_keys_tenant_id_idx',
+      'keygate_api_keys_usage_applied_idx',
     ]);
   });
 

@@ -45,6 +45,10 @@ describe('resolveOptions: defaults', () => {
       maxHashQueue: 64,
       failedAttemptLimit: { burst: 10, perSecond: 1, delayMs: 1000 },
       concurrencyLeaseMs: 60_000,
+      audit: undefined,
+      usage: undefined,
+      quotaThresholds: [0.8, 1],
+      webhooks: undefined,
     });
   });
 

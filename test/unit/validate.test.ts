@@ -53,6 +53,8 @@ describe('validateCreate', () => {
       requireHttps: false,
       clientCertificateSha256: [],
       maxConcurrent: null,
+      rotationFrequencyDays: null,
+      alerts: null,
     });
   });
 
@@ -75,6 +77,8 @@ describe('validateCreate', () => {
       requireHttps: true,
       clientCertificateSha256: ['AB:'.repeat(31) + 'AB', 'cd'.repeat(32)],
       maxConcurrent: 8,
+      rotationFrequencyDays: 90,
+      alerts: { quotaThreshold: 0.9, errorRateThreshold: 0.25, webhookUrl: 'HTTPS://Hooks.Example.com/keygate' },
     };
     const out = validateCreate(input);
     expect(out).toEqual({
@@ -82,7 +86,10 @@ describe('validateCreate', () => {
       scopes: ['leads:read', 'leads:*'],
       allowedOrigins: ['https://app.example.com', 'https://*.example.org'],
       clientCertificateSha256: ['ab'.repeat(32), 'cd'.repeat(32)],
+      alerts: { quotaThreshold: 0.9, errorRateThreshold: 0.25, webhookUrl: 'https://hooks.example.com/keygate' },
     });
+    input.alerts.quotaThreshold = 0.1;
+    expect(out.alerts?.quotaThreshold).toBe(0.9);
     input.scopes.push('admin');
     input.metadata.nested.list.push(5);
     input.expiresAt.setTime(0);
@@ -115,6 +122,21 @@ describe('validateCreate', () => {
     ['maxConcurrent', 2.5, 'maxConcurrent'],
     ['maxConcurrent', '3', 'maxConcurrent'],
     ['maxConcurrent', 1_001, 'maxConcurrent'],
+    ['rotationFrequencyDays', 0, 'rotationFrequencyDays'],
+    ['rotationFrequencyDays', 1.5, 'rotationFrequencyDays'],
+    ['rotationFrequencyDays', 36_501, 'rotationFrequencyDays'],
+    ['alerts', 'on', 'alerts'],
+    ['alerts', [], 'alerts'],
+    ['alerts', { quotaThreshold: 1 }, 'alerts.quotaThreshold'],
+    ['alerts', { quotaThreshold: 0 }, 'alerts.quotaThreshold'],
+    ['alerts', { quotaThreshold: Number.NaN }, 'alerts.quotaThreshold'],
+    ['alerts', { errorRateThreshold: 1.01 }, 'alerts.errorRateThreshold'],
+    ['alerts', { errorRateThreshold: '0.5' }, 'alerts.errorRateThreshold'],
+    ['alerts', { webhookUrl: 'ftp://hooks.example.com' }, 'alerts.webhookUrl'],
+    ['alerts', { webhookUrl: 'https://user:secret@hooks.example.com' }, 'alerts.webhookUrl'],
+    ['alerts', { webhookUrl: '/relative' }, 'alerts.webhookUrl'],
+    ['alerts', { webhookUrl: `https://hooks.example.com/${'x'.repeat(2_048)}` }, 'alerts.webhookUrl'],
+    ['alerts', { webhook: 'https://hooks.example.com' }, 'alerts.webhook'],
     ['clientCertificateSha256', ['zz'.repeat(32)], 'clientCertificateSha256[0]'],
     ['clientCertificateSha256', 'ab'.repeat(32), 'clientCertificateSha256'],
     ['scopes', 'leads:read', 'scopes'],

@@ -19,6 +19,30 @@
  *   sorted as text, so by deletedAt), where `purge` finds what to remove without scanning the
  *   keyspace: one ZRANGEBYLEX up to `deletedBefore`.
  * - `ns invalidate`: the pub/sub channel that carries the id of every changed record.
+ * - The audit trail (capability `audit`), all under the hash tag `{audit}`, so in one slot: an
+ *   entry is appended with its index members by one script on a Cluster too. `ns {audit}:e:<id>`
+ *   holds one entry as JSON (`at` in epoch ms; `actor`, `tenantId`, `environment` only as given).
+ *   `ns {audit}:all` and, per value, `ns {audit}:key:<keyId>`, `ns {audit}:tenant:<tenantId>`,
+ *   `ns {audit}:actor:<actor id>` and `ns {audit}:env:<environment>` are its indexes: sorted sets
+ *   of `<at>:<id>` members at score 0, the instant offset and padded as in the list sets, so text
+ *   order is (at, id) order and `from`, `to` and `after` are ZRANGEBYLEX bounds. An entry with
+ *   `keyId: null` is in no key index. Entries are never changed nor removed by the store (purge
+ *   leaves them alone); one key per entry rather than one hash of them all, so the trail's slot
+ *   migrates key by key on a Cluster. (Ids are ordered as bytes of UTF-8, which is the order of
+ *   JavaScript strings for every id below U+E000, UUIDs included.)
+ * - A key's usage analytics (capability `usage`), under the record's hash tag `{<id>}`, so in the
+ *   record's slot whether or not the record exists: `ns usage:{<id>}:d:<day>`, one hash per UTC
+ *   day with cells, field = the JSON of `[route, outcome]` (a null route is `null`, apart from
+ *   every string), value = `requests,status2xx,status3xx,status4xx,status5xx,totalResponseMicros,
+ *   maxResponseMicros` as integers; `ns usage:{<id>}:days`, a sorted set of those days (day →
+ *   day), where readUsage and purge find the day hashes without scanning; and
+ *   `ns usage:{<id>}:batches`, a sorted set of the batch ids applied to this key, each scored by
+ *   the instant until which it must be remembered (its `now` + RETAIN_BATCH_IDS_MS, the caller's
+ *   clock), pruned by each later batch (by its `now`) and expiring, on Redis's clock, an hour past
+ *   that retention after the key's last batch.
+ * - `ns alert:<name>`: an alert claim (capability `alerts`), a string holding its `expiresAt`
+ *   (epoch ms), expiring a minute after it (ALERT_TTL_MARGIN_MS): liveness is judged from the
+ *   stored instant and the caller's `now`, the expiry only collects claims nobody asks about.
  * The layout is the same on both deployments and across versions of this store: what one version
  * wrote, the next one reads (a record hash without `deletedAt`, written before it existed, reads
  * as not deleted).
@@ -32,6 +56,22 @@
  * - update: the "a revoked key stays revoked" check, the revocation stamp (`revokedAt` = the
  *   earlier of the stored one and `updatedAt`), the "deleted once" rule (a stored `deletedAt`
  *   stays), the write and its invalidation message.
+ * And one script on one slot each, too:
+ * - appendAudit: the "id taken" check, the entry and its member in every index it joins;
+ * - addUsage, per key of the batch: the "batch already applied to this key" check, every cell of
+ *   that key (on every day) added, the days set and the batch id recorded. Each key's script is
+ *   sent at once (pipelined on one connection, or one per node on a Cluster); a batch is thus
+ *   atomic per key, not as a whole, and exactly once per (batch id, key): a batch half applied
+ *   when a process died, retried with its id, adds only the keys it had not reached. Sums are
+ *   exact across processes (no read-modify-write outside a script);
+ * - readUsage: every day hash of the key in the range, read in one step after checking that the
+ *   days set still holds the days read just before (a ZRANGEBYSCORE; read again when a flush
+ *   added a day in between), so a reader never sees half a key's batch, even across two days;
+ * - claimAlert: compare the stored `expiresAt` with the caller's `now`, and claim, on the claim's key.
+ * listAudit is a keyset walk, not a snapshot: LIST_AUDIT_SCRIPT reads up to 1024 members of the
+ * filter index with the fewest members in the range and keeps those every other filter's index
+ * holds (ZSCORE), then one MGET reads the page's entries; a query whose filters rarely meet is
+ * walked in several such scripts from a cursor rather than one that would block Redis.
  *
  * On standalone Redis (a `Redis` client) every write is one script, because every key can be
  * declared to a script on a single server:
@@ -45,9 +85,11 @@
  *   its second key), so a delete (an update with `deletedAt`) is one EVALSHA too;
  * - insert of a record already deleted: its deleted-set member in the insert script;
  * - purge, per record: the record is read (HGETALL, for the keyPrefix, owner, tenant and createdAt
- *   that name its other keys), then one script judges it as stored (`deletedAt` before
- *   `deletedBefore`) and removes the record, its leases, its index entry, its list entries and
- *   its deleted-set member, with the invalidation message; or nothing.
+ *   that name its other keys) with its usage days set (the same round trip), then one script judges
+ *   it as stored (`deletedAt` before `deletedBefore`) and removes the record, its leases, its usage
+ *   (days set and day hashes), its index entry, its list entries and its deleted-set member, with
+ *   the invalidation message; or nothing (and is sent again with the days read again when a flush
+ *   added a day in between).
  * A single round trip each (a purge: two per record), so a process dying mid-call leaves either
  * everything or nothing.
  * (A rotation whose old record holds another owner or tenant than the caller read, which only an
@@ -74,8 +116,9 @@
  *   removed; one whose record is not deleted, or whose `deletedAt` cannot be read, stays);
  *   (1) the invalidation message, before any write, so that a client refused PUBLISH removes
  *   nothing; (2) the index entry, only while it names this id (compare-and-delete script);
- *   (3) the list entries; (4) the record and its leases (one slot), by a script that judges the
- *   record again as stored and publishes; (5) the deleted-set member. The index goes before the
+ *   (3) the list entries; (4) the record, its leases and its usage (one slot: days set and day
+ *   hashes, as read with the record in (0), and read again should a flush have added a day), by a
+ *   script that judges the record again as stored and publishes; (5) the deleted-set member. The index goes before the
  *   record: between (2) and (4) the record exists without its index entry, so findByKeyPrefix
  *   answers null for a key being purged, never an index entry pointing nowhere, and findById still
  *   finds it, deleted. Should (4) keep the record after all (only an edit by hand can make a
@@ -101,10 +144,13 @@
  *
  * `release` is one ZREM on the leases key, on either deployment.
  *
- * Only purge deletes a record key, and always with its leases key (same slot, so one DEL of both
- * works on a Cluster too); an undone Cluster rotation restores fields of the old record and takes
- * back index and list entries, never a record. A consume or release after a purge finds no record
- * and writes no leases.
+ * Only purge deletes a record key, and always with its leases and its usage keys (same slot, so
+ * one script on a Cluster too); an undone Cluster rotation restores fields of the old record and
+ * takes back index and list entries, never a record. A consume or release after a purge finds no
+ * record and writes no leases. A purge leaves the key's applied-batch set to expire on its own
+ * (within RETAIN_BATCH_IDS_MS and an hour): a flush of a batch applied before the purge, retried
+ * after it, must not bring the purged cells back. A batch first applied after the purge (a flush
+ * under way while it ran) does store cells of the purged id, as for any key the store does not hold.
  *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
  * then the record (and checks that the record still has that keyPrefix; an index entry without
@@ -119,7 +165,12 @@ import { decodeStoredRecord, invalidRecord, ownValue } from '../../record/decode
 import { CREATE_FIELDS } from '../../record/schema.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
 import type { ApiKeyRecord, RateLimit } from '../../types.js';
+import type { AuditEntry, StoreAuditQuery } from '../../audit/entry.js';
+import type { AlertClaim } from '../../alerts/claim.js';
+import { RETAIN_BATCH_IDS_MS, USAGE_COUNT_FIELDS, cellKeyOf, mergeCell } from '../../usage/cells.js';
+import type { StoreUsageQuery, UsageBatch, UsageCell } from '../../usage/cells.js';
 import type {
+  Actor,
   ApiKeyPatch,
   ApiKeyStore,
   ConcurrencyClaim,
@@ -140,13 +191,18 @@ import {
 } from '../toolkit.js';
 import { asStored, decodeRecord, encodePatch, encodeRecord, pairsToHash } from './codec.js';
 import {
+  ADD_USAGE_SCRIPT,
+  APPEND_AUDIT_SCRIPT,
+  CLAIM_ALERT_SCRIPT,
   CLAIM_ROTATION_SCRIPT,
   CONSUME_SCRIPT,
   DELETE_IF_SCRIPT,
   INSERT_RECORD_SCRIPT,
   INSERT_SCRIPT,
+  LIST_AUDIT_SCRIPT,
   PURGE_RECORD_SCRIPT,
   PURGE_SCRIPT,
+  READ_USAGE_SCRIPT,
   ROTATE_SCRIPT,
   UNDO_ROTATION_SCRIPT,
   UPDATE_SCRIPT,
@@ -199,10 +255,20 @@ interface ScriptCommands {
    * patch, null for an unknown id, 0 when the record is revoked and stays so.
    */
   keygateUpdateV4(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[] | 0 | null>;
-  /** Standalone, `numberOfKeys` first: one record's whole purge (see PURGE_SCRIPT). */
-  keygatePurgeV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
-  /** Cluster: the record and its leases, the last step of its purge. */
-  keygatePurgeRecordV1(key: string, leasesKey: string, ...args: string[]): Promise<'purged' | 'gone' | 'kept'>;
+  /** Standalone, `numberOfKeys` first: one record's whole purge, its usage included (see PURGE_SCRIPT). */
+  keygatePurgeV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
+  /** Cluster, `numberOfKeys` first: the record, its leases and its usage, the last step of its purge. */
+  keygatePurgeRecordV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
+  /** `numberOfKeys` first: the entry's key, then its indexes. 1, or 0 when the id is taken. */
+  keygateAppendAuditV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  /** `numberOfKeys` first: the indexes of the query's filters. [state, cursor, matching members]. */
+  keygateListAuditV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['end' | 'more', string, string[]]>;
+  /** `numberOfKeys` first: one key's cells of a batch. 1, or 0 when this batch was applied to the key already. */
+  keygateAddUsageV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  /** `numberOfKeys` first: HGETALL replies of the declared day hashes, or 'changed'. */
+  keygateReadUsageV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][] | 'changed'>;
+  /** 1 when claimed, 0 when a live claim exists. */
+  keygateClaimAlertV1(key: string, ...args: string[]): Promise<number>;
   /** Deletes the key when it holds the value; 1 when it did. */
   keygateDeleteIfV1(key: string, value: string): Promise<number>;
   /** Cluster: [previous revokedAt, updatedAt, status ('' = absent), hash after the claim], null, or 0 when refused. */
@@ -239,6 +305,34 @@ const TIME_OFFSET = 8_640_000_000_000_000;
 const LIST_BATCH = 200;
 /** How many deleted-set members one purge reads, and purges concurrently, at a time. */
 const PURGE_BATCH = 100;
+/**
+ * How many members of an audit index one run of LIST_AUDIT_SCRIPT may read before it answers with
+ * what it found and a cursor: a query whose filters rarely meet is walked in several short scripts
+ * rather than one that blocks Redis.
+ */
+const AUDIT_SCAN_BUDGET = 1024;
+/**
+ * How much longer than RETAIN_BATCH_IDS_MS a key's applied-batch set lives after the last batch
+ * applied to it. Its expiry runs on Redis's clock and the retention on the callers' (`batch.now`):
+ * the margin covers the difference, so a batch id is remembered at least RETAIN_BATCH_IDS_MS after
+ * its `now` as long as the clocks disagree by less.
+ */
+const BATCH_IDS_TTL_MARGIN_MS = 3_600_000;
+/**
+ * How much longer than `expiresAt - now` an alert claim's key lives. The claim's liveness is judged
+ * on the caller's clock from the stored `expiresAt`; the expiry only removes claims nobody asks
+ * about any more, and the margin keeps a claim for callers whose clocks lag behind the claimer's.
+ */
+const ALERT_TTL_MARGIN_MS = 60_000;
+/** The longest expiry the store gives a key (some 30 000 years): Redis refuses larger ones. */
+const MAX_TTL_MS = 1e15;
+/**
+ * How often readUsage and a record's purge read a key's usage days again when a flush added a day
+ * between their read and their script (only at the turn of a UTC day, so once is nearly always enough).
+ */
+const USAGE_ATTEMPTS = 5;
+/** The numbers of a stored usage cell, in the order ADD_USAGE_SCRIPT keeps them. */
+const USAGE_NUMBER_FIELDS = [...USAGE_COUNT_FIELDS, 'maxResponseMicros'] as const;
 
 /** An instant as the sortable text that starts list and deleted-set members (see TIME_OFFSET). */
 function sortableInstant(ms: number): string {
@@ -346,6 +440,177 @@ function storedIdentity(hash: Record<string, string>): StoredIdentity | null {
   };
 }
 
+/** A ZRANGEBYLEX range of the audit trail's `<at>:<id>` members. */
+interface AuditRange {
+  start: string;
+  end: string;
+}
+
+/**
+ * The range of an audit query: from `from` (inclusive) or strictly after `after`, whichever is
+ * later, to `to` (exclusive). A member is `<at>:<id>`, so `[<at>` is before every member at that
+ * instant and `(<at>` after none of them. Null when a bound is not a valid Date (nothing matches
+ * it, as no comparison with NaN holds).
+ */
+function auditRange(query: StoreAuditQuery): AuditRange | null {
+  let start = '-';
+  const from = ownValue(query, 'from');
+  if (from !== undefined && from !== null) {
+    const ms = instantOf(from);
+    if (ms === null) return null;
+    start = `[${sortableInstant(ms)}`;
+  }
+  const after = ownValue(query, 'after') as StoreAuditQuery['after'] | null;
+  if (after !== undefined && after !== null) {
+    const ms = instantOf(ownValue(after, 'at'));
+    if (ms === null) return null;
+    const bound = `(${sortableInstant(ms)}:${String(ownValue(after, 'id'))}`;
+    // Both texts start with the same number of digits: the later bound is the greater text.
+    if (start === '-' || bound.slice(1) > start.slice(1)) start = bound;
+  }
+  let end = '+';
+  const to = ownValue(query, 'to');
+  if (to !== undefined && to !== null) {
+    const ms = instantOf(to);
+    if (ms === null) return null;
+    end = `(${sortableInstant(ms)}`;
+  }
+  return { start, end };
+}
+
+/** What an audit entry is indexed by (and a query filters on): strings only, absent otherwise. */
+interface AuditFilters {
+  keyId: string | undefined;
+  tenantId: string | undefined;
+  actorId: string | undefined;
+  environment: string | undefined;
+}
+
+function stringOrUndefined(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** An audit entry as the store keeps it: JSON, `at` in epoch ms, only the fields the entry has. */
+interface StoredAuditEntry {
+  id: string;
+  at: number;
+  action: AuditEntry['action'];
+  keyId: string | null;
+  actor: Actor | null;
+  tenantId?: string;
+  environment?: string;
+  changes: Record<string, unknown>;
+}
+
+/**
+ * The JSON of an entry, built from its own fields one by one: an `actor` of `{ id }` stays without
+ * `keyPrefix`, and a `tenantId` or `environment` not given stays absent, so they read back exactly.
+ */
+function encodeAuditEntry(entry: AuditEntry, at: number, filters: AuditFilters): string {
+  const actor = ownValue(entry, 'actor') as Actor | null | undefined;
+  let storedActor: Actor | null = null;
+  if (actor !== null && actor !== undefined) {
+    storedActor = { id: String(ownValue(actor, 'id')) };
+    const keyPrefix = ownValue(actor, 'keyPrefix');
+    if (typeof keyPrefix === 'string') storedActor.keyPrefix = keyPrefix;
+  }
+  const stored: StoredAuditEntry = {
+    id: entry.id,
+    at,
+    action: ownValue(entry, 'action') as AuditEntry['action'],
+    keyId: filters.keyId ?? null,
+    actor: storedActor,
+    changes: (ownValue(entry, 'changes') ?? {}) as Record<string, unknown>,
+  };
+  if (filters.tenantId !== undefined) stored.tenantId = filters.tenantId;
+  if (filters.environment !== undefined) stored.environment = filters.environment;
+  return JSON.stringify(stored);
+}
+
+/** An entry read back: a fresh object (JSON.parse), with `at` a Date again. */
+function decodeAuditEntry(id: string, text: string): AuditEntry {
+  let stored: StoredAuditEntry;
+  try {
+    stored = JSON.parse(text) as StoredAuditEntry;
+  } catch {
+    throw new Error(`RedisStore: the audit entry ${JSON.stringify(id)} is not valid JSON`);
+  }
+  if (stored === null || typeof stored !== 'object' || typeof stored.at !== 'number' || typeof stored.id !== 'string') {
+    throw new Error(`RedisStore: the audit entry ${JSON.stringify(id)} is not an audit entry`);
+  }
+  const entry: AuditEntry = {
+    id: stored.id,
+    at: new Date(stored.at),
+    action: stored.action,
+    keyId: stored.keyId ?? null,
+    actor: stored.actor ?? null,
+    changes: stored.changes,
+  };
+  if (stored.tenantId !== undefined) entry.tenantId = stored.tenantId;
+  if (stored.environment !== undefined) entry.environment = stored.environment;
+  return entry;
+}
+
+/**
+ * A usage cell as the store adds it: its own fields only, checked, since they become Redis keys,
+ * hash fields and Lua numbers (a fraction or a negative would be stored for good).
+ */
+function usageCellOf(cell: UsageCell): UsageCell {
+  const keyId = ownValue(cell, 'keyId');
+  const day = ownValue(cell, 'day');
+  const route = ownValue(cell, 'route');
+  const outcome = ownValue(cell, 'outcome');
+  // An empty keyId would put `usage:{}:…` keys in different slots (Redis hashes the whole key).
+  if (typeof keyId !== 'string' || keyId === '') throw new TypeError('RedisStore.addUsage: a cell keyId must be a non-empty string');
+  if (!Number.isSafeInteger(day)) throw new TypeError('RedisStore.addUsage: a cell day must be an integer');
+  if (route !== null && typeof route !== 'string') throw new TypeError('RedisStore.addUsage: a cell route must be a string or null');
+  if (typeof outcome !== 'string') throw new TypeError('RedisStore.addUsage: a cell outcome must be a string');
+  const copy = { keyId, day: day as number, route, outcome } as UsageCell;
+  for (const field of USAGE_NUMBER_FIELDS) {
+    const value = ownValue(cell, field);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      throw new TypeError(`RedisStore.addUsage: a cell ${field} must be a non-negative safe integer`);
+    }
+    copy[field] = value;
+  }
+  return copy;
+}
+
+/** The hash field of a cell in its day hash: route (null distinct from every string) and outcome, as JSON. */
+function usageField(cell: UsageCell): string {
+  return JSON.stringify([cell.route, cell.outcome]);
+}
+
+/** The cells of one day hash, read back: fresh objects. */
+function decodeUsageDay(keyId: string, day: number, hash: Record<string, string>): UsageCell[] {
+  return Object.keys(hash).map((field) => {
+    const unreadable = () => new Error(`RedisStore: the usage cell ${field} of key ${JSON.stringify(keyId)}, day ${day}, cannot be read`);
+    let identity: unknown;
+    try {
+      identity = JSON.parse(field);
+    } catch {
+      throw unreadable();
+    }
+    if (!Array.isArray(identity) || identity.length !== 2) throw unreadable();
+    const [route, outcome] = identity as unknown[];
+    if ((route !== null && typeof route !== 'string') || typeof outcome !== 'string') throw unreadable();
+    const numbers = String(hash[field]).split(',').map(Number);
+    if (numbers.length !== USAGE_NUMBER_FIELDS.length || !numbers.every((n) => Number.isInteger(n) && n >= 0)) throw unreadable();
+    const cell = { keyId, day, route, outcome } as UsageCell;
+    USAGE_NUMBER_FIELDS.forEach((name, i) => {
+      cell[name] = numbers[i] as number;
+    });
+    return cell;
+  });
+}
+
+/** A sorted-set score bound for a day: Redis's `-inf`/`+inf` for a day beyond every number. */
+function dayBound(day: number): string {
+  if (day === Infinity) return '+inf';
+  if (day === -Infinity) return '-inf';
+  return String(day);
+}
+
 /** An error Redis replied with (the command ran and was refused, so it wrote nothing), not a lost connection. */
 function isReplyError(error: unknown): boolean {
   return error instanceof Error && error.name === 'ReplyError';
@@ -433,8 +698,11 @@ async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
 
 /**
  * Keeps keys in Redis through ioredis. On standalone Redis every method is atomic (`purge` per
- * record); on Redis Cluster, `insert`, `rotate`, `purge` and a delete's entry in the deleted set
- * are ordered steps (the file's header comment says which).
+ * record, `addUsage` per key of the batch; `listAudit` reads in pages); on Redis Cluster, `insert`,
+ * `rotate`, `purge` and a delete's entry in the deleted set are ordered steps (the file's header
+ * comment says which). Implements every optional capability: `subscribe`, `release`
+ * (`concurrency`), `appendAudit`/`listAudit` (`audit`), `addUsage`/`readUsage` (`usage`) and
+ * `claimAlert` (`alerts`).
  *
  * @example
  * ```ts
@@ -473,8 +741,14 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateRotateV2', { lua: ROTATE_SCRIPT });
     // The deleted set is a second key on standalone Redis only (another slot on a Cluster).
     redis.defineCommand('keygateUpdateV4', { lua: UPDATE_SCRIPT });
-    redis.defineCommand('keygatePurgeV1', { lua: PURGE_SCRIPT });
-    redis.defineCommand('keygatePurgeRecordV1', { numberOfKeys: 2, lua: PURGE_RECORD_SCRIPT });
+    redis.defineCommand('keygatePurgeV2', { lua: PURGE_SCRIPT });
+    // A record's usage is one day hash per day it has cells: a variable number of keys.
+    redis.defineCommand('keygatePurgeRecordV2', { lua: PURGE_RECORD_SCRIPT });
+    redis.defineCommand('keygateAppendAuditV1', { lua: APPEND_AUDIT_SCRIPT });
+    redis.defineCommand('keygateListAuditV1', { lua: LIST_AUDIT_SCRIPT });
+    redis.defineCommand('keygateAddUsageV1', { lua: ADD_USAGE_SCRIPT });
+    redis.defineCommand('keygateReadUsageV1', { lua: READ_USAGE_SCRIPT });
+    redis.defineCommand('keygateClaimAlertV1', { numberOfKeys: 1, lua: CLAIM_ALERT_SCRIPT });
     redis.defineCommand('keygateDeleteIfV1', { numberOfKeys: 1, lua: DELETE_IF_SCRIPT });
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
@@ -653,6 +927,163 @@ export class RedisStore implements ApiKeyStore {
    */
   subscribe(listener: (id: string | null) => void): () => void {
     return this.#listeners.add(listener);
+  }
+
+  /**
+   * Appends an audit entry: one script writes its key and its member in every index it joins (the
+   * global one, and those of its keyId, tenantId, actor id and environment), or nothing when an
+   * entry with its id exists (`already_exists`). Every key is under the `{audit}` hash tag, so
+   * this is one atomic step on a Cluster too. `purge` never touches the audit trail.
+   */
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    const at = instantOf(ownValue(entry, 'at'));
+    if (at === null) throw new TypeError('RedisStore.appendAudit: `at` must be a valid Date');
+    const id = ownValue(entry, 'id');
+    if (typeof id !== 'string' || id === '') throw new TypeError('RedisStore.appendAudit: `id` must be a non-empty string');
+    const actor = ownValue(entry, 'actor') ?? null;
+    // Stored and indexed by its id: an actor without one could be stored but never found by it.
+    if (actor !== null && (typeof actor !== 'object' || typeof ownValue(actor, 'id') !== 'string')) {
+      throw new TypeError('RedisStore.appendAudit: `actor` must be null or { id: string, keyPrefix?: string }');
+    }
+    const filters: AuditFilters = {
+      keyId: stringOrUndefined(ownValue(entry, 'keyId')),
+      tenantId: stringOrUndefined(ownValue(entry, 'tenantId')),
+      actorId: actor === null ? undefined : (ownValue(actor, 'id') as string),
+      environment: stringOrUndefined(ownValue(entry, 'environment')),
+    };
+    const keys = [this.#auditKey(`e:${id}`), this.#auditKey('all'), ...this.#auditIndexes(filters)];
+    const json = encodeAuditEntry(entry, at, filters);
+    const reply = await scrubbed(async () => (await this.#connected()).keygateAppendAuditV1(keys.length, ...keys, json, listMember(new Date(at), id)));
+    if (reply !== 1) throw alreadyExists('id', id);
+  }
+
+  /**
+   * Walks, in (at, id) order, the index of the query's filter with the fewest entries in its range
+   * (the global index without a filter), keeping the entries every other filter's index also holds,
+   * until `limit` are found or the range ends: LIST_AUDIT_SCRIPT finds the members of one page
+   * (reading at most AUDIT_SCAN_BUDGET of them per run, then answering with a cursor), then one MGET
+   * reads their entries. The indexes and entries share one slot, so this works on a Cluster as is.
+   */
+  async listAudit(query: StoreAuditQuery): Promise<AuditEntry[]> {
+    const limit = Math.floor(ownValue(query, 'limit') as number);
+    if (!(limit > 0)) return [];
+    const range = auditRange(query);
+    if (range === null) return [];
+    const filters = this.#auditIndexes({
+      keyId: stringOrUndefined(ownValue(query, 'keyId')),
+      tenantId: stringOrUndefined(ownValue(query, 'tenantId')),
+      actorId: stringOrUndefined(ownValue(query, 'actorId')),
+      environment: stringOrUndefined(ownValue(query, 'environment')),
+    });
+    const keys = filters.length > 0 ? filters : [this.#auditKey('all')];
+    const redis = await this.#connected();
+    const found: AuditEntry[] = [];
+    let start = range.start;
+    for (;;) {
+      const wanted = String(limit - found.length);
+      const [state, cursor, members] = await redis.keygateListAuditV1(keys.length, ...keys, start, range.end, wanted, String(AUDIT_SCAN_BUDGET));
+      if (members.length > 0) {
+        const ids = members.map(memberId);
+        const texts = await redis.mget(...ids.map((id) => this.#auditKey(`e:${id}`)));
+        // An index member without its entry (an entry removed by hand) is skipped; the walk goes on.
+        texts.forEach((text, i) => {
+          if (text !== null) found.push(decodeAuditEntry(ids[i] as string, text));
+        });
+      }
+      if (found.length >= limit || state === 'end' || cursor === '') return found;
+      start = `(${cursor}`;
+    }
+  }
+
+  /**
+   * Adds a batch of usage cells: one ADD_USAGE_SCRIPT per key, all sent at once (each in its key's
+   * slot, so on a Cluster each goes to its own node). Each key's cells are added in one step, once
+   * per (batch id, key): the script remembers the batch id beside the key's cells, so a retried
+   * batch adds nothing to the keys it reached before and the rest to those it did not (a batch
+   * half applied when a process died or the connection dropped). Rejects when any key's script
+   * failed, after every one has answered, so the caller retries the batch with the same id.
+   */
+  async addUsage(batch: UsageBatch): Promise<void> {
+    const now = instantOf(ownValue(batch, 'now'));
+    if (now === null) throw new TypeError('RedisStore.addUsage: `now` must be a valid Date');
+    const batchId = ownValue(batch, 'id');
+    if (typeof batchId !== 'string' || batchId === '') throw new TypeError('RedisStore.addUsage: `id` must be a non-empty string');
+    // Cells merged per key and identity: two cells of one identity in one batch (which the caller
+    // should not send) would otherwise each read the stored cell before either is written.
+    const byKey = new Map<string, Map<string, UsageCell>>();
+    for (const given of batch.cells) {
+      const cell = usageCellOf(given);
+      let cells = byKey.get(cell.keyId);
+      if (!cells) byKey.set(cell.keyId, (cells = new Map()));
+      const identity = cellKeyOf(cell);
+      const existing = cells.get(identity);
+      if (existing) mergeCell(existing, cell);
+      else cells.set(identity, cell);
+    }
+    if (byKey.size === 0) return;
+    const redis = await this.#connected();
+    const outcomes = await Promise.allSettled([...byKey].map(([keyId, cells]) => this.#addKeyUsage(redis, batchId, now, keyId, [...cells.values()])));
+    const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    if (failed) throw withoutArguments(failed.reason);
+  }
+
+  /**
+   * The cells of one key in a range of days: the key's days set is read (ZRANGEBYSCORE), then
+   * READ_USAGE_SCRIPT reads every day hash in one step, after checking the days are still those
+   * (a flush at the turn of a day may add one in between: then both are read again). So a reader
+   * never sees a key's cells of one batch half added, even when the batch spans two days.
+   */
+  async readUsage(query: StoreUsageQuery): Promise<UsageCell[]> {
+    const keyId = ownValue(query, 'keyId');
+    const fromDay = ownValue(query, 'fromDay') as number;
+    const toDay = ownValue(query, 'toDay') as number;
+    // No cell is ever stored under an empty keyId (addUsage refuses one).
+    if (typeof keyId !== 'string' || keyId === '' || !(fromDay <= toDay)) return [];
+    const redis = await this.#connected();
+    const daysKey = this.#usageKey(keyId, 'days');
+    for (let attempt = 1; attempt <= USAGE_ATTEMPTS; attempt++) {
+      const days = await redis.zrangebyscore(daysKey, dayBound(fromDay), dayBound(toDay));
+      if (days.length === 0) return [];
+      const keys = [daysKey, ...days.map((day) => this.#usageKey(keyId, `d:${day}`))];
+      const reply = await redis.keygateReadUsageV1(keys.length, ...keys, dayBound(fromDay), dayBound(toDay), ...days);
+      if (reply === 'changed') continue;
+      return reply.flatMap((pairs, i) => decodeUsageDay(keyId, Number(days[i]), pairsToHash(pairs)));
+    }
+    throw new Error('RedisStore: the usage days of a key kept changing while they were read');
+  }
+
+  /**
+   * Claims a named alert with one script on the claim's key: `true` when no claim of that name is
+   * live at `claim.now` (the caller's clock; the stored `expiresAt` decides, not Redis's expiry),
+   * and the claim is stored until `expiresAt`. The key expires a margin after that on Redis's clock,
+   * so claims take no room for good.
+   */
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const name = ownValue(claim, 'name');
+    const expiresAt = instantOf(ownValue(claim, 'expiresAt'));
+    const now = instantOf(ownValue(claim, 'now'));
+    if (typeof name !== 'string') throw new TypeError('RedisStore.claimAlert: `name` must be a string');
+    if (expiresAt === null || now === null) throw new TypeError('RedisStore.claimAlert: `expiresAt` and `now` must be valid Dates');
+    const ttl = Math.min(MAX_TTL_MS, Math.max(0, expiresAt - now) + ALERT_TTL_MARGIN_MS);
+    const reply = await (await this.#connected()).keygateClaimAlertV1(this.#alertKey(name), String(expiresAt), String(now), String(ttl));
+    return reply === 1;
+  }
+
+  /** One key's share of a usage batch: ADD_USAGE_SCRIPT on its days set, applied-batch set and day hashes. */
+  async #addKeyUsage(redis: RedisClient & ScriptCommands, batchId: string, now: number, keyId: string, cells: UsageCell[]): Promise<void> {
+    const keys = [this.#usageKey(keyId, 'days'), this.#usageKey(keyId, 'batches')];
+    const positions = new Map<number, number>();
+    const args = [batchId, String(now), String(now + RETAIN_BATCH_IDS_MS), String(RETAIN_BATCH_IDS_MS + BATCH_IDS_TTL_MARGIN_MS)];
+    for (const cell of cells) {
+      let position = positions.get(cell.day);
+      if (position === undefined) {
+        keys.push(this.#usageKey(keyId, `d:${cell.day}`));
+        position = keys.length;
+        positions.set(cell.day, position);
+      }
+      args.push(String(position), String(cell.day), usageField(cell), ...USAGE_NUMBER_FIELDS.map((field) => String(cell[field])));
+    }
+    await scrubbed(() => redis.keygateAddUsageV1(keys.length, ...keys, ...args));
   }
 
   /** Standalone insert: INSERT_RECORD_SCRIPT declares the record, its index and its lists. */
@@ -838,31 +1269,35 @@ export class RedisStore implements ApiKeyStore {
   }
 
   /**
-   * Standalone purge of the record a deleted-set member names: its hash is read (for the keyPrefix,
-   * owner, tenant and createdAt that name its index and list keys), then PURGE_SCRIPT judges it as
-   * stored and removes everything in one step. Read again and retried when those fields changed in
-   * between (only an edit by hand, or an id used again, can do it).
+   * Standalone purge of the record a deleted-set member names: its hash and its usage days are
+   * read together (for the keyPrefix, owner, tenant and createdAt that name its index and list
+   * keys, and the day hashes of its usage), then PURGE_SCRIPT judges it as stored and removes
+   * everything in one step. Read again and retried when those changed in between (an edit by hand,
+   * an id used again, or a flush of the record's usage adding a day).
    */
   async #purgeAtOnce(redis: RedisClient & ScriptCommands, member: string, before: number): Promise<PurgeOutcome> {
     const id = memberId(member);
-    const fixed = [this.#recordKey(id), this.#leasesKey(id), this.#deletedKey()];
-    for (let attempt = 1; attempt <= LIST_ATTEMPTS; attempt++) {
-      const hash = await redis.hgetall(fixed[0] as string);
+    const daysKey = this.#usageKey(id, 'days');
+    const fixed = [this.#recordKey(id), this.#leasesKey(id), this.#deletedKey(), daysKey];
+    for (let attempt = 1; attempt <= USAGE_ATTEMPTS; attempt++) {
+      // Sent together: one round trip.
+      const [hash, days] = await Promise.all([redis.hgetall(fixed[0] as string), redis.zrange(daysKey, 0, -1)]);
       let keys = fixed;
-      let declared = ['', '', '', '', ''];
+      let declared = ['0'];
       if (Object.keys(hash).length > 0) {
         const identity = storedIdentity(hash);
         // A record whose index or lists cannot be found stays, for someone to look at.
         if (identity === null) return 'kept';
-        keys = [...fixed, this.#indexKey(identity.keyPrefix), ...this.#listKeys(identity)];
-        declared = [...identity.raw, listMember(identity.createdAt, id)];
+        const lists = this.#listKeys(identity);
+        keys = [...fixed, this.#indexKey(identity.keyPrefix), ...lists, ...days.map((day) => this.#usageKey(id, `d:${day}`))];
+        declared = [String(lists.length), ...identity.raw, listMember(identity.createdAt, id), ...days];
       }
-      const reply = await redis.keygatePurgeV1(keys.length, ...keys, String(before), this.#channel, id, member, ...declared);
+      const reply = await redis.keygatePurgeV2(keys.length, ...keys, String(before), this.#channel, id, member, ...declared);
       if (reply === 'changed') continue;
       if (reply === 'purged') this.#listeners.notify(id);
       return reply;
     }
-    throw new Error('RedisStore: the keyPrefix, ownerId, tenantId or createdAt of a record being purged kept changing');
+    throw new Error('RedisStore: the keyPrefix, ownerId, tenantId, createdAt or usage days of a record being purged kept changing');
   }
 
   /**
@@ -877,7 +1312,10 @@ export class RedisStore implements ApiKeyStore {
     const id = memberId(member);
     const recordKey = this.#recordKey(id);
     const deletedKey = this.#deletedKey();
-    const hash = await redis.hgetall(recordKey);
+    const daysKey = this.#usageKey(id, 'days');
+    // The usage days with the record, in the same slot and round trip, for step (4).
+    const [hash, daysRead] = await Promise.all([redis.hgetall(recordKey), redis.zrange(daysKey, 0, -1)]);
+    let days = daysRead;
     if (Object.keys(hash).length === 0) {
       await redis.zrem(deletedKey, member);
       return 'gone';
@@ -911,7 +1349,17 @@ export class RedisStore implements ApiKeyStore {
       await putBack();
       throw failed.reason;
     }
-    const reply = await redis.keygatePurgeRecordV1(recordKey, this.#leasesKey(id), String(before), this.#channel, id, identity.raw[0]);
+    let reply: PurgeOutcome | 'changed' = 'changed';
+    for (let attempt = 1; attempt <= USAGE_ATTEMPTS && reply === 'changed'; attempt++) {
+      // A flush of the record's usage added a day since they were read: read them again.
+      if (attempt > 1) days = await redis.zrange(daysKey, 0, -1);
+      const keys = [recordKey, this.#leasesKey(id), daysKey, ...days.map((day) => this.#usageKey(id, `d:${day}`))];
+      reply = await redis.keygatePurgeRecordV2(keys.length, ...keys, String(before), this.#channel, id, identity.raw[0], ...days);
+    }
+    if (reply === 'changed') {
+      await putBack();
+      throw new Error('RedisStore: the usage days of a record being purged kept changing');
+    }
     if (reply === 'kept') {
       await putBack();
       return reply;
@@ -1023,6 +1471,38 @@ export class RedisStore implements ApiKeyStore {
   /** The deleted set: one member per deleted record, sorted by deletedAt (see scripts.ts). */
   #deletedKey(): string {
     return `${this.#ns}deleted`;
+  }
+
+  /**
+   * A key of the audit trail. The `{audit}` hash tag puts the whole trail (entries and indexes) in
+   * one slot, so that appending an entry with its index members is one script on a Cluster too.
+   * The namespace has no braces, so the tag is always `audit`.
+   */
+  #auditKey(suffix: string): string {
+    return `${this.#ns}{audit}:${suffix}`;
+  }
+
+  /** The indexes of the filters given (keyId, tenantId, actor id, environment), in that order. */
+  #auditIndexes(filters: AuditFilters): string[] {
+    const indexes: string[] = [];
+    if (filters.keyId !== undefined) indexes.push(this.#auditKey(`key:${filters.keyId}`));
+    if (filters.tenantId !== undefined) indexes.push(this.#auditKey(`tenant:${filters.tenantId}`));
+    if (filters.actorId !== undefined) indexes.push(this.#auditKey(`actor:${filters.actorId}`));
+    if (filters.environment !== undefined) indexes.push(this.#auditKey(`env:${filters.environment}`));
+    return indexes;
+  }
+
+  /**
+   * A key of one API key's usage analytics (`days`, `batches`, `d:<day>`), under the record key's
+   * hash tag `{<id>}`, so in the record's slot: a purge removes them in the record's own script.
+   */
+  #usageKey(keyId: string, suffix: string): string {
+    return `${this.#ns}usage:{${keyId}}:${suffix}`;
+  }
+
+  /** An alert claim: a string holding its expiresAt (epoch ms). */
+  #alertKey(name: string): string {
+    return `${this.#ns}alert:${name}`;
   }
 
   #listKeys(owners: ListOwners): string[] {

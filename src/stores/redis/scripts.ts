@@ -2,7 +2,7 @@
  * The Lua scripts of the Redis store. ioredis loads them once and runs them with EVALSHA, falling
  * back to EVAL on NOSCRIPT (`defineCommand`).
  *
- * Two families:
+ * Three families:
  * - Scripts on one record's hash (one hash tag, so one slot): consume (with the record's leases
  *   set, under the same hash tag), update, the claim and undo of a rotation and the removal of a
  *   purged record on a Cluster (PURGE_RECORD_SCRIPT), and the compare-and-delete of one index
@@ -14,6 +14,14 @@
  *   only, where every key can be declared in one script. They check everything before their first
  *   write, so a refusal changes nothing: Redis does not roll a script back when a command fails
  *   half-way.
+ * - Scripts of the optional capabilities, each on the keys of one hash tag: the audit trail's
+ *   (APPEND_AUDIT_SCRIPT, LIST_AUDIT_SCRIPT, all under `{audit}`), one API key's usage
+ *   (ADD_USAGE_SCRIPT, READ_USAGE_SCRIPT, under the record's `{<id>}`) and one alert claim
+ *   (CLAIM_ALERT_SCRIPT, a single key). Atomic on a Cluster too. They read no clock: every instant
+ *   is the caller's. The purge scripts also remove a record's usage (USAGE_PURGE_HELPERS), which
+ *   lives in the record's slot. Scripts that touch a variable number of day hashes are given them as
+ *   KEYS, read by the caller from the days set just before, and answer 'changed' (writing nothing)
+ *   when that set no longer holds exactly those days; no script reaches a key it was not given.
  *
  * The deleted set (`ns deleted`) holds one member per deleted record, `<deletedAt>:<id>` with the
  * instant offset and zero-padded as in the list sets (DELETED_MEMBER_HELPERS), all at score 0: it
@@ -53,6 +61,7 @@
  */
 import { type CounterState, initialCounters } from '../../policy/limits.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
+import { USAGE_COUNT_FIELDS } from '../../usage/cells.js';
 
 /**
  * Lua helpers shared by the scripts below (prepended to each script's body).
@@ -402,15 +411,45 @@ return 1
 
 
 /**
+ * Lua helpers for a record's usage analytics (capability `usage`), which live in the record's hash
+ * slot (`<ns>usage:{<id>}:days` and one hash per day, see RedisStore) so that a purge removes them
+ * in the same step as the record.
+ * - usage_changed(days, first_day_arg, first_day_key): true when the days set `days` no longer
+ *   holds exactly the days ARGV[first_day_arg ..] the caller read and declared day hashes for
+ *   (KEYS[first_day_key ..], one per day, in the same order): a day was added since (a flush at the
+ *   turn of a day), so the caller reads the set again and asks again.
+ * - delete_usage(days, first_day_key, count): DELs the days set and the `count` declared day hashes.
+ */
+const USAGE_PURGE_HELPERS = `
+local function usage_changed(days, first_day_arg, first_day_key)
+  local stored = redis.call('ZRANGE', days, 0, -1)
+  local declared = #ARGV - first_day_arg + 1
+  if #stored ~= declared then return true end
+  for i = 1, declared do
+    if stored[i] ~= ARGV[first_day_arg + i - 1] then return true end
+  end
+  return false
+end
+local function delete_usage(days, first_day_key, count)
+  redis.call('DEL', days)
+  for i = first_day_key, first_day_key + count - 1 do redis.call('DEL', KEYS[i]) end
+end
+`;
+
+/**
  * Removes one deleted record for good, in one atomic step (standalone Redis): the record, its
- * leases, its keyPrefix index entry, its list entries and its members in the deleted set, or
- * nothing. The record is judged here, as stored now: whatever a reader or a writer did since the
- * caller read it, a record is removed only when its `deletedAt` is before `deletedBefore`.
- * KEYS: the record, its leases, the deleted set, then, when the caller read the record, its
- * keyPrefix index and its 1 to 3 list sorted sets.
+ * leases, its usage analytics, its keyPrefix index entry, its list entries and its members in the
+ * deleted set, or nothing. The record is judged here, as stored now: whatever a reader or a writer
+ * did since the caller read it, a record is removed only when its `deletedAt` is before
+ * `deletedBefore`.
+ * KEYS: the record, its leases, the deleted set, its usage days set, then, when the caller read the
+ * record, its keyPrefix index and its 1 to 3 list sorted sets, then one usage day hash per day the
+ * caller read in the days set.
  * ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the deleted-set member the
- * caller is visiting, then the raw hash values of keyPrefix, ownerId, tenantId and createdAt the
- * caller read ('' for an absent field) and declared KEYS for, then the list member.
+ * caller is visiting, the number of list keys ('0' when the caller found no record), then (when it
+ * read the record) the raw hash values of keyPrefix, ownerId, tenantId and createdAt the caller
+ * read ('' for an absent field) and declared KEYS for, and the list member; then the days it read
+ * in the usage days set, in order.
  *
  * - 'gone': the record does not exist (another purge removed it); the visited member is removed.
  * - 'kept': the record is not deleted (a member added by hand: removed, nothing else changes), its
@@ -418,16 +457,20 @@ return 1
  *   a guess), or it was deleted at or after `deletedBefore`. A visited member that is not the
  *   record's own (`deleted_member` of its `deletedAt`) is replaced by the record's own.
  * - 'changed': the record is to be removed, but its keyPrefix, owner, tenant or createdAt is not
- *   what the caller declared KEYS for (edited by hand, or an id used again): nothing is written,
- *   and the caller reads the record and asks again.
- * - 'purged': publishes the id, then DELs the record and its leases, the index entry if it still
- *   names this id, the list members and the record's deleted-set members.
- * An error reply, before any write, when the index is not a string or a list key not a sorted set.
+ *   what the caller declared KEYS for (edited by hand, or an id used again), or its usage days
+ *   are not the ones it declared (a flush added a day): nothing is written, and the caller reads
+ *   the record and its days and asks again.
+ * - 'purged': publishes the id, then DELs the record, its leases and its usage (days set and day
+ *   hashes), the index entry if it still names this id, the list members and the record's
+ *   deleted-set members.
+ * An error reply, before any write, when the index is not a string, a list key not a sorted set or
+ * the usage days set not a sorted set.
  */
-export const PURGE_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}
-local record, leases, deleted = KEYS[1], KEYS[2], KEYS[3]
+export const PURGE_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}${USAGE_PURGE_HELPERS}
+local record, leases, deleted, days = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local deletedBefore = tonumber(ARGV[1])
 local id, visited = ARGV[3], ARGV[4]
+local lists = tonumber(ARGV[5])
 if redis.call('EXISTS', record) == 0 then
   redis.call('ZREM', deleted, visited)
   return 'gone'
@@ -445,43 +488,51 @@ if own ~= visited then
   redis.call('ZADD', deleted, 0, own)
 end
 if not (deletedAt < deletedBefore) then return 'kept' end
-if #KEYS < 5 then return 'changed' end
+if lists == 0 then return 'changed' end
 for i = 2, 5 do
-  if (stored[i] or '') ~= ARGV[3 + i] then return 'changed' end
+  if (stored[i] or '') ~= ARGV[4 + i] then return 'changed' end
 end
-local kind = redis.call('TYPE', KEYS[4])['ok']
+local index, first_list, last_list = KEYS[5], 6, 5 + lists
+local first_day_key = last_list + 1
+if usage_changed(days, 11, first_day_key) then return 'changed' end
+local kind = redis.call('TYPE', index)['ok']
 if kind ~= 'none' and kind ~= 'string' then
-  return redis.error_reply('WRONGTYPE keygate: the index key ' .. KEYS[4] .. ' is not a string')
+  return redis.error_reply('WRONGTYPE keygate: the index key ' .. index .. ' is not a string')
 end
-for i = 5, #KEYS do
+for i = first_list, last_list do
   local unwritable = zset_unwritable(KEYS[i])
   if unwritable then return unwritable end
 end
 redis.call('PUBLISH', ARGV[2], id)
 redis.call('DEL', record, leases)
-if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
-for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
+delete_usage(days, first_day_key, #KEYS - first_day_key + 1)
+if redis.call('GET', index) == id then redis.call('DEL', index) end
+for i = first_list, last_list do redis.call('ZREM', KEYS[i], ARGV[10]) end
 redis.call('ZREM', deleted, own)
 return 'purged'
 `;
 
 /**
- * The last step of a purge on a Cluster, on the record's slot: removes the record and its leases
- * when, as stored now, its `deletedAt` is before `deletedBefore` and its keyPrefix is the one
- * whose index entry the caller removed. The index and list entries are gone by then (see
- * RedisStore), so no index entry ever names a record that no longer exists.
- * KEYS: the record, its leases. ARGV: deletedBefore (epoch ms), the invalidation channel, the id,
- * the keyPrefix as the caller read it (raw hash value).
- * Returns 'purged' (having published the id, then deleted both keys), 'gone' (no such record) or
- * 'kept' (not deleted, deleted at or after deletedBefore, unreadable, or another keyPrefix).
+ * The last step of a purge on a Cluster, on the record's slot: removes the record, its leases and
+ * its usage analytics when, as stored now, its `deletedAt` is before `deletedBefore` and its
+ * keyPrefix is the one whose index entry the caller removed. The index and list entries are gone
+ * by then (see RedisStore), so no index entry ever names a record that no longer exists.
+ * KEYS: the record, its leases, its usage days set, then one usage day hash per day the caller
+ * read in that set. ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the
+ * keyPrefix as the caller read it (raw hash value), then the days it read, in order.
+ * Returns 'purged' (having published the id, then deleted every key), 'gone' (no such record),
+ * 'kept' (not deleted, deleted at or after deletedBefore, unreadable, or another keyPrefix), or
+ * 'changed' (the usage days are not the ones declared: nothing written, read them and ask again).
  */
-export const PURGE_RECORD_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}
+export const PURGE_RECORD_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}${USAGE_PURGE_HELPERS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
 local stored = redis.call('HMGET', KEYS[1], 'deletedAt', 'keyPrefix')
 local deletedAt = instant_of(stored[1])
 if type(deletedAt) ~= 'number' or not (deletedAt < tonumber(ARGV[1])) or stored[2] ~= ARGV[4] then return 'kept' end
+if usage_changed(KEYS[3], 5, 4) then return 'changed' end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 redis.call('DEL', KEYS[1], KEYS[2])
+delete_usage(KEYS[3], 4, #KEYS - 3)
 return 'purged'
 `;
 
@@ -492,6 +543,200 @@ return 'purged'
 export const DELETE_IF_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+`;
+
+/**
+ * Appends one audit entry (capability `audit`), in one step: the entry and its member in every
+ * index, or nothing. Every key is under the `{audit}` hash tag, so one slot on a Cluster too.
+ * KEYS: the entry's own key, then the indexes it joins (the global one, and those of its keyId,
+ * tenantId, actor id and environment when it has them): sorted sets of `<at>:<id>` members at score 0.
+ * ARGV: the entry as JSON, its member.
+ * Returns 1, or 0 (having changed nothing) when an entry with this id exists; an error reply,
+ * before any write, when an index key holds something other than a sorted set.
+ */
+export const APPEND_AUDIT_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('WRONGTYPE keygate: the audit index ' .. KEYS[i] .. ' is not a sorted set')
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+return 1
+`;
+
+/** How many index members one run of LIST_AUDIT_SCRIPT reads with one ZRANGEBYLEX. */
+const AUDIT_CHUNK = 256;
+
+/**
+ * One page of the audit trail's keyset walk: the members of `<at>:<id>` (in (at, id) order) that
+ * are in EVERY index of KEYS (one per filter of the query: its keyId, tenantId, actor id and
+ * environment; the global index alone when there is none), within a ZRANGEBYLEX range.
+ * ARGV: the range's start and end (ZRANGEBYLEX bounds), how many matches are wanted, and how many
+ * members this run may read at most (so that a query whose filters rarely meet never blocks Redis
+ * for long: the caller runs it again from the cursor).
+ * The index walked is the one with the fewest members in the range (ZLEXCOUNT, O(log n) each);
+ * a member is kept when every other index holds it (ZSCORE). Returns { state, cursor, matches }:
+ * state 'end' when the range has no more members, 'more' otherwise; cursor the last member read
+ * ('' for none), from which the next run starts (exclusive).
+ */
+export const LIST_AUDIT_SCRIPT = `
+local start, stop = ARGV[1], ARGV[2]
+local wanted, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local primary = 1
+if #KEYS > 1 then
+  local fewest = nil
+  for i = 1, #KEYS do
+    local count = redis.call('ZLEXCOUNT', KEYS[i], start, stop)
+    if fewest == nil or count < fewest then primary, fewest = i, count end
+  end
+  if fewest == 0 then return { 'end', '', {} } end
+end
+local matches, cursor, read = {}, '', 0
+while read < budget do
+  local chunk = math.min(${AUDIT_CHUNK}, budget - read)
+  local members = redis.call('ZRANGEBYLEX', KEYS[primary], start, stop, 'LIMIT', 0, chunk)
+  for _, member in ipairs(members) do
+    read = read + 1
+    cursor = member
+    local kept = true
+    for i = 1, #KEYS do
+      if i ~= primary and not redis.call('ZSCORE', KEYS[i], member) then
+        kept = false
+        break
+      end
+    end
+    if kept then
+      matches[#matches + 1] = member
+      if #matches >= wanted then return { 'more', cursor, matches } end
+    end
+  end
+  if #members < chunk then return { 'end', cursor, matches } end
+  start = '(' .. cursor
+end
+return { 'more', cursor, matches }
+`;
+
+/** How many numbers a stored usage cell holds: the counts of `USAGE_COUNT_FIELDS`, then the max. */
+const USAGE_NUMBERS = USAGE_COUNT_FIELDS.length + 1;
+
+/**
+ * Adds one key's cells of one usage batch (capability `usage`), in one step and once per batch id:
+ * all the key's cells, or none. Every key is under the record's hash tag (`{<keyId>}`), so one
+ * slot on a Cluster too.
+ * KEYS: the key's usage days set (day → day), its applied-batch set (batch id → the instant, on
+ * the caller's clock, until which it is remembered), then one day hash per day the cells name.
+ * ARGV: the batch id; the batch's `now` and `now + RETAIN_BATCH_IDS_MS` (epoch ms, the caller's
+ * clock); the applied-batch set's expiry in ms; then, per cell, the position in KEYS of its day
+ * hash, its day, its field (the JSON of `[route, outcome]`) and its ${USAGE_NUMBERS} numbers (the counts of
+ * `USAGE_COUNT_FIELDS` in order, then maxResponseMicros), each a non-negative safe integer as text.
+ *
+ * A day hash maps a cell's field to its numbers as `n1,n2,…` text: counts added, the last one the
+ * larger of the stored and the given. Returns 1 when applied, 0 when this batch id was applied to
+ * this key already (nothing written: a retried flush adds nothing). An error reply, before any
+ * write, when a key holds another type or a stored cell is not ${USAGE_NUMBERS} non-negative integers.
+ *
+ * Lua numbers are doubles, exact for the integers below 2^53 that cells hold (a sum reaching 2^53
+ * microseconds is some 285 years of response time); %.17g writes them back exactly.
+ * Applied batch ids are forgotten by the callers' clocks (a member whose instant has passed for
+ * the batch being applied is removed), and the whole set expires, on Redis's clock, a margin after
+ * the last batch applied to the key: a key that gets no more traffic keeps nothing.
+ */
+export const ADD_USAGE_SCRIPT = `
+local days, batches = KEYS[1], KEYS[2]
+local function check(key, expected)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= expected then
+    return redis.error_reply('WRONGTYPE keygate: the usage key ' .. key .. ' is not a ' .. expected)
+  end
+  return nil
+end
+local wrong = check(days, 'zset') or check(batches, 'zset')
+if wrong then return wrong end
+for i = 3, #KEYS do
+  wrong = check(KEYS[i], 'hash')
+  if wrong then return wrong end
+end
+if redis.call('ZSCORE', batches, ARGV[1]) then return 0 end
+local NUMBERS = ${USAGE_NUMBERS}
+local CELL = 3 + NUMBERS
+local function count_of(text)
+  local value = tonumber(text)
+  if value == nil or value ~= value or value < 0 or value ~= math.floor(value) or value == math.huge then return nil end
+  return value
+end
+local writes = {}
+for first = 5, #ARGV, CELL do
+  local key, field = KEYS[tonumber(ARGV[first])], ARGV[first + 2]
+  local stored = redis.call('HGET', key, field)
+  local values = {}
+  if stored then
+    for text in string.gmatch(stored, '[^,]+') do values[#values + 1] = count_of(text) or -1 end
+    local readable = #values == NUMBERS
+    for i = 1, #values do if values[i] < 0 then readable = false end end
+    if not readable then
+      return redis.error_reply('ERR keygate: the usage cell ' .. field .. ' of ' .. key .. ' is not ' .. NUMBERS .. ' non-negative integers')
+    end
+  else
+    for i = 1, NUMBERS do values[i] = 0 end
+  end
+  local texts = {}
+  for i = 1, NUMBERS do
+    local given = tonumber(ARGV[first + 2 + i])
+    local value
+    if i < NUMBERS then value = values[i] + given else value = math.max(values[i], given) end
+    texts[i] = string.format('%.17g', value)
+  end
+  writes[#writes + 1] = { key, field, table.concat(texts, ','), ARGV[first + 1] }
+end
+for _, write in ipairs(writes) do
+  redis.call('HSET', write[1], write[2], write[3])
+  redis.call('ZADD', days, write[4], write[4])
+end
+redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. ARGV[2])
+redis.call('ZADD', batches, ARGV[3], ARGV[1])
+redis.call('PEXPIRE', batches, ARGV[4])
+return 1
+`;
+
+/**
+ * Reads one key's usage cells in a range of days, in one step (so never half a batch).
+ * KEYS: the key's usage days set, then one day hash per day the caller read in that set in the
+ * range, in order. ARGV: the first and last day (inclusive), then those days.
+ * Returns 'changed' when the days in the range are not the ones declared (a flush added a day
+ * since: the caller reads them again and asks again), else one HGETALL reply per declared day, in order.
+ */
+export const READ_USAGE_SCRIPT = `
+local days = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2])
+if #days ~= #ARGV - 2 then return 'changed' end
+for i = 1, #days do
+  if days[i] ~= ARGV[2 + i] then return 'changed' end
+end
+local cells = {}
+for i = 2, #KEYS do cells[#cells + 1] = redis.call('HGETALL', KEYS[i]) end
+return cells
+`;
+
+/**
+ * Claims one named alert (capability `alerts`), in one step: of concurrent claims of a name,
+ * exactly one succeeds. KEYS: the claim's key. ARGV: the claim's expiresAt and the caller's now
+ * (epoch ms), and the key's expiry in ms (expiresAt − now plus a margin).
+ * Liveness is judged on the caller's clock, by the stored expiresAt against ARGV now, never by
+ * whether Redis still holds the key: the expiry only collects claims nobody asks about any more.
+ * A stored value that is not a number (written by hand) is no claim: an alert sent twice is a
+ * smaller harm than one never sent.
+ * Returns 1 (claimed: expiresAt stored) or 0 (a live claim exists: nothing written).
+ */
+export const CLAIM_ALERT_SCRIPT = `
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local expiresAt = tonumber(stored)
+  if expiresAt and expiresAt > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
 `;
 
 /** The hash field of a counter of `CounterState` (`c:tokens`, `c:day`, `c:dayCount`, …). */

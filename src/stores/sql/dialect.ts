@@ -3,7 +3,7 @@
  * dialect-neutral parts (option validation, refusing unstorable values, notifying listeners) live
  * in `SqlStore`, which delegates here.
  */
-import type { ApiKeyStore, StorePurge } from '../store.js';
+import type { AlertClaim, ApiKeyStore, AuditEntry, StoreAuditQuery, StorePurge, StoreUsageQuery, UsageBatch, UsageCell } from '../store.js';
 
 /**
  * How many records one `purge` statement removes at most. A purge of more runs several statements,
@@ -14,7 +14,7 @@ import type { ApiKeyStore, StorePurge } from '../store.js';
 export const PURGE_BATCH_SIZE = 1000;
 
 /** One dialect's implementation of the store operations, bound to a client and a table. */
-export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | 'purge'> {
+export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | 'purge' | 'appendAudit' | 'listAudit' | 'addUsage' | 'readUsage' | 'claimAlert'> {
   /** `ApiKeyStore.release`, which every dialect implements (the leases live in the key's row). */
   release(id: string, lease: string): Promise<void>;
   /**
@@ -23,6 +23,16 @@ export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | '
    * batch once it committed, so listeners drop them even when a later batch fails.
    */
   purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize?: number): Promise<number>;
+  /** `ApiKeyStore.appendAudit`: one insert into `<table>_audit`, `already_exists` for a taken id. */
+  appendAudit(entry: AuditEntry): Promise<void>;
+  /** `ApiKeyStore.listAudit`: one indexed read of `<table>_audit` from the keyset position. */
+  listAudit(query: StoreAuditQuery): Promise<AuditEntry[]>;
+  /** `ApiKeyStore.addUsage`: the batch id and every cell in one transaction, exactly once per id. */
+  addUsage(batch: UsageBatch): Promise<void>;
+  /** `ApiKeyStore.readUsage`: one read of `<table>_usage` through its primary key. */
+  readUsage(query: StoreUsageQuery): Promise<UsageCell[]>;
+  /** `ApiKeyStore.claimAlert`: one atomic upsert into `<table>_alert_claims`. */
+  claimAlert(claim: AlertClaim): Promise<boolean>;
   /**
    * Creates the table and its indexes if they do not exist, and adds the columns of later record
    * schema versions to an older table (`migrate.ts`). Idempotent and safe to run concurrently.

@@ -1,7 +1,9 @@
 /**
- * `migrate()`, per dialect: create the table and its indexes when missing, and add the columns of
- * later record schema versions to a table created before them (see `schema.ts`). Idempotent, and
- * safe when several processes migrate the same table at once.
+ * `migrate()`, per dialect: create the table and its indexes when missing, add the columns of
+ * later record schema versions to a table created before them (see `schema.ts`), and create the
+ * tables named from it (audit trail, usage cells, usage batch ids, alert claims: `companions.ts`)
+ * and their indexes when missing. Idempotent, and safe when several processes migrate the same
+ * table at once.
  *
  * Both take the column list as a parameter (the record's columns by default) so that tests can
  * migrate a table to a schema with fields the record does not have yet.
@@ -30,6 +32,7 @@ export async function migratePostgres(client: PostgresClient, table: TableName, 
     schema.createTable,
     ...schema.addColumns.map((add) => add.statement),
     ...schema.indexes,
+    ...schema.companions,
   ];
   try {
     await client.query(`${script.join(';\n')};`);
@@ -77,5 +80,6 @@ export function migrateSqlite(db: SqliteDatabase, table: TableName, columns: rea
       for (const add of schema.addColumns) if (!present.has(add.column)) db.exec(add.statement);
     }
     for (const index of schema.indexes) db.exec(index);
+    for (const statement of schema.companions) db.exec(statement);
   }).immediate();
 }

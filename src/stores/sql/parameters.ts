@@ -21,6 +21,7 @@ export function parameterOf(dialect: SqlDialect, column: Column, value: unknown)
       return dialect === 'postgres' ? [...(value as string[])] : JSON.stringify(value);
     case 'json':
     case 'rateLimit':
+    case 'alerts':
       return JSON.stringify(value);
     case 'instant':
     case 'nullableInstant':

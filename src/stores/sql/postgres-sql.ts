@@ -22,6 +22,7 @@ import {
   RECORD_COLUMNS,
   columnOf,
 } from './columns.js';
+import { companionName } from './companions.js';
 import { parameterOf } from './parameters.js';
 import type { TableName } from './table-name.js';
 import { timestamptzLiteral } from './values.js';
@@ -34,6 +35,7 @@ const PARAMETER_CASTS: Record<Column['kind'], string> = {
   list: 'text[]',
   json: 'jsonb',
   rateLimit: 'jsonb',
+  alerts: 'jsonb',
   count: 'bigint',
   nullableCount: 'bigint',
   instant: 'timestamptz',
@@ -68,7 +70,7 @@ function remainingUses(qualifier: string): string {
  * Epoch milliseconds of a timestamptz, exact on every PostgreSQL version: whole seconds (exact even
  * where `extract` returns double precision, before PostgreSQL 14) plus the millisecond field.
  */
-function epochMilliseconds(reference: string): string {
+export function epochMilliseconds(reference: string): string {
   const utc = `${reference} AT TIME ZONE 'UTC'`;
   return `(extract(epoch FROM date_trunc('second', ${utc}))::bigint * 1000 + round(extract(milliseconds FROM ${utc}))::bigint % 1000)`;
 }
@@ -528,7 +530,10 @@ export function listStatement(table: TableName, shape: ListShape): string {
     index += 2;
   }
   const where = conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
-  return `SELECT ${recordSelectList()} FROM ${table.qualified}${where} ORDER BY "created_at", "id" LIMIT $${index + 1}::bigint`;
+  // ORDER BY names the table's columns through the alias: a bare "created_at" would be the select
+  // list's "created_at" (epoch milliseconds as text), which orders as text (1999 after 2025, a
+  // negative instant anywhere) and matches no index, so every list would sort the whole table.
+  return `SELECT ${recordSelectList()} FROM ${table.qualified} AS "k"${where} ORDER BY "k"."created_at", "k"."id" LIMIT $${index + 1}::bigint`;
 }
 
 /**
@@ -544,6 +549,10 @@ export function listStatement(table: TableName, shape: ListShape): string {
  * the batch waits for it. `FOR UPDATE` re-checks a row it waited for on the version committed
  * meanwhile, and skips a row another purge removed, going on down the index.
  *
+ * `cells` deletes every usage cell of the removed keys (every day; through the usage table's
+ * primary key, which leads with `key_id`), in the same statement, hence the same transaction: a
+ * reader sees a purged key with all its cells or neither.
+ *
  * Returns one row: `"selected"`, how many rows the batch locked (fewer than `$2`: nothing more to
  * purge), and `"removed"`, the removed ids as a JSON array.
  */
@@ -557,6 +566,9 @@ function purgeStatement(table: TableName): string {
   DELETE FROM ${table.qualified} AS "k" USING "batch"
   WHERE "k"."id" = "batch"."id" AND ${purgeable('"k".')}
   RETURNING "k"."id"
+), "cells" AS (
+  DELETE FROM ${companionName(table, 'usage')} AS "u" USING "removed"
+  WHERE "u"."key_id" = "removed"."id"
 )
 SELECT (SELECT count(*) FROM "batch")::text AS "selected",
   (SELECT coalesce(json_agg("id"), '[]'::json) FROM "removed")::text AS "removed"`;

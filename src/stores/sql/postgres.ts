@@ -22,10 +22,35 @@ import {
   updateStatement,
   usedColumn,
 } from './postgres-sql.js';
+import type { AuditEntry, StoreAuditQuery } from '../../audit/entry.js';
+import type { AlertClaim } from '../../alerts/claim.js';
+import type { StoreUsageQuery, UsageBatch, UsageCell } from '../../usage/cells.js';
+import { alreadyExists } from '../toolkit.js';
+import { auditEntryFromRow, auditFilters, auditRowValues, checkedBatch, checkedClaim, usageCellFromRow, usageColumnArrays, usageRange } from './observability.js';
+import { type AuditListShape, type ObservabilityStatements, auditListStatement, observabilityStatements } from './postgres-observability.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
-import { timestamptzLiteral } from './values.js';
+import { POSTGRES_MIN_INSTANT, timestamptzLiteral } from './values.js';
+
+/**
+ * PostgreSQL's `deadlock_detected` SQLSTATE. Two statements that lock rows in different orders
+ * (a purge removing a key's usage cells while a batch adds to them) can meet in a deadlock;
+ * PostgreSQL then rolls one of them back whole.
+ */
+const POSTGRES_DEADLOCK_DETECTED = '40P01';
+
+/** How many times `addUsage` runs its statement when PostgreSQL rolled it back for a deadlock. */
+const USAGE_ATTEMPTS = 3;
+
+function isDeadlock(error: unknown): boolean {
+  return error !== null && typeof error === 'object' && (error as { code?: unknown }).code === POSTGRES_DEADLOCK_DETECTED;
+}
+
+/** An instant as a timestamptz parameter, moved up to the earliest one PostgreSQL holds. */
+function timestamptzAtLeast(epochMs: number): string {
+  return timestamptzLiteral(new Date(Math.max(epochMs, POSTGRES_MIN_INSTANT)));
+}
 
 function rowsOf(result: PostgresQueryResult | PostgresQueryResult[]): Row[] {
   const single = Array.isArray(result) ? result[result.length - 1] : result;
@@ -39,11 +64,14 @@ export class PostgresEngine implements SqlEngine {
   readonly #statements: PostgresStatements;
   readonly #updates = new Map<string, string>();
   readonly #lists = new Map<string, string>();
+  readonly #observability: ObservabilityStatements;
+  readonly #auditLists = new Map<string, string>();
 
   constructor(client: PostgresClient, table: TableName) {
     this.#client = client;
     this.#table = table;
     this.#statements = postgresStatements(table);
+    this.#observability = observabilityStatements(table);
   }
 
   async #rows(text: string, values: unknown[]): Promise<Row[]> {
@@ -191,5 +219,94 @@ export class PostgresEngine implements SqlEngine {
   /** One statement (see `releaseStatement`), which writes the row only when it holds the lease. */
   async release(id: string, lease: string): Promise<void> {
     await this.#client.query(this.#statements.release, [id, lease]);
+  }
+
+  /** One `INSERT … ON CONFLICT ("id") DO NOTHING`: no row back means the id was taken, and nothing changed. */
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    const row = auditRowValues(entry, 'postgres');
+    const values = [
+      row.id,
+      timestamptzLiteral(new Date(row.at)),
+      row.action,
+      row.keyId,
+      row.actorId,
+      row.actorKeyPrefix,
+      row.tenantId,
+      row.environment,
+      row.changes,
+    ];
+    const inserted = await this.#rows(this.#observability.appendAudit, values);
+    if (inserted.length === 0) throw alreadyExists('id', row.id);
+  }
+
+  /**
+   * One statement per shape of filters (see `auditListStatement`), cached. An instant before the
+   * earliest PostgreSQL holds (4714 BC, which no stored entry can be at) is no bound for `from` and
+   * `after` (every entry is past it), and is that earliest instant for `to` (no entry is before it).
+   */
+  async listAudit(query: StoreAuditQuery): Promise<AuditEntry[]> {
+    const filters = auditFilters(query, 'postgres');
+    if (filters.limit === 0) return [];
+    const from = filters.from !== undefined && filters.from > POSTGRES_MIN_INSTANT ? filters.from : undefined;
+    const after = filters.after !== undefined && filters.after.at >= POSTGRES_MIN_INSTANT ? filters.after : undefined;
+    const shape: AuditListShape = {
+      keyId: filters.keyId !== undefined,
+      actorId: filters.actorId !== undefined,
+      tenantId: filters.tenantId !== undefined,
+      environment: filters.environment !== undefined,
+      from: from !== undefined,
+      to: filters.to !== undefined,
+      after: after !== undefined,
+    };
+    const key = Object.values(shape).map(Number).join('');
+    let text = this.#auditLists.get(key);
+    if (text === undefined) {
+      text = auditListStatement(this.#table, shape);
+      this.#auditLists.set(key, text);
+    }
+    const values: unknown[] = [];
+    for (const field of ['keyId', 'actorId', 'tenantId', 'environment'] as const) if (filters[field] !== undefined) values.push(filters[field]);
+    if (from !== undefined) values.push(timestamptzLiteral(new Date(from)));
+    if (filters.to !== undefined) values.push(timestamptzAtLeast(filters.to));
+    if (after !== undefined) values.push(timestamptzLiteral(new Date(after.at)), after.id);
+    values.push(filters.limit);
+    return (await this.#rows(text, values)).map(auditEntryFromRow);
+  }
+
+  /**
+   * One statement (see `addUsageStatement`): the batch id recorded and every cell added, or
+   * nothing. A statement PostgreSQL rolled back for a deadlock changed nothing, so it runs again;
+   * any other failure rejects (a retry with the same batch id is safe: an applied id adds nothing).
+   */
+  async addUsage(batch: UsageBatch): Promise<void> {
+    const checked = checkedBatch(batch, 'postgres');
+    const values = [checked.id, timestamptzLiteral(new Date(checked.now)), timestamptzAtLeast(checked.forgetBefore), ...usageColumnArrays(checked.cells)];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#client.query(this.#observability.addUsage, values);
+        return;
+      } catch (error) {
+        if (!isDeadlock(error) || attempt >= USAGE_ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  /** One statement through the usage table's primary key (`key_id`, then `day`). */
+  async readUsage(query: StoreUsageQuery): Promise<UsageCell[]> {
+    const range = usageRange(query, 'postgres');
+    if (range === null) return [];
+    const rows = await this.#rows(this.#observability.readUsage, [range.keyId, range.fromDay, range.toDay]);
+    return rows.map((row) => usageCellFromRow(range.keyId, row));
+  }
+
+  /** One statement (see `claimAlertStatement`): a row back means this caller has the claim. */
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const checked = checkedClaim(claim, 'postgres');
+    const rows = await this.#rows(this.#observability.claimAlert, [
+      checked.name,
+      timestamptzLiteral(new Date(checked.expiresAt)),
+      timestamptzLiteral(new Date(checked.now)),
+    ]);
+    return rows.length > 0;
   }
 }

@@ -90,6 +90,7 @@ function decode(column: Column, value: unknown): unknown {
     case 'json':
       return object(value);
     case 'rateLimit':
+    case 'alerts':
       return value === null ? null : object(value);
     case 'count':
       return number(value);

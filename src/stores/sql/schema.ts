@@ -11,7 +11,8 @@
  * index, 0 for a count; the leases': `{}`, none): a fresh table and an upgraded one come out the
  * same, and existing rows read back as new records would be written.
  */
-import { API_KEY_STATUSES, RATE_LIMIT_FIELDS } from '../../record/schema.js';
+import { ALERT_FIELDS, API_KEY_STATUSES, RATE_LIMIT_FIELDS } from '../../record/schema.js';
+import { companionStatements } from './companions.js';
 import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, LEASES_COLUMN, RECORD_COLUMNS } from './columns.js';
 import { parameterOf } from './parameters.js';
 import { type TableName, parseTableName } from './table-name.js';
@@ -32,6 +33,7 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
     list: { type: 'text[]', default: "'{}'" },
     json: { type: 'jsonb', default: "'{}'" },
     rateLimit: { type: 'jsonb', nullable: true },
+    alerts: { type: 'jsonb', nullable: true },
     count: { type: 'bigint', default: '0' },
     nullableCount: { type: 'bigint', nullable: true },
     instant: { type: 'timestamptz(3)' },
@@ -45,6 +47,7 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
     list: { type: 'TEXT', default: "'[]'" },
     json: { type: 'TEXT', default: "'{}'" },
     rateLimit: { type: 'TEXT', nullable: true },
+    alerts: { type: 'TEXT', nullable: true },
     count: { type: 'INTEGER', default: '0' },
     nullableCount: { type: 'INTEGER', nullable: true },
     instant: { type: 'INTEGER' },
@@ -54,15 +57,18 @@ const COLUMN_TYPES: Record<SqlDialect, Record<ColumnKind, ColumnType>> = {
 };
 
 const RATE_LIMIT_SHAPE = `{ ${RATE_LIMIT_FIELDS.map((field) => `${field}?`).join(', ')} }`;
+const ALERTS_SHAPE = `{ ${ALERT_FIELDS.map((field) => `${field}?`).join(', ')} }`;
 
 const COMMENTS: Record<SqlDialect, Partial<Record<ColumnKind, string>>> = {
   postgres: {
     rateLimit: `${RATE_LIMIT_SHAPE} or NULL`,
+    alerts: `${ALERTS_SHAPE} or NULL`,
   },
   sqlite: {
     list: 'JSON array of strings',
     json: 'JSON object',
     rateLimit: `JSON ${RATE_LIMIT_SHAPE} or NULL`,
+    alerts: `JSON ${ALERTS_SHAPE} or NULL`,
     instant: 'epoch milliseconds',
     nullableInstant: 'epoch milliseconds',
     boolean: '0 or 1',
@@ -250,6 +256,11 @@ export interface TableSchema {
   readonly addColumns: readonly { readonly column: string; readonly statement: string }[];
   /** `CREATE [UNIQUE] INDEX IF NOT EXISTS …`, after the columns they may cover exist. */
   readonly indexes: readonly string[];
+  /**
+   * The tables next to the key table (`companions.ts`: audit trail, usage cells, usage batch ids,
+   * alert claims), each `CREATE TABLE IF NOT EXISTS` followed by its `CREATE INDEX IF NOT EXISTS`s.
+   */
+  readonly companions: readonly string[];
 }
 
 /**
@@ -266,7 +277,7 @@ export function tableSchema(dialect: SqlDialect, table: TableName, columns: read
       `CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${table.indexName(index.suffix)} ` +
       `ON ${table.qualified} (${index.columns.map(quoted).join(', ')})${index.where === undefined ? '' : ` WHERE ${index.where}`}`,
   );
-  return { createTable: createTable(dialect, table, columns), addColumns, indexes };
+  return { createTable: createTable(dialect, table, columns), addColumns, indexes, companions: companionStatements(dialect, table) };
 }
 
 /**
@@ -276,7 +287,7 @@ export function tableSchema(dialect: SqlDialect, table: TableName, columns: read
  */
 export function schemaScript(dialect: SqlDialect, table: TableName, columns: readonly Column[] = RECORD_COLUMNS): string {
   const schema = tableSchema(dialect, table, columns);
-  if (dialect === 'postgres') return `${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes].join(';\n\n')};\n`;
+  if (dialect === 'postgres') return `${[schema.createTable, ...schema.addColumns.map((add) => add.statement), ...schema.indexes, ...schema.companions].join(';\n\n')};\n`;
   const upgrades =
     schema.addColumns.length === 0
       ? []
@@ -286,7 +297,7 @@ export function schemaScript(dialect: SqlDialect, table: TableName, columns: rea
             '-- below (an index may cover a later column).\n' +
             schema.addColumns.map((add) => `-- ${add.statement};`).join('\n'),
         ];
-  return `${schema.createTable};\n\n${[...upgrades, ...schema.indexes.map((index) => `${index};`)].join('\n\n')}\n`;
+  return `${schema.createTable};\n\n${[...upgrades, ...[...schema.indexes, ...schema.companions].map((statement) => `${statement};`)].join('\n\n')}\n`;
 }
 
 /** Options of {@link sqlSchema}. */
@@ -312,6 +323,11 @@ export interface SqlSchemaOptions {
  * SQLite has no `IF NOT EXISTS` for columns: its script carries the `ALTER TABLE`s as comments, to
  * run once on a table created before them (`migrate()` checks the table's columns and adds the
  * missing ones by itself). Regenerate the script when you upgrade keygate.
+ *
+ * After the key table and its indexes come the tables named from it (version 4): `<table>_audit`
+ * (the audit trail), `<table>_usage` (usage cells), `<table>_usage_batches` (usage batch ids
+ * applied, for exactly-once flushes) and `<table>_alert_claims`, each with its indexes, all
+ * `IF NOT EXISTS`.
  *
  * @example
  * ```ts

@@ -6,7 +6,21 @@
 import { invalidArgument, isKeygateError } from '../../errors.js';
 import { ownValue } from '../../record/decode.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ApiKeyStore, ConsumeOutcome, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
+import type {
+  AlertClaim,
+  ApiKeyPatch,
+  ApiKeyStore,
+  AuditEntry,
+  ConsumeOutcome,
+  ConsumeRequest,
+  StoreAuditQuery,
+  StoreListQuery,
+  StorePurge,
+  StoreRotation,
+  StoreUsageQuery,
+  UsageBatch,
+  UsageCell,
+} from '../store.js';
 import type { SqlEngine } from './dialect.js';
 import { withoutHashes } from './driver-errors.js';
 import type { ChangeListeners } from '../toolkit.js';
@@ -48,7 +62,13 @@ import { type SqlDialect, assertStorable } from './values.js';
  *   `purge` deletes the rows deleted before its instant, through a partial index on `deleted_at`,
  *   in batches of 1000 rows, each one statement and its own transaction, so a huge purge never
  *   holds its locks (SQLite: the database's write lock) for long; a row goes with its counters and
- *   leases, which live in it.
+ *   leases, which live in it, and with its usage cells, deleted in the same transaction.
+ * - **Audit trail, usage analytics, alert claims** (the optional store capabilities `audit`,
+ *   `usage` and `alerts`) live in tables named from the key table, which `migrate()` creates:
+ *   `<table>_audit` (indexed for every `listAudit` filter in (at, id) order), `<table>_usage` (one
+ *   row per key, UTC day, route and outcome, added to by an upsert), `<table>_usage_batches` (the
+ *   batch ids applied, so a retried flush counts once) and `<table>_alert_claims`. Every instant
+ *   they store is the caller's (`batch.now`, `claim.now`), never the database's clock.
  * - **Faults.** Every driver error rejects; keygate answers 503 `store_unavailable` and never
  *   admits. Key hashes are removed from a driver error's text (PostgreSQL quotes a failing row in
  *   `detail`) before it leaves the store. keygate bounds each call by `storeTimeoutMs`, but give
@@ -106,9 +126,10 @@ export class SqlStore implements ApiKeyStore {
   /**
    * Creates the table and its indexes when they do not exist: the unique index on `key_prefix`,
    * `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`, and
-   * `(deleted_at)` over the deleted keys only (a partial index) for `purge`; and adds
+   * `(deleted_at)` over the deleted keys only (a partial index) for `purge`; adds
    * to a table made by an earlier keygate the columns of record fields introduced since, with
-   * their initial values in existing rows. Idempotent, and safe to run from several processes at
+   * their initial values in existing rows; and creates the tables named from it (`<table>_audit`,
+   * `<table>_usage`, `<table>_usage_batches`, `<table>_alert_claims`) and their indexes. Idempotent, and safe to run from several processes at
    * once (PostgreSQL: under an advisory lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE`
    * transaction, which also reads the table's columns). It runs the statements `sqlSchema()`
    * returns (on SQLite, its commented `ADD COLUMN`s only for the columns the table lacks).
@@ -187,7 +208,8 @@ export class SqlStore implements ApiKeyStore {
    * Deletes every row whose `deletedAt` is set and before `purge.deletedBefore` (a key deleted at
    * that very instant stays), and returns how many. Batches of at most 1000 rows, each one
    * statement (PostgreSQL: `DELETE … RETURNING` of rows locked in `deleted_at` order; SQLite: one
-   * `DELETE … RETURNING`), each atomic: a row goes with its index entries, counters and leases, and
+   * `DELETE … RETURNING` in an immediate transaction), each atomic: a row goes with its index
+   * entries, counters and leases, and all its usage cells (every day) in the same transaction, and
    * a consume of a purged key finds no row (`null`: an unknown key). Listeners hear each removed
    * id once its batch committed. When a batch fails in a way that may have come after it took
    * effect, listeners are told `null` (anything may have changed) and the call rejects; the
@@ -226,6 +248,54 @@ export class SqlStore implements ApiKeyStore {
   async release(id: string, lease: string): Promise<void> {
     if (!this.#canHold(id) || !this.#canHold(lease)) return;
     await withoutHashes(() => this.#engine.release(id, lease));
+  }
+
+  /**
+   * Appends an entry to the audit trail, the table `<table>_audit`: one insert, which rejects with
+   * `already_exists` (field `id`) and changes nothing when an entry with that id exists, and with
+   * `invalid_argument` for a value the table could not give back exactly. `purge` never removes
+   * entries; delete old ones yourself when you no longer need them (e.g. `DELETE … WHERE "at" < …`).
+   */
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    await withoutHashes(() => this.#engine.appendAudit(entry));
+  }
+
+  /**
+   * Audit entries matching every filter of `query` (key, actor id, tenant, environment; `from`
+   * inclusive and `to` exclusive on `at`), strictly after the keyset position `after`, ordered by
+   * (at, id), at most `limit`: one read of an index that leads with the filter and goes on in
+   * (at, id) order.
+   */
+  async listAudit(query: StoreAuditQuery): Promise<AuditEntry[]> {
+    return withoutHashes(() => this.#engine.listAudit(query));
+  }
+
+  /**
+   * Adds a batch of usage cells to `<table>_usage`, exactly once per batch id, in one transaction
+   * (PostgreSQL: one statement; SQLite: one immediate transaction): the batch id is recorded in
+   * `<table>_usage_batches` first, and when it was there already (a retried flush) nothing is added.
+   * Counts add up and `maxResponseMicros` keeps the larger, under the rows' locks (SQLite: the
+   * database's write lock), so batches from any number of processes sum exactly. Each call also
+   * forgets a few batch ids applied more than `RETAIN_BATCH_IDS_MS` before `batch.now`. Cells of
+   * keys the table does not hold are stored too; `purge` removes a purged key's cells with it.
+   */
+  async addUsage(batch: UsageBatch): Promise<void> {
+    await withoutHashes(() => this.#engine.addUsage(batch));
+  }
+
+  /** Every stored usage cell of `query.keyId` with a day in [fromDay, toDay]: one read of the usage table's primary key. */
+  async readUsage(query: StoreUsageQuery): Promise<UsageCell[]> {
+    return withoutHashes(() => this.#engine.readUsage(query));
+  }
+
+  /**
+   * Claims the alert `claim.name` until `claim.expiresAt` in `<table>_alert_claims`, atomically
+   * across every process sharing the database: `true` when no claim of that name was live at
+   * `claim.now` (the caller's clock), `false` otherwise, changing nothing. Of concurrent claims of
+   * one name exactly one gets `true`. Each call also deletes a few claims that have lapsed.
+   */
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    return withoutHashes(() => this.#engine.claimAlert(claim));
   }
 
   /**

@@ -17,9 +17,47 @@ import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, DELETED_AT_COLUMN, LEASES_C
 import { PURGE_BATCH_SIZE, type SqlEngine } from './dialect.js';
 import { migrateSqlite } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
+import type { AuditEntry, StoreAuditQuery } from '../../audit/entry.js';
+import type { AlertClaim } from '../../alerts/claim.js';
+import type { StoreUsageQuery, UsageBatch, UsageCell } from '../../usage/cells.js';
+import { alreadyExists } from '../toolkit.js';
+import { type CompanionNames, USAGE_COUNT_COLUMNS, companionNames } from './companions.js';
+import {
+  AUDIT_TEXT_FILTERS,
+  type CheckedBatch,
+  type CheckedClaim,
+  type UsageRowValues,
+  auditEntryFromRow,
+  auditFilters,
+  auditRowValues,
+  checkedBatch,
+  checkedClaim,
+  usageCellFromRow,
+  usageRange,
+} from './observability.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
+
+/** At most this many cells per upsert statement: 128 × 11 parameters, far below SQLite's limit. */
+const USAGE_CHUNK = 128;
+
+/** How many forgotten batch ids (or lapsed alert claims) one call deletes at most (as on PostgreSQL). */
+const CLEANUP_LIMIT = 100;
+
+/** The usage row's columns, in the order the upsert binds each cell's values. */
+const USAGE_COLUMNS = ['key_id', 'day', 'route', 'outcome', ...USAGE_COUNT_COLUMNS, 'max_response_micros'].map((name) => `"${name}"`);
+
+/**
+ * The sizes of the upsert statements a batch of `count` cells is written with: whole chunks of
+ * {@link USAGE_CHUNK}, then the rest as a sum of powers of two, so that at most eight statement
+ * shapes are ever prepared (a statement per size up to the chunk would be 128).
+ */
+export function usageChunkSizes(count: number): number[] {
+  const sizes: number[] = Array.from({ length: Math.floor(count / USAGE_CHUNK) }, () => USAGE_CHUNK);
+  for (let size = USAGE_CHUNK / 2; size >= 1; size /= 2) if (count % USAGE_CHUNK & size) sizes.push(size);
+  return sizes;
+}
 
 /** `"day" = ?, "day_count" = ?, …`: the counters an admitted consume writes, in `COUNTER_COLUMNS` order. */
 const COUNTER_ASSIGNMENTS = COUNTER_COLUMNS.map((counter) => `"${counter.name}" = ?`).join(', ');
@@ -41,10 +79,18 @@ export class SqliteEngine implements SqlEngine {
   readonly #rotate: SqliteTransaction<[StoreRotation], { old: Row; replacement: Row } | null>;
   readonly #statusUpdate: SqliteTransaction<[string, ApiKeyPatch], Row | undefined>;
   readonly #release: SqliteTransaction<[string, string], void>;
+  readonly #purgeBatch: SqliteTransaction<[number, number], string[]>;
+  readonly #addUsage: SqliteTransaction<[CheckedBatch], void>;
+  readonly #claimAlert: SqliteTransaction<[CheckedClaim], boolean>;
+  readonly #companions: CompanionNames;
 
   constructor(db: SqliteDatabase, table: TableName) {
     this.#db = db;
     this.#table = table;
+    this.#companions = companionNames(table);
+    this.#purgeBatch = db.transaction((before: number, batchSize: number) => this.#purgeBatchNow(before, batchSize));
+    this.#addUsage = db.transaction((batch: CheckedBatch) => this.#addUsageNow(batch));
+    this.#claimAlert = db.transaction((claim: CheckedClaim) => this.#claimAlertNow(claim));
     this.#consume = db.transaction((id: string, request: ConsumeRequest) => this.#consumeNow(id, request));
     this.#rotate = db.transaction((rotation: StoreRotation) => this.#rotateNow(rotation));
     this.#statusUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#statusUpdateNow(id, patch));
@@ -184,27 +230,37 @@ export class SqliteEngine implements SqlEngine {
   }
 
   /**
-   * Batches of one `DELETE … RETURNING` statement each (its own transaction, atomic on its own),
-   * taking the database's write lock for one batch at a time: between batches the event loop and
-   * other processes' writers (their consumes) get their turn. The rows are found through the
-   * partial index on deleted keys; `deleted_at` is epoch milliseconds, compared with
-   * `deletedBefore`'s. `removed` hears each batch's ids once it committed.
+   * Batches of one immediate transaction each: a `DELETE … RETURNING` of the keys, then the usage
+   * cells of each removed key (through the usage table's primary key, which leads with `key_id`),
+   * so a key goes with all its cells or not at all. The database's write lock is taken for one
+   * batch at a time: between batches the event loop and other processes' writers (their consumes)
+   * get their turn. The rows are found through the partial index on deleted keys; `deleted_at` is
+   * epoch milliseconds, compared with `deletedBefore`'s. `removed` hears each batch's ids once it
+   * committed.
    */
   async purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize = PURGE_BATCH_SIZE): Promise<number> {
-    const table = this.#table.qualified;
-    const purgeable = '"deleted_at" IS NOT NULL AND "deleted_at" < ?';
-    const statement = this.#statement(
-      `DELETE FROM ${table} WHERE "id" IN (SELECT "id" FROM ${table} WHERE ${purgeable} ORDER BY "deleted_at" LIMIT ?) AND ${purgeable} RETURNING "id"`,
-    );
     const before = purge.deletedBefore.getTime();
     let total = 0;
     for (;;) {
-      const ids = statement.all(before, batchSize, before).map((row) => (row as { id: string }).id);
+      const ids = this.#purgeBatch.immediate(before, batchSize);
       total += ids.length;
       if (ids.length > 0) removed(ids);
       if (ids.length < batchSize) return total;
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  #purgeBatchNow(before: number, batchSize: number): string[] {
+    const table = this.#table.qualified;
+    const purgeable = '"deleted_at" IS NOT NULL AND "deleted_at" < ?';
+    const ids = this.#statement(
+      `DELETE FROM ${table} WHERE "id" IN (SELECT "id" FROM ${table} WHERE ${purgeable} ORDER BY "deleted_at" LIMIT ?) AND ${purgeable} RETURNING "id"`,
+    )
+      .all(before, batchSize, before)
+      .map((row) => (row as { id: string }).id);
+    const cells = this.#statement(`DELETE FROM ${this.#companions.usage} WHERE "key_id" = ?`);
+    for (const id of ids) cells.run(id);
+    return ids;
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
@@ -266,6 +322,127 @@ export class SqliteEngine implements SqlEngine {
   /** Removes the lease in an immediate transaction: read, drop, write back (only when it was there). */
   async release(id: string, lease: string): Promise<void> {
     this.#release.immediate(id, lease);
+  }
+
+  /** One `INSERT … ON CONFLICT ("id") DO NOTHING RETURNING`: no row back means the id was taken, and nothing changed. */
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    const row = auditRowValues(entry, 'sqlite');
+    const inserted = this.#statement(
+      `INSERT INTO ${this.#companions.audit} ("id", "at", "action", "key_id", "actor_id", "actor_key_prefix", "tenant_id", "environment", "changes") ` +
+        'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("id") DO NOTHING RETURNING 1 AS "inserted"',
+    ).get(row.id, row.at, row.action, row.keyId, row.actorId, row.actorKeyPrefix, row.tenantId, row.environment, row.changes);
+    if (inserted === undefined) throw alreadyExists('id', row.id);
+  }
+
+  /**
+   * One statement per shape of filters (prepared once): each filter column leads an index of the
+   * audit table followed by (at, id), read from the keyset position in (at, id) order. SQLite's
+   * text comparison is binary (byte order), as `COLLATE "C"` is in PostgreSQL.
+   */
+  async listAudit(query: StoreAuditQuery): Promise<AuditEntry[]> {
+    const filters = auditFilters(query, 'sqlite');
+    if (filters.limit === 0) return [];
+    const conditions: string[] = [];
+    const values: unknown[] = [];
+    for (const [field, column] of AUDIT_TEXT_FILTERS) {
+      const value = filters[field];
+      if (value === undefined) continue;
+      conditions.push(`"${column}" = ?`);
+      values.push(value);
+    }
+    if (filters.from !== undefined) {
+      conditions.push('"at" >= ?');
+      values.push(filters.from);
+    }
+    if (filters.to !== undefined) {
+      conditions.push('"at" < ?');
+      values.push(filters.to);
+    }
+    if (filters.after !== undefined) {
+      conditions.push('("at", "id") > (?, ?)');
+      values.push(filters.after.at, filters.after.id);
+    }
+    const where = conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
+    const sql =
+      `SELECT "id", "at", "action", "key_id", "actor_id", "actor_key_prefix", "tenant_id", "environment", "changes" ` +
+      `FROM ${this.#companions.audit}${where} ORDER BY "at", "id" LIMIT ?`;
+    return this.#statement(sql)
+      .all(...values, filters.limit)
+      .map((row) => auditEntryFromRow(row as Row));
+  }
+
+  /** One immediate transaction: the batch id recorded (or found: then nothing is added) and every cell upserted. */
+  async addUsage(batch: UsageBatch): Promise<void> {
+    this.#addUsage.immediate(checkedBatch(batch, 'sqlite'));
+  }
+
+  /**
+   * Inside the immediate transaction, which holds the database's write lock, so batches from every
+   * process sharing the file apply one after another and add up exactly: record the id (an id
+   * already there means the batch was applied: add nothing), forget up to {@link CLEANUP_LIMIT}
+   * ids applied more than `RETAIN_BATCH_IDS_MS` before `batch.now` (through the index on
+   * `applied_at`), then upsert the cells in multi-row statements ({@link usageChunkSizes}).
+   */
+  #addUsageNow(batch: CheckedBatch): void {
+    const batches = this.#companions.usageBatches;
+    const recorded = this.#statement(`INSERT INTO ${batches} ("id", "applied_at") VALUES (?, ?) ON CONFLICT ("id") DO NOTHING RETURNING 1 AS "recorded"`).get(
+      batch.id,
+      batch.now,
+    );
+    this.#statement(
+      `DELETE FROM ${batches} WHERE "id" IN (SELECT "id" FROM ${batches} WHERE "applied_at" < ? ORDER BY "applied_at" LIMIT ${CLEANUP_LIMIT})`,
+    ).run(batch.forgetBefore);
+    if (recorded === undefined) return;
+    let offset = 0;
+    for (const size of usageChunkSizes(batch.cells.length)) {
+      const chunk = batch.cells.slice(offset, offset + size);
+      offset += size;
+      this.#statement(this.#usageUpsert(size)).run(...chunk.flatMap((cell: UsageRowValues) => [cell.keyId, cell.day, cell.route, cell.outcome, ...cell.counts]));
+    }
+  }
+
+  /** The upsert of `size` cells: counts added to a stored cell, the larger maximum kept. */
+  #usageUpsert(size: number): string {
+    const row = `(${USAGE_COLUMNS.map(() => '?').join(', ')})`;
+    const sums = USAGE_COUNT_COLUMNS.map((column) => `"${column}" = "${column}" + excluded."${column}"`);
+    return (
+      `INSERT INTO ${this.#companions.usage} (${USAGE_COLUMNS.join(', ')}) VALUES ${Array.from({ length: size }, () => row).join(', ')} ` +
+      `ON CONFLICT ("key_id", "day", "route", "outcome") DO UPDATE SET ${sums.join(', ')}, ` +
+      '"max_response_micros" = max("max_response_micros", excluded."max_response_micros")'
+    );
+  }
+
+  /** One statement through the usage table's primary key (`key_id`, then `day`). */
+  async readUsage(query: StoreUsageQuery): Promise<UsageCell[]> {
+    const range = usageRange(query, 'sqlite');
+    if (range === null) return [];
+    const counts = [...USAGE_COUNT_COLUMNS, 'max_response_micros'].map((column) => `"${column}"`).join(', ');
+    return this.#statement(`SELECT "day", "route", "outcome", ${counts} FROM ${this.#companions.usage} WHERE "key_id" = ? AND "day" BETWEEN ? AND ?`)
+      .all(range.keyId, range.fromDay, range.toDay)
+      .map((row) => usageCellFromRow(range.keyId, row as Row));
+  }
+
+  /** One immediate transaction: see `#claimAlertNow`. */
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    return this.#claimAlert.immediate(checkedClaim(claim, 'sqlite'));
+  }
+
+  /**
+   * Inside the immediate transaction (claims from every process sharing the file take turns):
+   * delete up to {@link CLEANUP_LIMIT} other claims lapsed by the caller's clock, then insert the
+   * claim or take over a lapsed one; a live claim fails the upsert's `WHERE` (where the bare
+   * column is the stored row's) and no row comes back.
+   */
+  #claimAlertNow(claim: CheckedClaim): boolean {
+    const claims = this.#companions.alertClaims;
+    this.#statement(
+      `DELETE FROM ${claims} WHERE "name" IN (SELECT "name" FROM ${claims} WHERE "expires_at" <= ? AND "name" <> ? ORDER BY "expires_at" LIMIT ${CLEANUP_LIMIT})`,
+    ).run(claim.now, claim.name);
+    const claimed = this.#statement(
+      `INSERT INTO ${claims} ("name", "expires_at") VALUES (?, ?) ON CONFLICT ("name") DO UPDATE SET "expires_at" = excluded."expires_at" ` +
+        'WHERE "expires_at" <= ? RETURNING 1 AS "claimed"',
+    ).get(claim.name, claim.expiresAt, claim.now);
+    return claimed !== undefined;
   }
 
   #releaseNow(id: string, lease: string): void {

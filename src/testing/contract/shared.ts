@@ -194,6 +194,8 @@ export function makeFullRecord(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRec
     clientCertificateSha256: ['a'.repeat(64), '0123456789abcdef'.repeat(4)],
     maxConcurrent: 12,
     deletedAt: null,
+    rotationFrequencyDays: 90,
+    alerts: { quotaThreshold: 0.75, errorRateThreshold: 0.25, webhookUrl: 'https://hooks.example.com/keygate?tenant=7' },
     createdAt: new Date(CREATED),
     updatedAt: new Date(CREATED + 1),
     lastUsedAt: new Date(CREATED + 2),

@@ -76,6 +76,8 @@ export function updateContract(suite: ContractSuite): void {
         requireHttps: false,
         clientCertificateSha256: ['f'.repeat(64)],
         maxConcurrent: 3,
+        rotationFrequencyDays: 30,
+        alerts: { quotaThreshold: 0.5 },
         deletedAt: new Date(NOON),
         status: 'revoked',
         revokedAt: new Date(NOON),
