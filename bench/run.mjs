@@ -652,6 +652,15 @@ function targets(results) {
       met: ahead.length === 0 && peers.length > 0,
     });
   }
+  const usage = main.get('keygate-memory-usage');
+  if (ok(memory) && ok(usage)) {
+    const cost = 1 - usage.rps / memory.rps;
+    list.push({
+      target: 'Usage analytics on: warm path within 5% of off (keygate-memory-usage vs keygate-memory)',
+      figure: `${fmtRatio(usage.rps / memory.rps)} (${(100 * cost).toFixed(1)}% ${cost >= 0 ? 'slower' : 'faster'})`,
+      met: cost <= 0.05,
+    });
+  }
   const redis = main.get('keygate-redis');
   if (ok(redis)) {
     list.push({ target: 'RedisStore warm path ≥ 0.85 × bare', figure: fmtRatio(redis.ratio), met: redis.ratio >= 0.85 });

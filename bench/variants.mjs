@@ -26,13 +26,14 @@ import { PEPPER, PREFIX, REQUIRED_SCOPES, fillStore, importKeygate, keySettings,
 export class SkipVariant extends Error {}
 
 /** A keygate server: one `authenticate({ scopes })` in front of the route, a fully configured key. */
-async function keygateVariant(ctx, { store, close, hashing, cache, fillerKeys = 0, stats, settings = keySettings(), authenticate = {} }) {
+async function keygateVariant(ctx, { store, close, hashing, cache, fillerKeys = 0, stats, settings = keySettings(), authenticate = {}, options = {} }) {
   const keygateModule = await importKeygate(ctx.dist);
   const keys = keygateModule.keygate({
     store,
     prefix: PREFIX,
     ...(hashing ? { hashing, pepper: PEPPER } : {}),
     ...(cache === undefined ? {} : { cache }),
+    ...options,
   });
   const { key, apiKey } = await keys.create(settings);
   if (fillerKeys > 0) {
@@ -160,6 +161,15 @@ export const VARIANTS = [
     auth: true,
     async build(ctx) {
       return keygateVariant(ctx, { store: await memoryStore(ctx) });
+    },
+  },
+  {
+    name: 'keygate-memory-usage',
+    group: 'main',
+    label: 'keygate-memory with usage analytics on (usage: true, flushed every 10 s)',
+    auth: true,
+    async build(ctx) {
+      return keygateVariant(ctx, { store: await memoryStore(ctx), options: { usage: true } });
     },
   },
   {

@@ -27,6 +27,9 @@ export type {
   KeyRotationDueEvent,
 } from './events/events.js';
 export { AUDIT_ACTIONS } from './audit/entry.js';
+export type { UsagePoint, UsageReport } from './usage/report.js';
+export type { UsageStats } from './usage/recorder.js';
+export type { MetricsRegistry } from './metrics/prometheus.js';
 export type { AuthenticateOptions } from './middleware/authenticate-options.js';
 export { requireScopes, requireAnyScope } from './middleware/scope-guards.js';
 export { problemHandler } from './http/respond.js';

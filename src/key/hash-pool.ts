@@ -4,6 +4,7 @@
  * stall every request of the process. A small pool of worker threads runs them instead, with a
  * bounded queue: when it is full, the caller is refused at once rather than queued without limit.
  */
+import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -23,6 +24,8 @@ interface PendingJob {
   job: Job;
   resolve: (value: boolean | string) => void;
   reject: (error: Error) => void;
+  /** When it was queued (`performance.now()`), when the wait is being measured. */
+  queuedAt?: number;
 }
 
 interface Thread {
@@ -97,6 +100,14 @@ export class HashPool {
     return this.#run({ kind: 'hash', secret, cost }, 'clean') as Promise<string>;
   }
 
+  /** Told how long each job waited for a thread, in seconds (`keys.metrics()`); jobs that started at once waited 0. */
+  onWait: ((seconds: number) => void) | undefined;
+
+  /** Jobs waiting for a thread. */
+  get queueDepth(): number {
+    return this.#waiting();
+  }
+
   /** Jobs running or waiting. */
   get pending(): number {
     return this.#waiting() + this.#workers.filter((thread) => thread.busy).length;
@@ -126,8 +137,13 @@ export class HashPool {
     }
     return new Promise((resolve, reject) => {
       const pending: PendingJob = { job, resolve, reject };
-      if (idle) this.#start(idle, pending);
-      else this.#queues[lane].push(pending);
+      if (idle) {
+        this.onWait?.(0);
+        this.#start(idle, pending);
+      } else {
+        if (this.onWait) pending.queuedAt = performance.now();
+        this.#queues[lane].push(pending);
+      }
     });
   }
 
@@ -158,6 +174,7 @@ export class HashPool {
   }
 
   #start(thread: Thread, pending: PendingJob): void {
+    if (pending.queuedAt !== undefined) this.onWait?.((performance.now() - pending.queuedAt) / 1_000);
     thread.busy = pending;
     thread.worker.ref();
     try {

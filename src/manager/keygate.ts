@@ -16,9 +16,10 @@ import type { LimitsSnapshot } from '../policy/limits.js';
 import { checkExpiry, isRevokedAt } from '../policy/status.js';
 import { decodeStoredRecord } from '../record/decode.js';
 import { CREATE_FIELDS, initialValues } from '../record/schema.js';
-import type { ApiKeyPatch, ApiKeyStore } from '../stores/store.js';
+import type { ApiKeyPatch, ApiKeyStore, UsageBatch } from '../stores/store.js';
 import type {
   ApiKey,
+  ApiKeyAlerts,
   ApiKeyPage,
   ApiKeyRecord,
   CreateApiKeyInput,
@@ -38,6 +39,10 @@ import { Alerts } from '../alerts/alerts.js';
 import { WebhookSender } from '../alerts/webhooks.js';
 import { RequestObserver } from '../middleware/request-observer.js';
 import { UsageRecorder, type UsageStats } from '../usage/recorder.js';
+import { Telemetry } from '../metrics/telemetry.js';
+import { instrumentStore } from '../metrics/instrumented-store.js';
+import { type MetricsRegistry, registerMetrics } from '../metrics/prometheus.js';
+import { rejectUnknownOptions } from '../options/checks.js';
 import { type UsageReport, usageReport } from '../usage/report.js';
 import { toApiKey } from '../verification/principal.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -100,6 +105,7 @@ const MAX_GRACE_PERIOD_MS = 365 * 86_400_000;
 export class Keygate {
   // ES private fields: neither util.inspect nor JSON.stringify can reach the store, its hashes or the pepper.
   readonly #options: ResolvedOptions;
+  readonly #store: ApiKeyStore;
   readonly #verifier: Verifier;
   readonly #hashing: HashingOptions;
   readonly #pool: HashPool | undefined;
@@ -108,24 +114,29 @@ export class Keygate {
   readonly #alerts: Alerts;
   readonly #usage: UsageRecorder | undefined;
   readonly #observer: RequestObserver;
+  readonly #webhooks: WebhookSender | undefined;
+  #telemetry: Telemetry | undefined;
   #unsubscribe: (() => void) | undefined;
 
   constructor(options: KeygateOptions) {
     this.#options = resolveOptions(options);
+    this.#store = this.#options.store;
     const { hashThreads, maxHashQueue, failedAttemptLimit } = this.#options;
     this.#pool = hashThreads > 0 ? new HashPool({ threads: hashThreads, maxQueue: maxHashQueue }) : undefined;
     const { store, usage, webhooks, now } = this.#options;
     const call = <T>(operation: () => Promise<T>): Promise<T> => this.#call(operation, 'to record usage or alerts');
+    this.#webhooks = webhooks && new WebhookSender({ secret: webhooks.secret, ...(webhooks.maxAttempts === undefined ? {} : { maxAttempts: webhooks.maxAttempts }), ...(webhooks.timeoutMs === undefined ? {} : { timeoutMs: webhooks.timeoutMs }) });
     this.#alerts = new Alerts(this.#events, {
       quotaThresholds: this.#options.quotaThresholds,
       errorRateMinRequests: usage?.errorRateMinRequests ?? 20,
-      webhooks: webhooks && new WebhookSender({ secret: webhooks.secret, ...(webhooks.maxAttempts === undefined ? {} : { maxAttempts: webhooks.maxAttempts }), ...(webhooks.timeoutMs === undefined ? {} : { timeoutMs: webhooks.timeoutMs }) }),
-      claimAlert: store.claimAlert?.bind(store),
-      readUsage: usage ? store.readUsage?.bind(store) : undefined,
+      webhooks: this.#webhooks,
+      // Through #options.store, read at each call: keys.metrics() may put a timed store there later.
+      claimAlert: store.claimAlert ? (claim) => this.#options.store.claimAlert!(claim) : undefined,
+      readUsage: usage && store.readUsage ? (query) => this.#options.store.readUsage!(query) : undefined,
       call,
       now,
     });
-    const addUsage = store.addUsage?.bind(store);
+    const addUsage = store.addUsage ? (batch: UsageBatch) => this.#options.store.addUsage!(batch) : undefined;
     this.#usage =
       usage && addUsage
         ? new UsageRecorder(
@@ -157,9 +168,9 @@ export class Keygate {
     return environments === undefined ? undefined : Object.freeze(Object.fromEntries(environments));
   }
 
-  /** The store this instance uses. */
+  /** The store this instance uses (the one it was given, even while `metrics()` times its calls). */
   get store(): ApiKeyStore {
-    return this.#options.store;
+    return this.#store;
   }
 
   /**
@@ -174,6 +185,7 @@ export class Keygate {
   async create(input: CreateApiKeyInput, options: WriteOptions = {}): Promise<CreatedApiKey> {
     const actor = writeActor(options);
     const fields = validateCreate(input);
+    this.#checkWebhookUrl(fields.alerts);
     this.#requireConcurrencySupport(fields.maxConcurrent);
     const prefix = this.#prefixFor(fields.environment, 'environment');
     const now = new Date(this.#options.now());
@@ -232,6 +244,7 @@ export class Keygate {
     // the same atomic step, so two administrators racing cannot undo each other.
     const changes = validateUpdate(patch);
     this.#requireConcurrencySupport(changes.maxConcurrent);
+    this.#checkWebhookUrl(changes.alerts);
     const now = new Date(this.#options.now());
     return this.#write(validId, { ...changes, updatedAt: now }, 'key.updated', actor, changes, { changes: Object.keys(changes) });
   }
@@ -565,6 +578,50 @@ export class Keygate {
     return this;
   }
 
+  /**
+   * Registers keygate's metrics on a prom-client `Registry` (prom-client is an optional peer
+   * dependency: keygate uses only the registry you pass). From this call on, this instance
+   * measures itself: decisions by outcome, verification time cold and warm, cache hits, bcrypt
+   * queue depth and wait, store call time and failures by operation, usage and webhook counters.
+   * `prefix` names the metrics (default `keygate_`): give each keygate instance sharing a registry
+   * its own. Registering on a second registry shares the same numbers.
+   *
+   * @example
+   * ```ts
+   * import { Registry } from 'prom-client';
+   * const registry = new Registry();
+   * keys.metrics(registry);
+   * app.get('/metrics', async (_req, res) => res.type(registry.contentType).send(await registry.metrics()));
+   * ```
+   */
+  metrics(registry: MetricsRegistry, options: { prefix?: string } = {}): this {
+    if (registry === null || typeof registry !== 'object' || typeof (registry as { registerMetric?: unknown }).registerMetric !== 'function') {
+      throw new TypeError('keys.metrics(): pass a prom-client Registry (new Registry(), or prom-client\'s default `register`)');
+    }
+    rejectUnknownOptions(options, ['prefix'], 'keys.metrics()');
+    const prefix = options.prefix ?? 'keygate_';
+    if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new TypeError('keys.metrics(): `prefix` must be a Prometheus metric name prefix such as "keygate_"');
+    const telemetry = (this.#telemetry ??= this.#startTelemetry());
+    registerMetrics(registry, telemetry, {
+      hashQueueDepth: () => this.#pool?.queueDepth ?? 0,
+      usage: () => this.#usage?.stats(),
+      webhooks: () => this.#webhooks && { delivered: this.#webhooks.delivered, dropped: this.#webhooks.dropped, pending: this.#webhooks.pending },
+      auditWriteFailures: () => this.#log.failedWrites,
+    }, prefix);
+    return this;
+  }
+
+  /** Turns measuring on: the verifier, the hashing pool and every store call report to one Telemetry. */
+  #startTelemetry(): Telemetry {
+    const telemetry = new Telemetry();
+    const timed = instrumentStore(this.#options.store, telemetry);
+    this.#options.store = timed;
+    this.#verifier.useStore(timed);
+    this.#verifier.telemetry = telemetry;
+    if (this.#pool) this.#pool.onWait = (seconds) => telemetry.hashWait.observe(seconds);
+    return telemetry;
+  }
+
   /** A secret-free summary for logs: prefix and hashing only. */
   toJSON(): { prefix: string; hashing: string } {
     return { prefix: this.#options.prefix, hashing: this.#options.hashing };
@@ -592,6 +649,14 @@ export class Keygate {
     const event = { keyId: result.key?.id ?? null, keyPrefix: result.key?.record.keyPrefix ?? null, route: null, ...ip, at: new Date(this.#options.now()) };
     if (result.ok) this.#events.emit('request.admitted', event);
     else this.#events.emit('request.refused', { ...event, code: result.error.code as RefusalCode });
+  }
+
+  /** Refuses a webhook URL the application's `webhooks.allowUrl` does not allow. */
+  #checkWebhookUrl(alerts: ApiKeyAlerts | null | undefined): void {
+    const allowUrl = this.#options.webhooks?.allowUrl;
+    const url = alerts?.webhookUrl;
+    if (allowUrl === undefined || url === undefined) return;
+    if (allowUrl(new URL(url)) !== true) throw invalidArgument('alerts.webhookUrl', 'is not a destination this API sends webhooks to');
   }
 
   /** Refuses a `maxConcurrent` the store could not enforce (it holds no leases: no `release`). */

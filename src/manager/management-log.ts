@@ -3,8 +3,8 @@
  * and, with `audit` on, its entry in the audit trail. The manager calls it after the store has
  * made the change, so neither can report a change that did not happen.
  */
-import { randomUUID } from 'node:crypto';
 import type { Actor, AuditAction, AuditEntry, StoreAuditQuery } from '../audit/entry.js';
+import { auditEntryId } from '../audit/entry-id.js';
 import type { EventHub } from '../events/hub.js';
 import type { KeygateEvents } from '../events/events.js';
 import { invalidArgument } from '../errors.js';
@@ -48,8 +48,25 @@ function plainJson(value: Record<string, unknown>): Record<string, unknown> {
 
 let warnedAboutAudit = false;
 
+/**
+ * What went wrong, for operators: the messages of the error's causes (the store's own error is
+ * kept as a cause of the client-safe 503), innermost last.
+ */
+export function failureReason(error: unknown): string {
+  const messages: string[] = [];
+  let current: unknown = error instanceof Error && error.cause !== undefined ? error.cause : error;
+  for (let depth = 0; current !== undefined && depth < 5; depth++) {
+    messages.push(current instanceof Error ? current.message : String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return messages.join(': ');
+}
+
 /** Emits management events and writes the audit trail of one keygate instance. */
 export class ManagementLog {
+  /** Entries that could not be written (the change itself was made), for metrics. */
+  failedWrites = 0;
+
   constructor(
     private readonly hub: EventHub,
     private readonly audit: AuditStore | undefined,
@@ -77,7 +94,7 @@ export class ManagementLog {
   ): Promise<void> {
     if (this.hub.wants(action)) this.hub.emit(action, { ...event, apiKey: view(), actor, at: new Date(at.getTime()) } as KeygateEvents[A]);
     await this.append({
-      id: randomUUID(),
+      id: auditEntryId(),
       at,
       action,
       keyId: key.id,
@@ -91,7 +108,7 @@ export class ManagementLog {
   /** Records a purge. */
   async purged(removed: number, deletedBefore: Date, actor: Actor | null, at: Date): Promise<void> {
     if (this.hub.wants('key.purged')) this.hub.emit('key.purged', { removed, deletedBefore: new Date(deletedBefore.getTime()), actor, at: new Date(at.getTime()) });
-    await this.append({ id: randomUUID(), at, action: 'key.purged', keyId: null, actor, changes: { removed, deletedBefore: deletedBefore.toISOString() } });
+    await this.append({ id: auditEntryId(), at, action: 'key.purged', keyId: null, actor, changes: { removed, deletedBefore: deletedBefore.toISOString() } });
   }
 
   /**
@@ -105,9 +122,10 @@ export class ManagementLog {
     try {
       await withDeadline(() => audit.appendAudit(entry), this.storeTimeoutMs, 'to write the audit trail');
     } catch (error) {
+      this.failedWrites++;
       if (warnedAboutAudit) return;
       warnedAboutAudit = true;
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = failureReason(error);
       process.emitWarning(
         `keygate: the audit entry of ${entry.action}${entry.keyId === null ? '' : ` of key ${entry.keyId}`} at ${entry.at.toISOString()} could not be written (${reason}); the change itself was made. Later failures are not reported.`,
         { code: 'KEYGATE_AUDIT_WRITE_FAILED' },

@@ -36,6 +36,13 @@ export interface WebhookOptions {
   maxAttempts?: number;
   /** Each attempt's timeout, in milliseconds. @default 10_000 */
   timeoutMs?: number;
+  /**
+   * Decides which `alerts.webhookUrl` values `create` and `update` accept (others are
+   * `invalid_argument`). Webhooks are requests your servers make to a URL a key's manager chose,
+   * possibly a tenant through the admin API: allow only destinations you expect (say, `https:` on
+   * public hosts), not your internal network. @default every http: and https: URL
+   */
+  allowUrl?: (url: URL) => boolean;
 }
 
 /** Options of `keygate()`. */
@@ -331,8 +338,9 @@ function resolveObservability(input: KeygateOptions, store: ApiKeyStore): Pick<R
   if (input.webhooks !== undefined) {
     const given: unknown = input.webhooks;
     if (given === null || typeof given !== 'object') throw new TypeError("keygate(): `webhooks` must be { secret: 'whsec_…', maxAttempts?, timeoutMs? }");
-    rejectUnknownOptions(given, ['secret', 'maxAttempts', 'timeoutMs'], 'keygate() webhooks');
+    rejectUnknownOptions(given, ['secret', 'maxAttempts', 'timeoutMs', 'allowUrl'], 'keygate() webhooks');
     webhooks = given as WebhookOptions;
+    if (webhooks.allowUrl !== undefined && typeof webhooks.allowUrl !== 'function') throw new TypeError('keygate(): `webhooks.allowUrl` must be a function (url: URL) => boolean');
   }
   return { audit, usage, quotaThresholds, webhooks };
 }

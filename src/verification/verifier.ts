@@ -26,6 +26,8 @@ import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
 import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
 import { storeUnavailable, withDeadline } from './timeout.js';
+import { performance } from 'node:perf_hooks';
+import type { Telemetry } from '../metrics/telemetry.js';
 
 /**
  * A key whose secret verified, with everything the hot path needs precomputed. It is private to
@@ -149,6 +151,8 @@ function consumeDeadlineMargin(storeTimeoutMs: number): number {
 /** Runs the verification pipeline against one store with one cache. */
 export class Verifier {
   readonly cache: VerificationCache<VerifiedKey>;
+  /** Set by `keys.metrics()`: from then on every verification is timed and counted. */
+  telemetry: Telemetry | undefined;
   private readonly inflight = new Map<string, Promise<VerifiedKey | null>>();
   /**
    * Digests of keys that recently failed (unknown keyPrefix or wrong secret): the same wrong key
@@ -186,14 +190,35 @@ export class Verifier {
    * (`{ ok: false }`); it rejects only on a fault in keygate itself, which the caller must not
    * mistake for a refusal.
    */
-  async verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
+  verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
+    const telemetry = this.telemetry;
+    return telemetry === undefined ? this.verifyOnce(rawKey, context, undefined) : this.verifyMeasured(rawKey, context, telemetry);
+  }
+
+  /** Points the verifier at another store (the timed one of `keys.metrics()`). */
+  useStore(store: ApiKeyStore): void {
+    this.settings.store = store;
+  }
+
+  private async verifyMeasured(rawKey: string, context: VerifyContext, telemetry: Telemetry): Promise<Admission | Refusal> {
+    const started = performance.now();
+    const trace = { cold: false };
+    const result = await this.verifyOnce(rawKey, context, trace);
+    telemetry.verification.observe(trace.cold ? 'cold' : 'warm', (performance.now() - started) / 1_000);
+    telemetry.decisions.inc(result.ok ? 'admitted' : result.error.code);
+    return result;
+  }
+
+  private async verifyOnce(rawKey: string, context: VerifyContext, trace: { cold: boolean } | undefined): Promise<Admission | Refusal> {
     try {
       if (rawKey.length > MAX_KEY_LENGTH) return { ok: false, error: refusalError('malformed_api_key') };
       // The digest first: a cached key was parsed when it was verified, so the warm path skips the
       // format and checksum work. Anything not cached is parsed before any store call.
       const digest = keyDigest(rawKey);
       let key = this.cache.get(digest);
+      if (trace) this.telemetry?.cache.inc(key ? 'hit' : 'miss');
       if (!key) {
+        if (trace) trace.cold = true;
         const parsed = parseKey(rawKey, this.settings.prefixes);
         if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
         const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
