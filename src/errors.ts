@@ -146,3 +146,17 @@ export function invalidArgument(field: string, problem: string): KeygateError {
 export function isKeygateError(value: unknown): value is KeygateError {
   return value instanceof KeygateError || (value instanceof Error && value.name === 'KeygateError' && 'code' in value);
 }
+
+/**
+ * What went wrong, for operators: the messages of the error's causes (the store's own error is
+ * kept as a cause of the client-safe 503), innermost last.
+ */
+export function failureReason(error: unknown): string {
+  const messages: string[] = [];
+  let current: unknown = error instanceof Error && error.cause !== undefined ? error.cause : error;
+  for (let depth = 0; current !== undefined && depth < 5; depth++) {
+    messages.push(current instanceof Error ? current.message : String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return messages.join(': ');
+}

@@ -6,6 +6,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { AlertClaim } from './claim.js';
+import { failureReason } from '../errors.js';
 import type { WebhookSender } from './webhooks.js';
 import { quotaCrossings } from './thresholds.js';
 import type { EventHub } from '../events/hub.js';
@@ -49,6 +50,8 @@ export class Alerts {
   readonly #watched = new LRUCache<string, { keyPrefix: string; threshold: number; webhookUrl: string | undefined }>({ max: 10_000 });
   /** Claims made in this process, for a store that cannot claim across processes. */
   readonly #localClaims = new LRUCache<string, true>({ max: 100_000 });
+  /** Error-rate checks under way (see {@link Alerts.afterFlush}). */
+  readonly #checks = new Set<Promise<void>>();
 
   constructor(
     private readonly hub: EventHub,
@@ -79,19 +82,36 @@ export class Alerts {
         ...(crossing.windowStart === undefined ? {} : { windowStart: new Date(crossing.windowStart) }),
         at: new Date(at),
       };
-      this.#deliver('quota.threshold', event, webhookUrl, `quota.threshold.${key.id}.${crossing.window}.${crossing.windowStart ?? 0}.${crossing.threshold}`);
+      // The limit is part of the alert: a limit changed within a window (maxUses raised) makes new
+      // alerts, which must not share an id that receivers drop as a duplicate.
+      this.#deliver('quota.threshold', event, webhookUrl, `quota.threshold.${key.id}.${crossing.window}.${crossing.windowStart ?? 0}.${crossing.limit}.${crossing.threshold}`);
     }
   }
 
   /** Notes a key whose requests are being recorded, so its error rate is checked after flushes. */
   watch(key: AlertedKey): void {
     const threshold = key.record.alerts?.errorRateThreshold;
-    if (threshold === undefined) return;
+    if (threshold === undefined) {
+      // A key whose threshold was removed is no longer checked (a lookup only while any key is watched).
+      if (this.#watched.size > 0) this.#watched.delete(key.id);
+      return;
+    }
     this.#watched.set(key.id, { keyPrefix: key.record.keyPrefix, threshold, webhookUrl: key.record.alerts?.webhookUrl });
   }
 
-  /** After a usage flush: checks the error rate of the watched keys on the days the batch touched. Never rejects. */
-  async afterFlush(batch: UsageBatch): Promise<void> {
+  /**
+   * After a usage flush: checks the error rate of the watched keys on the days the batch touched.
+   * Never rejects. {@link Alerts.close} waits for the checks under way, so an alert raised by the
+   * last flush (the one `close()` makes) is still sent.
+   */
+  afterFlush(batch: UsageBatch): Promise<void> {
+    const check = this.#afterFlush(batch).catch(() => undefined);
+    this.#checks.add(check);
+    void check.then(() => this.#checks.delete(check));
+    return check;
+  }
+
+  async #afterFlush(batch: UsageBatch): Promise<void> {
     const readUsage = this.settings.readUsage;
     if (!readUsage || this.#watched.size === 0) return;
     const days = new Map<string, Set<number>>();
@@ -110,15 +130,24 @@ export class Alerts {
         } catch (error) {
           if (warnedAboutErrorRate) continue;
           warnedAboutErrorRate = true;
-          const reason = error instanceof Error ? error.message : String(error);
+          const reason = failureReason(error);
           process.emitWarning(`keygate: an error-rate check failed (${reason}); it is tried again after the next flush. Later failures are not reported.`, { code: 'KEYGATE_ALERT_CHECK_FAILED' });
         }
       }
     }
   }
 
-  /** Ends the webhook sender, giving deliveries in flight a moment. */
+  /**
+   * Resolves once the error-rate checks under way are done (each store call in them is bounded by
+   * the store timeout), those they lead to included. Never rejects.
+   */
+  async settled(): Promise<void> {
+    while (this.#checks.size > 0) await Promise.all([...this.#checks]);
+  }
+
+  /** Waits for the error-rate checks under way, then ends the webhook sender, giving deliveries in flight a moment. */
   async close(): Promise<void> {
+    await this.settled();
     await this.settings.webhooks?.close();
   }
 

@@ -19,9 +19,19 @@ export interface QuotaCrossing {
   windowStart?: number;
 }
 
-/** The count at which `fraction` of `limit` is reached: at least 1, at most `limit`. */
+/**
+ * The count at which `fraction` of `limit` is reached: the smallest count at or above
+ * `fraction × limit`, at least 1, at most `limit`. The product is taken in binary floating point,
+ * where one that is whole in decimal arithmetic (0.07 × 10¹¹) can come out a hair above the whole
+ * number: a product within its rounding error (1.5 ε, relative) of a whole number is that number.
+ * That is exact for fractions of up to three decimals and limits up to 10¹²; a fixed epsilon
+ * (1e-9) put the mark one count late from limits of 10¹¹.
+ */
 export function thresholdMark(fraction: number, limit: number): number {
-  return Math.min(limit, Math.max(1, Math.ceil(fraction * limit - 1e-9)));
+  const exact = fraction * limit;
+  const nearest = Math.round(exact);
+  const mark = Math.abs(exact - nearest) <= Math.abs(exact) * 1.5 * Number.EPSILON ? nearest : Math.ceil(exact);
+  return Math.min(limit, Math.max(1, mark));
 }
 
 const DAY = QUOTA_WINDOWS.find((window) => window.name === 'day')!;

@@ -517,6 +517,8 @@ export class Keygate {
   /** Writes this process's buffered usage to the store now (also done on an interval and by `close()`). Never rejects: a failed flush is kept and retried. */
   async flushUsage(): Promise<void> {
     await this.#usage?.flush();
+    // The error-rate checks the flush started: an alert it raises is out when this resolves.
+    await this.#alerts.settled();
   }
 
   /**

@@ -7,7 +7,7 @@ import type { Actor, AuditAction, AuditEntry, StoreAuditQuery } from '../audit/e
 import { auditEntryId } from '../audit/entry-id.js';
 import type { EventHub } from '../events/hub.js';
 import type { KeygateEvents } from '../events/events.js';
-import { invalidArgument } from '../errors.js';
+import { failureReason, invalidArgument } from '../errors.js';
 import type { ApiKey } from '../types.js';
 import { withDeadline } from '../verification/timeout.js';
 
@@ -48,19 +48,6 @@ function plainJson(value: Record<string, unknown>): Record<string, unknown> {
 
 let warnedAboutAudit = false;
 
-/**
- * What went wrong, for operators: the messages of the error's causes (the store's own error is
- * kept as a cause of the client-safe 503), innermost last.
- */
-export function failureReason(error: unknown): string {
-  const messages: string[] = [];
-  let current: unknown = error instanceof Error && error.cause !== undefined ? error.cause : error;
-  for (let depth = 0; current !== undefined && depth < 5; depth++) {
-    messages.push(current instanceof Error ? current.message : String(current));
-    current = current instanceof Error ? current.cause : undefined;
-  }
-  return messages.join(': ');
-}
 
 /** Emits management events and writes the audit trail of one keygate instance. */
 export class ManagementLog {

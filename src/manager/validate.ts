@@ -22,7 +22,7 @@ import {
   SETTINGS_FIELDS,
   type SettingsField,
 } from '../record/schema.js';
-import type { ApiKeyPatch } from '../stores/store.js';
+import type { ApiKeyPatch, StoreAuditQuery } from '../stores/store.js';
 import type { ApiKeyAlerts, ApiKeyRecord, ApiKeyStatus, ListApiKeysInput, RateLimit } from '../types.js';
 
 const MAX_TEXT = 200;
@@ -361,16 +361,7 @@ export function recordId(value: unknown): string {
 }
 
 /** `keys.auditLog()`'s query, checked: the store's filters, the page size and the cursor. */
-export interface ValidatedAuditQuery {
-  keyId?: string;
-  actorId?: string;
-  tenantId?: string;
-  environment?: string;
-  from?: Date;
-  to?: Date;
-  cursor?: string;
-  limit: number;
-}
+export type ValidatedAuditQuery = Omit<StoreAuditQuery, 'after'> & { cursor?: string };
 
 /** Validates the input of `auditLog`. */
 export function validateAuditQuery(value: unknown): ValidatedAuditQuery {

@@ -10,6 +10,7 @@
  * which runs its whole pipeline.
  */
 import type { Request } from 'express';
+import type { RefusalCode } from '../errors.js';
 import type { RefusalStyle } from '../http/respond.js';
 import type { CompiledScopes } from '../policy/scopes.js';
 import type { ApiKey } from '../types.js';
@@ -23,6 +24,11 @@ export interface AdmissionMark {
   owner: object;
   /** The key's environment as verified (private, like `scopes`). */
   environment: string | undefined;
+  /**
+   * Told when a later check of this admission refuses the request (a route's own scopes, a scope
+   * guard), so usage analytics and request events count it as refused with that code.
+   */
+  refusedLater: ((req: Request, code: RefusalCode) => void) | undefined;
 }
 
 const marks = new WeakMap<ApiKey, AdmissionMark>();

@@ -57,6 +57,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
   const { sources, scopes, anyScopes, style, requireHttps, environments } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
+  const refusedLater = (req: Request, code: RefusalCode): void => observer.refusedAfterAdmission(req, code);
 
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
     const earlier = admissionOf(req);
@@ -70,7 +71,9 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           : environments !== undefined && !environments.includes(earlier.environment as string)
             ? refusalError('environment_not_allowed')
             : verifier.checkScopes(earlier, context);
-      return refused ? refuse(refused, req, res, next, style) : next();
+      if (!refused) return next();
+      earlier.refusedLater?.(req, refused.code as RefusalCode);
+      return refuse(refused, req, res, next, style);
     }
     const started = observer.active ? observer.start() : -1;
     const found = extractCredential(req.rawHeaders, sources.query ? req.query : undefined, sources);
@@ -96,7 +99,13 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
         if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
         // A client already gone holds no slot, and its handler would run for nobody.
         if (result.release && !holdSlot(req, res, result.release)) return;
-        markAdmitted(req, result.apiKey, { scopes: result.key.scopes, style, owner: verifier, environment: result.key.record.environment });
+        markAdmitted(req, result.apiKey, {
+          scopes: result.key.scopes,
+          style,
+          owner: verifier,
+          environment: result.key.record.environment,
+          refusedLater: started >= 0 ? refusedLater : undefined,
+        });
         res.locals.apiKey = result.apiKey;
       } catch (error) {
         return next(error);

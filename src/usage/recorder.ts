@@ -8,6 +8,7 @@
  * lost only where they are counted as dropped: when the buffer is full (`maxBufferedCells`), and at
  * `close()` when the store still fails.
  */
+import { failureReason } from '../errors.js';
 import { randomUUID } from 'node:crypto';
 import type { UsageBatch, UsageCell } from './cells.js';
 
@@ -112,17 +113,35 @@ export class UsageRecorder {
     return next;
   }
 
-  /** Stops the timer and flushes; what the store still refuses then is counted as dropped. */
+  /**
+   * Stops the timer and flushes; what the store still refuses then is counted as dropped. The
+   * batch to retry and the cells buffered behind it each get their attempt: a retry that fails
+   * again does not hold back the newer cells, and whatever is not written is dropped, never left
+   * waiting for a flush that no longer comes.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.flush();
-    const lost = this.#retry;
-    if (lost) {
-      this.#stats.dropped += lost.cells.reduce((sum, cell) => sum + cell.requests, 0);
-      this.#retry = undefined;
+    // The flush stops at a retry that fails again, leaving newer cells buffered: give them their
+    // own attempt (a new batch), since no later flush will.
+    if (this.#retry && this.#cells.size > 0) {
+      const rest: UsageBatch = { id: randomUUID(), cells: [...this.#cells.values()], now: new Date(this.settings.now()) };
+      this.#cells = new Map();
+      if (!(await this.#send(rest))) this.#dropCells(rest.cells);
     }
+    if (this.#retry) this.#dropCells(this.#retry.cells);
+    this.#retry = undefined;
+    // Nothing is recorded once closed, but be exact whatever the interleaving: what is left is lost.
+    if (this.#cells.size > 0) {
+      this.#dropCells([...this.#cells.values()]);
+      this.#cells = new Map();
+    }
+  }
+
+  #dropCells(cells: readonly UsageCell[]): void {
+    this.#stats.dropped += cells.reduce((sum, cell) => sum + cell.requests, 0);
   }
 
   /** A snapshot of the counters. */
@@ -155,7 +174,7 @@ export class UsageRecorder {
       this.#stats.failedFlushes++;
       if (!warnedAboutFlush) {
         warnedAboutFlush = true;
-        const reason = error instanceof Error ? error.message : String(error);
+        const reason = failureReason(error);
         process.emitWarning(`keygate: usage could not be written to the store (${reason}); it is kept and sent again on the next flush. Later failures are not reported.`, {
           code: 'KEYGATE_USAGE_FLUSH_FAILED',
         });

@@ -5,7 +5,7 @@
  * before the consume counts nothing.
  */
 import { type CacheOptions, VerificationCache, keyDigest } from '../cache/verification-cache.js';
-import { type KeygateError, type RefusalCode, isKeygateError, refusalError } from '../errors.js';
+import { type KeygateError, type RefusalCode, failureReason, isKeygateError, refusalError } from '../errors.js';
 import { MAX_KEY_LENGTH, parseKey } from '../key/format.js';
 import { type HashingAlgorithm, dummyHash, hashAlgorithmOf, verifySecret } from '../key/hash.js';
 import type { HashPool } from '../key/hash-pool.js';
@@ -358,7 +358,7 @@ export class Verifier {
     } catch (error) {
       if (warnedAboutRelease) return;
       warnedAboutRelease = true;
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = failureReason(error);
       process.emitWarning(`keygate: a concurrency slot could not be released (${reason}); such slots lapse after concurrencyLeaseMs`, { code: 'KEYGATE_RELEASE_FAILED' });
     }
   }

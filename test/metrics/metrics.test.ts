@@ -5,7 +5,8 @@
 import express from 'express';
 import { Registry } from 'prom-client';
 import request from 'supertest';
-import { type ApiKeyStore, MemoryStore, keygate } from '../../src/index';
+import { MemoryStore, keygate } from '../../src/index';
+import { CountingStore } from '../helpers/harness';
 import { closeAfterEach } from '../helpers/managers';
 
 const track = closeAfterEach();
@@ -74,25 +75,13 @@ describe('keys.metrics(registry)', () => {
   });
 
   it('counts store failures by operation, and measures bcrypt waits on the hashing threads', async () => {
-    const inner = new MemoryStore();
-    let failing = false;
-    // The MemoryStore's own methods, but a consume that fails on demand.
-    const store: ApiKeyStore = {
-      insert: (record) => inner.insert(record),
-      findById: (id) => inner.findById(id),
-      findByKeyPrefix: (keyPrefix) => inner.findByKeyPrefix(keyPrefix),
-      update: (id, patch) => inner.update(id, patch),
-      rotate: (rotation) => inner.rotate(rotation),
-      list: (query) => inner.list(query),
-      purge: (purge) => inner.purge(purge),
-      consume: (id, consume) => (failing ? Promise.reject(new Error('store down')) : inner.consume(id, consume)),
-    };
+    const store = new CountingStore();
     const keys = track(keygate({ store, hashing: 'bcrypt', bcryptCost: 4, hashThreads: 1 }));
     const registry = new Registry();
     keys.metrics(registry, { prefix: 'api_keys_' });
     const { key } = await keys.create({ name: 'b' });
     expect((await keys.verify(key)).ok).toBe(true);
-    failing = true;
+    store.fail('consume', 'reject');
     expect(await keys.verify(key)).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
     const values = series(await registry.metrics());
     expect(values.get('api_keys_store_call_failures_total{operation="consume"}')).toBe(1);
