@@ -11,6 +11,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { HOST, findPostgresBinaries, freePort, initPostgres, spawnPostgres, stopProcess } from './servers.cjs';
+import { Pool } from 'pg';
 
 /** The folder holding `initdb` and `postgres`, or `null` when none is installed. */
 export { findPostgresBinaries };
@@ -115,4 +116,37 @@ export async function startPostgres(): Promise<PostgresServer> {
     }),
     destroy,
   };
+}
+
+/** A server and a `pg` Pool on it, for the tests of one `describe`. */
+export interface PostgresWithPool {
+  readonly server: PostgresServer;
+  readonly pool: Pool;
+}
+
+/**
+ * Starts a private server and a Pool of `max` connections on it before the enclosing `describe`'s
+ * tests, and ends both after them. The returned object's fields are set once `beforeAll` has run.
+ *
+ * @example
+ * ```ts
+ * describePostgres('my tests', () => {
+ *   const pg = postgresWithPool();
+ *   it('works', async () => { await pg.pool.query('SELECT 1'); });
+ * });
+ * ```
+ */
+export function postgresWithPool(max = 4): PostgresWithPool {
+  const holder = {} as { server: PostgresServer; pool: Pool };
+  beforeAll(async () => {
+    holder.server = await startPostgres();
+    holder.pool = new Pool({ connectionString: holder.server.connectionString, max });
+    // A server stopped by a test ends idle connections: that is expected, not a crash.
+    holder.pool.on('error', () => undefined);
+  });
+  afterAll(async () => {
+    await holder.pool?.end();
+    await holder.server?.destroy();
+  });
+  return holder;
 }

@@ -5,33 +5,20 @@
  * (its keyset condition compares the real column), and no index served the order, so every list
  * sorted the whole table.
  */
-import { Pool } from 'pg';
 import type { ApiKeyRecord } from 'keygate';
 import { SqlStore } from 'keygate/sql';
 import { listStatement } from '../../src/stores/sql/postgres-sql';
 import { parseTableName } from '../../src/stores/sql/table-name';
-import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { describePostgres, postgresWithPool } from '../helpers/postgres-server';
 import { testRecord } from '../helpers/records';
 
 jest.setTimeout(60_000);
 
 describePostgres('list order (postgres)', () => {
-  let server: PostgresServer;
-  let pool: Pool;
-
-  beforeAll(async () => {
-    server = await startPostgres();
-    pool = new Pool({ connectionString: server.connectionString, max: 4 });
-    pool.on('error', () => undefined);
-  });
-
-  afterAll(async () => {
-    await pool?.end();
-    await server?.destroy();
-  });
+  const pg = postgresWithPool(4);
 
   it('pages through keys created before 2001, before 1970 and since, in (createdAt, id) order, each once', async () => {
-    const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'ordered' });
+    const store = new SqlStore({ dialect: 'postgres', client: pg.pool, table: 'ordered' });
     await store.migrate();
     const instants = [Date.UTC(2025, 0, 1), Date.UTC(1999, 0, 1), -1_000, 0, Date.UTC(1960, 5, 1), Date.UTC(2025, 0, 1), 5, Date.UTC(2001, 8, 9, 1, 46, 40)];
     const keys = instants.map((createdAt) => testRecord(createdAt));
@@ -51,15 +38,15 @@ describePostgres('list order (postgres)', () => {
   });
 
   it('reads the (created_at, id) index in order, with no sort', async () => {
-    const store = new SqlStore({ dialect: 'postgres', client: pool, table: 'indexed' });
+    const store = new SqlStore({ dialect: 'postgres', client: pg.pool, table: 'indexed' });
     await store.migrate();
-    await pool.query(
+    await pg.pool.query(
       `INSERT INTO "indexed" ("id", "key_prefix", "key_hash", "name", "status", "created_at", "updated_at")
        SELECT 'k' || i, 'p' || i, 'h', 'n', 'active', timestamptz '2025-01-01' + i * interval '1 second', now() FROM generate_series(1, 20000) AS i`,
     );
-    await pool.query('ANALYZE "indexed"');
+    await pg.pool.query('ANALYZE "indexed"');
     const text = listStatement(parseTableName('indexed', true), { ownerId: false, tenantId: false, status: false, after: true, includeDeleted: false });
-    const { rows } = await pool.query(`EXPLAIN (FORMAT JSON) ${text}`, ['2025-01-01T00:00:00.000+00:00', 'k1', 50]);
+    const { rows } = await pg.pool.query(`EXPLAIN (FORMAT JSON) ${text}`, ['2025-01-01T00:00:00.000+00:00', 'k1', 50]);
     const plan = JSON.stringify(rows[0]['QUERY PLAN']);
     expect(plan).toContain('"Index Name":"indexed_created_at_id_idx"');
     expect(plan).not.toContain('"Node Type":"Sort"');

@@ -20,7 +20,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { Pool } from 'pg';
 import { type ApiKeyRecord, isKeygateError } from 'keygate';
 import { type PostgresClient, SqlStore, sqlSchema } from 'keygate/sql';
 import type { AuditEntry, StoreAuditQuery, UsageBatch, UsageCell } from '../../src/stores/store';
@@ -30,7 +29,7 @@ import { auditListStatement } from '../../src/stores/sql/postgres-observability'
 import { SqliteEngine, usageChunkSizes } from '../../src/stores/sql/sqlite';
 import { MAX_TABLE_NAME_LENGTH, parseTableName } from '../../src/stores/sql/table-name';
 import { RETAIN_BATCH_IDS_MS, cellKeyOf, mergeCell } from '../../src/usage/cells';
-import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { describePostgres, postgresWithPool } from '../helpers/postgres-server';
 import { testRecord } from '../helpers/records';
 import { rejection } from '../helpers/rejection';
 import type { Report, WireBatch, WireClaim, Work } from './fixtures/observability-worker';
@@ -100,34 +99,24 @@ function describeDialects(name: string, body: (fixture: Fixture) => void): void 
   });
 
   describePostgres(`${name} (postgres)`, () => {
-    let server: PostgresServer;
-    let pool: Pool;
-    beforeAll(async () => {
-      server = await startPostgres();
-      pool = new Pool({ connectionString: server.connectionString, max: 12 });
-      pool.on('error', () => undefined);
-    });
-    afterAll(async () => {
-      await pool?.end();
-      await server?.destroy();
-    });
+    const pg = postgresWithPool(12);
     body({
       dialect: 'postgres',
       fresh: async (table = `obs_${++tables}`) => {
-        const store = new SqlStore({ dialect: 'postgres', client: pool, table });
+        const store = new SqlStore({ dialect: 'postgres', client: pg.pool, table });
         await store.migrate();
         return store;
       },
-      open: (table) => new SqlStore({ dialect: 'postgres', client: pool, table }),
+      open: (table) => new SqlStore({ dialect: 'postgres', client: pg.pool, table }),
       rows: async (sql, ...params) => {
         let n = 0;
-        return (await pool.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Row[];
+        return (await pg.pool.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as Row[];
       },
-      exec: async (script) => void (await pool.query(script)),
-      connection: () => ({ connectionString: server.connectionString }),
+      exec: async (script) => void (await pg.pool.query(script)),
+      connection: () => ({ connectionString: pg.server.connectionString }),
       engine: (table) => {
         const statements: string[] = [];
-        const recording: PostgresClient = { query: (text, values) => (statements.push(text), pool.query(text, values)) };
+        const recording: PostgresClient = { query: (text, values) => (statements.push(text), pg.pool.query(text, values)) };
         return { engine: new PostgresEngine(recording, parseTableName(table, true)), statements };
       },
     });

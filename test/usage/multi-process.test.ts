@@ -4,13 +4,12 @@
  * and on one shared PostgreSQL; each flushes once midway and lets close() write the rest. The
  * parent's keys.usage() then holds exactly what the three served: per route, outcome and status.
  */
-import { Pool } from 'pg';
 import { type ApiKeyStore, type Keygate, keygate } from '../../src/index';
 import { RedisStore } from '../../src/redis';
 import { SqlStore } from '../../src/sql';
 import type { UsagePoint } from '../../src/usage/report';
 import { T0, testClock } from '../helpers/harness';
-import { type PostgresServer, describePostgres, startPostgres } from '../helpers/postgres-server';
+import { describePostgres, postgresWithPool } from '../helpers/postgres-server';
 import { RedisServer, describeWithRedis } from '../helpers/redis-server';
 import { Worker } from '../helpers/workers';
 
@@ -126,21 +125,11 @@ describeWithRedis('usage of 3 processes sharing Redis', () => {
 });
 
 describePostgres('usage of 3 processes sharing PostgreSQL', () => {
-  let server: PostgresServer;
-  let pool: Pool;
-  beforeAll(async () => {
-    server = await startPostgres();
-    pool = new Pool({ connectionString: server.connectionString, max: 4 });
-    pool.on('error', () => undefined);
-  });
-  afterAll(async () => {
-    await pool?.end();
-    await server?.destroy();
-  });
+  const pg = postgresWithPool(4);
 
   it(`sums exactly: ${PROCESSES} × ${N + LIMITED_PER_PROCESS} HTTP requests, per route, outcome and status`, async () => {
-    const store = new SqlStore({ dialect: 'postgres', client: pool });
+    const store = new SqlStore({ dialect: 'postgres', client: pg.pool });
     await store.migrate();
-    await threeProcesses(store, { store: 'postgres', connectionString: server.connectionString });
+    await threeProcesses(store, { store: 'postgres', connectionString: pg.server.connectionString });
   }, 60_000);
 });
