@@ -32,6 +32,8 @@ export interface AlertSettings {
   errorRateMinRequests: number;
   /** The webhook sender, when `keygate({ webhooks })` is set. */
   webhooks: WebhookSender | undefined;
+  /** `webhooks.allowUrl`: checked again before each webhook is sent. */
+  allowUrl: ((url: URL) => boolean) | undefined;
   /** The store's cross-process claim, when it has one; otherwise each process claims for itself. */
   claimAlert: ((claim: AlertClaim) => Promise<boolean>) | undefined;
   /** The store's usage reader, when usage analytics are on. */
@@ -42,6 +44,7 @@ export interface AlertSettings {
 }
 
 let warnedAboutWebhooks = false;
+let warnedAboutRefusedUrl = false;
 let warnedAboutErrorRate = false;
 
 /** Watches quotas and error rates of one keygate instance. */
@@ -160,7 +163,8 @@ export class Alerts {
       errors += cell.status4xx + cell.status5xx;
     }
     if (requests < this.settings.errorRateMinRequests || errors / requests < watched.threshold) return;
-    const name = `error_rate:${keyId}:${day}:${watched.threshold}`;
+    // Once per key and day, whatever the threshold: changing it must not fire the day's alert again.
+    const name = `error_rate:${keyId}:${day}`;
     if (!(await this.#claim(name, (day + 2) * DAY_MS))) return;
     const event: ErrorRateThresholdEvent = {
       keyId,
@@ -172,7 +176,7 @@ export class Alerts {
       errors,
       at: new Date(this.settings.now()),
     };
-    this.#deliver('error_rate.threshold', event, watched.webhookUrl, `error_rate.threshold.${keyId}.${day}.${watched.threshold}`);
+    this.#deliver('error_rate.threshold', event, watched.webhookUrl, `error_rate.threshold.${keyId}.${day}`);
   }
 
   /** Claims an alert once: across processes when the store can, else in this process. */
@@ -186,8 +190,11 @@ export class Alerts {
 
   /** The event, and the webhook when the key has a URL. The webhook id is the alert's, stable across retries and processes. */
   #deliver<E extends 'quota.threshold' | 'error_rate.threshold'>(name: E, event: KeygateEvents[E], webhookUrl: string | undefined, id: string): void {
+    // The webhook's body is taken before listeners see the event: what a listener does to its
+    // payload is never signed and sent.
+    const data = webhookUrl === undefined ? undefined : (JSON.parse(JSON.stringify(event)) as Record<string, unknown>);
     if (this.hub.wants(name)) this.hub.emit(name, event);
-    if (webhookUrl === undefined) return;
+    if (webhookUrl === undefined || data === undefined) return;
     const sender = this.settings.webhooks;
     if (!sender) {
       if (!warnedAboutWebhooks) {
@@ -196,6 +203,25 @@ export class Alerts {
       }
       return;
     }
-    sender.send({ url: webhookUrl, type: name, id, data: JSON.parse(JSON.stringify(event)) as Record<string, unknown> });
+    // Checked again here, not only when the URL was written: a key written by another instance,
+    // the CLI, an older version or by hand never went past this instance's allowUrl.
+    const allowUrl = this.settings.allowUrl;
+    if (allowUrl !== undefined && !this.#allowed(allowUrl, webhookUrl)) {
+      if (!warnedAboutRefusedUrl) {
+        warnedAboutRefusedUrl = true;
+        process.emitWarning(`keygate: an alert of key ${event.keyId} was not sent: its webhookUrl is not allowed by webhooks.allowUrl. Later refusals are not reported.`, { code: 'KEYGATE_WEBHOOK_URL_REFUSED' });
+      }
+      return;
+    }
+    sender.send({ url: webhookUrl, type: name, id, data });
+  }
+
+  /** `allowUrl(url)`, where a URL that does not parse, or a check that throws, is not allowed. */
+  #allowed(allowUrl: (url: URL) => boolean, webhookUrl: string): boolean {
+    try {
+      return allowUrl(new URL(webhookUrl)) === true;
+    } catch {
+      return false;
+    }
   }
 }

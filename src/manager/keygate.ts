@@ -130,6 +130,7 @@ export class Keygate {
       quotaThresholds: this.#options.quotaThresholds,
       errorRateMinRequests: usage?.errorRateMinRequests ?? 20,
       webhooks: this.#webhooks,
+      allowUrl: webhooks?.allowUrl,
       // Through #options.store, read at each call: keys.metrics() may put a timed store there later.
       claimAlert: store.claimAlert ? (claim) => this.#options.store.claimAlert!(claim) : undefined,
       readUsage: usage && store.readUsage ? (query) => this.#options.store.readUsage!(query) : undefined,

@@ -79,7 +79,8 @@ export class ManagementLog {
     changes: Record<string, unknown>,
     event: Omit<KeygateEvents[A], 'apiKey' | 'actor' | 'at'>,
   ): Promise<void> {
-    if (this.hub.wants(action)) this.hub.emit(action, { ...event, apiKey: view(), actor, at: new Date(at.getTime()) } as KeygateEvents[A]);
+    // Listeners get copies: what they do to the actor or the time never reaches the audit entry.
+    if (this.hub.wants(action)) this.hub.emit(action, { ...event, apiKey: view(), actor: actor && { ...actor }, at: new Date(at.getTime()) } as KeygateEvents[A]);
     await this.append({
       id: auditEntryId(),
       at,
@@ -94,7 +95,7 @@ export class ManagementLog {
 
   /** Records a purge. */
   async purged(removed: number, deletedBefore: Date, actor: Actor | null, at: Date): Promise<void> {
-    if (this.hub.wants('key.purged')) this.hub.emit('key.purged', { removed, deletedBefore: new Date(deletedBefore.getTime()), actor, at: new Date(at.getTime()) });
+    if (this.hub.wants('key.purged')) this.hub.emit('key.purged', { removed, deletedBefore: new Date(deletedBefore.getTime()), actor: actor && { ...actor }, at: new Date(at.getTime()) });
     await this.append({ id: auditEntryId(), at, action: 'key.purged', keyId: null, actor, changes: { removed, deletedBefore: deletedBefore.toISOString() } });
   }
 

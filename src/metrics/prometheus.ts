@@ -42,15 +42,19 @@ export interface MetricsSources {
 }
 
 function metric(name: string, help: string, type: CollectedMetric['type'], samples: () => Sample[]): CollectedMetric {
-  return {
+  const aggregator = type === 'gauge' ? 'max' : 'sum';
+  const collected: CollectedMetric & { name: string } = {
     name,
     help,
     type,
-    aggregator: type === 'gauge' ? 'max' : 'sum',
-    get: async () => ({ name, help, type, aggregator: type === 'gauge' ? 'max' : 'sum', values: samples() }),
+    aggregator,
+    // The name as the registry left it: an OpenMetrics registry strips a counter's `_total` here
+    // and adds it back when printing.
+    get: async () => ({ name: collected.name, help, type, aggregator, values: samples() }),
     // The numbers are keygate's own and cumulative; a registry reset does not rewind them.
     reset: () => undefined,
   };
+  return collected;
 }
 
 /** The samples of one histogram, cumulative buckets as Prometheus wants them. */

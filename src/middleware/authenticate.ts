@@ -57,7 +57,10 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
   const { sources, scopes, anyScopes, style, requireHttps, environments } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
-  const refusedLater = (req: Request, code: RefusalCode): void => observer.refusedAfterAdmission(req, code);
+  const refusedLater = (req: Request, code: RefusalCode): void => {
+    verifier.refusedAfterAdmission(code);
+    observer.refusedAfterAdmission(req, code);
+  };
 
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
     const earlier = admissionOf(req);
@@ -104,7 +107,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           style,
           owner: verifier,
           environment: result.key.record.environment,
-          refusedLater: started >= 0 ? refusedLater : undefined,
+          refusedLater,
         });
         res.locals.apiKey = result.apiKey;
       } catch (error) {

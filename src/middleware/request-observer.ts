@@ -15,12 +15,22 @@ import type { UsageRecorder } from '../usage/recorder.js';
 /** The longest route pattern recorded; a longer one is cut (patterns are code, not input). */
 const MAX_ROUTE = 256;
 
+/**
+ * A mount path as the request took it, in lower case but for its `:name` / `*name` segments:
+ * Express matches mount paths without regard to case (unless `case sensitive routing` is on), so
+ * `/V1/Leads` and `/v1/leads` are one route, and must be one cell, not one per spelling a client tries.
+ */
+function caseless(base: string): string {
+  return /[A-Z]/.test(base) ? base.replace(/(^|\/)([^/:*][^/]*)/g, (_match, slash: string, segment: string) => slash + segment.toLowerCase()) : base;
+}
+
 /** The route pattern of `route` (Express's `req.route`) matched under `baseUrl`, or `null`: never the URL. */
 function patternOf(route: unknown, baseUrl: string | undefined): string | null {
   if (route === undefined || route === null) return null;
   const raw = (route as { path?: unknown }).path;
   const path = typeof raw === 'string' ? raw : String(raw);
-  const full = `${baseUrl ?? ''}${path === '/' && baseUrl ? '' : path}` || '/';
+  const base = baseUrl === undefined ? '' : caseless(baseUrl);
+  const full = `${base}${path === '/' && base ? '' : path}` || '/';
   return full.length > MAX_ROUTE ? full.slice(0, MAX_ROUTE) : full;
 }
 

@@ -44,6 +44,20 @@ export interface UsageRecorderSettings {
 
 const DAY_MS = 86_400_000;
 
+/**
+ * Most distinct routes recorded per key and UTC day in a process; the requests of any further
+ * route are counted under {@link OTHER_ROUTES}. Routes come from the app's patterns, but a pattern
+ * Express matched on a regular expression or case-insensitively carries what the client typed:
+ * without a bound, one key could mint a cell per request and crowd every other key out.
+ */
+export const MAX_ROUTES_PER_KEY_DAY = 64;
+
+/** The route that stands for every route of a key and day past {@link MAX_ROUTES_PER_KEY_DAY}. */
+export const OTHER_ROUTES = '(other routes)';
+
+/** Keys whose routes of the day are remembered; the least recent is forgotten past this. */
+const ROUTE_MEMORY_KEYS = 10_000;
+
 /** A status code's class field, or `undefined` for no response. */
 function statusField(statusCode: number | undefined): 'status2xx' | 'status3xx' | 'status4xx' | 'status5xx' | undefined {
   if (statusCode === undefined) return undefined;
@@ -64,6 +78,8 @@ export class UsageRecorder {
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Per key, the routes recorded on its latest UTC day (kept across flushes, so a day stays bounded). */
+  readonly #routes = new Map<string, { day: number; routes: Set<string | null> }>();
   readonly #stats: UsageStats = { bufferedCells: 0, bufferedRequests: 0, flushedRequests: 0, dropped: 0, failedFlushes: 0 };
 
   constructor(
@@ -81,6 +97,7 @@ export class UsageRecorder {
       return;
     }
     const day = Math.floor(at / DAY_MS);
+    route = this.#boundedRoute(keyId, day, route);
     const id = `${keyId}\u0000${day}\u0000${route === null ? '\u0001' : route}\u0000${outcome}`;
     let cell = this.#cells.get(id);
     if (cell === undefined) {
@@ -98,6 +115,23 @@ export class UsageRecorder {
     cell.totalResponseMicros += whole;
     if (whole > cell.maxResponseMicros) cell.maxResponseMicros = whole;
     this.#timer ??= this.#startTimer();
+  }
+
+  /** `route`, or {@link OTHER_ROUTES} once the key has its day's share of distinct routes. */
+  #boundedRoute(keyId: string, day: number, route: string | null): string | null {
+    let seen = this.#routes.get(keyId);
+    if (seen === undefined || seen.day !== day) {
+      if (seen === undefined && this.#routes.size >= ROUTE_MEMORY_KEYS) {
+        const oldest = this.#routes.keys().next().value;
+        if (oldest !== undefined) this.#routes.delete(oldest);
+      }
+      seen = { day, routes: new Set() };
+      this.#routes.set(keyId, seen);
+    }
+    if (seen.routes.has(route)) return route;
+    if (seen.routes.size >= MAX_ROUTES_PER_KEY_DAY) return OTHER_ROUTES;
+    seen.routes.add(route);
+    return route;
   }
 
   /** Writes what is buffered (a failed batch first). Never rejects; concurrent calls share one flush. */

@@ -195,6 +195,17 @@ export class Verifier {
     return telemetry === undefined ? this.verifyOnce(rawKey, context, undefined) : this.verifyMeasured(rawKey, context, telemetry);
   }
 
+  /**
+   * A request this verifier admitted was refused after all by a later check of the same admission
+   * (a route's own scopes, a scope guard): the metrics count it under that code, not as admitted.
+   */
+  refusedAfterAdmission(code: RefusalCode): void {
+    const telemetry = this.telemetry;
+    if (!telemetry) return;
+    telemetry.decisions.inc('admitted', -1);
+    telemetry.decisions.inc(code);
+  }
+
   /** Points the verifier at another store (the timed one of `keys.metrics()`). */
   useStore(store: ApiKeyStore): void {
     this.settings.store = store;

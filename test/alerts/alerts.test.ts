@@ -635,3 +635,54 @@ describe.each(EXPRESS_WITH_ROUTER)('listeners that throw or never settle on %s',
     // The promise-returning listeners that rejected were caught: the afterEach finds no unhandled rejection.
   });
 });
+
+describe.each(EXPRESS_WITH_ROUTER)('after the review of alerts on %s', (_label, makeExpress) => {
+  it('checks webhooks.allowUrl again when sending: a key written elsewhere with a refused URL gets no webhook', async () => {
+    const hooks = await receiver();
+    const store = new MemoryStore();
+    // Written by an instance without allowUrl (another deploy, the CLI, a script).
+    const elsewhere = manager(store, testClock());
+    const { key } = await elsewhere.create({ name: 'internal', maxUses: 2, alerts: { webhookUrl: hooks.url, quotaThreshold: 0.5 } });
+    const strict = manager(store, testClock(), { webhooks: { secret: SECRET, allowUrl: (url) => url.hostname.endsWith('.hooks.example.com') } });
+    const events: QuotaThresholdEvent[] = [];
+    strict.on('quota.threshold', (event) => void events.push(event));
+    const url = await appOf(makeExpress, strict);
+    expect(await burst(url, key, 2)).toEqual({ 200: 2 });
+    await sleep(300);
+    expect(events).toHaveLength(2);
+    expect(hooks.deliveries).toEqual([]);
+    expect(warningsWithCode('KEYGATE_WEBHOOK_URL_REFUSED', true)).toBe(1);
+  });
+
+  it('signs the alert as keygate made it, whatever a listener does to the event', async () => {
+    const hooks = await receiver();
+    const keys = manager(new MemoryStore(), testClock(), { webhooks: { secret: SECRET } });
+    keys.on('quota.threshold', (event) => {
+      event.keyPrefix = 'rewritten by a listener';
+      event.used = -1;
+    });
+    const { key, apiKey } = await keys.create({ name: 'hooked', maxUses: 1, alerts: { webhookUrl: hooks.url } });
+    const url = await appOf(makeExpress, keys);
+    expect(await burst(url, key, 1)).toEqual({ 200: 1 });
+    await eventually(() => hooks.deliveries.length >= 2, 5_000, 'two webhooks (0.8 and 1 of maxUses 1)');
+    for (const delivery of hooks.deliveries) expect(delivery.body.data).toMatchObject({ keyPrefix: apiKey.keyPrefix, used: 1 });
+  });
+
+  it('fires error_rate.threshold once per key and day even when the threshold changes that day', async () => {
+    const clock = testClock();
+    const keys = manager(new MemoryStore(), clock, { usage: { flushIntervalMs: 3_600_000, errorRateMinRequests: 2 } });
+    const events: ErrorRateThresholdEvent[] = [];
+    keys.on('error_rate.threshold', (event) => void events.push(event));
+    const url = await appOf(makeExpress, keys);
+    const { key, apiKey } = await keys.create({ name: 'flaky', alerts: { errorRateThreshold: 0.5 } });
+    let sent = 0;
+    for (const threshold of [0.5, 0.4, 0.3, 0.2]) {
+      await keys.update(apiKey.id, { alerts: { errorRateThreshold: threshold } });
+      for (let i = 0; i < 4; i++) expect(await send(`${url}/fail/${i}`, { key })).toBe(500);
+      sent += 4;
+      await untilRecorded(keys, sent);
+      await keys.flushUsage();
+    }
+    expect(events).toHaveLength(1);
+  });
+});

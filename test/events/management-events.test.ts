@@ -98,6 +98,15 @@ describe('key.* events and the audit trail of the manager', () => {
     expect(EVENT_NAMES.map(channelNameOf)).toContain('keygate:quota.threshold');
   });
 
+  it('a listener that changes the actor of an event changes neither the audit entry nor the next listener', async () => {
+    const { keys } = audited();
+    keys.on('key.created', (event) => {
+      if (event.actor) event.actor.id = 'pseudonymised';
+    });
+    await keys.create({ name: 'x' }, { actor: { id: 'alice@example.com', keyPrefix: 'pk_test_abcdefghijkl' } });
+    expect((await keys.auditLog()).items[0]!.actor).toEqual({ id: 'alice@example.com', keyPrefix: 'pk_test_abcdefghijkl' });
+  });
+
   it('gives each listener its own copy: changing it changes neither the answer nor the record', async () => {
     const { keys } = audited();
     const copies: KeygateEvents['key.created'][] = [];

@@ -3,9 +3,9 @@
  * the text a Prometheus server would read.
  */
 import express from 'express';
-import { Registry } from 'prom-client';
+import { type OpenMetricsContentType, Registry } from 'prom-client';
 import request from 'supertest';
-import { MemoryStore, keygate } from '../../src/index';
+import { MemoryStore, keygate, requireScopes } from '../../src/index';
 import { CountingStore } from '../helpers/harness';
 import { closeAfterEach } from '../helpers/managers';
 
@@ -101,6 +101,34 @@ describe('keys.metrics(registry)', () => {
     const other = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
     expect(() => other.metrics(registry)).toThrow(/already been registered/);
     expect(() => other.metrics(registry, { prefix: 'other_keygate_' })).not.toThrow();
+  });
+
+  it('counts a refusal by a route\'s own scopes or a scope guard under its code, not as admitted', async () => {
+    const keys = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
+    const registry = new Registry();
+    keys.metrics(registry);
+    const server = express();
+    server.use(keys.authenticate());
+    server.get('/write', keys.authenticate({ scopes: ['leads:write'] }), (_req, res) => void res.json({}));
+    server.get('/guarded', requireScopes('leads:delete'), (_req, res) => void res.json({}));
+    const { key } = await keys.create({ name: 'reader', scopes: ['leads:read'] });
+    await request(server).get('/write').set('X-API-Key', key).expect(403);
+    await request(server).get('/guarded').set('X-API-Key', key).expect(403);
+    const values = series(await registry.metrics());
+    expect(values.get('keygate_requests_total{outcome="insufficient_scope"}')).toBe(2);
+    expect(values.get('keygate_requests_total{outcome="admitted"}')).toBe(0);
+  });
+
+  it('prints counters once suffixed on an OpenMetrics registry', async () => {
+    const keys = track(keygate({ store: new MemoryStore(), hashing: 'sha256' }));
+    const registry = new Registry<OpenMetricsContentType>();
+    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    keys.metrics(registry);
+    const { key } = await keys.create({ name: 'om' });
+    await keys.verify(key);
+    const text = await registry.metrics();
+    expect(text).toContain('keygate_requests_total{outcome="admitted"} 1');
+    expect(text).not.toContain('_total_total');
   });
 
   it('leaves keys.store the store it was given', () => {
