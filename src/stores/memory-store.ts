@@ -465,6 +465,9 @@ export class MemoryStore implements ApiKeyStore {
     this.#batches.sweep(now);
     if (this.#batches.get(batch.id) !== undefined) return;
     for (const cell of batch.cells) {
+      // A key not held (never inserted, or purged) keeps no usage: a flush that comes after its
+      // purge must not bring its cells back.
+      if (!this.#byId.has(cell.keyId)) continue;
       let cells = this.#usage.get(cell.keyId);
       if (!cells) this.#usage.set(cell.keyId, (cells = new Map()));
       const identity = cellIdentity(cell);

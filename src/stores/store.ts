@@ -196,8 +196,11 @@ export interface ApiKeyStore {
    * Optional (capability `usage`): adds a batch of usage cells to the stored ones, atomically
    * per key (another reader never sees a key's cells of one batch half added) and exactly once per
    * batch id: a batch applied before (a retry after a lost answer) adds nothing. Counts add up;
-   * `maxResponseMicros` keeps the larger. A cell of a key the store does not hold is still added (the
-   * key may be purged later; its cells go with it).
+   * `maxResponseMicros` keeps the larger. A cell of a key the store does not hold (no record with
+   * that id: never inserted, or purged) is dropped, in the same atomic step that applies the key's
+   * other cells, so a purge racing a flush leaves none of the key's cells behind whichever comes
+   * first; the batch id still counts as applied (a retry adds nothing either way). Cells of a key
+   * that exists, deleted but not purged included, are added.
    */
   addUsage?(batch: UsageBatch): Promise<void>;
   /**

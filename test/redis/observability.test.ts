@@ -306,6 +306,11 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
     });
 
     describe('usage', () => {
+      /** Inserts records with these ids: the store keeps the cells of keys it holds only. */
+      async function hold(redisStore: RedisStore, ...ids: string[]): Promise<void> {
+        for (const id of ids) await redisStore.insert(testRecord(NOW - DAY, { id }));
+      }
+
       it('adds cells up (counts summed, the larger max kept), route null apart from any string, and reads a range of days', async () => {
         const redisStore = store();
         const first = [
@@ -318,6 +323,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
           cell('k-2', TODAY, '/v1/leads/:id', 'admitted', 7),
         ];
         const second = [cell('k-1', TODAY, '/v1/leads/:id', 'admitted', 2, 9000), cell('k-1', TODAY + 1, null, 'insufficient_scope', 4)];
+        await hold(redisStore, 'k-1', 'k-2');
         await redisStore.addUsage(batch(first));
         await redisStore.addUsage(batch(second));
         const all = summed([...first, ...second]);
@@ -340,6 +346,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it('keeps numbers up to the largest safe integer exactly', async () => {
         const redisStore = store();
         const huge = { ...cell('k-1', TODAY, '/', 'admitted', 1), totalResponseMicros: Number.MAX_SAFE_INTEGER - 10, maxResponseMicros: Number.MAX_SAFE_INTEGER - 10 };
+        await hold(redisStore, 'k-1');
         await redisStore.addUsage(batch([huge]));
         await redisStore.addUsage(batch([{ ...huge, totalResponseMicros: 10, maxResponseMicros: 3 }]));
         const [read] = await redisStore.readUsage({ keyId: 'k-1', fromDay: TODAY, toDay: TODAY });
@@ -349,6 +356,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it('applies a batch id once: a retry adds nothing, another id adds again', async () => {
         const redisStore = store();
         const cells = [cell('k-1', TODAY, '/a', 'admitted', 2), cell('k-2', TODAY, '/a', 'admitted', 3)];
+        await hold(redisStore, 'k-1', 'k-2');
         const once = batch(cells);
         await redisStore.addUsage(once);
         await redisStore.addUsage(once);
@@ -361,6 +369,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it('applies per (batch id, key): a batch half applied, retried, adds only the keys it had not reached', async () => {
         const redisStore = store();
         const cells = [cell('k-1', TODAY, '/a', 'admitted', 2), cell('k-2', TODAY, '/a', 'admitted', 3), cell('k-3', TODAY - 1, null, 'admitted', 4)];
+        await hold(redisStore, 'k-1', 'k-2', 'k-3');
         const id = randomUUID();
         // The process died after k-1's script ran (the same id, k-1's cells only).
         await redisStore.addUsage(batch([cells[0]!], NOW, id));
@@ -371,6 +380,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it('remembers batch ids for RETAIN_BATCH_IDS_MS after their now (the caller clock), then forgets them, and expires the set of an idle key', async () => {
         const redisStore = store();
         const key = `${ns}usage:{k-1}:batches`;
+        await hold(redisStore, 'k-1');
         const first = batch([cell('k-1', TODAY, '/a', 'admitted', 1)], NOW);
         await redisStore.addUsage(first);
         await redisStore.addUsage(batch([cell('k-1', TODAY, '/a', 'admitted', 1)], NOW + RETAIN_BATCH_IDS_MS - 1));
@@ -388,6 +398,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
 
       it('adds many concurrent batches exactly', async () => {
         const redisStore = store();
+        await hold(redisStore, 'k-0', 'k-1', 'k-2', 'k-3');
         const batches = Array.from({ length: 60 }, (_, i) => batch([cell('k-1', TODAY, '/a', 'admitted', 1 + (i % 3), 100 * i), cell(`k-${i % 4}`, TODAY - (i % 2), null, 'rate_limited', 1)]));
         await Promise.all(batches.flatMap((b) => [redisStore.addUsage(b), redisStore.addUsage(b)]));
         const expected = summed(batches.flatMap((b) => b.cells));
@@ -399,6 +410,7 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it("a key's cells of a batch are all or nothing: a stored cell that cannot be read refuses them all, and the batch id stays unapplied", async () => {
         const redisStore = store();
         const dayKey = `${ns}usage:{k-1}:d:${TODAY}`;
+        await hold(redisStore, 'k-1');
         await context.client().hset(dayKey, JSON.stringify(['/broken', 'admitted']), 'not,numbers');
         const before = await keyspace();
         const cells = [cell('k-1', TODAY, '/fine', 'admitted', 1), cell('k-1', TODAY - 1, '/fine', 'admitted', 1), cell('k-1', TODAY, '/broken', 'admitted', 1)];
@@ -424,12 +436,45 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
         expect(await redisStore.purge({ deletedBefore: new Date(NOW) })).toBe(1);
         expect(await redisStore.readUsage({ keyId: victim.id, fromDay: -Infinity, toDay: Infinity })).toEqual([]);
         expect(await redisStore.readUsage({ keyId: survivor.id, fromDay: -Infinity, toDay: Infinity })).toEqual(survivorCells);
-        // What is left of the victim: its applied-batch set, which expires on its own (a retried
-        // flush of a batch applied before the purge must not bring its cells back).
+        // What is left of the victim: its applied-batch set, which expires on its own.
         const left = Object.keys(await keyspace()).filter((key) => key.includes(victim.id));
         expect(left).toEqual([`${ns}usage:{${victim.id}}:batches`]);
+        // Neither a retried flush of a batch applied before the purge nor a flush of cells buffered
+        // before it brings the victim's cells back: its record is gone, so they are dropped.
         await redisStore.addUsage(batch(victimCells, NOW, (await context.client().zrange(left[0]!, 0, -1))[0]));
+        await redisStore.addUsage(batch([...victimCells, cell(survivor.id, TODAY, '/a', 'admitted', 1)], NOW + 1));
         expect(await redisStore.readUsage({ keyId: victim.id, fromDay: -Infinity, toDay: Infinity })).toEqual([]);
+        expect(Object.keys(await keyspace()).filter((key) => key.includes(victim.id))).toEqual(left);
+        expect(await redisStore.readUsage({ keyId: survivor.id, fromDay: -Infinity, toDay: Infinity })).toEqual(summed([...survivorCells, cell(survivor.id, TODAY, '/a', 'admitted', 1)]));
+      });
+
+      it('drops the cells of a key without a record in the script that would add them, and records the batch id only', async () => {
+        const redisStore = store();
+        const held = testRecord(NOW - DAY);
+        await redisStore.insert(held);
+        const cells = [cell('k-none', TODAY, '/a', 'admitted', 1), cell('k-none', TODAY - 1, null, 'admitted', 2), cell(held.id, TODAY, '/a', 'admitted', 3)];
+        const once = batch(cells);
+        await redisStore.addUsage(once);
+        expect(await redisStore.readUsage({ keyId: 'k-none', fromDay: -Infinity, toDay: Infinity })).toEqual([]);
+        expect(await redisStore.readUsage({ keyId: held.id, fromDay: -Infinity, toDay: Infinity })).toEqual([cells[2]]);
+        // Nothing of the unknown key but its applied-batch set, expiring like any other.
+        const batches = `${ns}usage:{k-none}:batches`;
+        expect(Object.keys(await keyspace()).filter((key) => key.includes('k-none'))).toEqual([batches]);
+        expect(await context.client().zscore(batches, once.id)).toBe(String(NOW + RETAIN_BATCH_IDS_MS));
+        expect(await context.client().pttl(batches)).toBeGreaterThan(RETAIN_BATCH_IDS_MS);
+
+        // The script itself: 2 (dropped) for a key without a record, then 0 (applied already) for the same batch id.
+        const client = context.client() as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+        const keys = [`${ns}key:{k-gone}`, `${ns}usage:{k-gone}:days`, `${ns}usage:{k-gone}:batches`, `${ns}usage:{k-gone}:d:${TODAY}`];
+        const args = ['batch-1', String(NOW), String(NOW + RETAIN_BATCH_IDS_MS), String(RETAIN_BATCH_IDS_MS + HOUR), '4', String(TODAY), JSON.stringify(['/a', 'admitted']), '1', '1', '0', '0', '0', '10', '10'];
+        expect(await client.keygateAddUsageV2!(keys.length, ...keys, ...args)).toBe(2);
+        expect(await client.keygateAddUsageV2!(keys.length, ...keys, ...args)).toBe(0);
+        expect(Object.keys(await keyspace()).filter((key) => key.includes('k-gone'))).toEqual([keys[2]]);
+        // Once the record exists, a new batch id adds (and the one recorded while it did not, nothing).
+        await redisStore.insert(testRecord(NOW - DAY, { id: 'k-gone' }));
+        expect(await client.keygateAddUsageV2!(keys.length, ...keys, ...args)).toBe(0);
+        expect(await client.keygateAddUsageV2!(keys.length, ...keys, 'batch-2', ...args.slice(1))).toBe(1);
+        expect(await redisStore.readUsage({ keyId: 'k-gone', fromDay: TODAY, toDay: TODAY })).toEqual([cell('k-gone', TODAY, '/a', 'admitted', 1, 10)]);
       });
 
       itOnCluster("keeps a key's usage in its record's hash slot", async () => {
@@ -534,6 +579,8 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
       it('4 processes adding and retrying batches at once sum exactly; of 4 processes claiming 30 names, exactly one wins each', async () => {
         const pool = await startWorkers(4);
         const keys = Array.from({ length: 12 }, (_, i) => `mp-${i}`);
+        const redisStore = store();
+        for (const id of keys) await redisStore.insert(testRecord(NOW - DAY, { id }));
         const plans = pool.map((_worker, w) =>
           Array.from({ length: 25 }, (_, b) =>
             batch(
@@ -546,7 +593,6 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
         await Promise.all(pool.map((worker, w) => worker.ask({ type: 'addUsage', batches: plans[w]!.map(wire), times: 2 }, 'usageAdded')));
         const expected = summed(plans.flat().flatMap((b) => b.cells));
         const read: UsageCell[] = [];
-        const redisStore = store();
         for (const keyId of keys) read.push(...(await redisStore.readUsage({ keyId, fromDay: TODAY - 1, toDay: TODAY })));
         expect(sorted(read)).toEqual(expected);
 

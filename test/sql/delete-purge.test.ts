@@ -6,7 +6,8 @@
  * - purge's boundary (a key deleted exactly at `deletedBefore` stays), and it removes nothing else;
  * - `list` leaves deleted keys out with every filter, keeps keyset pagination, and reads only its
  *   own `includeDeleted`;
- * - purge runs in bounded batches (each one statement), through the partial index on deleted keys,
+ * - purge runs in bounded batches (each one transaction, one query: on PostgreSQL its lock and its
+ *   removal sent together), through the partial index on deleted keys,
  *   and tells listeners every id it removed (and `null` when a batch may have been lost);
  * - a table created by version 2's DDL (test/sql/fixtures/version-2-*.sql, frozen) gains
  *   `deleted_at` and its index on migrate(), and its rows read `deletedAt: null`;
@@ -22,7 +23,7 @@ import { Pool } from 'pg';
 import { type ApiKeyPatch, type ApiKeyRecord, isKeygateError, keygate } from 'keygate';
 import { type PostgresClient, SqlStore } from 'keygate/sql';
 import { PostgresEngine } from '../../src/stores/sql/postgres';
-import { postgresStatements } from '../../src/stores/sql/postgres-sql';
+import { purgeStatements } from '../../src/stores/sql/postgres-sql';
 import { SqliteEngine } from '../../src/stores/sql/sqlite';
 import { parseTableName } from '../../src/stores/sql/table-name';
 import { testRecord } from '../helpers/records';
@@ -215,7 +216,7 @@ describeEachDialect(
         expect(await store().findById(key.id)).toStrictEqual(key);
       });
 
-      it('runs in bounded batches, each one statement, until a batch comes back short', async () => {
+      it('runs in bounded batches, each one query, until a batch comes back short', async () => {
         const fresh = await freshTable();
         try {
           const deleted = Array.from({ length: 7 }, (_, i) => record({ deletedAt: new Date(T - (i + 1) * HOUR) }));
@@ -230,7 +231,7 @@ describeEachDialect(
           if (dialect === 'postgres') expect(fresh.statements).toHaveLength(3);
           for (const key of live) expect(await fresh.store.findById(key.id)).toStrictEqual(key);
 
-          // A purge of exactly two full batches needs a third statement, which finds nothing.
+          // A purge of exactly two full batches needs a third query, which finds nothing.
           const six = Array.from({ length: 6 }, () => record({ deletedAt: new Date(T - DAY) }));
           for (const key of six) await fresh.store.insert(key);
           fresh.statements.length = 0;
@@ -275,7 +276,8 @@ describeEachDialect(
           const client = await pool().connect();
           try {
             await client.query('SET enable_seqscan = off');
-            const { rows } = await client.query(`EXPLAIN ${postgresStatements(parseTableName(undefined, true)).purge}`, [new Date(T).toISOString(), 1000]);
+            // The statement that finds (and locks) the batch; the one that removes it goes by id.
+            const { rows } = await client.query(`EXPLAIN ${purgeStatements(parseTableName(undefined, true), new Date(T), 1000).lock}`);
             expect(rows.map((row: { 'QUERY PLAN': string }) => row['QUERY PLAN']).join('\n')).toContain('keygate_api_keys_deleted_at_idx');
           } finally {
             client.release();

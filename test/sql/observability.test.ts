@@ -20,6 +20,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import type { PoolClient } from 'pg';
 import { type ApiKeyRecord, isKeygateError } from 'keygate';
 import { type PostgresClient, SqlStore, sqlSchema } from 'keygate/sql';
 import type { AuditEntry, StoreAuditQuery, UsageBatch, UsageCell } from '../../src/stores/store';
@@ -59,6 +60,8 @@ interface Fixture {
   connection(): { connectionString?: string; file?: string };
   /** The engine under a store on `table`, its SQL recorded (PostgreSQL) or its SQLite database. */
   engine(table: string): { engine: PostgresEngine | SqliteEngine; statements: string[]; db?: Database.Database };
+  /** PostgreSQL: a connection of its own, for a transaction held open across statements. */
+  session?(): Promise<PoolClient>;
 }
 
 let tables = 0;
@@ -119,6 +122,7 @@ function describeDialects(name: string, body: (fixture: Fixture) => void): void 
         const recording: PostgresClient = { query: (text, values) => (statements.push(text), pg.pool.query(text, values)) };
         return { engine: new PostgresEngine(recording, parseTableName(table, true)), statements };
       },
+      session: () => pg.pool.connect(),
     });
   });
 }
@@ -180,6 +184,13 @@ function sorted(cells: UsageCell[]): UsageCell[] {
 
 async function usageOf(store: SqlStore, keyId: string, fromDay = Number.MIN_SAFE_INTEGER, toDay = Number.MAX_SAFE_INTEGER): Promise<UsageCell[]> {
   return sorted(await store.readUsage({ keyId, fromDay, toDay }));
+}
+
+/** The id of a record inserted into `store` for the test: a store keeps the cells of keys it holds only. */
+async function held(store: SqlStore): Promise<string> {
+  const record = testRecord(T);
+  await store.insert(record);
+  return record.id;
 }
 
 /** A seeded shuffle, so a failing order can be replayed. */
@@ -445,7 +456,7 @@ describeDialects('observability', (fixture) => {
   describe('usage cells', () => {
     it('adds counts up, keeps the larger maximum, starts a new cell from zero; a null route is a cell of its own', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       const first = [
         cell({ keyId: key, requests: 3, status2xx: 2, status4xx: 1, totalResponseMicros: 9_000, maxResponseMicros: 5_000 }),
         cell({ keyId: key, route: null, outcome: 'rate_limited', requests: 2, status2xx: 0, status4xx: 2, totalResponseMicros: 400, maxResponseMicros: 300 }),
@@ -468,7 +479,7 @@ describeDialects('observability', (fixture) => {
 
     it('reads an inclusive range of days of one key only, as fresh objects', async () => {
       const store = await fixture.fresh();
-      const [key, other] = [randomUUID(), randomUUID()];
+      const [key, other] = [await held(store), await held(store)];
       const cells = [-3, 0, TODAY - 1, TODAY, TODAY + 1, 2 ** 40].map((day) => cell({ keyId: key, day }));
       await store.addUsage(batch([...cells, cell({ keyId: other, day: TODAY })]));
       expect(await usageOf(store, key, TODAY - 1, TODAY)).toStrictEqual(sorted(cells.filter((found) => found.day === TODAY - 1 || found.day === TODAY)));
@@ -485,7 +496,7 @@ describeDialects('observability', (fixture) => {
 
     it('applies a batch id once: a retry adds nothing; applied ids are forgotten a day after batch.now, a hundred at a time', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       const applied = batch([cell({ keyId: key, requests: 5 })], T);
       await store.addUsage(applied);
       await store.addUsage(applied);
@@ -516,7 +527,7 @@ describeDialects('observability', (fixture) => {
 
     it('sums concurrent batches exactly, whatever order their cells come in (no lost update, no deadlock)', async () => {
       const store = await fixture.fresh();
-      const keys = [randomUUID(), randomUUID()];
+      const keys = [await held(store), await held(store)];
       const shared = keys.flatMap((keyId) =>
         [null, '/a', '/b/:id'].flatMap((route) => ['admitted', 'quota_exceeded'].map((outcome) => ({ keyId, route, outcome }))),
       );
@@ -530,7 +541,7 @@ describeDialects('observability', (fixture) => {
 
     it('applies one batch once even when it races itself', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       const added = batch([cell({ keyId: key, requests: 3 }), cell({ keyId: key, route: null, requests: 4 })]);
       await Promise.all(Array.from({ length: 10 }, () => store.addUsage({ ...added, cells: added.cells.map((found) => ({ ...found })) })));
       expect(await usageOf(store, key)).toStrictEqual(sums([added], key));
@@ -538,7 +549,7 @@ describeDialects('observability', (fixture) => {
 
     it('applies a large batch whole, and a retry of it adds nothing', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       const cells = Array.from({ length: 5_000 }, (_, i) => cell({ keyId: key, day: TODAY - (i % 50), route: i % 100 === 0 ? null : `/r/${Math.floor(i / 50)}`, requests: i + 1 }));
       const large = batch(cells);
       await store.addUsage(large);
@@ -548,7 +559,7 @@ describeDialects('observability', (fixture) => {
 
     it('refuses a batch holding anything but cells with invalid_argument, whole: its id stays free for the corrected retry', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       const good = cell({ keyId: key });
       const id = randomUUID();
       const broken: [Partial<UsageCell>, string][] = [
@@ -574,7 +585,7 @@ describeDialects('observability', (fixture) => {
 
     it('reads a count stored past 2^53 (written by hand) as invalid_record, never as a rounded number', async () => {
       const store = await fixture.fresh();
-      const key = randomUUID();
+      const key = await held(store);
       await store.addUsage(batch([cell({ keyId: key, requests: 2 ** 53 - 1 })]));
       expect(await usageOf(store, key)).toStrictEqual([cell({ keyId: key, requests: 2 ** 53 - 1 })]);
       await fixture.rows(`UPDATE "${store.table}_usage" SET "requests" = "requests" + 2 WHERE "key_id" = ?`, key);
@@ -596,7 +607,7 @@ describeDialects('observability', (fixture) => {
       expect(await store.purge({ deletedBefore: new Date(T + 1) })).toBe(1);
       expect(await usageOf(store, purged.id)).toEqual([]);
       expect(await usageOf(store, kept.id)).toHaveLength(3);
-      expect(await usageOf(store, unknown)).toHaveLength(3); // cells of keys the store does not hold are kept
+      expect(await usageOf(store, unknown)).toEqual([]); // the cells of a key the store does not hold are dropped
     });
 
     it('purge deletes the cells in the transaction that removes the keys', async () => {
@@ -624,13 +635,139 @@ describeDialects('observability', (fixture) => {
         }
         expect(outside).toEqual([]);
       } else {
-        // PostgreSQL: each batch is one statement, so its keys and their cells go in one transaction.
+        // PostgreSQL: each batch is one query (its lock and its removal), so its keys and their cells go in one transaction.
         expect(await engine.purge({ deletedBefore: new Date(T + 1) }, () => undefined, 2)).toBe(5);
         expect(statements).toHaveLength(3);
         for (const text of statements) expect(text).toContain(`DELETE FROM "${store.table}_usage"`);
       }
       for (const key of keys) expect(await usageOf(store, key.id)).toEqual([]);
     });
+    it('drops the cells of a key the table does not hold in the statement that adds the others, and records the batch id', async () => {
+      const store = await fixture.fresh();
+      const key = await held(store);
+      const unknown = randomUUID();
+      const added = batch([cell({ keyId: unknown }), cell({ keyId: unknown, day: TODAY - 1, route: null }), cell({ keyId: key })]);
+      const { engine, statements } = fixture.engine(store.table);
+      await engine.addUsage(added);
+      if (dialect === 'postgres') expect(statements).toHaveLength(1);
+      expect(await usageOf(store, key)).toStrictEqual([cell({ keyId: key })]);
+      expect(await usageOf(store, unknown)).toEqual([]);
+      const [counted] = await fixture.rows(`SELECT count(*) AS "n" FROM "${store.table}_usage" WHERE "key_id" = ?`, unknown);
+      expect(Number(counted?.n)).toBe(0);
+      // Applied all the same: a retry adds nothing, even once a record with that id exists.
+      await store.insert(testRecord(T, { id: unknown }));
+      await store.addUsage(added);
+      expect(await usageOf(store, unknown)).toEqual([]);
+      expect(await usageOf(store, key)).toStrictEqual([cell({ keyId: key })]);
+      await store.addUsage(batch(added.cells));
+      expect(await usageOf(store, unknown)).toStrictEqual(sums([added], unknown));
+    });
+
+    it('purges racing flushes of the keys they remove leave none of their cells, and neither waits for the other in a cycle', async () => {
+      const store = await fixture.fresh();
+      const { engine } = fixture.engine(store.table);
+      const failures: unknown[] = [];
+      const left: Record<string, number> = {};
+      for (let round = 0; round < 15; round++) {
+        // Keys deleted at a few shared instants, flushed to in every order while purged in small batches.
+        const purged = Array.from({ length: 8 }, (_, i) => testRecord(T, { status: 'revoked', revokedAt: new Date(T - 1_000), deletedAt: new Date(T - 1_000 + (i % 3)) }));
+        for (const record of purged) await store.insert(record);
+        const flushes = Array.from({ length: 20 }, (_, b) =>
+          store.addUsage(batch(shuffled(purged, round * 100 + b + 1).map((record, i) => cell({ keyId: record.id, day: TODAY + ((b + i) % 5), route: `/r/${b % 7}` })))),
+        );
+        const results = await Promise.allSettled([engine.purge({ deletedBefore: new Date(T) }, () => undefined, 3), ...flushes]);
+        for (const result of results) if (result.status === 'rejected') failures.push(result.reason);
+        for (const record of purged) {
+          const cells = (await usageOf(store, record.id)).length;
+          if (cells > 0) left[record.id] = cells;
+        }
+      }
+      expect({ failures, left }).toEqual({ failures: [], left: {} });
+    });
+
+    if (dialect === 'postgres') {
+      /** Polls until a statement of another session waits for a lock (the one the test holds). */
+      async function waitingForLock(): Promise<void> {
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const [row] = await fixture.rows("SELECT count(*) AS \"n\" FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()");
+          if (Number(row?.n) > 0) return;
+          if (Date.now() > deadline) throw new Error('no statement came to wait for the lock');
+          await new Promise((done) => setTimeout(done, 10));
+        }
+      }
+
+      it('postgres: a purge that waits for a batch holding its key leaves none of the cells that batch added', async () => {
+        const store = await fixture.fresh();
+        const record = testRecord(T, { status: 'revoked', revokedAt: new Date(T), deletedAt: new Date(T) });
+        await store.insert(record);
+        await store.addUsage(batch([cell({ keyId: record.id })]));
+        // Another session plays a batch statement caught half-way: the key's row locked as the
+        // statement locks it (FOR KEY SHARE), a cell of a day the key had none of written.
+        const session = await (fixture.session as () => Promise<PoolClient>)();
+        try {
+          await session.query('BEGIN');
+          await session.query(`SELECT 1 FROM "${store.table}" WHERE "id" = $1 FOR KEY SHARE`, [record.id]);
+          await session.query(
+            `INSERT INTO "${store.table}_usage" ("key_id", "day", "route", "outcome", "requests", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "total_response_micros", "max_response_micros") ` +
+              "VALUES ($1, $2, '/late', 'api_key_revoked', 1, 0, 0, 1, 0, 10, 10)",
+            [record.id, TODAY + 1],
+          );
+          const purging = store.purge({ deletedBefore: new Date(T + 1) });
+          await waitingForLock();
+          await session.query('COMMIT');
+          expect(await purging).toBe(1);
+        } finally {
+          await session.query('ROLLBACK').catch(() => undefined);
+          session.release();
+        }
+        expect(await usageOf(store, record.id)).toEqual([]);
+        expect(await store.findById(record.id)).toBeNull();
+      });
+
+      it('postgres: a batch that waits for a purge holding its key drops that key\'s cells and adds the others', async () => {
+        const store = await fixture.fresh();
+        const record = testRecord(T, { status: 'revoked', revokedAt: new Date(T), deletedAt: new Date(T) });
+        const live = await held(store);
+        await store.insert(record);
+        // Another session plays a purge caught half-way: the row locked FOR UPDATE and deleted, with its cells.
+        const session = await (fixture.session as () => Promise<PoolClient>)();
+        const added = batch([cell({ keyId: record.id }), cell({ keyId: record.id, day: TODAY + 1 }), cell({ keyId: live })]);
+        try {
+          await session.query('BEGIN');
+          await session.query(`SELECT 1 FROM "${store.table}" WHERE "id" = $1 FOR UPDATE`, [record.id]);
+          await session.query(`DELETE FROM "${store.table}" WHERE "id" = $1`, [record.id]);
+          await session.query(`DELETE FROM "${store.table}_usage" WHERE "key_id" = $1`, [record.id]);
+          const adding = store.addUsage(added);
+          await waitingForLock();
+          await session.query('COMMIT');
+          await adding;
+        } finally {
+          await session.query('ROLLBACK').catch(() => undefined);
+          session.release();
+        }
+        expect(await usageOf(store, record.id)).toEqual([]);
+        expect(await usageOf(store, live)).toStrictEqual([cell({ keyId: live })]);
+        await store.addUsage(added); // applied: the retry adds nothing
+        expect(await usageOf(store, live)).toStrictEqual([cell({ keyId: live })]);
+      });
+
+      it('postgres: a batch locks only the keys it adds to, with a lock consumes and updates do not wait for', async () => {
+        const store = await fixture.fresh();
+        const key = await held(store);
+        // Another session holds what a consume or an update holds: the batch goes through.
+        const session = await (fixture.session as () => Promise<PoolClient>)();
+        try {
+          await session.query('BEGIN');
+          await session.query(`SELECT 1 FROM "${store.table}" WHERE "id" = $1 FOR NO KEY UPDATE`, [key]);
+          await store.addUsage(batch([cell({ keyId: key })]));
+        } finally {
+          await session.query('ROLLBACK');
+          session.release();
+        }
+        expect(await usageOf(store, key)).toStrictEqual([cell({ keyId: key })]);
+      });
+    }
   });
 
   // -------------------------------------------------------------------------------------------
@@ -729,7 +866,7 @@ describeDialects('observability', (fixture) => {
 
     it('usage batches from four processes, retried batches among them, add up exactly', async () => {
       const store = await fixture.fresh();
-      const keys = [randomUUID(), randomUUID()];
+      const keys = [await held(store), await held(store)];
       const identities = keys.flatMap((keyId) => [TODAY - 1, TODAY].flatMap((day) => [null, '/a', '/b'].map((route) => ({ keyId, day, route, outcome: 'admitted' }))));
       const processes = 4;
       const perProcess = 25;

@@ -1,6 +1,7 @@
 import { MemoryStore } from 'keygate';
 import { describeStoreContract } from 'keygate/testing';
 import { RETAIN_BATCH_IDS_MS, type UsageCell } from '../../src/usage/cells';
+import { testRecord } from '../helpers/records';
 
 // The contract suite every store passes, run against the in-process store. `destroy` records what
 // it receives, so the suite's own promise (every store `create` made is handed to `destroy`) is
@@ -38,6 +39,7 @@ describe('MemoryStore usage bookkeeping', () => {
 
   it('remembers an applied batch id until RETAIN_BATCH_IDS_MS after its now, and forgets it then', async () => {
     const store = new MemoryStore();
+    await store.insert(testRecord(noon, { id: keyId })); // cells of a key the store does not hold are dropped
     const batch = { id: 'batch-1', cells: [cell], now: new Date(noon) };
     await store.addUsage(batch);
     await store.addUsage({ ...batch, now: new Date(noon + RETAIN_BATCH_IDS_MS - 1) });

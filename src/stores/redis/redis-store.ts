@@ -31,7 +31,7 @@
  *   migrates key by key on a Cluster. (Ids are ordered as bytes of UTF-8, which is the order of
  *   JavaScript strings for every id below U+E000, UUIDs included.)
  * - A key's usage analytics (capability `usage`), under the record's hash tag `{<id>}`, so in the
- *   record's slot whether or not the record exists: `ns usage:{<id>}:d:<day>`, one hash per UTC
+ *   record's slot (only a key whose record exists gets cells): `ns usage:{<id>}:d:<day>`, one hash per UTC
  *   day with cells, field = the JSON of `[route, outcome]` (a null route is `null`, apart from
  *   every string), value = `requests,status2xx,status3xx,status4xx,status5xx,totalResponseMicros,
  *   maxResponseMicros` as integers; `ns usage:{<id>}:days`, a sorted set of those days (day →
@@ -58,8 +58,10 @@
  *   stays), the write and its invalidation message.
  * And one script on one slot each, too:
  * - appendAudit: the "id taken" check, the entry and its member in every index it joins;
- * - addUsage, per key of the batch: the "batch already applied to this key" check, every cell of
- *   that key (on every day) added, the days set and the batch id recorded. Each key's script is
+ * - addUsage, per key of the batch: the "batch already applied to this key" check, the "record
+ *   exists" check (EXISTS on the record's hash: the cells of a key the store does not hold, never
+ *   inserted or purged, are dropped), every cell of that key (on every day) added, the days set
+ *   and the batch id recorded (also when the cells were dropped). Each key's script is
  *   sent at once (pipelined on one connection, or one per node on a Cluster); a batch is thus
  *   atomic per key, not as a whole, and exactly once per (batch id, key): a batch half applied
  *   when a process died, retried with its id, adds only the keys it had not reached. Sums are
@@ -147,10 +149,11 @@
  * Only purge deletes a record key, and always with its leases and its usage keys (same slot, so
  * one script on a Cluster too); an undone Cluster rotation restores fields of the old record and
  * takes back index and list entries, never a record. A consume or release after a purge finds no
- * record and writes no leases. A purge leaves the key's applied-batch set to expire on its own
- * (within RETAIN_BATCH_IDS_MS and an hour): a flush of a batch applied before the purge, retried
- * after it, must not bring the purged cells back. A batch first applied after the purge (a flush
- * under way while it ran) does store cells of the purged id, as for any key the store does not hold.
+ * record and writes no leases. A flush after a purge finds no record either and drops the purged
+ * key's cells: the record's existence is checked in the same script that adds them, and the purge
+ * removes the record with its usage in one script, so a flush racing a purge leaves nothing behind
+ * whichever runs first. A purge leaves the key's applied-batch set to expire on its own (within
+ * RETAIN_BATCH_IDS_MS and an hour): it holds batch ids only.
  *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
  * then the record (and checks that the record still has that keyPrefix; an index entry without
@@ -263,8 +266,11 @@ interface ScriptCommands {
   keygateAppendAuditV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   /** `numberOfKeys` first: the indexes of the query's filters. [state, cursor, matching members]. */
   keygateListAuditV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<['end' | 'more', string, string[]]>;
-  /** `numberOfKeys` first: one key's cells of a batch. 1, or 0 when this batch was applied to the key already. */
-  keygateAddUsageV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  /**
+   * `numberOfKeys` first: one key's cells of a batch. 1, 0 when this batch was applied to the key
+   * already, 2 when the record does not exist (cells dropped, batch id recorded).
+   */
+  keygateAddUsageV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   /** `numberOfKeys` first: HGETALL replies of the declared day hashes, or 'changed'. */
   keygateReadUsageV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][] | 'changed'>;
   /** 1 when claimed, 0 when a live claim exists. */
@@ -746,7 +752,7 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygatePurgeRecordV2', { lua: PURGE_RECORD_SCRIPT });
     redis.defineCommand('keygateAppendAuditV1', { lua: APPEND_AUDIT_SCRIPT });
     redis.defineCommand('keygateListAuditV1', { lua: LIST_AUDIT_SCRIPT });
-    redis.defineCommand('keygateAddUsageV1', { lua: ADD_USAGE_SCRIPT });
+    redis.defineCommand('keygateAddUsageV2', { lua: ADD_USAGE_SCRIPT });
     redis.defineCommand('keygateReadUsageV1', { lua: READ_USAGE_SCRIPT });
     redis.defineCommand('keygateClaimAlertV1', { numberOfKeys: 1, lua: CLAIM_ALERT_SCRIPT });
     redis.defineCommand('keygateDeleteIfV1', { numberOfKeys: 1, lua: DELETE_IF_SCRIPT });
@@ -998,10 +1004,11 @@ export class RedisStore implements ApiKeyStore {
   /**
    * Adds a batch of usage cells: one ADD_USAGE_SCRIPT per key, all sent at once (each in its key's
    * slot, so on a Cluster each goes to its own node). Each key's cells are added in one step, once
-   * per (batch id, key): the script remembers the batch id beside the key's cells, so a retried
-   * batch adds nothing to the keys it reached before and the rest to those it did not (a batch
-   * half applied when a process died or the connection dropped). Rejects when any key's script
-   * failed, after every one has answered, so the caller retries the batch with the same id.
+   * per (batch id, key), and only while its record exists (the cells of a key never inserted or
+   * purged are dropped in that step): the script remembers the batch id beside the key's cells,
+   * so a retried batch adds nothing to the keys it reached before and the rest to those it did not
+   * (a batch half applied when a process died or the connection dropped). Rejects when any key's
+   * script failed, after every one has answered, so the caller retries the batch with the same id.
    */
   async addUsage(batch: UsageBatch): Promise<void> {
     const now = instantOf(ownValue(batch, 'now'));
@@ -1069,9 +1076,9 @@ export class RedisStore implements ApiKeyStore {
     return reply === 1;
   }
 
-  /** One key's share of a usage batch: ADD_USAGE_SCRIPT on its days set, applied-batch set and day hashes. */
+  /** One key's share of a usage batch: ADD_USAGE_SCRIPT on its record, days set, applied-batch set and day hashes. */
   async #addKeyUsage(redis: RedisClient & ScriptCommands, batchId: string, now: number, keyId: string, cells: UsageCell[]): Promise<void> {
-    const keys = [this.#usageKey(keyId, 'days'), this.#usageKey(keyId, 'batches')];
+    const keys = [this.#recordKey(keyId), this.#usageKey(keyId, 'days'), this.#usageKey(keyId, 'batches')];
     const positions = new Map<number, number>();
     const args = [batchId, String(now), String(now + RETAIN_BATCH_IDS_MS), String(RETAIN_BATCH_IDS_MS + BATCH_IDS_TTL_MARGIN_MS)];
     for (const cell of cells) {
@@ -1083,7 +1090,7 @@ export class RedisStore implements ApiKeyStore {
       }
       args.push(String(position), String(cell.day), usageField(cell), ...USAGE_NUMBER_FIELDS.map((field) => String(cell[field])));
     }
-    await scrubbed(() => redis.keygateAddUsageV1(keys.length, ...keys, ...args));
+    await scrubbed(() => redis.keygateAddUsageV2(keys.length, ...keys, ...args));
   }
 
   /** Standalone insert: INSERT_RECORD_SCRIPT declares the record, its index and its lists. */

@@ -16,7 +16,8 @@
  *   half-way.
  * - Scripts of the optional capabilities, each on the keys of one hash tag: the audit trail's
  *   (APPEND_AUDIT_SCRIPT, LIST_AUDIT_SCRIPT, all under `{audit}`), one API key's usage
- *   (ADD_USAGE_SCRIPT, READ_USAGE_SCRIPT, under the record's `{<id>}`) and one alert claim
+ *   (ADD_USAGE_SCRIPT, which also checks that the record exists, and READ_USAGE_SCRIPT, under the
+ *   record's `{<id>}`) and one alert claim
  *   (CLAIM_ALERT_SCRIPT, a single key). Atomic on a Cluster too. They read no clock: every instant
  *   is the caller's. The purge scripts also remove a record's usage (USAGE_PURGE_HELPERS), which
  *   lives in the record's slot. Scripts that touch a variable number of day hashes are given them as
@@ -626,8 +627,9 @@ const USAGE_NUMBERS = USAGE_COUNT_FIELDS.length + 1;
  * Adds one key's cells of one usage batch (capability `usage`), in one step and once per batch id:
  * all the key's cells, or none. Every key is under the record's hash tag (`{<keyId>}`), so one
  * slot on a Cluster too.
- * KEYS: the key's usage days set (day → day), its applied-batch set (batch id → the instant, on
- * the caller's clock, until which it is remembered), then one day hash per day the cells name.
+ * KEYS: the record's hash, the key's usage days set (day → day), its applied-batch set (batch id →
+ * the instant, on the caller's clock, until which it is remembered), then one day hash per day the
+ * cells name.
  * ARGV: the batch id; the batch's `now` and `now + RETAIN_BATCH_IDS_MS` (epoch ms, the caller's
  * clock); the applied-batch set's expiry in ms; then, per cell, the position in KEYS of its day
  * hash, its day, its field (the JSON of `[route, outcome]`) and its ${USAGE_NUMBERS} numbers (the counts of
@@ -635,8 +637,11 @@ const USAGE_NUMBERS = USAGE_COUNT_FIELDS.length + 1;
  *
  * A day hash maps a cell's field to its numbers as `n1,n2,…` text: counts added, the last one the
  * larger of the stored and the given. Returns 1 when applied, 0 when this batch id was applied to
- * this key already (nothing written: a retried flush adds nothing). An error reply, before any
- * write, when a key holds another type or a stored cell is not ${USAGE_NUMBERS} non-negative integers.
+ * this key already (nothing written: a retried flush adds nothing), 2 when the record does not
+ * exist (never inserted, or purged): its cells are dropped, and only the batch id is recorded, so
+ * that a flush racing the record's purge leaves no cell behind whichever runs first (the purge
+ * script removes the record and its usage in one step too). An error reply, before any write, when
+ * a key holds another type or a stored cell is not ${USAGE_NUMBERS} non-negative integers.
  *
  * Lua numbers are doubles, exact for the integers below 2^53 that cells hold (a sum reaching 2^53
  * microseconds is some 285 years of response time); %.17g writes them back exactly.
@@ -645,7 +650,7 @@ const USAGE_NUMBERS = USAGE_COUNT_FIELDS.length + 1;
  * the last batch applied to the key: a key that gets no more traffic keeps nothing.
  */
 export const ADD_USAGE_SCRIPT = `
-local days, batches = KEYS[1], KEYS[2]
+local record, days, batches = KEYS[1], KEYS[2], KEYS[3]
 local function check(key, expected)
   local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'none' and kind ~= expected then
@@ -655,11 +660,20 @@ local function check(key, expected)
 end
 local wrong = check(days, 'zset') or check(batches, 'zset')
 if wrong then return wrong end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   wrong = check(KEYS[i], 'hash')
   if wrong then return wrong end
 end
 if redis.call('ZSCORE', batches, ARGV[1]) then return 0 end
+local function remember_batch()
+  redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. ARGV[2])
+  redis.call('ZADD', batches, ARGV[3], ARGV[1])
+  redis.call('PEXPIRE', batches, ARGV[4])
+end
+if redis.call('EXISTS', record) == 0 then
+  remember_batch()
+  return 2
+end
 local NUMBERS = ${USAGE_NUMBERS}
 local CELL = 3 + NUMBERS
 local function count_of(text)
@@ -695,9 +709,7 @@ for _, write in ipairs(writes) do
   redis.call('HSET', write[1], write[2], write[3])
   redis.call('ZADD', days, write[4], write[4])
 end
-redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. ARGV[2])
-redis.call('ZADD', batches, ARGV[3], ARGV[1])
-redis.call('PEXPIRE', batches, ARGV[4])
+remember_batch()
 return 1
 `;
 

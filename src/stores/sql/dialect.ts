@@ -27,7 +27,10 @@ export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | '
   appendAudit(entry: AuditEntry): Promise<void>;
   /** `ApiKeyStore.listAudit`: one indexed read of `<table>_audit` from the keyset position. */
   listAudit(query: StoreAuditQuery): Promise<AuditEntry[]>;
-  /** `ApiKeyStore.addUsage`: the batch id and every cell in one transaction, exactly once per id. */
+  /**
+   * `ApiKeyStore.addUsage`: the batch id and every cell of a key the table holds in one
+   * transaction (the others dropped), exactly once per id.
+   */
   addUsage(batch: UsageBatch): Promise<void>;
   /** `ApiKeyStore.readUsage`: one read of `<table>_usage` through its primary key. */
   readUsage(query: StoreUsageQuery): Promise<UsageCell[]>;

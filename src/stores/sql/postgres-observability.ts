@@ -68,7 +68,19 @@ export function observabilityStatements(table: TableName): ObservabilityStatemen
  *
  * - `batch` records the id; when it is there already (a retry after a lost answer, or the same
  *   batch racing itself: the second insert waits for the first's transaction, then finds the id),
- *   it returns no row, and `added` adds nothing.
+ *   it returns no row, and `held` and `added` lock and add nothing. It records the id also when
+ *   no key of the batch exists: the batch is applied, its cells dropped.
+ * - `held` is the batch's keys that exist in the key table, each row locked `FOR KEY SHARE` until
+ *   the statement's transaction ends. `added` writes only their cells: the cells of a key the store
+ *   does not hold (never inserted, or purged) are dropped. The lock is what makes this hold against
+ *   a purge running at the same time: it conflicts with the purge's `FOR UPDATE` of the row (and
+ *   with nothing else keygate runs: consumes, updates and rotations take `FOR NO KEY UPDATE`,
+ *   other batches `FOR KEY SHARE`). A purge that locked the row first makes `held` wait for it, and a row deleted by the
+ *   time the lock is granted is left out (READ COMMITTED re-checks a row it waited for), so its
+ *   cells are dropped; a batch that locked the row first is committed before the purge's lock is
+ *   granted, so the purge's next statement sees its cells and deletes them (see `purgeStatements`
+ *   in postgres-sql.ts). The rows are locked in the purge's order, (`deleted_at`, `id`), so a batch
+ *   and a purge that share several deleted keys never wait for each other in a cycle.
  * - `forgotten` deletes up to {@link CLEANUP_LIMIT} ids applied before `$3`, through the index on
  *   `applied_at`; `SKIP LOCKED` leaves ids another batch is deleting to it, so concurrent batches
  *   never wait for each other here (nor deadlock with their upserts).
@@ -92,10 +104,15 @@ function addUsageStatement(table: TableName): string {
   DELETE FROM ${names.usageBatches} WHERE "id" IN (
     SELECT "id" FROM ${names.usageBatches} WHERE "applied_at" < $3::timestamptz
     ORDER BY "applied_at" LIMIT ${CLEANUP_LIMIT} FOR UPDATE SKIP LOCKED)
+), "held" AS MATERIALIZED (
+  SELECT "k"."id" FROM ${table.qualified} AS "k"
+  WHERE "k"."id" = ANY($4::text[]) AND EXISTS (SELECT FROM "batch")
+  ORDER BY "k"."deleted_at", "k"."id"
+  FOR KEY SHARE
 ), "added" AS (
   INSERT INTO ${names.usage} AS "u" (${columns})
   SELECT * FROM unnest(${arrays}) AS "c"(${columns})
-  WHERE EXISTS (SELECT FROM "batch")
+  WHERE "c"."key_id" IN (SELECT "id" FROM "held")
   ON CONFLICT ("key_id", "day", "route", "outcome") DO UPDATE SET
     ${sums.join(',\n    ')},
     "max_response_micros" = greatest("u"."max_response_micros", EXCLUDED."max_response_micros")

@@ -124,8 +124,6 @@ export interface PostgresStatements {
   release: string;
   /** See {@link rotateStatement}. */
   rotate: string;
-  /** See {@link purgeStatement}. */
-  purge: string;
 }
 
 /** Builds the fixed statements of one table. */
@@ -139,7 +137,6 @@ export function postgresStatements(table: TableName): PostgresStatements {
     consumeClaim: consumeStatement(table, true),
     release: releaseStatement(table),
     rotate: rotateStatement(table),
-    purge: purgeStatement(table),
   };
 }
 
@@ -536,32 +533,58 @@ export function listStatement(table: TableName, shape: ListShape): string {
   return `SELECT ${recordSelectList()} FROM ${table.qualified} AS "k"${where} ORDER BY "k"."created_at", "k"."id" LIMIT $${index + 1}::bigint`;
 }
 
+/** The name of the transaction-local setting that carries a purge batch's ids from its lock to its removal. */
+const PURGE_BATCH_SETTING = 'keygate.purge_batch';
+
+/** The two statements of one batch of `purge` (see {@link purgeStatements}). */
+export interface PurgeStatements {
+  /** Locks the batch's rows and keeps their ids for `remove`. */
+  lock: string;
+  /** Removes the locked rows and their usage cells; returns the batch's result row. */
+  remove: string;
+}
+
 /**
- * One batch of `purge`, in one statement. Parameters: `$1` deletedBefore (timestamptz), `$2` the
- * batch size. `batch` locks, in `deleted_at` order (the partial index on deleted keys), up to `$2`
- * rows whose `deleted_at` is set and before `$1`; `removed` deletes them, checking the condition
- * again on the row it deletes (it cannot have changed under our lock: a key is deleted once). A
- * row's deletion removes its index entries, counters and leases with it (they live in the row), in
- * the statement's transaction: no reader ever sees half of it.
+ * One batch of `purge`: two statements, sent as ONE simple-protocol query (`lock;remove`), which
+ * PostgreSQL runs as one transaction (or inside the caller's, on a client in one). The simple
+ * protocol takes no parameters, so `deletedBefore` and the batch size are written in as literals:
+ * an instant literal (`timestamptzLiteral`: digits and separators only) and a safe integer.
  *
- * Locking in one order means two purges running at once take turns on a row instead of
- * deadlocking; a consume or update of a deleted key holds its one row, so it waits for the batch or
- * the batch waits for it. `FOR UPDATE` re-checks a row it waited for on the version committed
- * meanwhile, and skips a row another purge removed, going on down the index.
+ * - `lock` locks, in (`deleted_at`, `id`) order (the partial index on deleted keys), up to
+ *   `batchSize` rows whose `deleted_at` is set and before `deletedBefore`, and keeps their ids in a
+ *   transaction-local setting (`set_config(…, true)`) for `remove`. Locking in one order means two
+ *   purges running at once take turns on a row instead of deadlocking, and so does a usage batch
+ *   (which locks the keys it adds to `FOR KEY SHARE`, in the same order); a consume or update of a
+ *   deleted key holds its one row, so it waits for the batch or the batch waits for it. `FOR
+ *   UPDATE` re-checks a row it waited for on the version committed meanwhile, and skips a row
+ *   another purge removed, going on down the index.
+ * - `remove` deletes those rows (checking the condition again on the row it deletes: it cannot have
+ *   changed under our lock, a key is deleted once), and every usage cell of the removed keys (every
+ *   day; through the usage table's primary key, which leads with `key_id`). A row's deletion
+ *   removes its index entries, counters and leases with it (they live in the row), in the same
+ *   transaction: no reader ever sees half of it, nor a purged key with some of its cells.
  *
- * `cells` deletes every usage cell of the removed keys (every day; through the usage table's
- * primary key, which leads with `key_id`), in the same statement, hence the same transaction: a
- * reader sees a purged key with all its cells or neither.
+ * Why two statements: a statement reads with the snapshot taken when it started, and a usage batch
+ * that added cells to a key under its `FOR KEY SHARE` lock may commit after that instant, while
+ * the purge waits for (or is about to take) the row's lock: one statement would lock the row, then
+ * miss those cells, left behind for good. `remove` starts once `lock` holds every row, so every
+ * batch that added to them has committed and is seen; a batch that comes after waits for the purge
+ * and finds the row gone, so it adds nothing.
  *
- * Returns one row: `"selected"`, how many rows the batch locked (fewer than `$2`: nothing more to
- * purge), and `"removed"`, the removed ids as a JSON array.
+ * `remove` returns one row: `"selected"`, how many rows the batch locked (fewer than `batchSize`:
+ * nothing more to purge), and `"removed"`, the removed ids as a JSON array.
  */
-function purgeStatement(table: TableName): string {
-  const purgeable = (qualifier: string) => `${qualifier}"deleted_at" IS NOT NULL AND ${qualifier}"deleted_at" < $1::timestamptz`;
-  return `WITH "batch" AS MATERIALIZED (
+export function purgeStatements(table: TableName, deletedBefore: Date, batchSize: number): PurgeStatements {
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`purge: the batch size must be a positive integer, got ${batchSize}`);
+  const before = `'${timestamptzLiteral(deletedBefore)}'::timestamptz`;
+  const purgeable = (qualifier: string) => `${qualifier}"deleted_at" IS NOT NULL AND ${qualifier}"deleted_at" < ${before}`;
+  const lock = `SELECT set_config('${PURGE_BATCH_SETTING}', coalesce(json_agg("id"), '[]'::json)::text, true) IS NOT NULL AS "locked" FROM (
   SELECT "id" FROM ${table.qualified}
   WHERE ${purgeable('')}
-  ORDER BY "deleted_at" LIMIT $2::bigint FOR UPDATE
+  ORDER BY "deleted_at", "id" LIMIT ${batchSize} FOR UPDATE
+) AS "locked"`;
+  const remove = `WITH "batch" AS MATERIALIZED (
+  SELECT "id" FROM json_array_elements_text(current_setting('${PURGE_BATCH_SETTING}')::json) AS "locked"("id")
 ), "removed" AS (
   DELETE FROM ${table.qualified} AS "k" USING "batch"
   WHERE "k"."id" = "batch"."id" AND ${purgeable('"k".')}
@@ -572,4 +595,5 @@ function purgeStatement(table: TableName): string {
 )
 SELECT (SELECT count(*) FROM "batch")::text AS "selected",
   (SELECT coalesce(json_agg("id"), '[]'::json) FROM "removed")::text AS "removed"`;
+  return { lock, remove };
 }

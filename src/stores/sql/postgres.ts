@@ -18,6 +18,7 @@ import {
   consumeParameters,
   listStatement,
   postgresStatements,
+  purgeStatements,
   rotationParameters,
   updateStatement,
   usedColumn,
@@ -35,8 +36,9 @@ import { POSTGRES_MIN_INSTANT, timestamptzLiteral } from './values.js';
 
 /**
  * PostgreSQL's `deadlock_detected` SQLSTATE. Two statements that lock rows in different orders
- * (a purge removing a key's usage cells while a batch adds to them) can meet in a deadlock;
- * PostgreSQL then rolls one of them back whole.
+ * can meet in a deadlock; PostgreSQL then rolls one of them back whole. Usage batches and purges
+ * lock the key rows they share in one order, (`deleted_at`, `id`), and batches lock their cells
+ * in one order, so they are not expected to; a batch rolled back for one all the same runs again.
  */
 const POSTGRES_DEADLOCK_DETECTED = '40P01';
 
@@ -158,16 +160,19 @@ export class PostgresEngine implements SqlEngine {
   }
 
   /**
-   * Batches of one statement each (see `purgeStatement`), each its own transaction: every batch
-   * commits before the next starts, so a huge purge never holds many row locks, nor one statement
-   * long enough for the pool's `statement_timeout`. `removed` hears each batch's ids once it
-   * committed. Stops when a batch finds fewer than `batchSize` rows to remove.
+   * Batches of one query each (see `purgeStatements`: its lock and its removal, two statements
+   * sent at once, run as one transaction), each its own transaction: every batch commits before
+   * the next starts, so a huge purge never holds many row locks, nor one statement long enough for
+   * the pool's `statement_timeout`. `removed` hears each batch's ids once it committed. Stops when
+   * a batch finds fewer than `batchSize` rows to remove.
    */
   async purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize = PURGE_BATCH_SIZE): Promise<number> {
-    const deletedBefore = timestamptzLiteral(purge.deletedBefore);
+    const { lock, remove } = purgeStatements(this.#table, purge.deletedBefore, batchSize);
+    const script = `${lock};\n${remove}`;
     let total = 0;
     for (;;) {
-      const [row] = await this.#rows(this.#statements.purge, [deletedBefore, batchSize]);
+      // No values: the simple protocol, which runs both statements in one transaction.
+      const [row] = rowsOf(await this.#client.query(script));
       const ids = JSON.parse(String(row?.removed ?? '[]')) as string[];
       total += ids.length;
       if (ids.length > 0) removed(ids);
@@ -274,9 +279,10 @@ export class PostgresEngine implements SqlEngine {
   }
 
   /**
-   * One statement (see `addUsageStatement`): the batch id recorded and every cell added, or
-   * nothing. A statement PostgreSQL rolled back for a deadlock changed nothing, so it runs again;
-   * any other failure rejects (a retry with the same batch id is safe: an applied id adds nothing).
+   * One statement (see `addUsageStatement`): the batch id recorded and every cell of a key the
+   * table holds added (the others dropped), or nothing. A statement PostgreSQL rolled back for a
+   * deadlock changed nothing, so it runs again; any other failure rejects (a retry with the same
+   * batch id is safe: an applied id adds nothing).
    */
   async addUsage(batch: UsageBatch): Promise<void> {
     const checked = checkedBatch(batch, 'postgres');

@@ -60,7 +60,7 @@ import { type SqlDialect, assertStorable } from './values.js';
  * - **Soft delete and purge.** A key is deleted once: `update` keeps a stored `deletedAt`
  *   (`coalesce` in the UPDATE itself). `list` leaves deleted keys out unless `includeDeleted`.
  *   `purge` deletes the rows deleted before its instant, through a partial index on `deleted_at`,
- *   in batches of 1000 rows, each one statement and its own transaction, so a huge purge never
+ *   in batches of 1000 rows, each its own transaction, so a huge purge never
  *   holds its locks (SQLite: the database's write lock) for long; a row goes with its counters and
  *   leases, which live in it, and with its usage cells, deleted in the same transaction.
  * - **Audit trail, usage analytics, alert claims** (the optional store capabilities `audit`,
@@ -206,10 +206,11 @@ export class SqlStore implements ApiKeyStore {
 
   /**
    * Deletes every row whose `deletedAt` is set and before `purge.deletedBefore` (a key deleted at
-   * that very instant stays), and returns how many. Batches of at most 1000 rows, each one
-   * statement (PostgreSQL: `DELETE … RETURNING` of rows locked in `deleted_at` order; SQLite: one
-   * `DELETE … RETURNING` in an immediate transaction), each atomic: a row goes with its index
-   * entries, counters and leases, and all its usage cells (every day) in the same transaction, and
+   * that very instant stays), and returns how many. Batches of at most 1000 rows, each one transaction
+   * (PostgreSQL: the rows locked in (`deleted_at`, `id`) order, then a `DELETE … RETURNING` of
+   * them, two statements sent at once and run as one transaction; SQLite: one `DELETE … RETURNING`
+   * in an immediate transaction), each atomic: a row goes with its index entries, counters and
+   * leases, and all its usage cells (every day) in the same transaction, and
    * a consume of a purged key finds no row (`null`: an unknown key). Listeners hear each removed
    * id once its batch committed. When a batch fails in a way that may have come after it took
    * effect, listeners are told `null` (anything may have changed) and the call rejects; the
@@ -276,8 +277,12 @@ export class SqlStore implements ApiKeyStore {
    * `<table>_usage_batches` first, and when it was there already (a retried flush) nothing is added.
    * Counts add up and `maxResponseMicros` keeps the larger, under the rows' locks (SQLite: the
    * database's write lock), so batches from any number of processes sum exactly. Each call also
-   * forgets a few batch ids applied more than `RETAIN_BATCH_IDS_MS` before `batch.now`. Cells of
-   * keys the table does not hold are stored too; `purge` removes a purged key's cells with it.
+   * forgets a few batch ids applied more than `RETAIN_BATCH_IDS_MS` before `batch.now`. Only the
+   * cells of keys the key table holds (deleted ones included) are added, checked in the same
+   * transaction: those of a key never inserted, or purged, are dropped (the batch id is recorded
+   * all the same). On PostgreSQL the batch locks its keys' rows `FOR KEY SHARE` (which only a
+   * purge waits for), so a purge racing it leaves none of a purged key's cells, whichever commits
+   * first; `purge` removes a purged key's cells with it.
    */
   async addUsage(batch: UsageBatch): Promise<void> {
     await withoutHashes(() => this.#engine.addUsage(batch));

@@ -371,7 +371,10 @@ export class SqliteEngine implements SqlEngine {
       .map((row) => auditEntryFromRow(row as Row));
   }
 
-  /** One immediate transaction: the batch id recorded (or found: then nothing is added) and every cell upserted. */
+  /**
+   * One immediate transaction: the batch id recorded (or found: then nothing is added) and every
+   * cell of a key the table holds upserted (the others dropped).
+   */
   async addUsage(batch: UsageBatch): Promise<void> {
     this.#addUsage.immediate(checkedBatch(batch, 'sqlite'));
   }
@@ -381,7 +384,11 @@ export class SqliteEngine implements SqlEngine {
    * process sharing the file apply one after another and add up exactly: record the id (an id
    * already there means the batch was applied: add nothing), forget up to {@link CLEANUP_LIMIT}
    * ids applied more than `RETAIN_BATCH_IDS_MS` before `batch.now` (through the index on
-   * `applied_at`), then upsert the cells in multi-row statements ({@link usageChunkSizes}).
+   * `applied_at`), then upsert the cells in multi-row statements ({@link usageChunkSizes}), each
+   * keeping only the cells of keys the key table holds: the cells of a key never inserted, or
+   * purged, are dropped. The write lock makes that check and the upsert one step with respect to a
+   * purge (also one immediate transaction): a purge before the batch leaves no record to add to,
+   * a purge after it removes what the batch added.
    */
   #addUsageNow(batch: CheckedBatch): void {
     const batches = this.#companions.usageBatches;
@@ -401,12 +408,18 @@ export class SqliteEngine implements SqlEngine {
     }
   }
 
-  /** The upsert of `size` cells: counts added to a stored cell, the larger maximum kept. */
+  /**
+   * The upsert of `size` cells, those of keys the key table holds only (through its primary key):
+   * counts added to a stored cell, the larger maximum kept. (The `WHERE` also settles SQLite's
+   * parsing ambiguity of an upsert from a `SELECT`.)
+   */
   #usageUpsert(size: number): string {
     const row = `(${USAGE_COLUMNS.map(() => '?').join(', ')})`;
     const sums = USAGE_COUNT_COLUMNS.map((column) => `"${column}" = "${column}" + excluded."${column}"`);
     return (
-      `INSERT INTO ${this.#companions.usage} (${USAGE_COLUMNS.join(', ')}) VALUES ${Array.from({ length: size }, () => row).join(', ')} ` +
+      `WITH "c" (${USAGE_COLUMNS.join(', ')}) AS (VALUES ${Array.from({ length: size }, () => row).join(', ')}) ` +
+      `INSERT INTO ${this.#companions.usage} (${USAGE_COLUMNS.join(', ')}) ` +
+      `SELECT * FROM "c" WHERE EXISTS (SELECT 1 FROM ${this.#table.qualified} AS "k" WHERE "k"."id" = "c"."key_id") ` +
       `ON CONFLICT ("key_id", "day", "route", "outcome") DO UPDATE SET ${sums.join(', ')}, ` +
       '"max_response_micros" = max("max_response_micros", excluded."max_response_micros")'
     );

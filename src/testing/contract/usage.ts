@@ -11,7 +11,11 @@
  *   concurrent with the first call, up to `RETAIN_BATCH_IDS_MS` after the batch's `now`) adds
  *   nothing. Only "the same id again adds nothing" is checked: a store that applies per key may
  *   add, on a retry, the keys a batch cut short had not reached, which no test here provokes.
- * - Cells of keys the store does not hold are stored all the same.
+ * - Cells of a key the store does not hold (no record with that id: never inserted, or purged) are
+ *   dropped, in the same atomic step that applies the key's other cells, so that a purge racing a
+ *   flush leaves none of the purged key's cells behind, whichever comes first; the batch id still
+ *   counts as applied (its retry adds nothing, even once a record with that id exists). Cells of a
+ *   key that exists, deleted but not yet purged included, are added as above.
  * - `readUsage({ keyId, fromDay, toDay })` returns every stored cell of the key with a day in
  *   `[fromDay, toDay]`, one per (day, route, outcome), in any order, as fresh objects.
  * - `purge` removes every cell of the keys it removes (every day), and no other; `delete` none.
@@ -86,6 +90,19 @@ function totals(batches: readonly (readonly UsageCell[])[]): UsageCell[] {
   return sortedCells([...byIdentity.values()]);
 }
 
+/**
+ * The ids of `count` fresh live records, inserted first: a store keeps the cells of keys it holds
+ * only.
+ */
+async function heldKeys(store: ApiKeyStore, count: number): Promise<string[]> {
+  return (await seed(store, Array.from({ length: count }, () => makeRecord()))).map((record) => record.id);
+}
+
+/** The id of one fresh live record, inserted first. */
+async function heldKey(store: ApiKeyStore): Promise<string> {
+  return (await heldKeys(store, 1))[0] as string;
+}
+
 /** The cells of `keyId` as the store holds them now, on every day, sorted. */
 async function readAll(usage: UsageMethods, keyId: string): Promise<UsageCell[]> {
   return sortedCells(await usage.read({ keyId, ...EVERY_DAY }));
@@ -101,7 +118,7 @@ export function usageContract(suite: ContractSuite): void {
     describe('addUsage and readUsage', () => {
       test('stores the cells of a batch and reads them back exactly, as fresh objects', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         const cells = [
           usageCell(key),
           usageCell(key, { day: TODAY - 1, route: null, outcome: 'rate_limited', requests: 5, status2xx: 0, status4xx: 5, totalResponseMicros: 1_250, maxResponseMicros: 400 }),
@@ -127,7 +144,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('adds later batches into the stored cells; maxResponseMicros keeps the larger', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         const first = [usageCell(key, { maxResponseMicros: 2_000 }), usageCell(key, { route: null, maxResponseMicros: 500 })];
         const second = [
           usageCell(key, { requests: 10, status2xx: 9, status5xx: 1, totalResponseMicros: 12_345, maxResponseMicros: 1_999 }),
@@ -145,7 +162,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('keeps a null route apart from every route string, and cells apart by key, day, route and outcome', async (store) => {
         const usage = usageOf(store);
-        const [key, other] = [randomUUID(), randomUUID()];
+        const [key, other] = [await heldKey(store), await heldKey(store)];
         // Each differs from the first in one identity field only.
         const cells = [
           usageCell(key, { route: null }),
@@ -172,7 +189,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('keeps routes and outcomes as opaque data: separators, quotes, patterns, unicode, 256 characters', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         const routes = [
           '/v1/leads/:id',
           '/v1/leads/:id/notes/:noteId',
@@ -203,7 +220,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('reads exactly the days in [fromDay, toDay], both included', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         // Days around today, and around 9 999 / 10 000 (May 1997), where text would sort differently from numbers.
         const days = [TODAY - 2, TODAY - 1, TODAY, TODAY + 1, TODAY + 2, 9_998, 9_999, 10_000, 10_001];
         const cells = days.map((day, i) => usageCell(key, { day, requests: i + 1 }));
@@ -229,7 +246,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('reads only the cells of the key asked for; a key or days without cells read as []', async (store) => {
         const usage = usageOf(store);
-        const keys = [randomUUID(), randomUUID(), randomUUID()];
+        const keys = await heldKeys(store, 3);
         const cells = keys.flatMap((keyId, i) => [usageCell(keyId, { requests: i + 1 }), usageCell(keyId, { route: null, requests: i + 10 })]);
         await usage.add(batchOf(cells));
         for (const keyId of keys) expect(await readAll(usage, keyId)).toStrictEqual(sortedCells(cells.filter((cell) => cell.keyId === keyId)));
@@ -239,7 +256,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('adds exactly up to Number.MAX_SAFE_INTEGER (no 32-bit and no floating-point columns)', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         const big = 2 ** 52;
         const first = usageCell(key, { requests: big, status2xx: big, status3xx: 2 ** 32, status4xx: 2 ** 31, status5xx: 1, totalResponseMicros: big, maxResponseMicros: big - 1 });
         const second = usageCell(key, {
@@ -266,17 +283,32 @@ export function usageContract(suite: ContractSuite): void {
         ]);
       });
 
-      test('stores the cells of keys the store does not hold', async (store) => {
+      test("drops the cells of a key the store never held, adds the same batch's cells of a held key, and counts the batch id as applied", async (store) => {
         const usage = usageOf(store);
-        const held = makeRecord();
-        await store.insert(held);
-        const unknown = randomUUID();
-        const cells = [usageCell(unknown), usageCell(unknown, { day: TODAY - 30, route: null }), usageCell(held.id)];
-        await usage.add(batchOf(cells));
-        await usage.add(batchOf(cells));
-        expect(await readAll(usage, unknown)).toStrictEqual(totals([cells, cells]).filter((cell) => cell.keyId === unknown));
-        expect(await readAll(usage, held.id)).toStrictEqual(totals([cells, cells]).filter((cell) => cell.keyId === held.id));
+        const held = await heldKey(store);
+        const [unknown, later] = [randomUUID(), randomUUID()];
+        const cells = [usageCell(unknown), usageCell(unknown, { day: TODAY - 30, route: null }), usageCell(held), usageCell(held, { route: null }), usageCell(later)];
+        const batch = batchOf(cells);
+        await usage.add(batch);
+        expect(await readAll(usage, held)).toStrictEqual(totals([cells]).filter((cell) => cell.keyId === held));
+        for (const keyId of [unknown, later]) expect({ keyId, cells: await readAll(usage, keyId) }).toStrictEqual({ keyId, cells: [] });
         expect(await store.findById(unknown)).toBeNull();
+
+        // A batch of unknown keys only is applied all the same (its cells dropped): a retry adds
+        // nothing, even once a record with that id exists.
+        const onlyUnknown = batchOf([usageCell(later, { requests: 5 }), usageCell(later, { day: TODAY + 1 })]);
+        await usage.add(onlyUnknown);
+        await store.insert(makeRecord({ id: later }));
+        await usage.add(batchOf(cells, NOON + HOUR, batch.id));
+        await usage.add(batchOf(onlyUnknown.cells, NOON + HOUR, onlyUnknown.id));
+        expect(await readAll(usage, later)).toStrictEqual([]);
+        expect(await readAll(usage, held)).toStrictEqual(totals([cells]).filter((cell) => cell.keyId === held));
+
+        // The key held now, a new batch adds its cells; the never-held one still gets none.
+        await usage.add(batchOf(cells, NOON + HOUR));
+        expect(await readAll(usage, later)).toStrictEqual(totals([cells]).filter((cell) => cell.keyId === later));
+        expect(await readAll(usage, held)).toStrictEqual(totals([cells, cells]).filter((cell) => cell.keyId === held));
+        expect(await readAll(usage, unknown)).toStrictEqual([]);
       });
     });
 
@@ -284,7 +316,7 @@ export function usageContract(suite: ContractSuite): void {
     describe('exactly once per batch id', () => {
       test('the same batch id again adds nothing, up to RETAIN_BATCH_IDS_MS after its now, even with other cells', async (store) => {
         const usage = usageOf(store);
-        const [key, other] = [randomUUID(), randomUUID()];
+        const [key, other] = [await heldKey(store), await heldKey(store)];
         const cells = [usageCell(key), usageCell(key, { route: null }), usageCell(other, { day: TODAY - 1 })];
         const batch = batchOf(cells, NOON);
         await usage.add(batch);
@@ -305,7 +337,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('remembers an applied batch id while later batches come and go', async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         const cells = [usageCell(key)];
         const first = batchOf(cells, NOON);
         await usage.add(first);
@@ -321,7 +353,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test('the same batch sent by concurrent callers is applied once', async (store) => {
         const usage = usageOf(store);
-        const keys = [randomUUID(), randomUUID(), randomUUID()];
+        const keys = await heldKeys(store, 3);
         const cells = keys.flatMap((keyId) => [usageCell(keyId), usageCell(keyId, { route: null, outcome: 'rate_limited' }), usageCell(keyId, { day: TODAY - 1 })]);
         const id = randomUUID();
         await Promise.all(Array.from({ length: 20 }, (_, i) => usage.add(batchOf(cells, NOON + i, id))));
@@ -333,7 +365,7 @@ export function usageContract(suite: ContractSuite): void {
     describe('concurrency and atomicity', () => {
       test('concurrent batches from 50 callers add up exactly, with no update lost', async (store) => {
         const usage = usageOf(store);
-        const keys = [randomUUID(), randomUUID(), randomUUID()];
+        const keys = await heldKeys(store, 3);
         // Every batch adds to one cell of each key every batch shares, and to cells a few others share.
         const batches = Array.from({ length: 50 }, (_, i) =>
           keys.flatMap((keyId, k) => [
@@ -353,7 +385,7 @@ export function usageContract(suite: ContractSuite): void {
 
       test("a reader never sees a key's cells of one batch half added", async (store) => {
         const usage = usageOf(store);
-        const key = randomUUID();
+        const key = await heldKey(store);
         // Twelve cells of one key over three days, each batch adding one request to every one of them.
         const cells = [TODAY - 1, TODAY, TODAY + 1].flatMap((day) =>
           ['/v1/a', null].flatMap((route) => ['admitted', 'rate_limited'].map((outcome) => usageCell(key, { day, route, outcome, requests: 1, status2xx: 1, status4xx: 0 }))),
@@ -387,17 +419,16 @@ export function usageContract(suite: ContractSuite): void {
         const deletedLater = makeRecord({ deletedAt: new Date(NOON) });
         const live = makeRecord();
         await seed(store, [...purged, deletedLater, live]);
-        const unknown = randomUUID();
         // Cells on days far apart (a store that removes only recent days shows), and some added after the delete.
         const days = [0, TODAY - 400, TODAY - 1, TODAY, TODAY + 1];
-        const everyKey = [...purged.map((record) => record.id), deletedLater.id, live.id, unknown];
+        const everyKey = [...purged.map((record) => record.id), deletedLater.id, live.id];
         const cells = everyKey.flatMap((keyId) => days.flatMap((day) => [usageCell(keyId, { day }), usageCell(keyId, { day, route: null, outcome: 'rate_limited' })]));
         await usage.add(batchOf(cells));
-        const before = await Promise.all([deletedLater.id, live.id, unknown].map((keyId) => readAll(usage, keyId)));
+        const before = await Promise.all([deletedLater.id, live.id].map((keyId) => readAll(usage, keyId)));
 
         expect(await store.purge({ deletedBefore: new Date(NOON) })).toBe(2);
         for (const record of purged) expect({ id: record.id, cells: await usage.read({ keyId: record.id, ...EVERY_DAY }) }).toStrictEqual({ id: record.id, cells: [] });
-        const after = await Promise.all([deletedLater.id, live.id, unknown].map((keyId) => readAll(usage, keyId)));
+        const after = await Promise.all([deletedLater.id, live.id].map((keyId) => readAll(usage, keyId)));
         expect(after).toStrictEqual(before);
         expect(after.every((kept) => kept.length === days.length * 2)).toBe(true);
 
@@ -418,6 +449,66 @@ export function usageContract(suite: ContractSuite): void {
         // Usage still adds up for a deleted key (requests refused after the delete are counted too).
         await usage.add(batchOf(cells, NOON + 1));
         expect(await readAll(usage, record.id)).toStrictEqual(totals([cells, cells]));
+      });
+
+      test('a key deleted but not purged gets its cells until it is purged; none after', async (store) => {
+        const usage = usageOf(store);
+        // Inserted already deleted (an import), and one deleted after its insert.
+        const imported = makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY), deletedAt: new Date(NOON - DAY) });
+        const deleted = makeRecord();
+        await seed(store, [imported, deleted]);
+        await store.update(deleted.id, { deletedAt: new Date(NOON - DAY + 1), updatedAt: new Date(NOON - DAY + 1) });
+        const cells = [imported.id, deleted.id].flatMap((keyId) => [usageCell(keyId), usageCell(keyId, { day: TODAY - 1, route: null, outcome: 'api_key_revoked' })]);
+        await usage.add(batchOf(cells));
+        // Not purgeable yet (deleted at or after deletedBefore): kept, and still adding up.
+        expect(await store.purge({ deletedBefore: new Date(NOON - DAY) })).toBe(0);
+        await usage.add(batchOf(cells, NOON + 1));
+        for (const keyId of [imported.id, deleted.id]) expect(await readAll(usage, keyId)).toStrictEqual(totals([cells, cells]).filter((cell) => cell.keyId === keyId));
+
+        expect(await store.purge({ deletedBefore: new Date(NOON) })).toBe(2);
+        await usage.add(batchOf(cells, NOON + 2));
+        for (const keyId of [imported.id, deleted.id]) expect({ keyId, cells: await usage.read({ keyId, ...EVERY_DAY }) }).toStrictEqual({ keyId, cells: [] });
+      });
+
+      test("a flush after the purge of its key brings none of the key's cells back; the same batch's other keys add up", async (store) => {
+        const usage = usageOf(store);
+        const purged = makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY), deletedAt: new Date(NOON - DAY) });
+        const live = makeRecord();
+        await seed(store, [purged, live]);
+        // Cells flushed before the purge (removed by it), then cells buffered before it and flushed after.
+        const before = [usageCell(purged.id), usageCell(live.id)];
+        const buffered = [usageCell(purged.id, { requests: 9 }), usageCell(purged.id, { day: TODAY + 1, route: null }), usageCell(purged.id, { day: 0 }), usageCell(live.id, { route: null })];
+        await usage.add(batchOf(before));
+        expect(await store.purge({ deletedBefore: new Date(NOON) })).toBe(1);
+        expect(await readAll(usage, purged.id)).toStrictEqual([]);
+        const late = batchOf(buffered, NOON + 1);
+        await usage.add(late);
+        await usage.add(batchOf(buffered, NOON + 2, late.id));
+        await usage.add(batchOf(buffered.filter((cell) => cell.keyId === purged.id), NOON + 3));
+        expect(await readAll(usage, purged.id)).toStrictEqual([]);
+        expect(await store.findById(purged.id)).toBeNull();
+        expect(await readAll(usage, live.id)).toStrictEqual(totals([before, buffered]).filter((cell) => cell.keyId === live.id));
+        // Nothing of the purged key is left behind for a new record that takes its id.
+        await store.insert(makeRecord({ id: purged.id }));
+        expect(await readAll(usage, purged.id)).toStrictEqual([]);
+      });
+
+      test("purges racing flushes leave none of the purged keys' cells, whichever comes first", async (store) => {
+        const usage = usageOf(store);
+        for (let round = 0; round < 3; round++) {
+          const purged = Array.from({ length: 4 }, (_, i) => makeRecord({ status: 'revoked', revokedAt: new Date(NOON - DAY), deletedAt: new Date(NOON - DAY + i) }));
+          const live = makeRecord();
+          await seed(store, [...purged, live]);
+          const cells = [...purged, live].flatMap((record) => [usageCell(record.id), usageCell(record.id, { day: TODAY - 1, route: null, outcome: 'api_key_revoked' })]);
+          await usage.add(batchOf(cells, NOON));
+          // Flushes before, alongside and after the purge, all sent at once.
+          const flushes = Array.from({ length: 20 }, (_, i) => usage.add(batchOf(cells, NOON + 1 + i)));
+          const [removed] = await Promise.all([store.purge({ deletedBefore: new Date(NOON) }), ...flushes]);
+          await usage.add(batchOf(cells, NOON + 100));
+          expect(removed).toBe(purged.length);
+          for (const record of purged) expect({ round, id: record.id, cells: await usage.read({ keyId: record.id, ...EVERY_DAY }) }).toStrictEqual({ round, id: record.id, cells: [] });
+          expect(await readAll(usage, live.id)).toStrictEqual(totals(Array.from({ length: 22 }, () => cells)).filter((cell) => cell.keyId === live.id));
+        }
       });
     });
   });
