@@ -11,6 +11,7 @@
  */
 import type { Request } from 'express';
 import type { RefusalCode } from '../errors.js';
+import type { Decision } from './request-observer.js';
 import type { RefusalStyle } from '../http/respond.js';
 import type { CompiledScopes } from '../policy/scopes.js';
 import type { ApiKey } from '../types.js';
@@ -24,11 +25,13 @@ export interface AdmissionMark {
   owner: object;
   /** The key's environment as verified (private, like `scopes`). */
   environment: string | undefined;
+  /** What the observer of the admitting instance watches of this request, when it watches it. */
+  observed: Decision | undefined;
   /**
    * Told when a later check of this admission refuses the request (a route's own scopes, a scope
-   * guard), so usage analytics and request events count it as refused with that code.
+   * guard), so metrics, usage analytics and request events count it as refused with that code.
    */
-  refusedLater: ((req: Request, code: RefusalCode) => void) | undefined;
+  refusedLater: ((mark: AdmissionMark, code: RefusalCode) => void) | undefined;
 }
 
 const marks = new WeakMap<ApiKey, AdmissionMark>();

@@ -10,10 +10,10 @@ import { requestOrigin } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { extractCredential } from '../key/extract.js';
 import type { Verifier, VerifyContext } from '../verification/verifier.js';
-import { admissionOf, markAdmitted } from './admission.js';
+import { type AdmissionMark, admissionOf, markAdmitted } from './admission.js';
 import type { ResolvedAuthenticate } from './authenticate-options.js';
 import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
-import type { RequestObserver } from './request-observer.js';
+import type { Decision, RequestObserver } from './request-observer.js';
 
 /**
  * What the policies may ask of a request, each computed only when a key asks for it (a getter on
@@ -57,9 +57,9 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
   const { sources, scopes, anyScopes, style, requireHttps, environments } = settings;
   const context = { scopes, anyScopes };
   let checkedTrustProxy = false;
-  const refusedLater = (req: Request, code: RefusalCode): void => {
+  const refusedLater = (mark: AdmissionMark, code: RefusalCode): void => {
     verifier.refusedAfterAdmission(code);
-    observer.refusedAfterAdmission(req, code);
+    observer.refusedAfterAdmission(mark.observed, code);
   };
 
   return function keygateAuthenticate(req: Request, res: Response, next: NextFunction): void {
@@ -75,7 +75,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
             ? refusalError('environment_not_allowed')
             : verifier.checkScopes(earlier, context);
       if (!refused) return next();
-      earlier.refusedLater?.(req, refused.code as RefusalCode);
+      earlier.refusedLater?.(earlier, refused.code as RefusalCode);
       return refuse(refused, req, res, next, style);
     }
     const started = observer.active ? observer.start() : -1;
@@ -94,7 +94,8 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       // handler; `next()` itself runs outside, so an error thrown below this middleware is not
       // mistaken for one of ours (and `next` is never called twice).
       try {
-        if (started >= 0) observer.watch(req, res, started, { key: result.key, outcome: result.ok ? 'admitted' : (result.error.code as RefusalCode) });
+        const decision: Decision | undefined = started >= 0 ? { key: result.key, outcome: result.ok ? 'admitted' : (result.error.code as RefusalCode) } : undefined;
+        if (decision) observer.watch(req, res, started, decision);
         if (!result.ok) {
           const rateLimit = result.limits && { policyHeader: result.key?.policyHeader, limits: result.limits };
           return refuse(result.error, req, res, next, style, rateLimit || undefined);
@@ -107,6 +108,7 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
           style,
           owner: verifier,
           environment: result.key.record.environment,
+          observed: decision,
           refusedLater,
         });
         res.locals.apiKey = result.apiKey;

@@ -196,9 +196,6 @@ export interface Decision {
 
 /** Watches the requests of one keygate instance. */
 export class RequestObserver {
-  /** The admissions of the requests being watched, until their responses end (weakly: gone with the request). */
-  readonly #decisions = new WeakMap<Request, Decision>();
-
   constructor(
     private readonly hub: EventHub,
     private readonly usage: UsageRecorder | undefined,
@@ -221,8 +218,7 @@ export class RequestObserver {
    * same admission (a route's own `authenticate({ scopes })`, a scope guard): it is counted, and
    * reported in `request.refused`, with that code. A request not watched is left alone.
    */
-  refusedAfterAdmission(req: Request, code: RefusalCode): void {
-    const decision = this.#decisions.get(req);
+  refusedAfterAdmission(decision: Decision | undefined, code: RefusalCode): void {
     if (decision?.outcome === 'admitted') decision.outcome = code;
   }
 
@@ -230,8 +226,13 @@ export class RequestObserver {
   watch(req: Request, res: Response, started: number, decision: Decision): void {
     if (decision.key && this.usage) this.alerts.watch(decision.key);
     const at = this.now();
-    if (decision.outcome === 'admitted') this.#decisions.set(req, decision);
     const track = trackRoute(req);
+    // The usual case: the response has the connection. One plain listener ('close' comes once),
+    // no once() wrapper and nothing to remove.
+    if (res.socket !== null && (res as { closed?: boolean }).closed !== true) {
+      res.on('close', () => this.#ended(req, res, started, decision, at, track ? track.pattern((req as { params?: unknown }).params) : routeOf(req), true));
+      return;
+    }
     // 'close' comes once the response is finished or the connection is gone, whichever is first:
     // one listener covers both, for a response that has the connection. A pipelined response
     // still queued behind another (no `res.socket` yet) gets no 'close' if the connection dies
@@ -246,7 +247,6 @@ export class RequestObserver {
     const end = (): void => {
       if (over) return;
       over = true;
-      this.#decisions.delete(req);
       res.off('close', end);
       if (queuedOn) {
         queuedOn.off('close', end);

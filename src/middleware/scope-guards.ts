@@ -23,7 +23,7 @@ function guard(name: string, check: typeof checkAllScopes, scopes: unknown[]): R
     const style = admission?.style ?? DEFAULT_STYLE;
     if (!granted) return refuse(refusalError('missing_api_key'), req, res, next, style);
     if (check(granted, required).ok) return next();
-    admission?.refusedLater?.(req, 'insufficient_scope');
+    admission?.refusedLater?.(admission, 'insufficient_scope');
     return refuse(refusalError('insufficient_scope', { requiredScopes: required }), req, res, next, style);
   };
 }
