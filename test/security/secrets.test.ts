@@ -81,3 +81,76 @@ describe('secrets never leak', () => {
     expect(printed.join('\n')).toContain('trust proxy');
   });
 });
+
+describe('secrets never leak through events, the audit trail, usage, metrics or webhooks', () => {
+  it('keeps keys, secrets, hashes, the pepper, the webhook secret and URL values out of every observability output', async () => {
+    const { subscribe, unsubscribe } = await import('node:diagnostics_channel');
+    const { createServer } = await import('node:http');
+    const { Registry } = await import('prom-client');
+    const { EVENT_NAMES, channelNameOf } = await import('keygate');
+    const WEBHOOK_SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
+    const emitted = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+
+    // A webhook receiver that keeps every body and header it gets.
+    const received: string[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      req.on('end', () => {
+        received.push(JSON.stringify(req.headers), body);
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const hookUrl = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hooks`;
+
+    const keys = keygate({ store: new MemoryStore(), prefix: 'pk_test', hashing: 'sha256', pepper: PEPPER, audit: true, usage: true, webhooks: { secret: WEBHOOK_SECRET } });
+    const registry = new Registry();
+    keys.metrics(registry);
+    const seen: unknown[] = [];
+    for (const name of EVENT_NAMES) keys.on(name, (payload) => void seen.push(payload));
+    const onChannel = (message: unknown) => void seen.push(message);
+    for (const name of EVENT_NAMES) subscribe(channelNameOf(name), onChannel);
+    const secrets: string[] = [PEPPER, WEBHOOK_SECRET, WEBHOOK_SECRET.slice('whsec_'.length), 'lead-9f3c1', 'token=s3cr3t'];
+    try {
+      const { key, apiKey } = await keys.create({ name: 'observed', maxUses: 2, alerts: { webhookUrl: hookUrl, quotaThreshold: 0.5 } }, { actor: 'ops' });
+      const record = await keys.store.findById(apiKey.id);
+      secrets.push(key, key.slice(apiKey.keyPrefix.length + 1, -6), record!.keyHash);
+      const app = express();
+      app.use(keys.authenticate());
+      app.get('/leads/:id', (_req, res) => void res.json({}));
+      for (let i = 0; i < 3; i++) await request(app).get('/leads/lead-9f3c1?token=s3cr3t').set('X-API-Key', key);
+      await request(app).get('/leads/lead-9f3c1?token=s3cr3t').set('X-API-Key', `${key.slice(0, -8)}AAAAAAAA`);
+      await request(app).get('/leads/lead-9f3c1?token=s3cr3t');
+      const rotated = await keys.rotate(apiKey.id, { actor: 'ops' });
+      secrets.push(rotated.key);
+      await keys.update(rotated.apiKey.id, { name: 'renamed' });
+      await keys.delete(rotated.apiKey.id);
+      await keys.purge({ deletedBefore: Date.now() + 1 });
+      await keys.scanKeys({ expiringWithinMs: 10 ** 12 });
+      await keys.flushUsage();
+      for (let i = 0; i < 100 && received.length < 4; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(received.length).toBeGreaterThanOrEqual(4);
+
+      const outputs = [
+        ['events and channel messages', JSON.stringify(seen)],
+        ['the audit trail', JSON.stringify(await keys.auditLog())],
+        ['usage', JSON.stringify([await keys.usage(apiKey.id, { groupBy: 'route' }), await keys.usage(apiKey.id), keys.usageStats()])],
+        ['metrics', await registry.metrics()],
+        ['webhooks', received.join('\n')],
+        ['warnings', emitted.mock.calls.map((call) => String(call[0])).join('\n')],
+      ] as const;
+      for (const [where, text] of outputs) {
+        for (const secret of secrets) expect({ where, leaked: text.includes(secret) ? secret.slice(0, 12) : null }).toEqual({ where, leaked: null });
+        expect({ where, hash: /\$hmac-sha256\$|keyHash/.test(text) }).toEqual({ where, hash: false });
+      }
+      expect(seen.length).toBeGreaterThan(10);
+    } finally {
+      for (const name of EVENT_NAMES) unsubscribe(channelNameOf(name), onChannel);
+      emitted.mockRestore();
+      await keys.close();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+});
