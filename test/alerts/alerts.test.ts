@@ -25,6 +25,7 @@ import {
 import { thresholdMark } from '../../src/alerts/thresholds';
 import { T0, testClock, type TestClock } from '../helpers/harness';
 import { RedisServer, describeWithRedis } from '../helpers/redis-server';
+import { describePostgres, postgresWithPool } from '../helpers/postgres-server';
 import { Worker } from '../helpers/workers';
 import { EXPRESS_WITH_ROUTER, eventually, send, serve, sleep, untilRecorded } from '../usage/http';
 
@@ -198,6 +199,54 @@ describe('thresholdMark', () => {
   });
 });
 
+/**
+ * Three worker processes serve one key's traffic on a shared store; their quota.threshold events
+ * together hold exactly one per key, window and threshold, and again once the next UTC day.
+ */
+async function thresholdsAcrossProcesses(store: ApiKeyStore, worker: Record<string, unknown>): Promise<void> {
+  const clock = testClock();
+  const keys = manager(store, clock);
+  const workers: Worker[] = [];
+  try {
+    const lifetime = await keys.create({ name: 'lifetime', maxUses: 30 });
+    const daily = await keys.create({ name: 'daily', rateLimit: { perDay: 20 } });
+    const monthly = await keys.create({ name: 'monthly', rateLimit: { perMonth: 40 }, alerts: { quotaThreshold: 0.5 } });
+    workers.push(...(await Promise.all([0, 1, 2].map(() => Worker.start('usage-worker.cjs', { mode: 'serve', ...worker, fixedNow: T0 })))));
+    const requests = (count: number, tag: string): Array<{ path: string }> => Array.from({ length: count }, (_, i) => ({ path: `/v1/leads/${tag}-${i}` }));
+    const traffic = (key: string, count: number): Promise<unknown> =>
+      Promise.all(workers.map((worker) => worker.ask({ type: 'traffic', key, requests: requests(count, 'x'), inFlight: 8 }, 'trafficDone')));
+    await Promise.all([traffic(lifetime.key, 15), traffic(daily.key, 10), traffic(monthly.key, 15)]);
+    const collect = async (): Promise<QuotaThresholdEvent[]> =>
+      (await Promise.all(workers.map((worker) => worker.ask({ type: 'events' }, 'events')))).flatMap((reply) => reply.events as QuotaThresholdEvent[]);
+    const day1 = await collect();
+    const shape = (events: QuotaThresholdEvent[]): unknown[] =>
+      sortEvents(events.map((e) => ({ keyId: e.keyId, window: e.window, threshold: e.threshold, used: e.used, limit: e.limit, windowStart: e.windowStart as unknown as number | undefined })));
+    expect(shape(day1)).toEqual(
+      sortEvents([
+        { keyId: lifetime.apiKey.id, window: 'lifetime', threshold: 0.8, used: 24, limit: 30, windowStart: undefined },
+        { keyId: lifetime.apiKey.id, window: 'lifetime', threshold: 1, used: 30, limit: 30, windowStart: undefined },
+        { keyId: daily.apiKey.id, window: 'day', threshold: 0.8, used: 16, limit: 20, windowStart: DAY_START },
+        { keyId: daily.apiKey.id, window: 'day', threshold: 1, used: 20, limit: 20, windowStart: DAY_START },
+        { keyId: monthly.apiKey.id, window: 'month', threshold: 0.5, used: 20, limit: 40, windowStart: MONTH_START },
+        { keyId: monthly.apiKey.id, window: 'month', threshold: 1, used: 40, limit: 40, windowStart: MONTH_START },
+      ]),
+    );
+    // The work really was spread: more than one process reported crossings.
+    expect((await keys.get(lifetime.apiKey.id))!.useCount).toBe(30);
+
+    await Promise.all(workers.map((worker) => worker.ask({ type: 'setNow', now: T0 + DAY }, 'nowSet')));
+    await Promise.all([traffic(daily.key, 10), traffic(monthly.key, 2), traffic(lifetime.key, 2)]);
+    expect(shape(await collect())).toEqual(
+      sortEvents([
+        { keyId: daily.apiKey.id, window: 'day', threshold: 0.8, used: 16, limit: 20, windowStart: DAY_START + DAY },
+        { keyId: daily.apiKey.id, window: 'day', threshold: 1, used: 20, limit: 20, windowStart: DAY_START + DAY },
+      ]),
+    );
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()));
+  }
+}
+
 describeWithRedis('quota.threshold across 3 processes sharing Redis', () => {
   let server: RedisServer;
   beforeAll(async () => {
@@ -211,49 +260,22 @@ describeWithRedis('quota.threshold across 3 processes sharing Redis', () => {
     const { RedisStore } = await import('../../src/redis');
     const client = server.client();
     const namespace = `alerts-mp-${process.pid}:`;
-    const clock = testClock();
-    const keys = manager(new RedisStore({ client, keyPrefix: namespace }), clock);
-    const workers: Worker[] = [];
     try {
-      const lifetime = await keys.create({ name: 'lifetime', maxUses: 30 });
-      const daily = await keys.create({ name: 'daily', rateLimit: { perDay: 20 } });
-      const monthly = await keys.create({ name: 'monthly', rateLimit: { perMonth: 40 }, alerts: { quotaThreshold: 0.5 } });
-      workers.push(...(await Promise.all([0, 1, 2].map(() => Worker.start('usage-worker.cjs', { mode: 'serve', store: 'redis', port: server.port, namespace, fixedNow: T0 })))));
-      const requests = (count: number, tag: string): Array<{ path: string }> => Array.from({ length: count }, (_, i) => ({ path: `/v1/leads/${tag}-${i}` }));
-      const traffic = (key: string, count: number): Promise<unknown> =>
-        Promise.all(workers.map((worker) => worker.ask({ type: 'traffic', key, requests: requests(count, 'x'), inFlight: 8 }, 'trafficDone')));
-      await Promise.all([traffic(lifetime.key, 15), traffic(daily.key, 10), traffic(monthly.key, 15)]);
-      const collect = async (): Promise<QuotaThresholdEvent[]> =>
-        (await Promise.all(workers.map((worker) => worker.ask({ type: 'events' }, 'events')))).flatMap((reply) => reply.events as QuotaThresholdEvent[]);
-      const day1 = await collect();
-      const shape = (events: QuotaThresholdEvent[]): unknown[] =>
-        sortEvents(events.map((e) => ({ keyId: e.keyId, window: e.window, threshold: e.threshold, used: e.used, limit: e.limit, windowStart: e.windowStart as unknown as number | undefined })));
-      expect(shape(day1)).toEqual(
-        sortEvents([
-          { keyId: lifetime.apiKey.id, window: 'lifetime', threshold: 0.8, used: 24, limit: 30, windowStart: undefined },
-          { keyId: lifetime.apiKey.id, window: 'lifetime', threshold: 1, used: 30, limit: 30, windowStart: undefined },
-          { keyId: daily.apiKey.id, window: 'day', threshold: 0.8, used: 16, limit: 20, windowStart: DAY_START },
-          { keyId: daily.apiKey.id, window: 'day', threshold: 1, used: 20, limit: 20, windowStart: DAY_START },
-          { keyId: monthly.apiKey.id, window: 'month', threshold: 0.5, used: 20, limit: 40, windowStart: MONTH_START },
-          { keyId: monthly.apiKey.id, window: 'month', threshold: 1, used: 40, limit: 40, windowStart: MONTH_START },
-        ]),
-      );
-      // The work really was spread: more than one process reported crossings.
-      expect((await keys.get(lifetime.apiKey.id))!.useCount).toBe(30);
-
-      await Promise.all(workers.map((worker) => worker.ask({ type: 'setNow', now: T0 + DAY }, 'nowSet')));
-      await Promise.all([traffic(daily.key, 10), traffic(monthly.key, 2), traffic(lifetime.key, 2)]);
-      expect(shape(await collect())).toEqual(
-        sortEvents([
-          { keyId: daily.apiKey.id, window: 'day', threshold: 0.8, used: 16, limit: 20, windowStart: DAY_START + DAY },
-          { keyId: daily.apiKey.id, window: 'day', threshold: 1, used: 20, limit: 20, windowStart: DAY_START + DAY },
-        ]),
-      );
+      await thresholdsAcrossProcesses(new RedisStore({ client, keyPrefix: namespace }), { store: 'redis', port: server.port, namespace });
     } finally {
-      await Promise.all(workers.map((worker) => worker.stop()));
-      await keys.close();
       await client.quit();
     }
+  }, 60_000);
+});
+
+describePostgres('quota.threshold across 3 processes sharing PostgreSQL', () => {
+  const pg = postgresWithPool(4);
+
+  it('exactly one event per key, window and threshold among all processes, and again once on the next UTC day', async () => {
+    const { SqlStore } = await import('../../src/sql');
+    const store = new SqlStore({ dialect: 'postgres', client: pg.pool, table: 'alerts_mp' });
+    await store.migrate();
+    await thresholdsAcrossProcesses(store, { store: 'postgres', connectionString: pg.server.connectionString, table: 'alerts_mp' });
   }, 60_000);
 });
 
