@@ -6,7 +6,7 @@ import { type ChildProcess, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Redis, { type RedisOptions } from 'ioredis';
+import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import { HOST, freePort, redisServerBinary, spawnRedis, stopProcess } from './servers.cjs';
 
 export { freePort, redisServerBinary };
@@ -147,4 +147,56 @@ export async function keyspaceOf(nodes: readonly Redis[], pattern: string): Prom
     }
   }
   return Object.fromEntries(Object.entries(contents).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** Resolves once an ioredis client (standalone or Cluster) is ready for commands. */
+export async function ready(redis: Redis | Cluster): Promise<void> {
+  if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
+}
+
+/** A deployment a suite runs against: the store's client, and plain clients on every node for inspection. */
+export interface RedisDeployment<C extends Redis | Cluster> {
+  client: () => C;
+  nodes: () => Redis[];
+}
+
+/**
+ * A standalone server for the enclosing `describe`: started, with a store client and an admin
+ * client, before its tests; both quit and the server stopped after them.
+ */
+export function standaloneDeployment(): RedisDeployment<Redis> & { server: () => RedisServer } {
+  let server: RedisServer;
+  let client: Redis;
+  let admin: Redis;
+  beforeAll(async () => {
+    server = await RedisServer.start();
+    client = server.client();
+    admin = server.client();
+    await Promise.all([ready(client), ready(admin)]);
+  });
+  afterAll(async () => {
+    await client?.quit();
+    await admin?.quit();
+    await server?.stop();
+  });
+  return { client: () => client, nodes: () => [admin], server: () => server };
+}
+
+/** A three-node Cluster for the enclosing `describe`, with a Cluster client and one client per node. */
+export function clusterDeployment(): RedisDeployment<Cluster> & { servers: () => RedisClusterServers } {
+  let servers: RedisClusterServers;
+  let client: Cluster;
+  let nodes: Redis[] = [];
+  beforeAll(async () => {
+    servers = await RedisClusterServers.start();
+    client = new Cluster(servers.startupNodes, { redisOptions: { autoResendUnfulfilledCommands: false } });
+    nodes = servers.nodes.map((node) => node.client());
+    await Promise.all([ready(client), ...nodes.map(ready)]);
+  }, 60_000);
+  afterAll(async () => {
+    await client?.quit();
+    await Promise.all(nodes.map((node) => node.quit()));
+    await servers?.stop();
+  });
+  return { client: () => client, nodes: () => nodes, servers: () => servers };
 }

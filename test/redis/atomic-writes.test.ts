@@ -12,7 +12,7 @@ import { RedisStore } from 'keygate/redis';
 import { remainingUses, replacementFor, revokedAtAfterUpdate, type ApiKeyRecord } from 'keygate';
 import { CREATE_FIELDS } from '../../src/record/schema';
 import { testRecord } from '../helpers/records';
-import { clientCommandsDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { clientCommandsDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer, ready } from '../helpers/redis-server';
 
 jest.setTimeout(30_000);
 
@@ -22,10 +22,6 @@ const DAY = 86_400_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function ready(redis: Redis | Cluster): Promise<void> {
-  if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
 }
 
 /** A rotation the way the manager asks for one: the replacement copies the old key's owner. */

@@ -26,7 +26,7 @@ import {
 import type { RateLimit } from '../../src/types';
 import { LEASES_TTL_MARGIN_MS } from '../../src/stores/redis/scripts';
 import { testRecord } from '../helpers/records';
-import { commandsRunDuring, describeWithRedis, type MonitoredCommand, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { commandsRunDuring, describeWithRedis, type MonitoredCommand, RedisClusterServers, RedisServer, ready } from '../helpers/redis-server';
 
 jest.setTimeout(60_000);
 
@@ -34,10 +34,6 @@ const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function ready(redis: Redis | Cluster): Promise<void> {
-  if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
 }
 
 /** A small seeded PRNG (mulberry32), so a failure can be replayed. */

@@ -17,7 +17,7 @@ import Redis, { Cluster } from 'ioredis';
 import { RedisStore } from 'keygate/redis';
 import { decodeStoredRecord, type ApiKeyPatch, type ApiKeyRecord } from 'keygate';
 import { testRecord } from '../helpers/records';
-import { clientCommandsDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { clientCommandsDuring, clusterDeployment, describeWithRedis, keyspaceOf, ready, RedisServer, standaloneDeployment } from '../helpers/redis-server';
 
 jest.setTimeout(60_000);
 
@@ -27,10 +27,6 @@ const DAY = 86_400_000;
 /** The offset of the store's sortable instants (TIME_OFFSET in redis-store.ts). */
 const TIME_OFFSET = 8_640_000_000_000_000;
 
-
-async function ready(redis: Redis | Cluster): Promise<void> {
-  if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
-}
 
 /** The patch keygate's `delete` sends. */
 function deletion(at: number): ApiKeyPatch {
@@ -289,39 +285,11 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
 
 describeWithRedis('delete and purge on both deployments', () => {
   describeDeletePurge('standalone Redis', () => {
-    let server: RedisServer;
-    let client: Redis;
-    let admin: Redis;
-    beforeAll(async () => {
-      server = await RedisServer.start();
-      client = server.client();
-      admin = server.client();
-      await Promise.all([ready(client), ready(admin)]);
-    });
-    afterAll(async () => {
-      await client?.quit();
-      await admin?.quit();
-      await server?.stop();
-    });
-    return { client: () => client, nodes: () => [admin] };
+    return standaloneDeployment();
   });
 
   describeDeletePurge('Redis Cluster', () => {
-    let servers: RedisClusterServers;
-    let client: Cluster;
-    let nodes: Redis[] = [];
-    beforeAll(async () => {
-      servers = await RedisClusterServers.start();
-      client = new Cluster(servers.startupNodes, { redisOptions: { autoResendUnfulfilledCommands: false } });
-      nodes = servers.nodes.map((node) => node.client());
-      await Promise.all([ready(client), ...nodes.map(ready)]);
-    }, 60_000);
-    afterAll(async () => {
-      await client?.quit();
-      await Promise.all(nodes.map((node) => node.quit()));
-      await servers?.stop();
-    });
-    return { client: () => client, nodes: () => nodes };
+    return clusterDeployment();
   });
 });
 
@@ -443,37 +411,22 @@ describeWithRedis('delete and purge on standalone Redis: one step each', () => {
 });
 
 describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => {
-  let servers: RedisClusterServers;
-  let client: Cluster;
-  let nodes: Redis[] = [];
+  const cluster = clusterDeployment();
   let namespace = 0;
   let ns = '';
-
-  beforeAll(async () => {
-    servers = await RedisClusterServers.start();
-    client = new Cluster(servers.startupNodes, { redisOptions: { autoResendUnfulfilledCommands: false } });
-    nodes = servers.nodes.map((node) => node.client());
-    await Promise.all([ready(client), ...nodes.map(ready)]);
-  }, 60_000);
 
   beforeEach(() => {
     ns = `dp-cluster${++namespace}:`;
   });
 
-  afterAll(async () => {
-    await client?.quit();
-    await Promise.all(nodes.map((node) => node.quit()));
-    await servers?.stop();
-  });
-
-  function store(redis: Cluster = client): RedisStore {
+  function store(redis: Cluster = cluster.client()): RedisStore {
     return new RedisStore({ client: redis, keyPrefix: ns });
   }
 
-  const deletedSet = () => client.zrange(`${ns}deleted`, 0, -1);
+  const deletedSet = () => cluster.client().zrange(`${ns}deleted`, 0, -1);
 
   function keyspace(): Promise<Record<string, unknown>> {
-    return keyspaceOf(nodes, `${ns}*`);
+    return keyspaceOf(cluster.nodes(), `${ns}*`);
   }
 
   it('a delete adds its member; a delete of an unknown id, or a refused one, takes it back', async () => {
@@ -498,7 +451,7 @@ describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => 
     const redisStore = store();
     const record = testRecord(NOW - DAY);
     await redisStore.insert(record);
-    await client.zadd(`${ns}deleted`, 0, deletedMember(NOW - DAY, record.id));
+    await cluster.client().zadd(`${ns}deleted`, 0, deletedMember(NOW - DAY, record.id));
     const before = await keyspace();
     expect(await redisStore.purge({ deletedBefore: new Date(NOW + DAY) })).toBe(0);
     expect(await keyspace()).toEqual(before);
@@ -510,7 +463,7 @@ describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => 
 
   it('a member whose record is gone (an insert that died before its record) is removed, and not counted', async () => {
     const redisStore = store();
-    await client.zadd(`${ns}deleted`, 0, deletedMember(NOW - DAY, 'never-written'));
+    await cluster.client().zadd(`${ns}deleted`, 0, deletedMember(NOW - DAY, 'never-written'));
     expect(await redisStore.purge({ deletedBefore: new Date(NOW) })).toBe(0);
     expect(await keyspace()).toEqual({});
   });
@@ -523,8 +476,8 @@ describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => 
     await redisStore.update(record.id, deletion(NOW - SECOND));
     // Steps (2) and (3) done, (4) and (5) not: the record without index or list entries.
     const member = `${String(record.createdAt.getTime() + TIME_OFFSET).padStart(17, '0')}:${record.id}`;
-    await client.del(`${ns}kp:${record.keyPrefix}`);
-    await Promise.all([`${ns}list`, `${ns}list:owner:o-1`, `${ns}list:tenant:t-1`].map((list) => client.zrem(list, member)));
+    await cluster.client().del(`${ns}kp:${record.keyPrefix}`);
+    await Promise.all([`${ns}list`, `${ns}list:owner:o-1`, `${ns}list:tenant:t-1`].map((list) => cluster.client().zrem(list, member)));
     expect(await redisStore.findByKeyPrefix(record.keyPrefix)).toBeNull();
     expect((await redisStore.findById(record.id))?.deletedAt).toEqual(new Date(NOW - SECOND));
 
@@ -542,15 +495,15 @@ describeWithRedis('delete and purge on Redis Cluster: the ordered steps', () => 
     const user = `dp-no-publish-${namespace}`;
     let limited: Cluster | undefined;
     try {
-      await Promise.all(nodes.map((node) => node.call('ACL', 'SETUSER', user, 'reset', 'on', '>dp-pw', '~*', '&*', '+@all', '-publish')));
-      limited = new Cluster(servers.startupNodes, { redisOptions: { username: user, password: 'dp-pw', autoResendUnfulfilledCommands: false } });
+      await Promise.all(cluster.nodes().map((node) => node.call('ACL', 'SETUSER', user, 'reset', 'on', '>dp-pw', '~*', '&*', '+@all', '-publish')));
+      limited = new Cluster(cluster.servers().startupNodes, { redisOptions: { username: user, password: 'dp-pw', autoResendUnfulfilledCommands: false } });
       await ready(limited);
       const refused = /NOPERM|can't run this command/;
       expect((await rejection(store(limited).update(live.id, deletion(NOW)))).message).toMatch(refused);
       expect((await rejection(store(limited).purge({ deletedBefore: new Date(NOW) }))).message).toMatch(refused);
     } finally {
       await limited?.quit();
-      await Promise.all(nodes.map((node) => node.call('ACL', 'DELUSER', user)));
+      await Promise.all(cluster.nodes().map((node) => node.call('ACL', 'DELUSER', user)));
     }
     expect(await keyspace()).toEqual(before);
   });

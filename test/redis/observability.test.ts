@@ -19,7 +19,7 @@ import type { ApiKeyPatch, ApiKeyRecord } from 'keygate';
 import type { AuditEntry, StoreAuditQuery, UsageBatch, UsageCell } from '../../src/stores/store';
 import { RETAIN_BATCH_IDS_MS } from '../../src/usage/cells';
 import { testRecord } from '../helpers/records';
-import { commandsRunDuring, describeWithRedis, keyspaceOf, RedisClusterServers, RedisServer } from '../helpers/redis-server';
+import { clusterDeployment, commandsRunDuring, describeWithRedis, keyspaceOf, ready, RedisServer, standaloneDeployment } from '../helpers/redis-server';
 import { Worker } from '../helpers/workers';
 
 jest.setTimeout(60_000);
@@ -31,10 +31,6 @@ const DAY = 86_400_000;
 const TODAY = Math.floor(NOW / DAY);
 /** The worker fixture, relative to test/fixtures (where the workers helper looks). */
 const WORKER = '../redis/fixtures/observability-worker.cjs';
-
-async function ready(redis: Redis | Cluster): Promise<void> {
-  if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
-}
 
 async function rejection(operation: Promise<unknown>): Promise<Error & { code?: string }> {
   return operation.then(
@@ -607,39 +603,13 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
 
 describeWithRedis('RedisStore observability on both deployments', () => {
   describeObservability('standalone Redis', () => {
-    let server: RedisServer;
-    let client: Redis;
-    let admin: Redis;
-    beforeAll(async () => {
-      server = await RedisServer.start();
-      client = server.client();
-      admin = server.client();
-      await Promise.all([ready(client), ready(admin)]);
-    });
-    afterAll(async () => {
-      await client?.quit();
-      await admin?.quit();
-      await server?.stop();
-    });
-    return { client: () => client, nodes: () => [admin], workerTarget: () => ({ port: server.port }), cluster: false };
+    const deployment = standaloneDeployment();
+    return { ...deployment, workerTarget: () => ({ port: deployment.server().port }), cluster: false };
   });
 
   describeObservability('Redis Cluster', () => {
-    let servers: RedisClusterServers;
-    let client: Cluster;
-    let nodes: Redis[] = [];
-    beforeAll(async () => {
-      servers = await RedisClusterServers.start();
-      client = new Cluster(servers.startupNodes, { redisOptions: { autoResendUnfulfilledCommands: false } });
-      nodes = servers.nodes.map((node) => node.client());
-      await Promise.all([ready(client), ...nodes.map(ready)]);
-    }, 60_000);
-    afterAll(async () => {
-      await client?.quit();
-      await Promise.all(nodes.map((node) => node.quit()));
-      await servers?.stop();
-    });
-    return { client: () => client, nodes: () => nodes, workerTarget: () => ({ cluster: servers.startupNodes }), cluster: true };
+    const deployment = clusterDeployment();
+    return { ...deployment, workerTarget: () => ({ cluster: deployment.servers().startupNodes }), cluster: true };
   });
 });
 
