@@ -7,6 +7,7 @@
  */
 import { type CounterState, countingInstant, decideConsume, initialCounters } from '../policy/limits.js';
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
+import { type Hold, type ReserveOutcome, type ReserveRequest, type Settlement, decideReservation, decideSettlement } from '../policy/reservation.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS } from '../record/schema.js';
 import {
   ChangeListeners,
@@ -79,6 +80,8 @@ class StoredKey implements CounterState {
   tokensAt: number;
   /** Concurrency leases (lease → lapse instant), or `null` until the key's first claim. */
   leases: Map<string, number> | null = null;
+  /** Reservations of leased mode not yet settled (lease → hold), or `null` when there are none. */
+  holds: Record<string, Hold> | null = null;
   /** No lease lapses before this instant (a lower bound: a released lease may have held it). */
   firstLapse = Number.POSITIVE_INFINITY;
   /** The record as JSON, without `useCount` and `lastUsedAt`. */
@@ -396,6 +399,11 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
+    return this.consumeNow(id, request);
+  }
+
+  /** {@link consume}, answered at once: everything it does is in this process. */
+  consumeNow(id: string, request: ConsumeRequest): ConsumeOutcome | null {
     const slot = this.#byId.get(id);
     if (!slot) return null;
     if (request.deadline !== undefined && Date.now() > request.deadline) {
@@ -423,6 +431,38 @@ export class MemoryStore implements ApiKeyStore {
 
   async release(id: string, lease: string): Promise<void> {
     this.#byId.get(id)?.leases?.delete(lease);
+  }
+
+  async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    const slot = this.#byId.get(id);
+    if (!slot) return null;
+    if (request.deadline !== undefined && Date.now() > request.deadline) {
+      return { admitted: false, refusal: 'deadline_exceeded', granted: 0, useCount: slot.useCount };
+    }
+    const lifecycle = lifecycleRefusal(slot.status, slot.revokedAt, slot.expiresAt, request.now);
+    if (lifecycle) return { admitted: false, refusal: lifecycle, granted: 0, useCount: slot.useCount };
+    const decision = decideReservation(slot, slot.holds, request);
+    if (decision.next) {
+      this.#count(slot, request, decision);
+      slot.holds = decision.holds;
+    }
+    return decision.outcome;
+  }
+
+  async settle(id: string, settlement: Settlement): Promise<void> {
+    const slot = this.#byId.get(id);
+    if (!slot) return;
+    const decision = decideSettlement(slot, slot.holds, settlement);
+    if (!decision) return;
+    const { next, holds } = decision;
+    slot.useCount = next.useCount;
+    slot.minuteCount = next.minuteCount;
+    slot.hourCount = next.hourCount;
+    slot.dayCount = next.dayCount;
+    slot.monthCount = next.monthCount;
+    slot.tokens = next.tokens;
+    slot.tokensAt = next.tokensAt;
+    slot.holds = Object.keys(holds).length === 0 ? null : holds;
   }
 
   async appendAudit(entry: AuditEntry): Promise<void> {
@@ -496,7 +536,7 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   /** Stores an admitted consume's counters; returns its outcome. */
-  #count(slot: Slot, request: ConsumeRequest, { outcome, next }: ReturnType<typeof decideConsume>): ConsumeOutcome {
+  #count(slot: Slot, request: { now: number }, { outcome, next }: { outcome: ConsumeOutcome; next: CounterState | null }): ConsumeOutcome {
     if (next) {
       slot.useCount = next.useCount;
       slot.minute = next.minute;

@@ -6,6 +6,7 @@
  * Prove an implementation with `describeStoreContract` from `keygate/testing`.
  */
 import type { ConsumeOutcome, ConsumeRequest } from '../policy/limits.js';
+import type { ReserveOutcome, ReserveRequest, Settlement } from '../policy/reservation.js';
 import type { ApiKeyRecord, ApiKeyStatus, UpdateApiKeyInput } from '../types.js';
 import type { AuditEntry, StoreAuditQuery } from '../audit/entry.js';
 import type { StoreUsageQuery, UsageBatch, UsageCell } from '../usage/cells.js';
@@ -17,6 +18,7 @@ export type { AlertClaim } from '../alerts/claim.js';
 
 // The consume's request and outcome are the limit policy's vocabulary; stores speak it.
 export type { ConcurrencyClaim, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, Leases } from '../policy/limits.js';
+export type { Hold, Holds, ReserveOutcome, ReserveRequest, Settlement } from '../policy/reservation.js';
 
 /**
  * Changes `update` may apply to a record. `undefined` leaves a field as it is; `null` clears a
@@ -173,6 +175,36 @@ export interface ApiKeyStore {
    * `consume`; one without cannot enforce `maxConcurrent`.
    */
   release?(id: string, lease: string): Promise<void>;
+  /**
+   * Optional (capability `synchronous`): the same consume as {@link consume}, answered before
+   * returning, for a store that counts in the caller's own process (MemoryStore). keygate calls
+   * it instead of `consume` for requests without a concurrency claim, so a cached key is admitted
+   * with no promise at all. The request object is valid only during the call. It must decide
+   * exactly as `consume` does, over the same counters: the two may be interleaved freely.
+   */
+  consumeNow?(id: string, request: ConsumeRequest): ConsumeOutcome | null;
+  /**
+   * Optional (capability `leases`, with `settle`): reserves up to `request.units` uses of a key in
+   * one atomic step, for `keygate({ consistency: 'leased' })`. The same checks as a consume, in
+   * the same order (deadline, the record's lifecycle at `request.now`, then the limits), and then,
+   * as `decideReservation` (`policy/reservation.ts`) decides it: the grant is the smallest of
+   * `units`, the uses left, each quota's room in its current window and the whole tokens of the
+   * bucket, the bucket refilling only up to its capacity minus the tokens of the key's live holds.
+   * Admitted, the grant is counted (useCount, every window, the bucket, `lastUsedAt` at the
+   * counting instant) and kept as a hold (lease: until = at + leaseMs, units, tokens, at), lapsed
+   * holds dropped, all in the same atomic step; refused, nothing changes. Returns `null` for an
+   * unknown id. Holds are removed with their record by `purge`.
+   */
+  reserve?(id: string, request: ReserveRequest): Promise<ReserveOutcome | null>;
+  /**
+   * Optional (capability `leases`, with `reserve`): ends a reservation, atomically, as
+   * `decideSettlement` decides it: the unspent units (at most the hold's) are given back to
+   * `useCount` and to the windows the reservation counted in that are still current, its tokens to
+   * the bucket while the hold is live, and the hold is removed. Without a hold of that lease
+   * (settled already, lapsed and dropped, or an unknown record) it changes nothing, so a retry
+   * gives nothing back twice. Changes no `updatedAt` and notifies no listener.
+   */
+  settle?(id: string, settlement: Settlement): Promise<void>;
   /**
    * Optional: calls `listener` with a record's id whenever it changes through this store or any
    * store sharing its data, so verification caches can drop it; with `null` when changes may have

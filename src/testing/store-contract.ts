@@ -25,6 +25,8 @@ import { windowsContract } from './contract/windows.js';
 import { subscribeContract } from './contract/subscribe.js';
 import { updateContract } from './contract/update.js';
 import { usageContract } from './contract/usage.js';
+import { leasesContract } from './contract/leases.js';
+import { synchronousContract } from './contract/synchronous.js';
 
 /**
  * The optional parts of {@link ApiKeyStore} a store implements. The tests of a capability run only
@@ -78,6 +80,25 @@ export interface StoreCapabilities {
    * @default false
    */
   alerts?: boolean;
+  /**
+   * The store implements `reserve` and `settle` (reservations for `keygate({ consistency: 'leased' })`).
+   * Declared, the suite checks grants bounded by units, uses left, each quota's window and the
+   * bucket's whole tokens; refusals that change nothing, reported as a consume's; held tokens
+   * capping the bucket's refill until settled or lapsed; settlements that give back unspent units
+   * once (to useCount and the windows still current) and never more than the hold; lifecycle and
+   * deadline refusals; counters shared with consume; no over-grant under concurrent reservations;
+   * holds purged with their record; and agreement with `decideReservation`, `decideSettlement`
+   * and `decideConsume` on random sequences (fast-check).
+   * @default false
+   */
+  leases?: boolean;
+  /**
+   * The store implements `consumeNow`, a consume answered before it returns (a store counting in
+   * the caller's process). Declared, the suite checks it returns no promise and decides exactly as
+   * `consume` and `decideConsume` do, interleaved with `consume`.
+   * @default false
+   */
+  synchronous?: boolean;
 }
 
 /**
@@ -224,5 +245,7 @@ export function describeStoreContract<S extends ApiKeyStore>(name: string, optio
     auditContract(suite);
     usageContract(suite);
     alertsContract(suite);
+    leasesContract(suite);
+    synchronousContract(suite);
   });
 }

@@ -19,7 +19,7 @@ describeStoreContract('MemoryStore', {
     expect(store).toBeInstanceOf(MemoryStore);
     destroyed.push(store);
   },
-  capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true },
+  capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true, leases: true, synchronous: true },
 });
 
 afterAll(() => {

@@ -372,8 +372,8 @@ async function runScenario(store: ApiKeyStore, scenario: Scenario, withLeases: b
   }
 }
 
-/** Loads fast-check, or explains how to get it. */
-async function loadFastCheck(): Promise<FastCheck> {
+/** Loads fast-check, or explains how to get it (the agreement and reservation tests use it). */
+export async function loadFastCheck(): Promise<FastCheck> {
   try {
     return await import('fast-check');
   } catch (error) {

@@ -22,6 +22,8 @@ export const CAPABILITIES: { readonly [C in keyof StoreCapabilities]-?: readonly
   audit: ['appendAudit', 'listAudit'],
   usage: ['addUsage', 'readUsage'],
   alerts: ['claimAlert'],
+  leases: ['reserve', 'settle'],
+  synchronous: ['consumeNow'],
 };
 
 /** `a()`, `a() and b()`, `a(), b() and c()`. */

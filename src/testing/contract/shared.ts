@@ -29,6 +29,7 @@ export interface Matchers {
   toBeCloseTo(expected: number, digits?: number): void;
   toContain(item: unknown): void;
   toHaveLength(length: number): void;
+  toMatchObject(expected: object): void;
   not: Matchers;
 }
 
