@@ -630,11 +630,13 @@ export class Keygate {
     return { prefix: this.#options.prefix, hashing: this.#options.hashing };
   }
 
-  /** Ends what this instance started (its store subscription, its hashing threads) and empties its cache. Never closes the store's client. */
+  /** Ends what this instance started (its store subscription, its hashing threads), gives back unspent leased uses, and empties its cache. Never closes the store's client. */
   async close(): Promise<void> {
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     this.#verifier.cache.clear();
+    // Leased units not spent go back to the store, for the processes that go on.
+    await this.#verifier.close();
     // Usage first: its last flush may raise alerts, which the sender then gets a moment to send.
     await this.#usage?.close();
     await this.#alerts.close();

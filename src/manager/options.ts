@@ -13,6 +13,7 @@ import { defaultThreads } from '../key/hash-pool.js';
 import { integerOption, rejectUnknownOptions } from '../options/checks.js';
 import type { ApiKeyStore } from '../stores/store.js';
 import type { AuditStore } from './management-log.js';
+import type { LeaseSettings } from '../verification/lease-book.js';
 
 /** Options of usage analytics (`usage: { … }`). */
 export interface UsageOptions {
@@ -109,6 +110,26 @@ export interface KeygateOptions {
    */
   concurrencyLeaseMs?: number;
   /**
+   * How uses are counted in a store shared by several processes.
+   *
+   * - `'exact'` (the default): every admitted request is one atomic consume in the store, so every
+   *   process sees every other's uses at once. Each request costs one store round trip.
+   * - `'leased'`: a process reserves a batch of a key's uses in one atomic step (counted in the
+   *   store at once, against every limit, bucket tokens held), admits from it with no round trip,
+   *   and gives back what it did not spend. Never more admissions than the limits allow, in any
+   *   process mix; in exchange, a key may be refused early by up to the units other processes hold
+   *   (at most `lease.maxUnits`, or `lease.share` of a limit, per process) for at most
+   *   `lease.ttlMs`, and a revocation made elsewhere reaches a process within `lease.ttlMs / 2`
+   *   (at once when the store notifies changes, as RedisStore does). Keys with `maxConcurrent`
+   *   still consume per request. The store must implement `reserve` and `settle` (MemoryStore,
+   *   RedisStore and SqlStore do). Every process sharing a store should use the same mode: an
+   *   exact consume does not see the tokens other processes hold.
+   * @default 'exact'
+   */
+  consistency?: 'exact' | 'leased';
+  /** Sizing and timing of leased mode's reservations (only with `consistency: 'leased'`). */
+  lease?: LeaseOptions;
+  /**
    * Record every management event (create, update, revoke, rotate, delete, purge) with its actor
    * and changes in an audit trail, read with `keys.auditLog()`. `true` keeps it in the key store,
    * which must implement `appendAudit` and `listAudit`; or pass another store that does.
@@ -147,6 +168,22 @@ export interface FailedAttemptLimit {
   processBurst?: number;
 }
 
+/** Leased mode's reservations (`lease: { … }`). */
+export interface LeaseOptions {
+  /**
+   * How long the store holds a reservation, in milliseconds (100 to 60 000). This process spends
+   * it for half that, and never past the end of the key's shortest quota window. @default 2_000
+   */
+  ttlMs?: number;
+  /** Most uses one reservation asks for (1 to 1 000 000); sizes adapt to each key's traffic up to it. @default 1_000 */
+  maxUnits?: number;
+  /**
+   * Largest fraction of any one limit of a key (maxUses, each quota, the bucket) one reservation
+   * asks for, so one process cannot hold a whole quota (0 < share ≤ 1; at least 1 use). @default 0.1
+   */
+  share?: number;
+}
+
 /** `keygate()` options with defaults applied. */
 export interface ResolvedOptions {
   store: ApiKeyStore;
@@ -166,6 +203,8 @@ export interface ResolvedOptions {
   maxHashQueue: number;
   failedAttemptLimit: Required<Pick<FailedAttemptLimit, 'burst' | 'perSecond' | 'delayMs'>> & Pick<FailedAttemptLimit, 'processBurst' | 'processPerSecond'> | false;
   concurrencyLeaseMs: number;
+  /** Leased mode's settings, or `undefined` in exact mode. */
+  lease: LeaseSettings | undefined;
   audit: AuditStore | undefined;
   usage: Required<UsageOptions> | undefined;
   quotaThresholds: readonly number[];
@@ -177,7 +216,7 @@ const FAILED_ATTEMPT_DEFAULTS = { burst: 10, perSecond: 1, delayMs: 1000 } as co
 
 const KEYGATE_OPTIONS = [
   'store', 'prefix', 'hashing', 'bcryptCost', 'pepper', 'cache', 'now', 'storeTimeoutMs', 'hashThreads', 'maxHashQueue', 'failedAttemptLimit',
-  'concurrencyLeaseMs', 'audit', 'usage', 'quotaThresholds', 'webhooks',
+  'concurrencyLeaseMs', 'audit', 'usage', 'quotaThresholds', 'webhooks', 'consistency', 'lease',
 ];
 const CACHE_OPTIONS = ['max', 'ttlMs'];
 const STORE_METHODS = ['insert', 'findById', 'findByKeyPrefix', 'update', 'rotate', 'list', 'consume', 'purge'] as const;
@@ -274,6 +313,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
 
   return {
     ...resolveObservability(input, store as ApiKeyStore),
+    lease: resolveLease(input, store as ApiKeyStore),
     store: store as ApiKeyStore,
     prefix,
     prefixes,
@@ -288,6 +328,29 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxHashQueue,
     failedAttemptLimit,
     concurrencyLeaseMs,
+  };
+}
+
+/** `consistency` and `lease`: leased mode's settings, or `undefined` for exact mode. */
+function resolveLease(input: KeygateOptions, store: ApiKeyStore): LeaseSettings | undefined {
+  const consistency: unknown = input.consistency ?? 'exact';
+  if (consistency !== 'exact' && consistency !== 'leased') throw new TypeError("keygate(): `consistency` must be 'exact' or 'leased'");
+  if (consistency === 'exact') {
+    if (input.lease !== undefined) throw new TypeError("keygate(): `lease` applies only with consistency: 'leased'");
+    return undefined;
+  }
+  if (!implementsAll(store, ['reserve', 'settle'])) {
+    throw new TypeError("keygate(): consistency: 'leased' needs a key store that can reserve uses (reserve and settle); MemoryStore, RedisStore and SqlStore can");
+  }
+  const given: unknown = input.lease ?? {};
+  if (given === null || typeof given !== 'object') throw new TypeError('keygate(): `lease` must be { ttlMs?, maxUnits?, share? }');
+  rejectUnknownOptions(given, ['ttlMs', 'maxUnits', 'share'], 'keygate() lease');
+  const { ttlMs, maxUnits, share } = given as LeaseOptions;
+  if (share !== undefined && (typeof share !== 'number' || !(share > 0 && share <= 1))) throw new TypeError('keygate(): `lease.share` must be a number above 0 and at most 1');
+  return {
+    ttlMs: ttlMs === undefined ? 2_000 : integerOption(ttlMs, 'keygate(): `lease.ttlMs`', 100, 60_000),
+    maxUnits: maxUnits === undefined ? 1_000 : integerOption(maxUnits, 'keygate(): `lease.maxUnits`', 1, 1_000_000),
+    share: share ?? 0.1,
   };
 }
 

@@ -9,7 +9,7 @@ import { refuse, setRateLimitHeaders } from '../http/respond.js';
 import { requestOrigin } from '../policy/origin.js';
 import { normalizeFingerprint } from '../policy/transport.js';
 import { extractCredential } from '../key/extract.js';
-import type { Verifier, VerifyContext } from '../verification/verifier.js';
+import { type Admission, type Refusal, type Verdict, type Verifier, type VerifyContext, isPromise } from '../verification/verifier.js';
 import { type AdmissionMark, admissionOf, markAdmitted } from './admission.js';
 import type { ResolvedAuthenticate } from './authenticate-options.js';
 import { warnIfTrustingEveryProxy } from './trust-proxy-warning.js';
@@ -89,35 +89,46 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       checkedTrustProxy = true;
       warnIfTrustingEveryProxy(req);
     }
-    verifier.verify(found.key, new RequestContext(req, settings)).then((result) => {
-      // Everything up to the hand-over runs guarded, so a fault in keygate reaches the app's error
-      // handler; `next()` itself runs outside, so an error thrown below this middleware is not
-      // mistaken for one of ours (and `next` is never called twice).
-      try {
-        const decision: Decision | undefined = started >= 0 ? { key: result.key, outcome: result.ok ? 'admitted' : (result.error.code as RefusalCode) } : undefined;
-        if (decision) observer.watch(req, res, started, decision);
-        if (!result.ok) {
-          const rateLimit = result.limits && { policyHeader: result.key?.policyHeader, limits: result.limits };
-          return refuse(result.error, req, res, next, style, rateLimit || undefined);
-        }
-        if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
-        // A client already gone holds no slot, and its handler would run for nobody.
-        if (result.release && !holdSlot(req, res, result.release)) return;
-        markAdmitted(req, result.apiKey, {
-          scopes: result.key.scopes,
-          style,
-          owner: verifier,
-          environment: result.key.record.environment,
-          observed: decision,
-          refusedLater,
-        });
-        res.locals.apiKey = result.apiKey;
-      } catch (error) {
-        return next(error);
-      }
-      next();
-    }, next);
+    let verdict: Verdict;
+    try {
+      verdict = verifier.admit(found.key, new RequestContext(req, settings));
+    } catch (error) {
+      return next(error);
+    }
+    // A cached key counted in process (or from a leased unit) is answered now, with no promise.
+    if (isPromise(verdict)) verdict.then((result) => answer(result, req, res, next, started), next);
+    else answer(verdict, req, res, next, started);
   };
+
+  /** Hands the request on, or refuses it, once its verification is decided. */
+  function answer(result: Admission | Refusal, req: Request, res: Response, next: NextFunction, started: number): void {
+    // Everything up to the hand-over runs guarded, so a fault in keygate reaches the app's error
+    // handler; `next()` itself runs outside, so an error thrown below this middleware is not
+    // mistaken for one of ours (and `next` is never called twice).
+    try {
+      const decision: Decision | undefined = started >= 0 ? { key: result.key, outcome: result.ok ? 'admitted' : (result.error.code as RefusalCode) } : undefined;
+      if (decision) observer.watch(req, res, started, decision);
+      if (!result.ok) {
+        const rateLimit = result.limits && { policyHeader: result.key?.policyHeader, limits: result.limits };
+        return refuse(result.error, req, res, next, style, rateLimit || undefined);
+      }
+      if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
+      // A client already gone holds no slot, and its handler would run for nobody.
+      if (result.release && !holdSlot(req, res, result.release)) return;
+      markAdmitted(req, result.apiKey, {
+        scopes: result.key.scopes,
+        style,
+        owner: verifier,
+        environment: result.key.record.environment,
+        observed: decision,
+        refusedLater,
+      });
+      res.locals.apiKey = result.apiKey;
+    } catch (error) {
+      return next(error);
+    }
+    next();
+  }
 }
 
 /**

@@ -28,6 +28,7 @@ import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
 import { storeUnavailable, withDeadline } from './timeout.js';
 import { performance } from 'node:perf_hooks';
 import type { Telemetry } from '../metrics/telemetry.js';
+import { LeaseBook, type LeaseSettings, type LocalLease } from './lease-book.js';
 
 /**
  * A key whose secret verified, with everything the hot path needs precomputed. It is private to
@@ -118,9 +119,14 @@ export interface VerifierSettings {
   bcryptCost: number;
   /** How long a concurrency slot lasts unless released. */
   concurrencyLeaseMs: number;
-  /** Told about every admitted consume (quota thresholds); it must be cheap and never throw. */
+  /** Told about every admitted consume and reservation (quota thresholds); it must be cheap and never throw. */
   afterAdmission?: ((key: VerifiedKey, request: ConsumeRequest, outcome: ConsumeOutcome) => void) | undefined;
+  /** Leased mode's sizing and timing (`consistency: 'leased'`); `undefined`: exact mode, one consume per request. */
+  lease?: LeaseSettings | undefined;
 }
+
+/** What verification answers: at once when nothing had to wait (a cached key on an in-process store, a leased unit), else a promise. */
+export type Verdict = Admission | Refusal | Promise<Admission | Refusal>;
 
 /** Codes a store may throw that are not answers to a request. */
 const NOT_REFUSALS = new Set(['invalid_record', 'invalid_argument', 'not_found', 'already_exists']);
@@ -171,8 +177,21 @@ export class Verifier {
   private readonly leaseSpace = randomBytes(9).toString('base64url');
   private leaseCount = 0;
 
+  /** Leased units of each key, in leased mode. */
+  private readonly leases: LeaseBook | undefined;
+
   constructor(private readonly settings: VerifierSettings) {
     this.cache = new VerificationCache<VerifiedKey>(settings.cache, settings.now);
+    if (settings.lease) {
+      const { storeTimeoutMs } = settings;
+      this.leases = new LeaseBook(
+        settings.lease,
+        (id, request) => withDeadline(() => (this.settings.store.reserve as NonNullable<ApiKeyStore['reserve']>).call(this.settings.store, id, request), storeTimeoutMs, 'to reserve uses'),
+        (id, settlement) => withDeadline(async () => this.settings.store.settle?.(id, settlement), storeTimeoutMs, 'to give back unspent uses'),
+        settings.now,
+        storeTimeoutMs,
+      );
+    }
     this.rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000, perf: { now: settings.now } });
     this.knownGood = new LRUCache<string, true>({ max: KNOWN_GOOD_MAX, ttl: KNOWN_GOOD_TTL_MS, perf: { now: settings.now } });
     this.dummy = dummyHash(settings.hashing, settings.bcryptCost);
@@ -183,6 +202,13 @@ export class Verifier {
     if (id === null) this.cache.clear();
     else this.cache.invalidate(id);
     this.inflight.clear();
+    // Leased units were reserved under the record as it was: give them back, reserve again under the new one.
+    this.leases?.drop(id);
+  }
+
+  /** Gives back every leased unit not spent (leased mode); resolves once the store has them. */
+  async close(): Promise<void> {
+    await this.leases?.close();
   }
 
   /**
@@ -191,8 +217,27 @@ export class Verifier {
    * mistake for a refusal.
    */
   verify(rawKey: string, context: VerifyContext): Promise<Admission | Refusal> {
+    try {
+      return Promise.resolve(this.admit(rawKey, context));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * {@link verify}, answered at once when nothing has to wait: a cached key whose use is counted by
+   * an in-process store (`consumeNow`) or from a leased unit is admitted or refused before this
+   * returns, with no promise. Otherwise a promise, as from `verify`. It throws (or rejects) only on
+   * a fault in keygate itself.
+   */
+  admit(rawKey: string, context: VerifyContext): Verdict {
     const telemetry = this.telemetry;
-    return telemetry === undefined ? this.verifyOnce(rawKey, context, undefined) : this.verifyMeasured(rawKey, context, telemetry);
+    if (telemetry === undefined) return this.decide(rawKey, context, undefined);
+    const started = performance.now();
+    const trace = { cold: false };
+    const verdict = this.decide(rawKey, context, trace);
+    if (!isPromise(verdict)) return this.measured(telemetry, started, trace, verdict);
+    return verdict.then((result) => this.measured(telemetry, started, trace, result));
   }
 
   /**
@@ -211,47 +256,71 @@ export class Verifier {
     this.settings.store = store;
   }
 
-  private async verifyMeasured(rawKey: string, context: VerifyContext, telemetry: Telemetry): Promise<Admission | Refusal> {
-    const started = performance.now();
-    const trace = { cold: false };
-    const result = await this.verifyOnce(rawKey, context, trace);
+  private measured(telemetry: Telemetry, started: number, trace: { cold: boolean }, result: Admission | Refusal): Admission | Refusal {
     telemetry.verification.observe(trace.cold ? 'cold' : 'warm', (performance.now() - started) / 1_000);
     telemetry.decisions.inc(result.ok ? 'admitted' : result.error.code);
     return result;
   }
 
-  private async verifyOnce(rawKey: string, context: VerifyContext, trace: { cold: boolean } | undefined): Promise<Admission | Refusal> {
+  /** The pipeline: synchronous up to the first step that has to wait (a store lookup, a consume over I/O, a reservation). */
+  private decide(rawKey: string, context: VerifyContext, trace: { cold: boolean } | undefined): Verdict {
+    let verdict: Verdict;
     try {
       if (rawKey.length > MAX_KEY_LENGTH) return { ok: false, error: refusalError('malformed_api_key') };
       // The digest first: a cached key was parsed when it was verified, so the warm path skips the
       // format and checksum work. Anything not cached is parsed before any store call.
       const digest = keyDigest(rawKey);
-      let key = this.cache.get(digest);
+      const key = this.cache.get(digest);
       if (trace) this.telemetry?.cache.inc(key ? 'hit' : 'miss');
-      if (!key) {
-        if (trace) trace.cold = true;
-        const parsed = parseKey(rawKey, this.settings.prefixes);
-        if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
-        const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
-        if (!found) return { ok: false, error: refusalError('invalid_api_key') };
-        key = found;
-      }
-      const now = this.settings.now();
-      const refused = this.checkPolicies(key, context, now);
-      if (refused) return { ok: false, error: refused, key };
-      if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
-      return await this.consume(key, now);
+      verdict = key ? this.decideFor(key, context) : this.decideCold(digest, rawKey, context, trace);
     } catch (error) {
-      // Every store call goes through withDeadline, so a store failure is a KeygateError by now. Any
-      // other error is a fault in keygate itself or in what the app gave it (a bug, a clock that
-      // throws, a hashing thread that died): it surfaces as what it is, never as a 503 that hides it.
-      if (!isKeygateError(error)) throw error;
-      // A store answering with a record or counters keygate cannot use fails closed.
-      if (NOT_REFUSALS.has(error.code)) return { ok: false, error: storeUnavailable('verification failed', error) };
-      const delayMs = this.settings.failureBudget?.delayMs ?? 0;
-      if (error.code === 'too_many_failed_attempts' && delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-      return { ok: false, error };
+      return this.failure(error);
     }
+    return isPromise(verdict) ? verdict.then(undefined, (error: unknown) => this.failure(error)) : verdict;
+  }
+
+  private async decideCold(digest: string, rawKey: string, context: VerifyContext, trace: { cold: boolean } | undefined): Promise<Admission | Refusal> {
+    if (trace) trace.cold = true;
+    const parsed = parseKey(rawKey, this.settings.prefixes);
+    if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
+    const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
+    if (!found) return { ok: false, error: refusalError('invalid_api_key') };
+    return this.decideFor(found, context);
+  }
+
+  /** The policies, then the count, for a key whose secret verified. */
+  private decideFor(key: VerifiedKey, context: VerifyContext): Verdict {
+    const now = this.settings.now();
+    const refused = this.checkPolicies(key, context, now);
+    if (refused) return { ok: false, error: refused, key };
+    if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
+    if (key.record.maxConcurrent === null) {
+      // A concurrency slot is one request's: keys with maxConcurrent always consume, one by one.
+      if (this.leases) return this.spendLeased(key, now);
+      const store = this.settings.store;
+      if (store.consumeNow) {
+        const request: ConsumeRequest = { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit };
+        return this.counted(key, request, store.consumeNow(key.id, request), now);
+      }
+    }
+    return this.consume(key, now);
+  }
+
+  /**
+   * A thrown error as an answer. Every store call goes through withDeadline, so a store failure is
+   * a KeygateError by now. Any other error is a fault in keygate itself or in what the app gave it
+   * (a bug, a clock that throws, a hashing thread that died): it surfaces as what it is, never as a
+   * 503 that hides it.
+   */
+  private failure(error: unknown): Refusal | Promise<Refusal> {
+    if (!isKeygateError(error)) throw error;
+    // A store answering with a record or counters keygate cannot use fails closed.
+    if (NOT_REFUSALS.has(error.code)) return { ok: false, error: storeUnavailable('verification failed', error) };
+    const delayMs = this.settings.failureBudget?.delayMs ?? 0;
+    if (error.code === 'too_many_failed_attempts' && delayMs > 0) {
+      return new Promise((resolve) => setTimeout(() => resolve({ ok: false, error }), delayMs));
+    }
+    return { ok: false, error };
   }
 
   /**
@@ -301,6 +370,39 @@ export class Verifier {
     return undefined;
   }
 
+  /** Leased mode: a unit of the key's lease at once, else one reserved first. */
+  private spendLeased(key: VerifiedKey, now: number): Verdict {
+    const leases = this.leases as LeaseBook;
+    const lease = leases.take(key.id, now);
+    if (lease) return this.leasedAdmission(key, lease, now);
+    return leases.reserve(key).then((reserved) => {
+      if (reserved !== null && 'lease' in reserved) return this.leasedAdmission(key, reserved, this.settings.now());
+      return this.counted(key, { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, reserved, now);
+    });
+  }
+
+  /**
+   * An admission from a leased unit. Its figures are the store's at the reservation plus the units
+   * this process still holds: what is left counts what other processes used up to then, not since.
+   */
+  private leasedAdmission(key: VerifiedKey, lease: LocalLease, now: number): Admission {
+    const reserved = lease.outcome;
+    const left = lease.left;
+    if (left === reserved.granted - 1) this.settings.afterAdmission?.(key, lease.request, reserved);
+    refreshPolicyHeader(key, now);
+    const outcome: ConsumeOutcome = { admitted: true, useCount: reserved.useCount - left };
+    if (reserved.minuteCount !== undefined) outcome.minuteCount = reserved.minuteCount - left;
+    if (reserved.hourCount !== undefined) outcome.hourCount = reserved.hourCount - left;
+    if (reserved.dayCount !== undefined) outcome.dayCount = reserved.dayCount - left;
+    if (reserved.monthCount !== undefined) outcome.monthCount = reserved.monthCount - left;
+    if (reserved.tokens !== undefined) outcome.tokens = reserved.tokens + left;
+    if (reserved.countedAt !== undefined && reserved.countedAt > now) outcome.countedAt = reserved.countedAt;
+    const apiKey = toApiKey(key.record, now);
+    apiKey.useCount = outcome.useCount;
+    apiKey.lastUsedAt = new Date(now);
+    return { ok: true, apiKey, limits: describeLimits({ now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, outcome), key };
+  }
+
   private async consume(key: VerifiedKey, now: number): Promise<Admission | Refusal> {
     const { store, storeTimeoutMs } = this.settings;
     const request: ConsumeRequest = {
@@ -326,6 +428,11 @@ export class Verifier {
       if (request.concurrency) void this.release(key.id, request.concurrency.lease);
       throw error;
     }
+    return this.counted(key, request, outcome, now);
+  }
+
+  /** The answer to a consume's (or a refused reservation's) outcome. */
+  private counted(key: VerifiedKey, request: ConsumeRequest, outcome: ConsumeOutcome | null, now: number): Admission | Refusal {
     if (!outcome) {
       // The record vanished behind the cache's back: treat the key as unknown from now on.
       this.invalidate(key.id);
@@ -484,6 +591,11 @@ function refreshPolicyHeader(key: VerifiedKey, now: number): void {
   if (now < key.policyHeaderUntil) return;
   key.policyHeader = rateLimitPolicyHeader(key.record.rateLimit, now);
   key.policyHeaderUntil = policyHeaderValidUntil(key.record.rateLimit, now);
+}
+
+/** Whether a verdict has to be waited for (the verifier's own promises are native ones). */
+export function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return value instanceof Promise;
 }
 
 /** A context value given as itself or as a function computing it on demand. */
