@@ -2,20 +2,34 @@
  * One benchmark server: builds the variant named by BENCH_VARIANT (see variants.mjs), serves
  * `GET /` on 127.0.0.1 (a free port), and talks to the runner over the IPC channel:
  *
- *   child → parent: { type: 'ready', port, key, wrongKey, info } | { type: 'skip', reason } | { type: 'error', message }
+ *   child → parent: { type: 'ready', port, key, wrongKey, info, threadsAtStart } | { type: 'skip', reason } | { type: 'error', message }
  *   parent → child: { type: 'counted' } → { type: 'counted', value, stats }
  *                   { type: 'profile-start', intervalUs } / { type: 'profile-stop', path } → { type: 'profile', path }
  *                   { type: 'stop' }    → closes everything and exits (a --cpu-prof profile is written then)
  *
  * It exits by itself when the runner goes away (IPC disconnect) or after BENCH_MAX_LIFETIME_MS.
  */
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import express from 'express';
 import { benchOptions } from './lib/keys.mjs';
 import { SkipVariant, variantNamed } from './variants.mjs';
 
 const BODY = { ok: true, service: 'bench' };
+
+/**
+ * This process's thread ids once its modules are loaded and before the variant is built: the
+ * runner tells the threads the variant starts later (keygate's bcrypt hashing pool) from Node's
+ * own by this list, as every thread of a Node 20 process is named "node". Empty off Linux.
+ */
+function ownThreadIds() {
+  try {
+    return readdirSync('/proc/self/task').map(Number);
+  } catch {
+    return [];
+  }
+}
+const threadsAtStart = ownThreadIds();
 const lifetime = Number(process.env.BENCH_MAX_LIFETIME_MS ?? 15 * 60_000);
 
 function send(message) {
@@ -86,7 +100,7 @@ async function main() {
   });
 
   ctx.info.heapUsedMB = Math.round(process.memoryUsage().heapUsed / 1e6);
-  send({ type: 'ready', port: server.address().port, key: built.key, wrongKey: built.wrongKey, body: BODY, info: ctx.info });
+  send({ type: 'ready', port: server.address().port, key: built.key, wrongKey: built.wrongKey, body: BODY, info: ctx.info, threadsAtStart });
 }
 
 main().catch((error) => {

@@ -1,7 +1,7 @@
 /**
  * Every server the benchmark measures, in ONE place. Adding a server kind = adding one entry here.
  *
- * An entry is `{ name, group, label, needs, auth, build }`:
+ * An entry is `{ name, group, label, needs, auth, peer, countsAhead, build }`:
  * - `group`: `main` (the comparison table), `slow` (measured once, with its own durations),
  *   `scale` (1M keys vs 10), or `diagnostic` (not run by default: name them with `--only` to see
  *   what one feature costs).
@@ -10,6 +10,9 @@
  *   store: `ctx.peerKey` (what the other servers accept) and `ctx.strangerKey` (known to no server).
  * - `auth`: true when the variant authenticates, so a wrong key must be refused (401): checked
  *   before measuring, so a variant that lets everything through cannot post a number.
+ * - `peer`: true for what users would pick instead of keygate (the targets compare with these).
+ * - `countsAhead`: how far the variant's counter may legitimately run ahead of the requests it
+ *   answered (leased mode counts reserved units); without it the count must match exactly.
  * - `build(ctx)`: runs in the server child process (bench/server.mjs), pinned to the server core.
  *   It imports its own dependencies (so the parent never loads them) and returns
  *   `{ middleware: RequestHandler[], key, wrongKey?, counted(): Promise<number>, close?(), info? }`.
@@ -25,16 +28,28 @@ import { PEPPER, PREFIX, REQUIRED_SCOPES, fillStore, importKeygate, keySettings,
 /** Thrown by `build` when a variant cannot run here; the row reports the reason. */
 export class SkipVariant extends Error {}
 
-/** A keygate server: one `authenticate({ scopes })` in front of the route, a fully configured key. */
+/**
+ * A keygate server: one `authenticate({ scopes })` in front of the route, a fully configured key.
+ * A build that does not take one of `options` (a feature not built yet, or an older `--ref`)
+ * makes the variant a skipped row that says so, not a failed run.
+ */
 async function keygateVariant(ctx, { store, close, hashing, cache, fillerKeys = 0, stats, settings = keySettings(), authenticate = {}, options = {} }) {
   const keygateModule = await importKeygate(ctx.dist);
-  const keys = keygateModule.keygate({
-    store,
-    prefix: PREFIX,
-    ...(hashing ? { hashing, pepper: PEPPER } : {}),
-    ...(cache === undefined ? {} : { cache }),
-    ...options,
-  });
+  let keys;
+  try {
+    keys = keygateModule.keygate({
+      store,
+      prefix: PREFIX,
+      ...(hashing ? { hashing, pepper: PEPPER } : {}),
+      ...(cache === undefined ? {} : { cache }),
+      ...options,
+    });
+  } catch (error) {
+    // keygate() names an option it does not know: "keygate(): unsupported option `consistency`".
+    const missing = error instanceof TypeError ? Object.keys(options).find((name) => error.message.includes(`unsupported option \`${name}\``)) : undefined;
+    if (missing) throw new SkipVariant(`this keygate build has no \`${missing}\` option (${error.message})`);
+    throw error;
+  }
   const { key, apiKey } = await keys.create(settings);
   if (fillerKeys > 0) {
     const started = performance.now();
@@ -71,16 +86,63 @@ function countCalls(object, method) {
   return () => ({ ...counter });
 }
 
-/** A variant on a fresh ioredis client: `build(client)`, plus the client's command count and its closing. */
-async function onRedis(ctx, build) {
+/**
+ * A variant on a fresh ioredis client (with `clientOptions` added to the bench's own): `build(client)`,
+ * plus the client's command count and its closing. With `enableAutoPipelining` every command
+ * still goes through `sendCommand` (the pipeline's flush calls it), so the count stays per command.
+ */
+async function onRedis(ctx, build, clientOptions = {}) {
   if (!ctx.redisUrl) throw new SkipVariant('no redis-server');
   const { default: Redis } = await import('ioredis');
-  const client = new Redis(ctx.redisUrl, { autoResendUnfulfilledCommands: false, lazyConnect: true });
+  const client = new Redis(ctx.redisUrl, { autoResendUnfulfilledCommands: false, lazyConnect: true, ...clientOptions });
   await client.connect();
   const stats = countCalls(client, 'sendCommand');
   const close = () => client.quit();
   return { stats, close, ...(await build(client, { stats, close })) };
 }
+
+/** keygate on a RedisStore over a fresh ioredis client: `clientOptions` for ioredis, `options` for keygate(). */
+async function keygateOnRedis(ctx, { clientOptions = {}, options = {} } = {}) {
+  const { RedisStore } = await importKeygate(ctx.dist, 'redis');
+  return onRedis(
+    ctx,
+    (client, { stats, close }) => keygateVariant(ctx, { store: new RedisStore({ client, keyPrefix: `bench:${process.pid}:` }), stats, close, options }),
+    clientOptions,
+  );
+}
+
+/** keygate on a SqlStore over a pg Pool on the run's PostgreSQL, `options` for keygate(). */
+async function keygateOnPostgres(ctx, { options = {} } = {}) {
+  if (!ctx.postgresUrl) throw new SkipVariant(ctx.postgresSkip ?? 'no PostgreSQL');
+  const { default: pg } = await import('pg');
+  const pool = new pg.Pool({ connectionString: ctx.postgresUrl, max: 10, statement_timeout: 5_000 });
+  pool.on('error', () => undefined);
+  let store;
+  try {
+    const { SqlStore } = await importKeygate(ctx.dist, 'sql');
+    store = new SqlStore({ dialect: 'postgres', client: pool });
+    await store.migrate();
+  } catch (error) {
+    await pool.end();
+    throw new SkipVariant(`SqlStore not available (${error.message})`);
+  }
+  return keygateVariant(ctx, { store, stats: countCalls(pool, 'query'), close: () => pool.end(), options });
+}
+
+/**
+ * Leased mode (`consistency: 'leased'`) counts a key's uses in the store when a process reserves
+ * them, not when it spends them: `useCount` runs ahead of the requests answered by at most the
+ * lease one process holds (its size adapts to the request rate and is capped), and never falls
+ * behind them (that would be an over-admission, or a request the middleware did not count). With
+ * one server process the runner checks, from the server's first request on, answered ≤ growth of
+ * useCount ≤ answered + this bound; not per measurement, as a lease reserved before a measurement
+ * pays for requests inside it, so a measurement alone can count fewer than it answered. The bound
+ * is generous on purpose (a lease is capped far below it): it catches a counter that counts
+ * something else, not a lease size.
+ */
+const LEASE_BOUND = 10_000;
+
+const LEASED = { consistency: 'leased' };
 
 /** A hand-written principal for the peers, looked up by key (or by its digest). */
 const principal = () => ({ id: 'user_42', scopes: ['leads:read', 'leads:write'] });
@@ -178,10 +240,26 @@ export const VARIANTS = [
     label: 'keygate, RedisStore (ioredis), warm path',
     needs: ['redis'],
     auth: true,
-    async build(ctx) {
-      const { RedisStore } = await importKeygate(ctx.dist, 'redis');
-      return onRedis(ctx, (client, { stats, close }) => keygateVariant(ctx, { store: new RedisStore({ client, keyPrefix: `bench:${process.pid}:` }), stats, close }));
-    },
+    build: (ctx) => keygateOnRedis(ctx),
+  },
+  {
+    // Issue 14: under 50 connections many EVALSHAs are in flight at once; ioredis can batch the
+    // ones issued in the same tick into one write.
+    name: 'keygate-redis-autopipeline',
+    group: 'main',
+    label: 'keygate-redis over an ioredis client with enableAutoPipelining: true',
+    needs: ['redis'],
+    auth: true,
+    build: (ctx) => keygateOnRedis(ctx, { clientOptions: { enableAutoPipelining: true } }),
+  },
+  {
+    name: 'keygate-redis-leased',
+    group: 'main',
+    label: "keygate-redis with consistency: 'leased' (uses reserved in batches, spent locally)",
+    needs: ['redis'],
+    auth: true,
+    countsAhead: LEASE_BOUND,
+    build: (ctx) => keygateOnRedis(ctx, { options: LEASED }),
   },
   {
     name: 'keygate-postgres',
@@ -189,22 +267,16 @@ export const VARIANTS = [
     label: 'keygate, SqlStore on PostgreSQL (pg Pool), warm path',
     needs: ['postgres'],
     auth: true,
-    async build(ctx) {
-      if (!ctx.postgresUrl) throw new SkipVariant(ctx.postgresSkip ?? 'no PostgreSQL');
-      const { default: pg } = await import('pg');
-      const pool = new pg.Pool({ connectionString: ctx.postgresUrl, max: 10, statement_timeout: 5_000 });
-      pool.on('error', () => undefined);
-      let store;
-      try {
-        const { SqlStore } = await importKeygate(ctx.dist, 'sql');
-        store = new SqlStore({ dialect: 'postgres', client: pool });
-        await store.migrate();
-      } catch (error) {
-        await pool.end();
-        throw new SkipVariant(`SqlStore not available (${error.message})`);
-      }
-      return keygateVariant(ctx, { store, stats: countCalls(pool, 'query'), close: () => pool.end() });
-    },
+    build: (ctx) => keygateOnPostgres(ctx),
+  },
+  {
+    name: 'keygate-postgres-leased',
+    group: 'main',
+    label: "keygate-postgres with consistency: 'leased' (uses reserved in batches, spent locally)",
+    needs: ['postgres'],
+    auth: true,
+    countsAhead: LEASE_BOUND,
+    build: (ctx) => keygateOnPostgres(ctx, { options: LEASED }),
   },
   {
     name: 'keygate-sha256-nocache',
@@ -218,6 +290,7 @@ export const VARIANTS = [
   {
     name: 'passport-headerapikey',
     group: 'main',
+    peer: true,
     label: 'passport + passport-headerapikey, key looked up in a Map',
     auth: true,
     async build(ctx) {
@@ -244,12 +317,14 @@ export const VARIANTS = [
   {
     name: 'express-rate-limit-memory',
     group: 'main',
+    peer: true,
     label: 'express-rate-limit keyed by the key, MemoryStore (no authentication)',
     build: (ctx) => expressRateLimit(ctx),
   },
   {
     name: 'express-rate-limit-redis',
     group: 'main',
+    peer: true,
     label: 'express-rate-limit keyed by the key, rate-limit-redis (ioredis)',
     needs: ['redis'],
     async build(ctx) {
@@ -262,6 +337,7 @@ export const VARIANTS = [
   {
     name: 'rate-limiter-flexible-memory',
     group: 'main',
+    peer: true,
     label: 'rate-limiter-flexible RateLimiterMemory keyed by the key, as middleware (no authentication)',
     async build(ctx) {
       const { RateLimiterMemory } = await import('rate-limiter-flexible');
@@ -271,6 +347,7 @@ export const VARIANTS = [
   {
     name: 'rate-limiter-flexible-redis',
     group: 'main',
+    peer: true,
     label: 'rate-limiter-flexible RateLimiterRedis (ioredis) keyed by the key, as middleware',
     needs: ['redis'],
     async build(ctx) {
@@ -283,6 +360,7 @@ export const VARIANTS = [
   {
     name: 'hand-cached-sha256',
     group: 'main',
+    peer: true,
     label: 'hand-written auth: sha256 digest of the key looked up in a Map',
     auth: true,
     build: (ctx) => {
@@ -301,6 +379,7 @@ export const VARIANTS = [
   {
     name: 'hand-bcrypt-per-request',
     group: 'slow',
+    peer: true,
     label: 'hand-written auth: bcryptjs compare (cost 10) on every request',
     auth: true,
     async build(ctx) {

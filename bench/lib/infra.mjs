@@ -208,13 +208,22 @@ export function cpuSince(snapshot) {
   return { elapsedMs, coreBusyPct: busy, ours, foreign, unexplained };
 }
 
-/** CPU milliseconds per thread name (comm) of a process: main thread, V8 GC/compiler helpers, workers. */
-export function threadCpuMs(pid) {
+/** Label of the threads a server started after it began (see `threadCpuMs`). */
+export const LATER_THREADS = 'threads started by the variant';
+
+/**
+ * CPU milliseconds per thread name (comm) of a process: main thread, V8 GC/compiler helpers,
+ * workers. Threads not in `atStart` (the thread ids the server had when bench/server.mjs began,
+ * before the variant was built) are summed under LATER_THREADS: on Linux every Node thread is
+ * called "node", and for keygate those later threads are its bcrypt hashing pool.
+ */
+export function threadCpuMs(pid, atStart = null) {
   const byName = {};
+  const before = atStart ? new Set(atStart.map(Number)) : null;
   for (const tid of entries(`/proc/${pid}/task`)) {
     try {
       const { name, ms } = readStat(`/proc/${pid}/task/${tid}/stat`);
-      const label = Number(tid) === pid ? 'main thread' : name;
+      const label = Number(tid) === pid ? 'main thread' : before && !before.has(Number(tid)) ? LATER_THREADS : name;
       byName[label] = (byName[label] ?? 0) + ms;
     } catch {
       // thread ended
@@ -231,4 +240,38 @@ export function threadCpuPct(before, after, elapsedMs) {
     if (pct >= 0.05) out[name] = Math.round(pct * 10) / 10;
   }
   return out;
+}
+
+// Placing single threads of a process (the wrong-secret flood's second placement).
+
+/** Thread ids (TIDs) of a process now, or none when it is gone or this is not Linux. */
+export function threadIds(pid) {
+  return entries(`/proc/${pid}/task`).map(Number);
+}
+
+/**
+ * Threads of a server process that did not exist when bench/server.mjs began (`atStart`, sent in
+ * its ready message): on Node 20 every thread is named "node", so names cannot tell keygate's
+ * bcrypt worker threads apart; the moment they appeared can. The server's own threads (V8's
+ * platform workers, libuv's pool, the inspector) exist once its modules are loaded, and a keygate
+ * build starts its hashing pool on its first bcrypt call (keys.create of the bench key).
+ */
+export function threadsStartedAfter(pid, atStart) {
+  const before = new Set(atStart.map(Number));
+  return threadIds(pid).filter((tid) => tid !== pid && !before.has(tid));
+}
+
+/** Moves one thread (by TID) to `core` with `taskset -p`; throws with taskset's own words when it cannot. */
+export function pinThread(plan, tid, core) {
+  const result = spawnSync(plan.taskset, ['-p', '-c', String(core), String(tid)], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`taskset -p -c ${core} ${tid} failed: ${(result.stderr || result.stdout || `status ${result.status}`).trim()}`);
+}
+
+/** The cores a thread may run on, as the kernel says (`Cpus_allowed_list`: "0", "1", "0-1"), or null. */
+export function threadCores(pid, tid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1] ?? null;
+  } catch {
+    return null;
+  }
 }

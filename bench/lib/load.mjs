@@ -148,7 +148,7 @@ export function summarize(result) {
 export async function measure(server, { key, connections, warmupS, seconds }) {
   const warm = warmupS > 0 ? summarize(await load({ url: server.url, key, connections, seconds: warmupS })) : null;
   const serverCpu0 = processCpuMs(server.pid);
-  const threads0 = threadCpuMs(server.pid);
+  const threads0 = threadCpuMs(server.pid, server.ready.threadsAtStart);
   const ownCpu0 = process.cpuUsage();
   const cpu0 = cpuSnapshot();
   const result = await load({ url: server.url, key, connections, seconds });
@@ -161,8 +161,9 @@ export async function measure(server, { key, connections, warmupS, seconds }) {
   // What disturbs a measurement: visible foreign processes, or unexplained CPU beyond a margin.
   stats.foreignCpuPct = Math.max(cpu.foreign, cpu.unexplained - 10);
   stats.serverCpuPct = (100 * (processCpuMs(server.pid) - serverCpu0)) / cpu.elapsedMs;
-  // Which threads of the server used the core: the main thread, V8's GC/compiler helpers, workers.
-  stats.serverThreadsCpuPct = threadCpuPct(threads0, threadCpuMs(server.pid), cpu.elapsedMs);
+  // Which threads of the server used the CPU: the main thread, V8's GC/compiler helpers, and the
+  // threads the variant started (keygate's hashing pool).
+  stats.serverThreadsCpuPct = threadCpuPct(threads0, threadCpuMs(server.pid, server.ready.threadsAtStart), cpu.elapsedMs);
   stats.loadCpuPct = (100 * (own.user + own.system)) / 1000 / cpu.elapsedMs;
   stats.warmupOk = warm?.ok ?? 0;
   stats.warmupRps = warm?.rps ?? null;
