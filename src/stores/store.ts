@@ -190,8 +190,8 @@ export interface ApiKeyStore {
    * as `decideReservation` (`policy/reservation.ts`) decides it: the grant is the smallest of
    * `units`, the uses left, each quota's room in its current window and the whole tokens of the
    * bucket, the bucket refilling only up to its capacity minus the tokens of the key's live holds.
-   * Admitted, the grant is counted (useCount, every window, the bucket, `lastUsedAt` at the
-   * counting instant) and kept as a hold (lease: until = at + leaseMs, units, tokens, at), lapsed
+   * Admitted, the grant is counted (useCount, every window, the bucket; `lastUsedAt` is
+   * `request.now`, as for a consume) and kept as a hold (lease: until = at + leaseMs, units, tokens, at), lapsed
    * holds dropped, all in the same atomic step; refused, nothing changes. Returns `null` for an
    * unknown id. Holds are removed with their record by `purge`.
    */

@@ -1,8 +1,8 @@
 /**
  * Soft delete and purge in RedisStore, observed on real servers (see the header comment of
  * src/stores/redis/redis-store.ts); the store contract covers what every store does:
- * - on both deployments: a purge removes every key of a record (record, leases, keyPrefix index,
- *   list entries, deleted-set member) and nothing else; a record deleted again keeps its first
+ * - on both deployments: a purge removes every key of a record (record, leases, holds, keyPrefix
+ *   index, list entries, deleted-set member) and nothing else; a record deleted again keeps its first
  *   `deletedAt` and a single deleted-set member; a record deleted exactly at `deletedBefore` stays;
  *   a reader racing a purge never finds an index entry naming a record that is gone; a `deletedAt`
  *   edited by hand into something unreadable fails closed; a record hash written before
@@ -41,6 +41,11 @@ function deletedMember(at: number, id: string): string {
 /** A consume with a concurrency claim, so the record gets a leases key. */
 function claimed(now: number, lease: string) {
   return { now, maxUses: null, rateLimit: null, concurrency: { limit: 5, lease, leaseMs: 60_000 } };
+}
+
+/** A reservation of leased mode, so the record gets a holds key. */
+function reservation(now: number, lease: string) {
+  return { now, maxUses: null, rateLimit: { perSecond: 10 }, units: 3, lease, leaseMs: 60_000 };
 }
 
 async function rejection(operation: Promise<unknown>): Promise<Error> {
@@ -82,7 +87,7 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
       return keyspaceOf(context.nodes(), `${ns}*`);
     }
 
-    it('purge removes every key of the record (record, leases, index, lists, deleted member) and nothing else', async () => {
+    it('purge removes every key of the record (record, leases, holds, index, lists, deleted member) and nothing else', async () => {
       const redisStore = store();
       const owners = { ownerId: 'o-1', tenantId: 't-1' };
       const survivor = testRecord(NOW - DAY, { ...owners, maxConcurrent: 5 });
@@ -90,6 +95,7 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
       await redisStore.insert(survivor);
       await redisStore.insert(deletedLater);
       await redisStore.consume(survivor.id, claimed(NOW - DAY, 'survivor-lease'));
+      await redisStore.reserve(survivor.id, reservation(NOW - DAY, 'survivor-hold'));
       const before = await keyspace();
 
       const victim = testRecord(NOW - DAY, { ...owners, maxConcurrent: 5 });
@@ -97,6 +103,7 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
       await redisStore.insert(victim);
       await redisStore.insert(insertedDeleted);
       await redisStore.consume(victim.id, claimed(NOW - DAY, 'victim-lease'));
+      await redisStore.reserve(victim.id, reservation(NOW - DAY, 'victim-hold'));
       await redisStore.update(victim.id, deletion(NOW - SECOND));
       const during = await keyspace();
       for (const record of [victim, insertedDeleted]) {
@@ -104,6 +111,8 @@ function describeDeletePurge(deployment: string, setUp: () => Deployment): void 
         expect(during[indexKey(record.keyPrefix)]).toBe(record.id);
       }
       expect(during[`${recordKey(victim.id)}:leases`]).toBeDefined();
+      expect(during[`${recordKey(victim.id)}:holds`]).toBeDefined();
+      expect(during[`${recordKey(survivor.id)}:holds`]).toBeDefined();
       expect(during[`${ns}deleted`]).toEqual(
         [deletedMember(NOW - DAY, insertedDeleted.id), deletedMember(NOW - SECOND, victim.id), deletedMember(NOW + DAY, deletedLater.id)]
           .sort()

@@ -494,10 +494,11 @@ function describeObservability(deployment: string, setUp: () => Deployment): voi
         // Declared: only today (yesterday was added since the caller read the days).
         expect(await client.keygateReadUsageV1!(2, daysKey, dayKey(TODAY), String(TODAY - 5), String(TODAY), String(TODAY))).toBe('changed');
         const before = await keyspace();
-        const purgeRecord = client.keygatePurgeRecordV2!(
-          4,
+        const purgeRecord = client.keygatePurgeRecordV3!(
+          5,
           `${ns}key:{${record.id}}`,
           `${ns}key:{${record.id}}:leases`,
+          `${ns}key:{${record.id}}:holds`,
           daysKey,
           dayKey(TODAY),
           String(NOW),

@@ -23,7 +23,7 @@ describeWithRedis('RedisStore contract', () => {
 
   describeStoreContract('RedisStore', {
     create: () => new RedisStore({ client, keyPrefix: `contract${++namespace}:` }),
-    capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true },
+    capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true, leases: true },
     // A few hundred sequences cost well under a second here (KEYGATE_AGREEMENT_RUNS overrides).
     agreement: { numRuns: 200 },
   });

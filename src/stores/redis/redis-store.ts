@@ -1,7 +1,8 @@
 /**
  * The Redis store: keys and exact counters shared by every process that uses the same Redis, with
  * ioredis (standalone or Cluster). The warm path of an admitted request is one EVALSHA (and, for
- * a key with `maxConcurrent`, one ZREM when its response ends).
+ * a key with `maxConcurrent`, one ZREM when its response ends); in leased mode, one EVALSHA per
+ * batch of uses reserved and one when the batch is settled.
  *
  * Layout (`ns` is the `keyPrefix` option, default `keygate:`):
  * - `ns key:{<id>}`: the record, one hash field per record field, plus its counters (`c:*`).
@@ -9,6 +10,13 @@
  *   lease ids scored by the instant each lapses, with an expiry a little past its newest lease.
  *   Same hash tag as the record, so the same slot: everything one consume touches is in these
  *   two keys, and each script on them is atomic on a Cluster too.
+ * - `ns key:{<id>}:holds`: the record's holds of leased mode (capability `leases`), reservations
+ *   not yet settled: a hash, field = the reservation's lease, value = `until,units,tokens,at`
+ *   (the instant it lapses on the counting clock, the units and bucket tokens granted, the instant
+ *   it counted at), each number written with `%.17g` so it reads back exactly; with an expiry a day
+ *   past its newest hold (HOLDS_TTL_MARGIN_MS), which only collects the holds of a key nobody
+ *   reserves any more. Same hash tag as the record, so a reservation or a settlement is one script
+ *   on a Cluster too. The hash goes with its last hold.
  * - `ns kp:<keyPrefix>`: the id of the record with that keyPrefix (lookup index).
  * - `ns list`, `ns list:owner:<ownerId>`, `ns list:tenant:<tenantId>`: sorted sets of
  *   `<createdAt>:<id>` members for keyset pagination. A deleted record stays in them until it is
@@ -53,6 +61,14 @@
  * with respect to every other command from any process:
  * - consume: deadline, lifecycle and limits checked and counted together, and the concurrency
  *   lease (for a key with `maxConcurrent`) counted and taken in the same step;
+ * - reserve (leased mode): deadline, lifecycle, the grant (`decideReservation`: units, uses left,
+ *   each quota's room, the bucket's whole tokens refilled only up to its capacity minus the tokens
+ *   of live holds), the counters it is counted in, the lapsed holds dropped and the new hold
+ *   written; a refusal writes nothing;
+ * - settle (leased mode): the hold looked up, the unspent units given back (`decideSettlement`:
+ *   useCount, the windows still current, the bucket while the hold is live) and the hold removed
+ *   with every lapsed one; without the hold, nothing. Neither reserve nor settle changes
+ *   `updatedAt` or publishes: they are uses of a key, not changes to it;
  * - update: the "a revoked key stays revoked" check, the revocation stamp (`revokedAt` = the
  *   earlier of the stored one and `updatedAt`), the "deleted once" rule (a stored `deletedAt`
  *   stays), the write and its invalidation message.
@@ -88,10 +104,10 @@
  * - insert of a record already deleted: its deleted-set member in the insert script;
  * - purge, per record: the record is read (HGETALL, for the keyPrefix, owner, tenant and createdAt
  *   that name its other keys) with its usage days set (the same round trip), then one script judges
- *   it as stored (`deletedAt` before `deletedBefore`) and removes the record, its leases, its usage
- *   (days set and day hashes), its index entry, its list entries and its deleted-set member, with
- *   the invalidation message; or nothing (and is sent again with the days read again when a flush
- *   added a day in between).
+ *   it as stored (`deletedAt` before `deletedBefore`) and removes the record, its leases, its
+ *   holds, its usage (days set and day hashes), its index entry, its list entries and its
+ *   deleted-set member, with the invalidation message; or nothing (and is sent again with the days
+ *   read again when a flush added a day in between).
  * A single round trip each (a purge: two per record), so a process dying mid-call leaves either
  * everything or nothing.
  * (A rotation whose old record holds another owner or tenant than the caller read, which only an
@@ -118,12 +134,12 @@
  *   removed; one whose record is not deleted, or whose `deletedAt` cannot be read, stays);
  *   (1) the invalidation message, before any write, so that a client refused PUBLISH removes
  *   nothing; (2) the index entry, only while it names this id (compare-and-delete script);
- *   (3) the list entries; (4) the record, its leases and its usage (one slot: days set and day
- *   hashes, as read with the record in (0), and read again should a flush have added a day), by a
- *   script that judges the record again as stored and publishes; (5) the deleted-set member. The index goes before the
- *   record: between (2) and (4) the record exists without its index entry, so findByKeyPrefix
- *   answers null for a key being purged, never an index entry pointing nowhere, and findById still
- *   finds it, deleted. Should (4) keep the record after all (only an edit by hand can make a
+ *   (3) the list entries; (4) the record, its leases, its holds and its usage (one slot: days set
+ *   and day hashes, as read with the record in (0), and read again should a flush have added a
+ *   day), by a script that judges the record again as stored and publishes; (5) the deleted-set
+ *   member. The index goes before the record: between (2) and (4) the record exists without its
+ *   index entry, so findByKeyPrefix answers null for a key being purged, never an index entry
+ *   pointing nowhere, and findById still finds it, deleted. Should (4) keep the record after all (only an edit by hand can make a
  *   deleted record not purgeable), (2) and (3) are put back. A process dying before (4) leaves a
  *   deleted record without index or list entries and its member, which the next purge completes.
  *   (A record inserted already deleted whose member a concurrent purge takes for a crash's
@@ -146,13 +162,14 @@
  *
  * `release` is one ZREM on the leases key, on either deployment.
  *
- * Only purge deletes a record key, and always with its leases and its usage keys (same slot, so
- * one script on a Cluster too); an undone Cluster rotation restores fields of the old record and
- * takes back index and list entries, never a record. A consume or release after a purge finds no
- * record and writes no leases. A flush after a purge finds no record either and drops the purged
- * key's cells: the record's existence is checked in the same script that adds them, and the purge
- * removes the record with its usage in one script, so a flush racing a purge leaves nothing behind
- * whichever runs first. A purge leaves the key's applied-batch set to expire on its own (within
+ * Only purge deletes a record key, and always with its leases, its holds and its usage keys (same
+ * slot, so one script on a Cluster too); an undone Cluster rotation restores fields of the old
+ * record and takes back index and list entries, never a record. A consume or release after a
+ * purge finds no record and writes no leases; a reserve or settle finds no record and writes no
+ * holds. A flush after a purge finds no record either and drops the purged key's cells: the
+ * record's existence is checked in the same script that adds them, and the purge removes the
+ * record with its usage in one script, so a flush racing a purge leaves nothing behind whichever
+ * runs first. A purge leaves the key's applied-batch set to expire on its own (within
  * RETAIN_BATCH_IDS_MS and an hour): it holds batch ids only.
  *
  * Reads are single commands per key, not snapshots across keys: findByKeyPrefix reads the index,
@@ -180,6 +197,9 @@ import type {
   ConsumeOutcome,
   ConsumeRefusal,
   ConsumeRequest,
+  ReserveOutcome,
+  ReserveRequest,
+  Settlement,
   StoreListQuery,
   StorePurge,
   StoreRotation,
@@ -206,7 +226,9 @@ import {
   PURGE_RECORD_SCRIPT,
   PURGE_SCRIPT,
   READ_USAGE_SCRIPT,
+  RESERVE_SCRIPT,
   ROTATE_SCRIPT,
+  SETTLE_SCRIPT,
   UNDO_ROTATION_SCRIPT,
   UPDATE_SCRIPT,
 } from './scripts.js';
@@ -218,8 +240,8 @@ export type RedisClient = Redis | Cluster;
 export interface RedisStoreOptions {
   /**
    * An ioredis `Redis` or `Cluster` client you own. The store never closes it. Create it with
-   * `autoResendUnfulfilledCommands: false` if you can: otherwise a consume in flight when the
-   * connection drops may be sent again after reconnecting and counted twice.
+   * `autoResendUnfulfilledCommands: false` if you can: otherwise a consume or a reservation in
+   * flight when the connection drops may be sent again after reconnecting and counted twice.
    *
    * The kind of client decides what is atomic (see the class comment): with a `Redis` client,
    * insert, rotate, update and each record's purge are one script each; with a `Cluster`, insert,
@@ -258,10 +280,10 @@ interface ScriptCommands {
    * patch, null for an unknown id, 0 when the record is revoked and stays so.
    */
   keygateUpdateV4(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[] | 0 | null>;
-  /** Standalone, `numberOfKeys` first: one record's whole purge, its usage included (see PURGE_SCRIPT). */
-  keygatePurgeV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
-  /** Cluster, `numberOfKeys` first: the record, its leases and its usage, the last step of its purge. */
-  keygatePurgeRecordV2(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
+  /** Standalone, `numberOfKeys` first: one record's whole purge, its holds and usage included (see PURGE_SCRIPT). */
+  keygatePurgeV3(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
+  /** Cluster, `numberOfKeys` first: the record, its leases, its holds and its usage, the last step of its purge. */
+  keygatePurgeRecordV3(numberOfKeys: number, ...keysAndArgs: string[]): Promise<'purged' | 'gone' | 'kept' | 'changed'>;
   /** `numberOfKeys` first: the entry's key, then its indexes. 1, or 0 when the id is taken. */
   keygateAppendAuditV1(numberOfKeys: number, ...keysAndArgs: string[]): Promise<number>;
   /** `numberOfKeys` first: the indexes of the query's filters. [state, cursor, matching members]. */
@@ -291,6 +313,14 @@ interface ScriptCommands {
     leasesKey: string,
     ...args: string[]
   ): Promise<[number, string, number] | [number, string, number, string, ...(number | string)[]] | null>;
+  /**
+   * The record's key and its holds key first. [0, refusal, useCount] for a deadline or lifecycle
+   * refusal, else [admitted, refusal, useCount, tokens, then one count per window of QUOTA_WINDOWS
+   * in its order, the instant counted at, granted], the numbers as text.
+   */
+  keygateReserveV1(key: string, holdsKey: string, ...args: string[]): Promise<[number, string, number] | [number, string, string, string, ...string[]] | null>;
+  /** The record's key and its holds key first. 1 when settled, 0 without such a hold, null for an unknown record. */
+  keygateSettleV1(key: string, holdsKey: string, ...args: string[]): Promise<number | null>;
 }
 
 const OPTIONS = ['client', 'keyPrefix'] as const;
@@ -642,6 +672,49 @@ function deadlineArg(value: number | undefined): string {
   return typeof value === 'number' && Number.isFinite(value) ? String(value) : '';
 }
 
+/** A field of a request's rate limit, or undefined. */
+type LimitField = (field: keyof RateLimit) => number | undefined;
+
+/**
+ * The rate-limit fields of a consume, a reservation or a settlement. Own properties only: a
+ * `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
+ */
+function limitReader(request: { rateLimit: RateLimit | null }): LimitField {
+  const limit = (ownValue(request, 'rateLimit') ?? null) as RateLimit | null;
+  return (field) => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
+}
+
+/**
+ * The arguments the consume and reserve scripts share (KEY_STATE_LUA, ADMISSION_GATE_LUA and the
+ * windows' quotas): now, maxUses, perSecond, burst, deadline, then each window's quota in
+ * QUOTA_WINDOWS order ('' for none).
+ */
+function countingArgs(request: Pick<ConsumeRequest, 'now' | 'maxUses' | 'deadline'>, limitField: LimitField): string[] {
+  return [
+    String(request.now),
+    numberArg(ownValue(request, 'maxUses') as number | null | undefined),
+    numberArg(limitField('perSecond')),
+    numberArg(limitField('burst')),
+    deadlineArg(ownValue(request, 'deadline') as number | undefined),
+    ...QUOTA_WINDOWS.map((window) => numberArg(limitField(window.limit))),
+  ];
+}
+
+/**
+ * The figures of a consume's or a reservation's limit decision (a reply longer than the three
+ * elements of a deadline or lifecycle refusal): the count of each window the key has a quota for,
+ * the bucket's tokens when it has perSecond, and the instant counted at when later than `now`
+ * (the key's latest use, when this caller's clock lags).
+ */
+function addCountedFigures(outcome: ConsumeOutcome, reply: readonly (number | string)[], limitField: LimitField, now: number): void {
+  QUOTA_WINDOWS.forEach((window, i) => {
+    if (limitField(window.limit) !== undefined) outcome[window.countField] = Number(reply[4 + i]);
+  });
+  if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[3]);
+  const countedAt = Number(reply[4 + QUOTA_WINDOWS.length]);
+  if (countedAt > now) outcome.countedAt = countedAt;
+}
+
 /** The old record's side of a rotation, as the claim and rotate scripts take it. */
 function retirementArgs(rotation: StoreRotation): [string, string, string] {
   const oldStatus = ownValue(rotation, 'oldStatus');
@@ -706,9 +779,10 @@ async function scrubbed<T>(operation: () => Promise<T>): Promise<T> {
  * Keeps keys in Redis through ioredis. On standalone Redis every method is atomic (`purge` per
  * record, `addUsage` per key of the batch; `listAudit` reads in pages); on Redis Cluster, `insert`,
  * `rotate`, `purge` and a delete's entry in the deleted set are ordered steps (the file's header
- * comment says which). Implements every optional capability: `subscribe`, `release`
- * (`concurrency`), `appendAudit`/`listAudit` (`audit`), `addUsage`/`readUsage` (`usage`) and
- * `claimAlert` (`alerts`).
+ * comment says which). Implements the optional capabilities `subscribe`, `release`
+ * (`concurrency`), `appendAudit`/`listAudit` (`audit`), `addUsage`/`readUsage` (`usage`),
+ * `claimAlert` (`alerts`) and `reserve`/`settle` (`leases`, for `keygate({ consistency: 'leased' })`);
+ * not `consumeNow` (`synchronous`), which only a store counting in the caller's process can offer.
  *
  * @example
  * ```ts
@@ -747,9 +821,9 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateRotateV2', { lua: ROTATE_SCRIPT });
     // The deleted set is a second key on standalone Redis only (another slot on a Cluster).
     redis.defineCommand('keygateUpdateV4', { lua: UPDATE_SCRIPT });
-    redis.defineCommand('keygatePurgeV2', { lua: PURGE_SCRIPT });
+    redis.defineCommand('keygatePurgeV3', { lua: PURGE_SCRIPT });
     // A record's usage is one day hash per day it has cells: a variable number of keys.
-    redis.defineCommand('keygatePurgeRecordV2', { lua: PURGE_RECORD_SCRIPT });
+    redis.defineCommand('keygatePurgeRecordV3', { lua: PURGE_RECORD_SCRIPT });
     redis.defineCommand('keygateAppendAuditV1', { lua: APPEND_AUDIT_SCRIPT });
     redis.defineCommand('keygateListAuditV1', { lua: LIST_AUDIT_SCRIPT });
     redis.defineCommand('keygateAddUsageV2', { lua: ADD_USAGE_SCRIPT });
@@ -759,6 +833,8 @@ export class RedisStore implements ApiKeyStore {
     redis.defineCommand('keygateClaimRotationV1', { numberOfKeys: 1, lua: CLAIM_ROTATION_SCRIPT });
     redis.defineCommand('keygateUndoRotationV1', { numberOfKeys: 1, lua: UNDO_ROTATION_SCRIPT });
     redis.defineCommand('keygateConsumeV6', { numberOfKeys: 2, lua: CONSUME_SCRIPT });
+    redis.defineCommand('keygateReserveV1', { numberOfKeys: 2, lua: RESERVE_SCRIPT });
+    redis.defineCommand('keygateSettleV1', { numberOfKeys: 2, lua: SETTLE_SCRIPT });
     this.#client = redis as RedisClient & ScriptCommands;
   }
 
@@ -885,37 +961,75 @@ export class RedisStore implements ApiKeyStore {
    * refuse every consume with `deadline_exceeded`.
    */
   async consume(id: string, request: ConsumeRequest): Promise<ConsumeOutcome | null> {
-    // Own properties only: a `burst` or `perDay` on a polluted Object.prototype is not this key's limit.
-    const limit = (ownValue(request, 'rateLimit') ?? null) as ConsumeRequest['rateLimit'];
-    const limitField = (field: keyof RateLimit) => (limit ? (ownValue(limit, field) as number | undefined) : undefined);
+    const limitField = limitReader(request);
     const claim = (ownValue(request, 'concurrency') ?? undefined) as ConcurrencyClaim | undefined;
-    const reply = await this.#ready().keygateConsumeV6(
-      this.#recordKey(id),
-      this.#leasesKey(id),
-      String(request.now),
-      numberArg(ownValue(request, 'maxUses') as number | null | undefined),
-      numberArg(limitField('perSecond')),
-      numberArg(limitField('burst')),
-      deadlineArg(ownValue(request, 'deadline') as number | undefined),
-      ...QUOTA_WINDOWS.map((window) => numberArg(limitField(window.limit))),
-      ...claimArgs(claim),
-    );
+    const reply = await this.#ready().keygateConsumeV6(this.#recordKey(id), this.#leasesKey(id), ...countingArgs(request, limitField), ...claimArgs(claim));
     if (!reply) return null;
     const [admitted, refusal, useCount] = reply;
     const outcome: ConsumeOutcome = { admitted: admitted === 1, useCount: Number(useCount) };
     if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
     // A deadline or lifecycle refusal is the 3-element reply: no counters were looked at.
     if (reply.length > 3) {
-      QUOTA_WINDOWS.forEach((window, i) => {
-        if (limitField(window.limit) !== undefined) outcome[window.countField] = Number(reply[4 + i]);
-      });
-      if (limitField('perSecond') !== undefined) outcome.tokens = Number(reply[3]);
-      // The instant the script counted at (the key's latest use, when this caller's clock lags).
-      const countedAt = Number(reply[4 + QUOTA_WINDOWS.length]);
-      if (countedAt > request.now) outcome.countedAt = countedAt;
+      addCountedFigures(outcome, reply, limitField, request.now);
       if (claim !== undefined) outcome.inFlight = Number(reply[5 + QUOTA_WINDOWS.length]);
     }
     return outcome;
+  }
+
+  /**
+   * One EVALSHA (RESERVE_SCRIPT): deadline, lifecycle and limits, as for a consume, then the grant
+   * `decideReservation` decides (the bucket refilling only up to its capacity minus the tokens of
+   * the key's live holds), counted and kept as a hold in the record's holds hash, lapsed holds
+   * dropped, all or nothing; a refusal writes nothing. The deadline is compared with the Redis
+   * server's clock, as for a consume. Changes no `updatedAt` and publishes nothing: a reservation
+   * is a use of the key, not a change of it.
+   */
+  async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    const limitField = limitReader(request);
+    const lease = ownValue(request, 'lease');
+    if (typeof lease !== 'string') throw new TypeError('RedisStore.reserve: `lease` must be a string');
+    const reply = await this.#ready().keygateReserveV1(
+      this.#recordKey(id),
+      this.#holdsKey(id),
+      ...countingArgs(request, limitField),
+      // Not a finite number (`'undefined'`, `'NaN'`): an error reply, nothing counted.
+      String(ownValue(request, 'units')),
+      lease,
+      String(ownValue(request, 'leaseMs')),
+    );
+    if (!reply) return null;
+    const [admitted, refusal, useCount] = reply;
+    const outcome: ReserveOutcome = { admitted: admitted === 1, granted: 0, useCount: Number(useCount) };
+    if (refusal !== '') outcome.refusal = refusal as ConsumeRefusal;
+    if (reply.length > 3) {
+      addCountedFigures(outcome, reply, limitField, request.now);
+      outcome.granted = Number(reply[5 + QUOTA_WINDOWS.length]);
+    }
+    return outcome;
+  }
+
+  /**
+   * One EVALSHA (SETTLE_SCRIPT): gives back what `decideSettlement` decides and removes the hold
+   * (with every lapsed one), or changes nothing when the record or the hold is not there (settled
+   * before, lapsed and dropped): a retry gives nothing back twice, so, unlike a consume, it may
+   * wait for a connection being made and run late. Changes no `updatedAt` and publishes nothing.
+   */
+  async settle(id: string, settlement: Settlement): Promise<void> {
+    const limitField = limitReader(settlement);
+    const lease = ownValue(settlement, 'lease');
+    if (typeof lease !== 'string') throw new TypeError('RedisStore.settle: `lease` must be a string');
+    await (
+      await this.#connected()
+    ).keygateSettleV1(
+      this.#recordKey(id),
+      this.#holdsKey(id),
+      String(settlement.now),
+      lease,
+      // Not a finite number: an error reply, nothing given back.
+      String(ownValue(settlement, 'unspent')),
+      numberArg(limitField('perSecond')),
+      numberArg(limitField('burst')),
+    );
   }
 
   /**
@@ -1285,7 +1399,7 @@ export class RedisStore implements ApiKeyStore {
   async #purgeAtOnce(redis: RedisClient & ScriptCommands, member: string, before: number): Promise<PurgeOutcome> {
     const id = memberId(member);
     const daysKey = this.#usageKey(id, 'days');
-    const fixed = [this.#recordKey(id), this.#leasesKey(id), this.#deletedKey(), daysKey];
+    const fixed = [this.#recordKey(id), this.#leasesKey(id), this.#holdsKey(id), this.#deletedKey(), daysKey];
     for (let attempt = 1; attempt <= USAGE_ATTEMPTS; attempt++) {
       // Sent together: one round trip.
       const [hash, days] = await Promise.all([redis.hgetall(fixed[0] as string), redis.zrange(daysKey, 0, -1)]);
@@ -1299,7 +1413,7 @@ export class RedisStore implements ApiKeyStore {
         keys = [...fixed, this.#indexKey(identity.keyPrefix), ...lists, ...days.map((day) => this.#usageKey(id, `d:${day}`))];
         declared = [String(lists.length), ...identity.raw, listMember(identity.createdAt, id), ...days];
       }
-      const reply = await redis.keygatePurgeV2(keys.length, ...keys, String(before), this.#channel, id, member, ...declared);
+      const reply = await redis.keygatePurgeV3(keys.length, ...keys, String(before), this.#channel, id, member, ...declared);
       if (reply === 'changed') continue;
       if (reply === 'purged') this.#listeners.notify(id);
       return reply;
@@ -1360,8 +1474,8 @@ export class RedisStore implements ApiKeyStore {
     for (let attempt = 1; attempt <= USAGE_ATTEMPTS && reply === 'changed'; attempt++) {
       // A flush of the record's usage added a day since they were read: read them again.
       if (attempt > 1) days = await redis.zrange(daysKey, 0, -1);
-      const keys = [recordKey, this.#leasesKey(id), daysKey, ...days.map((day) => this.#usageKey(id, `d:${day}`))];
-      reply = await redis.keygatePurgeRecordV2(keys.length, ...keys, String(before), this.#channel, id, identity.raw[0], ...days);
+      const keys = [recordKey, this.#leasesKey(id), this.#holdsKey(id), daysKey, ...days.map((day) => this.#usageKey(id, `d:${day}`))];
+      reply = await redis.keygatePurgeRecordV3(keys.length, ...keys, String(before), this.#channel, id, identity.raw[0], ...days);
     }
     if (reply === 'changed') {
       await putBack();
@@ -1469,6 +1583,11 @@ export class RedisStore implements ApiKeyStore {
   /** The record's concurrency leases: the record key's hash tag, so the record's slot. */
   #leasesKey(id: string): string {
     return `${this.#recordKey(id)}:leases`;
+  }
+
+  /** The record's holds of leased mode (lease → hold): the record key's hash tag, so the record's slot. */
+  #holdsKey(id: string): string {
+    return `${this.#recordKey(id)}:holds`;
   }
 
   #indexKey(keyPrefix: string): string {

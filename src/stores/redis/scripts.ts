@@ -4,7 +4,8 @@
  *
  * Three families:
  * - Scripts on one record's hash (one hash tag, so one slot): consume (with the record's leases
- *   set, under the same hash tag), update, the claim and undo of a rotation and the removal of a
+ *   set, under the same hash tag), reserve and settle of leased mode (with the record's holds
+ *   hash, under the same hash tag), update, the claim and undo of a rotation and the removal of a
  *   purged record on a Cluster (PURGE_RECORD_SCRIPT), and the compare-and-delete of one index
  *   entry (DELETE_IF_SCRIPT, on the index key alone). Atomic on standalone Redis and on Redis
  *   Cluster alike. UPDATE_SCRIPT also takes the deleted set (below) as a second key, given only on
@@ -38,18 +39,25 @@
  * `"disabled"`, text that is not JSON, a missing field) counts as revoked, and a date that is
  * neither JSON `null` nor a finite number counts as already passed.
  *
- * The consume script fails closed on counters it cannot read, too: a `useCount`, `c:tokens`,
- * `c:tokensAt` or a window counter (`c:minute`, `c:minuteCount`, … `c:month`, `c:monthCount`)
- * written by hand as something other than a number it could hold is an error reply (a 503), never
- * an empty state (a full bucket, a new window).
+ * The consume, reserve and settle scripts fail closed on counters they cannot read, too: a
+ * `useCount`, `c:tokens`, `c:tokensAt` or a window counter (`c:minute`, `c:minuteCount`, …
+ * `c:month`, `c:monthCount`) written by hand as something other than a number it could hold is an
+ * error reply (a 503), never an empty state (a full bucket, a new window). They read a key with
+ * the same Lua (KEY_STATE_LUA, COUNTERS_LUA; consume and reserve also ADMISSION_GATE_LUA).
  *
- * The consume script's window part is generated from `QUOTA_WINDOWS` (src/policy/windows.ts) when
+ * The window part of those scripts is generated from `QUOTA_WINDOWS` (src/policy/windows.ts) when
  * this module loads (see WINDOW_LUA): a window added there needs no edit here.
  *
  * Concurrency leases (`maxConcurrent`) live beside the record, in a sorted set in the same hash
  * slot (`<record key>:leases`, member = lease id, score = the instant it lapses): the consume script
  * reads and writes it only for a request with a claim, and fails closed (an error reply, nothing
  * counted) when that key holds something other than a sorted set.
+ *
+ * Holds of leased mode (reservations not yet settled) live beside the record too, in a hash in
+ * the same slot (`<record key>:holds`, field = lease, value = `until,units,tokens,at`, see
+ * HOLDS_LUA): RESERVE_SCRIPT and SETTLE_SCRIPT read and write it with the counters in one step, and
+ * fail closed when it holds something else or a hold cannot be read, since a hold read as none
+ * would let the bucket refill past the tokens it holds. The purge scripts remove it with the record.
  *
  * UPDATE_SCRIPT, ROTATE_SCRIPT and the purge scripts (PURGE_SCRIPT, PURGE_RECORD_SCRIPT) PUBLISH
  * the changed id on the invalidation channel themselves, after their checks and before their
@@ -439,12 +447,12 @@ end
 
 /**
  * Removes one deleted record for good, in one atomic step (standalone Redis): the record, its
- * leases, its usage analytics, its keyPrefix index entry, its list entries and its members in the
- * deleted set, or nothing. The record is judged here, as stored now: whatever a reader or a writer
+ * leases, its holds, its usage analytics, its keyPrefix index entry, its list entries and its
+ * members in the deleted set, or nothing. The record is judged here, as stored now: whatever a reader or a writer
  * did since the caller read it, a record is removed only when its `deletedAt` is before
  * `deletedBefore`.
- * KEYS: the record, its leases, the deleted set, its usage days set, then, when the caller read the
- * record, its keyPrefix index and its 1 to 3 list sorted sets, then one usage day hash per day the
+ * KEYS: the record, its leases, its holds, the deleted set, its usage days set, then, when the
+ * caller read the record, its keyPrefix index and its 1 to 3 list sorted sets, then one usage day hash per day the
  * caller read in the days set.
  * ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the deleted-set member the
  * caller is visiting, the number of list keys ('0' when the caller found no record), then (when it
@@ -461,14 +469,14 @@ end
  *   what the caller declared KEYS for (edited by hand, or an id used again), or its usage days
  *   are not the ones it declared (a flush added a day): nothing is written, and the caller reads
  *   the record and its days and asks again.
- * - 'purged': publishes the id, then DELs the record, its leases and its usage (days set and day
- *   hashes), the index entry if it still names this id, the list members and the record's
+ * - 'purged': publishes the id, then DELs the record, its leases, its holds and its usage (days
+ *   set and day hashes), the index entry if it still names this id, the list members and the record's
  *   deleted-set members.
  * An error reply, before any write, when the index is not a string, a list key not a sorted set or
  * the usage days set not a sorted set.
  */
 export const PURGE_SCRIPT = `${LIFECYCLE_HELPERS}${DELETED_MEMBER_HELPERS}${USAGE_PURGE_HELPERS}
-local record, leases, deleted, days = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local record, leases, holds, deleted, days = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local deletedBefore = tonumber(ARGV[1])
 local id, visited = ARGV[3], ARGV[4]
 local lists = tonumber(ARGV[5])
@@ -493,7 +501,7 @@ if lists == 0 then return 'changed' end
 for i = 2, 5 do
   if (stored[i] or '') ~= ARGV[4 + i] then return 'changed' end
 end
-local index, first_list, last_list = KEYS[5], 6, 5 + lists
+local index, first_list, last_list = KEYS[6], 7, 6 + lists
 local first_day_key = last_list + 1
 if usage_changed(days, 11, first_day_key) then return 'changed' end
 local kind = redis.call('TYPE', index)['ok']
@@ -505,7 +513,7 @@ for i = first_list, last_list do
   if unwritable then return unwritable end
 end
 redis.call('PUBLISH', ARGV[2], id)
-redis.call('DEL', record, leases)
+redis.call('DEL', record, leases, holds)
 delete_usage(days, first_day_key, #KEYS - first_day_key + 1)
 if redis.call('GET', index) == id then redis.call('DEL', index) end
 for i = first_list, last_list do redis.call('ZREM', KEYS[i], ARGV[10]) end
@@ -514,12 +522,12 @@ return 'purged'
 `;
 
 /**
- * The last step of a purge on a Cluster, on the record's slot: removes the record, its leases and
- * its usage analytics when, as stored now, its `deletedAt` is before `deletedBefore` and its
+ * The last step of a purge on a Cluster, on the record's slot: removes the record, its leases, its
+ * holds and its usage analytics when, as stored now, its `deletedAt` is before `deletedBefore` and its
  * keyPrefix is the one whose index entry the caller removed. The index and list entries are gone
  * by then (see RedisStore), so no index entry ever names a record that no longer exists.
- * KEYS: the record, its leases, its usage days set, then one usage day hash per day the caller
- * read in that set. ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the
+ * KEYS: the record, its leases, its holds, its usage days set, then one usage day hash per day the
+ * caller read in that set. ARGV: deletedBefore (epoch ms), the invalidation channel, the id, the
  * keyPrefix as the caller read it (raw hash value), then the days it read, in order.
  * Returns 'purged' (having published the id, then deleted every key), 'gone' (no such record),
  * 'kept' (not deleted, deleted at or after deletedBefore, unreadable, or another keyPrefix), or
@@ -530,10 +538,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
 local stored = redis.call('HMGET', KEYS[1], 'deletedAt', 'keyPrefix')
 local deletedAt = instant_of(stored[1])
 if type(deletedAt) ~= 'number' or not (deletedAt < tonumber(ARGV[1])) or stored[2] ~= ARGV[4] then return 'kept' end
-if usage_changed(KEYS[3], 5, 4) then return 'changed' end
+if usage_changed(KEYS[4], 5, 5) then return 'changed' end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-redis.call('DEL', KEYS[1], KEYS[2])
-delete_usage(KEYS[3], 4, #KEYS - 3)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+delete_usage(KEYS[4], 5, #KEYS - 4)
 return 'purged'
 `;
 
@@ -834,6 +842,85 @@ end
 `;
 
 /**
+ * The reading of a key by the scripts that count on it (CONSUME_SCRIPT, RESERVE_SCRIPT,
+ * SETTLE_SCRIPT), after WINDOW_LUA, so that they read a key alike. KEYS[1] is the record's hash,
+ * ARGV[1] the caller's now. Returns nil for an unknown record, an error reply when its useCount is
+ * not a non-negative integer; leaves, as locals: key, fields (the HMGET field names: useCount,
+ * status, revokedAt, expiresAt, `c:tokens`, `c:tokensAt`, then each window's index and count from
+ * FIRST_WINDOW_FIELD on), state (their values), requestNow and useCount.
+ */
+const KEY_STATE_LUA = `
+local key = KEYS[1]
+local fields = { 'useCount', 'status', 'revokedAt', 'expiresAt', ${luaName(counterField('tokens'))}, ${luaName(counterField('tokensAt'))} }
+local FIRST_WINDOW_FIELD = #fields + 1
+for _, window in ipairs(WINDOWS) do
+  fields[#fields + 1] = window.index
+  fields[#fields + 1] = window.count
+end
+local state = redis.call('HMGET', key, unpack(fields))
+if not state[1] then return false end
+local requestNow = tonumber(ARGV[1])
+local useCount = tonumber(state[1])
+-- A count written by hand as nan, a negative or a fraction would let limits pass: fail closed.
+if useCount == nil or useCount ~= useCount or useCount < 0 or useCount ~= math.floor(useCount) or useCount == math.huge then
+  return redis.error_reply('ERR keygate: the record useCount is not a non-negative integer')
+end`;
+
+/**
+ * The checks a use of a key passes before its limits (CONSUME_SCRIPT, RESERVE_SCRIPT), after
+ * LIFECYCLE_HELPERS and KEY_STATE_LUA. ARGV[2..5] are maxUses, perSecond, burst and deadline (''
+ * for none). Returns the refusal reply { 0, refusal, useCount } for a deadline passed on the Redis
+ * server's clock (TIME) or a lifecycle refusal at the caller's now; leaves maxUses, perSecond and
+ * burst as locals (nil for none).
+ */
+const ADMISSION_GATE_LUA = `
+local deadline = tonumber(ARGV[5])
+if deadline then
+  if redis.replicate_commands then redis.replicate_commands() end
+  local time = redis.call('TIME')
+  local serverNow = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  if serverNow >= deadline then return { 0, 'deadline_exceeded', useCount } end
+end
+local status = status_of(state[2])
+if status == 'revoked' or passed(date_of(state[3]), requestNow) then return { 0, 'api_key_revoked', useCount } end
+if status == 'suspended' then return { 0, 'api_key_disabled', useCount } end
+if passed(date_of(state[4]), requestNow) then return { 0, 'api_key_expired', useCount } end
+local maxUses = tonumber(ARGV[2])
+local perSecond = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])`;
+
+/**
+ * The bucket's counters and the counting instant, after KEY_STATE_LUA (the scripts that count on
+ * a key). Returns an error reply when `c:tokens` or `c:tokensAt` is not a number it could hold;
+ * leaves, as locals, tokens (nil for a bucket never drawn from), tokensAt, now (the counting
+ * instant: max(requestNow, tokensAt)) and the functions counter(raw, default, integer, nullable,
+ * minimum) (true and the value, or false for a value that is not a number it could hold) and
+ * unreadable(name) (the error reply for such a counter).
+ */
+const COUNTERS_LUA = `
+-- A counter written by hand as something other than a number would reset a limit (an unreadable
+-- bucket read as full, an unreadable window as a new one): fail closed, as for useCount. An
+-- absent counter is the empty state; c:tokens is 'null' until the bucket is first used.
+local function counter(raw, default, integer, nullable, minimum)
+  if not raw then return true, default end
+  if nullable and raw == 'null' then return true, nil end
+  local value = tonumber(raw)
+  if value == nil or value ~= value or value == math.huge or value == -math.huge then return false end
+  if integer and value ~= math.floor(value) then return false end
+  if minimum and value < minimum then return false end
+  return true, value
+end
+local function unreadable(name)
+  return redis.error_reply('ERR keygate: the record counter ' .. name .. ' is not a number it could hold')
+end
+local ok, tokens = counter(state[5], nil, false, true, 0)
+if not ok then return unreadable(fields[5]) end
+local tokensAt
+ok, tokensAt = counter(state[6], ${luaInteger(EMPTY_STATE.tokensAt)}, false, false, nil)
+if not ok then return unreadable(fields[6]) end
+local now = math.max(requestNow, tokensAt)`;
+
+/**
  * One atomic consume, in the order of the store contract, all or nothing:
  * 1. the caller's wall-clock deadline against the Redis server's clock (TIME): once it has passed
  *    the caller has answered 503, so nothing is applied (`deadline_exceeded`);
@@ -876,57 +963,7 @@ end
  * TIME before the writes is safe: Redis 5+ replicates a script's effects, not the script (older
  * servers are asked to with `redis.replicate_commands()`).
  */
-export const CONSUME_SCRIPT = `${LIFECYCLE_HELPERS}${WINDOW_LUA}
-local key = KEYS[1]
-local fields = { 'useCount', 'status', 'revokedAt', 'expiresAt', ${luaName(counterField('tokens'))}, ${luaName(counterField('tokensAt'))} }
-local FIRST_WINDOW_FIELD = #fields + 1
-for _, window in ipairs(WINDOWS) do
-  fields[#fields + 1] = window.index
-  fields[#fields + 1] = window.count
-end
-local state = redis.call('HMGET', key, unpack(fields))
-if not state[1] then return false end
-local requestNow = tonumber(ARGV[1])
-local useCount = tonumber(state[1])
--- A count written by hand as nan, a negative or a fraction would let limits pass: fail closed.
-if useCount == nil or useCount ~= useCount or useCount < 0 or useCount ~= math.floor(useCount) or useCount == math.huge then
-  return redis.error_reply('ERR keygate: the record useCount is not a non-negative integer')
-end
-local deadline = tonumber(ARGV[5])
-if deadline then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local time = redis.call('TIME')
-  local serverNow = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-  if serverNow >= deadline then return { 0, 'deadline_exceeded', useCount } end
-end
-local status = status_of(state[2])
-if status == 'revoked' or passed(date_of(state[3]), requestNow) then return { 0, 'api_key_revoked', useCount } end
-if status == 'suspended' then return { 0, 'api_key_disabled', useCount } end
-if passed(date_of(state[4]), requestNow) then return { 0, 'api_key_expired', useCount } end
-local maxUses = tonumber(ARGV[2])
-local perSecond = tonumber(ARGV[3])
-local burst = tonumber(ARGV[4])
--- A counter written by hand as something other than a number would reset a limit (an unreadable
--- bucket read as full, an unreadable window as a new one): fail closed, as for useCount. An
--- absent counter is the empty state; c:tokens is 'null' until the bucket is first used.
-local function counter(raw, default, integer, nullable, minimum)
-  if not raw then return true, default end
-  if nullable and raw == 'null' then return true, nil end
-  local value = tonumber(raw)
-  if value == nil or value ~= value or value == math.huge or value == -math.huge then return false end
-  if integer and value ~= math.floor(value) then return false end
-  if minimum and value < minimum then return false end
-  return true, value
-end
-local function unreadable(name)
-  return redis.error_reply('ERR keygate: the record counter ' .. name .. ' is not a number it could hold')
-end
-local ok, tokens = counter(state[5], nil, false, true, 0)
-if not ok then return unreadable(fields[5]) end
-local tokensAt
-ok, tokensAt = counter(state[6], ${luaInteger(EMPTY_STATE.tokensAt)}, false, false, nil)
-if not ok then return unreadable(fields[6]) end
-local now = math.max(requestNow, tokensAt)
+export const CONSUME_SCRIPT = `${LIFECYCLE_HELPERS}${WINDOW_LUA}${KEY_STATE_LUA}${ADMISSION_GATE_LUA}${COUNTERS_LUA}
 local refusal = ''
 if maxUses and useCount >= maxUses then refusal = 'usage_exhausted' end
 -- Every window, most lasting first: its count in the window holding now (0 in a new window).
@@ -1024,4 +1061,264 @@ redis.call('HSET', key, unpack(writes))
 reply[#reply + 1] = string.format('%.17g', now)
 reply[#reply + 1] = inFlight
 return reply
+`;
+
+/** ARGV position of a reservation's own arguments (units, lease, leaseMs), after every window's quota. */
+const RESERVE_ARG = FIXED_CONSUME_ARGS + QUOTA_WINDOWS.length + 1;
+
+/**
+ * How much longer than its newest hold a key's holds hash lives (PEXPIRE), in ms. The expiry only
+ * collects the holds of a key nobody reserves any more after a process died holding them (each
+ * admitted reservation drops the lapsed ones itself, each settlement its own), or of a record an
+ * older keygate purged without knowing holds. It runs on Redis's clock and a hold lapses on the
+ * counting clock (the callers'): should the hash expire while a hold is still live, the bucket
+ * would forget the tokens it holds and could refill past them. A day covers any skew a host that
+ * keeps time at all can have (the quota windows would be wrong long before), so unlike the
+ * concurrency leases' minute this margin costs exactness nothing; an abandoned hash is kept a
+ * day longer. Raised by each admitted reservation, never lowered.
+ */
+export const HOLDS_TTL_MARGIN_MS = 86_400_000;
+
+/**
+ * Lua helpers for a key's holds (leased mode), kept in a hash in the record's slot: field = the
+ * reservation's lease, value = `until,units,tokens,at` (the instant it lapses on the counting
+ * clock, the units granted, the bucket tokens granted, the instant it counted at), each `%.17g`,
+ * so every double round-trips exactly.
+ * - finite(value): a number that is neither nil, NaN nor infinite.
+ * - hold_of(text): the hold { lapse, units, tokens, at } a value encodes, or nil when it is not
+ *   four finite numbers with units and tokens non-negative.
+ * - hold_text(lapse, units, tokens, at): the value of a hold.
+ * - read_holds(holdsKey): every hold (lease → hold); or nil and an error reply when the key holds
+ *   something other than a hash or a hold cannot be read. A hold read as none would stop counting
+ *   its tokens against the bucket: fail closed, as for the counters.
+ * - delete_fields(holdsKey, names): HDEL of every lease in `names`, a bounded number per command.
+ */
+const HOLDS_LUA = `
+local function finite(value)
+  return value ~= nil and value == value and value ~= math.huge and value ~= -math.huge
+end
+local function hold_of(text)
+  local a, b, c, d = string.match(text, '^([^,]+),([^,]+),([^,]+),([^,]+)$')
+  if not a then return nil end
+  local hold = { lapse = tonumber(a), units = tonumber(b), tokens = tonumber(c), at = tonumber(d) }
+  if not (finite(hold.lapse) and finite(hold.units) and finite(hold.tokens) and finite(hold.at)) then return nil end
+  if hold.units < 0 or hold.tokens < 0 then return nil end
+  return hold
+end
+local function hold_text(lapse, units, tokens, at)
+  return string.format('%.17g,%.17g,%.17g,%.17g', lapse, units, tokens, at)
+end
+local function read_holds(holdsKey)
+  local raw = redis.pcall('HGETALL', holdsKey)
+  if raw['err'] then return nil, redis.error_reply('WRONGTYPE keygate: the holds key ' .. holdsKey .. ' is not a hash') end
+  local holds = {}
+  for i = 1, #raw, 2 do
+    local hold = hold_of(raw[i + 1])
+    if not hold then return nil, redis.error_reply('ERR keygate: a hold of ' .. holdsKey .. ' is not four numbers it could hold') end
+    holds[raw[i]] = hold
+  end
+  return holds
+end
+local function delete_fields(holdsKey, names)
+  for first = 1, #names, 256 do
+    redis.call('HDEL', holdsKey, unpack(names, first, math.min(#names, first + 255)))
+  end
+end
+`;
+
+/**
+ * One atomic reservation (leased mode), in the order of a consume, all or nothing: the deadline
+ * against Redis TIME, the record's lifecycle at the caller's now, then the limits, with the
+ * arithmetic of `decideReservation` in src/policy/reservation.ts, operation for operation:
+ * - at = max(now, c:tokensAt), the counting instant, as for a consume;
+ * - the holds live at `at` (until > at) and the tokens they hold; the bucket's level is refilled
+ *   since c:tokensAt at perSecond, capped at max(0, capacity − those tokens);
+ * - the grant starts at max(1, floor(units)) and is lowered to the uses left (maxUses − useCount),
+ *   then each quota's room in its window holding `at`, most lasting first, then floor(level); the
+ *   first that brings it below 1 is the refusal (`usage_exhausted`, `quota_exceeded`,
+ *   `rate_limited`), and a refusal writes nothing (lapsed holds included);
+ * - admitted: useCount, every window (quota or not) and the bucket count the grant (c:tokens =
+ *   level − grant, c:tokensAt = at), lastUsedAt = now (as a consume writes it), the lapsed holds
+ *   are dropped and the hold written (until = at + leaseMs, units = grant, tokens = grant for a
+ *   key with perSecond else 0, at), and the holds hash's expiry raised to leaseMs +
+ *   HOLDS_TTL_MARGIN_MS if it was shorter.
+ * Neither updatedAt nor the invalidation channel: a reservation is a use, not a change.
+ *
+ * KEYS: the record's hash, its holds (a hash in the same slot, see HOLDS_LUA).
+ * ARGV: as the consume's up to the quotas (now, maxUses, perSecond, burst, deadline, then each
+ * window's quota in WINDOWS order; '' for none), then units, lease, leaseMs.
+ *
+ * Returns nil for an unknown record; { 0, refusal, useCount } for a deadline or lifecycle
+ * refusal; else { admitted 0|1, refusal, useCount, tokens ('' without perSecond), then each
+ * window's count in WINDOWS order, at, granted }, the numbers as `%.17g` text (a refusal's counts
+ * are those that refused it; an admission's include the grant). An error reply, nothing written,
+ * when a counter, a hold or the holds key cannot be read (see COUNTERS_LUA, HOLDS_LUA), or units
+ * or leaseMs is not a finite number.
+ */
+export const RESERVE_SCRIPT = `${LIFECYCLE_HELPERS}${WINDOW_LUA}${KEY_STATE_LUA}${ADMISSION_GATE_LUA}${COUNTERS_LUA}${HOLDS_LUA}
+local holdsKey = KEYS[2]
+local units = tonumber(ARGV[${luaInteger(RESERVE_ARG)}])
+local lease = ARGV[${luaInteger(RESERVE_ARG + 1)}]
+local leaseMs = tonumber(ARGV[${luaInteger(RESERVE_ARG + 2)}])
+if not finite(units) then return redis.error_reply('ERR keygate: the reservation units is not a number') end
+if not finite(leaseMs) then return redis.error_reply('ERR keygate: the reservation leaseMs is not a number') end
+local holds, wrong = read_holds(holdsKey)
+if not holds then return wrong end
+-- Lapsed at the counting instant: dropped if this reservation is admitted, ignored either way.
+local held, lapsed = 0, {}
+for name, hold in pairs(holds) do
+  if hold.lapse > now then held = held + hold.tokens else lapsed[#lapsed + 1] = name end
+end
+local level = nil
+if perSecond then
+  local cap = math.max(0, (burst or perSecond) - held)
+  if tokens == nil then
+    level = cap
+  else
+    level = math.min(cap, tokens + (math.max(0, now - tokensAt) * perSecond) / 1000)
+  end
+end
+local granted = math.max(1, math.floor(units))
+local refusal = ''
+if maxUses then
+  granted = math.min(granted, maxUses - useCount)
+  if granted < 1 then refusal = 'usage_exhausted' end
+end
+-- Every window, most lasting first: its count in the window holding now (0 in a new window).
+local indices, used = {}, {}
+for i, window in ipairs(WINDOWS) do
+  local field = FIRST_WINDOW_FIELD + 2 * (i - 1)
+  local stored, count
+  ok, stored = counter(state[field], window.initialIndex, true, false, nil)
+  if not ok then return unreadable(window.index) end
+  ok, count = counter(state[field + 1], window.initialCount, true, false, 0)
+  if not ok then return unreadable(window.count) end
+  local index = window_index(window, now)
+  if index == false or stored ~= index then count = 0 end
+  indices[i] = index
+  used[i] = count
+  local quota = tonumber(ARGV[window.limit])
+  if quota and refusal == '' then
+    granted = math.min(granted, quota - count)
+    if granted < 1 then refusal = 'quota_exceeded' end
+  end
+end
+if level and refusal == '' then
+  granted = math.min(granted, math.floor(level))
+  if granted < 1 then refusal = 'rate_limited' end
+end
+if refusal ~= '' then granted = 0 end
+local function text(value)
+  return string.format('%.17g', value)
+end
+local levelText = ''
+if level then levelText = text(level - granted) end
+local admitted = 0
+if refusal == '' then admitted = 1 end
+local reply = { admitted, refusal, text(useCount + granted), levelText }
+for i = 1, #WINDOWS do reply[#reply + 1] = text(used[i] + granted) end
+reply[#reply + 1] = text(now)
+reply[#reply + 1] = text(granted)
+if refusal ~= '' then return reply end
+-- The key's latest instant becomes now: the holds lapsed by now can never count again.
+delete_fields(holdsKey, lapsed)
+local heldTokens = 0
+if level then heldTokens = granted end
+redis.call('HSET', holdsKey, lease, hold_text(now + leaseMs, granted, heldTokens, now))
+-- At most 1e15 ms (some 30 000 years), an expiry Redis accepts whatever leaseMs is; PTTL is -1
+-- for a hash without expiry (a new one), which every ttl exceeds.
+local ttl = math.min(1e15, math.max(0, math.ceil(leaseMs)) + ${luaInteger(HOLDS_TTL_MARGIN_MS)})
+if redis.call('PTTL', holdsKey) < ttl then redis.call('PEXPIRE', holdsKey, text(ttl)) end
+local tokensField = 'null'
+if level then tokensField = levelText end
+local writes = { 'useCount', text(useCount + granted), 'lastUsedAt', ARGV[1], fields[5], tokensField, fields[6], text(now) }
+for i, window in ipairs(WINDOWS) do
+  local index, count = indices[i], used[i] + granted
+  -- Beyond the range of a JavaScript Date the month is NaN there, equal to no index: the empty
+  -- state behaves the same (a count of 0 whatever the next index), as the consume writes it.
+  if index == false then index, count = window.initialIndex, window.initialCount end
+  writes[#writes + 1] = window.index
+  writes[#writes + 1] = text(index)
+  writes[#writes + 1] = window.count
+  writes[#writes + 1] = text(count)
+end
+redis.call('HSET', key, unpack(writes))
+return reply
+`;
+
+/**
+ * One atomic settlement (leased mode): the end of a reservation, with the arithmetic of
+ * `decideSettlement` in src/policy/reservation.ts. Nothing is checked of the record but that it
+ * exists and its counters can be read: units reserved are given back whatever became of the key.
+ * - No hold of that lease (settled before, lapsed and dropped by a later reservation, never made):
+ *   nothing changes, so a retried settlement gives nothing back twice.
+ * - at = max(now, c:tokensAt); unspent = min(the hold's units, max(0, floor(ARGV unspent)));
+ *   useCount − unspent (at least 0), and each window count − unspent (at least 0) whose stored
+ *   index is the index of the window holding the hold's `at` (a window since ended keeps its
+ *   history);
+ * - for a key with perSecond whose hold is live at `at` (until > at): with `rest` the tokens of the
+ *   other holds live at `at`, the level refilled with the cap max(0, capacity − rest − the hold's
+ *   tokens), then c:tokens = min(max(0, capacity − rest), level + min(unspent, the hold's
+ *   tokens)) and c:tokensAt = at. A hold that lapsed gives no tokens: the bucket refilled past
+ *   them already;
+ * - the hold is removed, with every hold lapsed at `at`.
+ * Neither updatedAt, lastUsedAt nor the invalidation channel.
+ *
+ * KEYS: the record's hash, its holds. ARGV: now, lease, unspent, perSecond, burst ('' for none).
+ * Returns nil for an unknown record (nothing written), 0 when there is no such hold, 1 when
+ * settled. An error reply, nothing written, when a counter, a hold or the holds key cannot be
+ * read, or unspent is not a finite number.
+ */
+export const SETTLE_SCRIPT = `${WINDOW_LUA}${KEY_STATE_LUA}${COUNTERS_LUA}${HOLDS_LUA}
+local holdsKey, lease = KEYS[2], ARGV[2]
+local given = tonumber(ARGV[3])
+if not finite(given) then return redis.error_reply('ERR keygate: the settlement unspent is not a number') end
+local holds, wrong = read_holds(holdsKey)
+if not holds then return wrong end
+local hold = holds[lease]
+if not hold then return 0 end
+local function text(value)
+  return string.format('%.17g', value)
+end
+local unspent = math.min(hold.units, math.max(0, math.floor(given)))
+local writes = { 'useCount', text(math.max(0, useCount - unspent)) }
+for i, window in ipairs(WINDOWS) do
+  local field = FIRST_WINDOW_FIELD + 2 * (i - 1)
+  local stored, count
+  ok, stored = counter(state[field], window.initialIndex, true, false, nil)
+  if not ok then return unreadable(window.index) end
+  ok, count = counter(state[field + 1], window.initialCount, true, false, 0)
+  if not ok then return unreadable(window.count) end
+  -- The month of an instant beyond a JavaScript Date is false here (NaN there): equal to no index.
+  if stored == window_index(window, hold.at) then
+    writes[#writes + 1] = window.count
+    writes[#writes + 1] = text(math.max(0, count - unspent))
+  end
+end
+-- The holds other than this one still live at the counting instant, and the lapsed ones to drop.
+local rest, gone = 0, { lease }
+for name, other in pairs(holds) do
+  if name ~= lease then
+    if other.lapse > now then rest = rest + other.tokens else gone[#gone + 1] = name end
+  end
+end
+local perSecond, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+if perSecond and hold.lapse > now then
+  local capacity = burst or perSecond
+  -- The level with this hold still held, then with its unspent tokens back and its cap raised.
+  local cap = math.max(0, capacity - (rest + hold.tokens))
+  local level
+  if tokens == nil then
+    level = cap
+  else
+    level = math.min(cap, tokens + (math.max(0, now - tokensAt) * perSecond) / 1000)
+  end
+  writes[#writes + 1] = fields[5]
+  writes[#writes + 1] = text(math.min(math.max(0, capacity - rest), level + math.min(unspent, hold.tokens)))
+  writes[#writes + 1] = fields[6]
+  writes[#writes + 1] = text(now)
+end
+delete_fields(holdsKey, gone)
+redis.call('HSET', key, unpack(writes))
+return 1
 `;
