@@ -115,15 +115,15 @@ export function createAuthenticate(verifier: Verifier, settings: ResolvedAuthent
       if (style.rateLimitHeaders) setRateLimitHeaders(res, result.key.policyHeader, result.limits ?? undefined);
       // A client already gone holds no slot, and its handler would run for nobody.
       if (result.release && !holdSlot(req, res, result.release)) return;
-      markAdmitted(req, result.apiKey, {
+      markAdmitted(req, res, {
         scopes: result.key.scopes,
         style,
         owner: verifier,
         environment: result.key.record.environment,
         observed: decision,
         refusedLater,
+        admission: result,
       });
-      res.locals.apiKey = result.apiKey;
     } catch (error) {
       return next(error);
     }

@@ -79,18 +79,42 @@ export interface VerifyContext {
   clientCertificate?: string | null | (() => string | null) | undefined;
 }
 
-/** A verified and (unless `consume: false`) counted request. */
-export interface Admission {
-  ok: true;
-  apiKey: ApiKey;
-  /** The limits after this request, or `null` when nothing was consumed. */
-  limits: LimitsSnapshot | null;
-  key: VerifiedKey;
+/**
+ * A verified and (unless `consume: false`) counted request. Its `apiKey`, the copy handed to the
+ * app, is built on first read (most requests are decided without anyone reading it) and then kept.
+ */
+export class Admission {
+  readonly ok = true;
+  #view: ApiKey | undefined;
+
   /**
-   * Gives back the concurrency slot this request took (keys with `maxConcurrent`); absent when it
-   * took none. Idempotent, never rejects.
+   * @param key - the verified key (private to the verifier)
+   * @param limits - the limits after this request, or `null` when nothing was consumed
+   * @param at - the decision's instant: the view's `isActive` and `lastUsedAt`
+   * @param useCount - the key's uses counting this request, or `undefined` when nothing was consumed
+   * @param release - gives back the concurrency slot this request took (keys with `maxConcurrent`);
+   *   absent when it took none. Idempotent, never rejects.
    */
-  release?: () => Promise<void>;
+  constructor(
+    readonly key: VerifiedKey,
+    readonly limits: LimitsSnapshot | null,
+    private readonly at: number,
+    private readonly useCount: number | undefined,
+    readonly release?: () => Promise<void>,
+  ) {}
+
+  /** The app's copy of the key: a deep copy of the record as verified, with this request counted. */
+  get apiKey(): ApiKey {
+    if (this.#view === undefined) {
+      const view = toApiKey(this.key.record, this.at);
+      if (this.useCount !== undefined) {
+        view.useCount = this.useCount;
+        view.lastUsedAt = new Date(this.at);
+      }
+      this.#view = view;
+    }
+    return this.#view;
+  }
 }
 
 /** A refusal, with the limits when a limit refused. */
@@ -293,7 +317,7 @@ export class Verifier {
     const now = this.settings.now();
     const refused = this.checkPolicies(key, context, now);
     if (refused) return { ok: false, error: refused, key };
-    if (context.consume === false) return { ok: true, apiKey: toApiKey(key.record, now), limits: null, key };
+    if (context.consume === false) return new Admission(key, null, now, undefined);
     if (key.record.maxConcurrent === null) {
       // A concurrency slot is one request's: keys with maxConcurrent always consume, one by one.
       if (this.leases) return this.spendLeased(key, now);
@@ -397,10 +421,7 @@ export class Verifier {
     if (reserved.monthCount !== undefined) outcome.monthCount = reserved.monthCount - left;
     if (reserved.tokens !== undefined) outcome.tokens = reserved.tokens + left;
     if (reserved.countedAt !== undefined && reserved.countedAt > now) outcome.countedAt = reserved.countedAt;
-    const apiKey = toApiKey(key.record, now);
-    apiKey.useCount = outcome.useCount;
-    apiKey.lastUsedAt = new Date(now);
-    return { ok: true, apiKey, limits: describeLimits({ now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, outcome), key };
+    return new Admission(key, describeLimits({ now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, outcome), now, outcome.useCount);
   }
 
   private async consume(key: VerifiedKey, now: number): Promise<Admission | Refusal> {
@@ -456,13 +477,10 @@ export class Verifier {
     refreshPolicyHeader(key, outcome.countedAt ?? now);
     this.settings.afterAdmission?.(key, request, outcome);
     const limits = describeLimits(request, outcome);
-    const apiKey = toApiKey(key.record, now);
-    apiKey.useCount = outcome.useCount;
-    apiKey.lastUsedAt = new Date(now);
-    if (!request.concurrency) return { ok: true, apiKey, limits, key };
+    if (!request.concurrency) return new Admission(key, limits, now, outcome.useCount);
     const lease = request.concurrency.lease;
     let released: Promise<void> | undefined;
-    return { ok: true, apiKey, limits, key, release: () => (released ??= this.release(key.id, lease)) };
+    return new Admission(key, limits, now, outcome.useCount, () => (released ??= this.release(key.id, lease)));
   }
 
   /**
