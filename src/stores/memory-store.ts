@@ -8,7 +8,7 @@
 import { type CounterState, countingInstant, decideConsume, initialCounters } from '../policy/limits.js';
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
 import { type Hold, type ReserveOutcome, type ReserveRequest, type Settlement, decideReservation, decideSettlement } from '../policy/reservation.js';
-import { INSTANT_FIELDS, OPTIONAL_FIELDS } from '../record/schema.js';
+import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS, type RecordField } from '../record/schema.js';
 import {
   ChangeListeners,
   alreadyExists,
@@ -50,9 +50,11 @@ export interface MemoryStoreOptions {
 /**
  * A record at rest. Its settings are one JSON string: a string is a single object the garbage
  * collector never has to look inside, where a record of nested objects, arrays and Dates is dozens
- * (this is what keeps a million keys cheap in heap and in GC time). The fields `list` filters on
- * and the counters `consume` touches are kept as plain fields beside it; the slot itself is the
- * key's `CounterState`.
+ * (this is what keeps a million keys cheap in heap and in GC time). The string is an array of the
+ * values alone, in schema order, instants as epoch milliseconds: field names and ISO dates were
+ * more than half of it. The fields `list` filters on, the lifecycle `consume` checks and the
+ * counters it touches are kept as plain fields beside it, and not again in the string; the slot
+ * itself is the key's `CounterState`.
  */
 class StoredKey implements CounterState {
   readonly id: string;
@@ -90,10 +92,10 @@ class StoredKey implements CounterState {
   // A class, not an object literal: one fixed shape for every key, the smallest V8 can make it.
   constructor(record: ApiKeyRecord) {
     const counters = initialCounters(record.useCount);
-    this.id = record.id;
-    this.keyPrefix = record.keyPrefix;
-    this.ownerId = record.ownerId;
-    this.tenantId = record.tenantId;
+    this.id = flat(record.id);
+    this.keyPrefix = flat(record.keyPrefix);
+    this.ownerId = record.ownerId === undefined ? undefined : flat(record.ownerId);
+    this.tenantId = record.tenantId === undefined ? undefined : flat(record.tenantId);
     this.status = record.status;
     this.revokedAt = epochOf(record.revokedAt);
     this.expiresAt = epochOf(record.expiresAt);
@@ -119,28 +121,72 @@ type Slot = StoredKey;
 
 let warnedAboutCluster = false;
 
-/** The instants kept in `settings` (as ISO text); `lastUsedAt` lives in the slot. */
-const SETTINGS_INSTANTS = INSTANT_FIELDS.filter((field) => field !== 'lastUsedAt');
+/**
+ * A flat copy of a string. Strings built by concatenation (`crypto.randomUUID()`, a key's base62
+ * text built character by character) are chains of small pieces in V8: kept for years by a store,
+ * a chain costs several times its text (~700 B per key made by `keys.create`, measured). JSON text
+ * round-trips every string exactly, lone surrogates included.
+ */
+function flat(text: string): string {
+  return JSON.parse(JSON.stringify(text)) as string;
+}
 
-/** Stores a record's settings; JSON text copies everything, so the caller keeps nothing of ours. */
+/** The record fields a slot keeps as plain fields (instants as epoch ms), never in `settings`. */
+const SLOT_FIELDS: ReadonlySet<string> = new Set<RecordField>(['id', 'keyPrefix', 'ownerId', 'tenantId', 'status', 'revokedAt', 'expiresAt', 'createdAt', 'deletedAt', 'useCount', 'lastUsedAt']);
+
+/** Every other field, in schema order: `settings` is the JSON array of their values. */
+const PACKED_FIELDS = RECORD_FIELDS.filter(({ field }) => !SLOT_FIELDS.has(field)).map(({ field }) => ({ field, instant: INSTANT_FIELDS.includes(field) }));
+
+/**
+ * Stores a record's settings; JSON text copies everything, so the caller keeps nothing of ours.
+ * An absent optional field is `null` (an optional field is a string when present, never `null`).
+ */
 function settingsOf(record: ApiKeyRecord): string {
-  const { useCount: _useCount, lastUsedAt: _lastUsedAt, ...settings } = record;
-  return JSON.stringify(settings);
+  const values = record as unknown as Record<string, unknown>;
+  return JSON.stringify(
+    PACKED_FIELDS.map(({ field, instant }) => {
+      const value = values[field];
+      if (value === undefined) return null;
+      return instant && value instanceof Date ? value.getTime() : value;
+    }),
+  );
 }
 
 /**
- * A fresh record from a slot. JSON.parse builds it with this realm's constructors (under jest's vm
- * context too), and a `"__proto__"` key in metadata stays plain data.
+ * A fresh record from a slot, its fields in schema order. JSON.parse builds it with this realm's
+ * constructors (under jest's vm context too), and a `"__proto__"` key in metadata stays plain data.
  */
 function thaw(slot: Slot): ApiKeyRecord {
-  const record = JSON.parse(slot.settings) as Record<string, unknown>;
-  for (const field of SETTINGS_INSTANTS) {
-    const value = record[field];
-    if (typeof value === 'string') record[field] = new Date(value);
+  const values = JSON.parse(slot.settings) as unknown[];
+  const packed = new Map<string, unknown>();
+  PACKED_FIELDS.forEach(({ field, instant }, i) => {
+    const value = values[i] ?? null;
+    packed.set(field, instant && typeof value === 'number' ? new Date(value) : value);
+  });
+  const fromSlot: Record<string, unknown> = {
+    id: slot.id,
+    keyPrefix: slot.keyPrefix,
+    ownerId: slot.ownerId,
+    tenantId: slot.tenantId,
+    status: slot.status,
+    revokedAt: dateOf(slot.revokedAt),
+    expiresAt: dateOf(slot.expiresAt),
+    createdAt: new Date(slot.createdAt),
+    deletedAt: dateOf(slot.deletedAt),
+    useCount: slot.useCount,
+    lastUsedAt: dateOf(slot.lastUsedAt),
+  };
+  const record: Record<string, unknown> = {};
+  for (const { field, spec } of RECORD_FIELDS) {
+    const value = SLOT_FIELDS.has(field) ? fromSlot[field] : packed.get(field);
+    // An absent optional field stays absent, as it came in.
+    if (!(spec.kind === 'optionalText' && (value === null || value === undefined))) record[field] = value;
   }
-  record.useCount = slot.useCount;
-  record.lastUsedAt = slot.lastUsedAt === null ? null : new Date(slot.lastUsedAt);
   return record as unknown as ApiKeyRecord;
+}
+
+function dateOf(epochMs: number | null): Date | null {
+  return epochMs === null ? null : new Date(epochMs);
 }
 
 /** Rewrites a slot from a (changed) record, keeping its counters. */
