@@ -7,7 +7,7 @@ import './express-augment.js';
 
 export { keygate, Keygate } from './manager/keygate.js';
 export type { RotateOptions, VerifyOptions, VerifyResult } from './manager/keygate.js';
-export type { KeygateOptions, UsageOptions, WebhookOptions } from './manager/options.js';
+export type { KeygateOptions, LeaseOptions, UsageOptions, WebhookOptions } from './manager/options.js';
 export type { AuditStore } from './manager/management-log.js';
 export { EVENT_NAMES, channelNameOf } from './events/events.js';
 export type {
@@ -65,6 +65,8 @@ export type { CacheOptions } from './cache/verification-cache.js';
 export type { HashingAlgorithm } from './key/hash.js';
 export type { LimitsSnapshot, LimitStatus, CounterState, ConcurrencyClaim, Leases } from './policy/limits.js';
 export { countingInstant, decideConsume, initialCounters, leasesAfter, liveLeases } from './policy/limits.js';
+export type { Hold, Holds, ReserveOutcome, ReserveRequest, Settlement } from './policy/reservation.js';
+export { bucketLevel, decideReservation, decideSettlement, heldTokens, liveHolds } from './policy/reservation.js';
 export { scopeGrants } from './policy/scopes.js';
 export { lifecycleRefusal } from './policy/status.js';
 export type { LifecycleRefusal } from './policy/status.js';
