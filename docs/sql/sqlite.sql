@@ -3,12 +3,15 @@
 -- in one BEGIN IMMEDIATE transaction. Instants are epoch milliseconds; lists and objects are JSON text.
 -- For another table name: sqlSchema({ dialect: 'sqlite', table: 'api_keys' }) from keygate/sql.
 -- Counters (use_count, day, day_count, tokens, tokens_at; minute, hour, month and their _count)
--- and concurrency_leases (lease -> lapse instant) are written only by keygate.
+-- concurrency_leases (lease -> lapse instant) and lease_holds (leased mode: lease -> hold) are
+-- written only by keygate.
 -- Upgrades: columns added by later keygate versions (record fields, and keygate's own columns:
--- the minute, hour and month counters, concurrency_leases) are listed after the first version's counters;
+-- the minute, hour and month counters, concurrency_leases, lease_holds) are listed after the first version's counters;
 -- their ALTER TABLE … ADD COLUMN follow, commented out, to run once on a table created before them.
 -- deleted_at (soft delete, since version 3) is set by keys.delete(); the partial index on it
 -- (deleted keys only) is what keys.purge() reads. rotation_frequency_days and alerts: version 4.
+-- lease_holds (version 5) holds the reservations of keygate({ consistency: 'leased' }); keys.purge()
+-- removes them with the row.
 -- Tables named from the key table (version 4), written only by keygate: _audit (the audit trail,
 -- kept until you delete old entries), _usage (usage cells, one per key, UTC day, route and outcome;
 -- route '' = no route matched; keys.purge() removes a purged key's cells), _usage_batches (usage
@@ -55,6 +58,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
   "deleted_at"       INTEGER,                             -- epoch milliseconds
   "rotation_frequency_days" INTEGER,
   "alerts"           TEXT,                                -- JSON { quotaThreshold?, errorRateThreshold?, webhookUrl? } or NULL
+  "lease_holds"      TEXT NOT NULL DEFAULT '{}',          -- leased mode: JSON object, lease -> { until, units, tokens, at } (instants in epoch ms)
   CONSTRAINT "keygate_api_keys_pkey" PRIMARY KEY ("id"),
   CONSTRAINT "keygate_api_keys_status_check" CHECK ("status" IN ('active', 'suspended', 'revoked'))
 ) STRICT;
@@ -76,6 +80,7 @@ CREATE TABLE IF NOT EXISTS "keygate_api_keys" (
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "deleted_at" INTEGER;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "rotation_frequency_days" INTEGER;
 -- ALTER TABLE "keygate_api_keys" ADD COLUMN "alerts" TEXT;
+-- ALTER TABLE "keygate_api_keys" ADD COLUMN "lease_holds" TEXT NOT NULL DEFAULT '{}';
 
 CREATE UNIQUE INDEX IF NOT EXISTS "keygate_api_keys_key_prefix_key" ON "keygate_api_keys" ("key_prefix");
 

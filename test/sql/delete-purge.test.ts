@@ -441,8 +441,8 @@ describeEachDialect(
             const addColumn = today.match(/^-- (ALTER TABLE "v2_scripted" ADD COLUMN "deleted_at" [^;]*;)$/m)?.[1];
             expect(addColumn).toBe('ALTER TABLE "v2_scripted" ADD COLUMN "deleted_at" INTEGER;');
             db.exec(addColumn as string);
-            // The columns of version 4, which no index needs: without them the script runs, and the table lacks them.
-            for (const column of ['rotation_frequency_days', 'alerts']) {
+            // The columns of versions 4 and 5, which no index needs: without them the script runs, and the table lacks them.
+            for (const column of ['rotation_frequency_days', 'alerts', 'lease_holds']) {
               db.exec(today.match(new RegExp(`^-- (ALTER TABLE "v2_scripted" ADD COLUMN "${column}" [^;]*;)$`, 'm'))?.[1] as string);
             }
             db.exec(today);

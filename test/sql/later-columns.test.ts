@@ -9,7 +9,8 @@
  * - Version 3 added `deleted_at` (soft delete): test/sql/delete-purge.test.ts upgrades a version-2 table.
  * - Version 4 added `rotation_frequency_days` and `alerts`, and the tables named from the key table:
  *   test/sql/observability.test.ts upgrades a version-3 table.
- * - The rest describes a later schema of its own (the record's fields plus two of a version 5) and
+ * - Version 5 added `lease_holds` (leased mode): test/sql/leased-mode.test.ts upgrades a version-4 table.
+ * - The rest describes a later schema of its own (the record's fields plus two of a version 6) and
  *   runs the real migration code with it, on SQLite and on a real PostgreSQL.
  */
 import { randomUUID } from 'node:crypto';
@@ -37,7 +38,7 @@ function record(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   return testRecord(CREATED, { name: 'from version 1', maxUses: 5, tags: ['a'], ...overrides });
 }
 
-/** Fields of a pretend version 5, which the record type does not have (hence the casts). */
+/** Fields of a pretend version 6, which the record type does not have (hence the casts). */
 function laterFields(fields: Record<string, FieldSpec>): readonly Column[] {
   return columnsOf(Object.entries(fields).map(([field, spec]) => ({ field: field as RecordField, spec })));
 }
@@ -46,19 +47,19 @@ function laterFields(fields: Record<string, FieldSpec>): readonly Column[] {
 const VERSION_2: readonly Column[] = [
   ...RECORD_COLUMNS,
   ...laterFields({
-    nickname: { kind: 'optionalText', column: 'nickname', source: 'settings', since: 5 },
-    labels: { kind: 'list', column: 'labels', source: 'settings', since: 5, initial: () => ["it's", 'new'] },
+    nickname: { kind: 'optionalText', column: 'nickname', source: 'settings', since: 6 },
+    labels: { kind: 'list', column: 'labels', source: 'settings', since: 6, initial: () => ["it's", 'new'] },
   }),
 ];
 
 describe('the DDL of a later schema version', () => {
-  it('for today\'s schema, the columns of version 2 are added (the minute, hour and month counters, the leases, then origins, HTTPS, certificates and maxConcurrent), then deleted_at of version 3, then rotation_frequency_days and alerts of version 4', () => {
+  it('for today\'s schema, the columns of version 2 are added (the minute, hour and month counters, the leases, then origins, HTTPS, certificates and maxConcurrent), then deleted_at of version 3, then rotation_frequency_days and alerts of version 4, then lease_holds of version 5', () => {
     for (const dialect of ['postgres', 'sqlite'] as const) {
       const table = parseTableName(undefined, dialect === 'postgres');
       expect(tableSchema(dialect, table).addColumns.map((add) => add.column)).toEqual([
         'month', 'month_count', 'hour', 'hour_count', 'minute', 'minute_count', 'concurrency_leases',
         'allowed_origins', 'require_https', 'client_certificate_sha256', 'max_concurrent', 'deleted_at',
-        'rotation_frequency_days', 'alerts',
+        'rotation_frequency_days', 'alerts', 'lease_holds',
       ]);
       expect(schemaScript(dialect, table)).toBe(sqlSchema({ dialect }));
     }
@@ -66,12 +67,13 @@ describe('the DDL of a later schema version', () => {
 
   it('postgres: CREATE TABLE lists the later columns after the counters, by version; ADD COLUMN IF NOT EXISTS follows with the same definition', () => {
     const script = schemaScript('postgres', parseTableName('auth.keys', true), VERSION_2);
-    expect(script).toMatch(/"max_concurrent" +bigint,\n +"deleted_at" +timestamptz\(3\),\n +"rotation_frequency_days" bigint,\n +"alerts" +jsonb, +-- [^\n]*\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
+    expect(script).toMatch(/"max_concurrent" +bigint,\n +"deleted_at" +timestamptz\(3\),\n +"rotation_frequency_days" bigint,\n +"alerts" +jsonb, +-- [^\n]*\n +"lease_holds" +jsonb NOT NULL DEFAULT '\{\}', +-- [^\n]*\n +"nickname" +text,\n +"labels" +text\[\] NOT NULL DEFAULT ARRAY\['it''s', 'new'\]::text\[\],\n +CONSTRAINT/);
     expect(script).toContain(
       'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "max_concurrent" bigint;\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "deleted_at" timestamptz(3);\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "rotation_frequency_days" bigint;\n\n' +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "alerts" jsonb;\n\n' +
+        `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "lease_holds" jsonb NOT NULL DEFAULT '{}';\n\n` +
         'ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "nickname" text;\n\n' +
         `ALTER TABLE "auth"."keys" ADD COLUMN IF NOT EXISTS "labels" text[] NOT NULL DEFAULT ARRAY['it''s', 'new']::text[];\n\nCREATE UNIQUE INDEX`,
     );

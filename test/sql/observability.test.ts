@@ -980,7 +980,7 @@ describeDialects('observability', (fixture) => {
       const key = await keyOfVersion3(table);
       const today = readFileSync(join(__dirname, `../../docs/sql/${dialect}.sql`), 'utf8').replaceAll('keygate_api_keys', table);
       if (dialect === 'sqlite') {
-        for (const column of ['rotation_frequency_days', 'alerts']) {
+        for (const column of ['rotation_frequency_days', 'alerts', 'lease_holds']) {
           const add = today.match(new RegExp(`^-- (ALTER TABLE "${table}" ADD COLUMN "${column}" [^;]*;)$`, 'm'))?.[1];
           expect(add).toBeDefined();
           await fixture.exec(add as string);

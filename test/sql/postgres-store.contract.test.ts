@@ -33,6 +33,6 @@ describePostgres('PostgreSQL', () => {
       const tables = ['', '_audit', '_usage', '_usage_batches', '_alert_claims'].map((suffix) => `"${store.table}${suffix}"`);
       await pool.query(`DROP TABLE ${tables.join(', ')}`);
     },
-    capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true },
+    capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true, leases: true },
   });
 });

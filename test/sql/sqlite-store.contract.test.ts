@@ -27,5 +27,5 @@ describeStoreContract('SqlStore (sqlite)', {
     databases.get(store)?.close();
     databases.delete(store);
   },
-  capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true },
+  capabilities: { subscribe: true, concurrency: true, audit: true, usage: true, alerts: true, leases: true },
 });

@@ -12,12 +12,39 @@ export interface PostgresQueryResult {
 
 /**
  * A `pg` `Pool` (recommended), `Client` or `PoolClient`: anything with pg's
- * `query(text, values)`. Every store operation is one SQL statement, so any of them works; a
- * `Pool` also reconnects by itself after the database was down.
+ * `query(text, values)`. Every store operation but leased mode's is one SQL statement, so any of
+ * them works; a `Pool` also reconnects by itself after the database was down. Leased mode's
+ * `reserve` and `settle` run in a transaction on a connection the Pool lends them; on a `Client` or
+ * `PoolClient`, which cannot lend one, as two statements whose write is guarded by the row version
+ * it read (see `PostgresEngine.reserve`).
  */
 export interface PostgresClient {
   /** Runs one statement with `$n` parameters, or (without values) a script of several. */
   query(text: string, values?: unknown[]): Promise<PostgresQueryResult | PostgresQueryResult[]>;
+}
+
+/** A connection a `pg` `Pool` lent (a `PoolClient`): queries on it run on that one session. */
+export interface PostgresSession extends PostgresClient {
+  /** Gives the connection back to its Pool; `true` closes it instead (its state is unknown). */
+  release(destroy?: boolean): void;
+}
+
+/** A `pg` `Pool`, which lends a connection of its own for a transaction. */
+export interface PostgresPool extends PostgresClient {
+  /** A connection of the Pool's, for this caller alone until it is released. */
+  connect(): Promise<PostgresSession>;
+}
+
+/**
+ * The client as a `pg` `Pool`, or `undefined` for a single connection. Structural, and careful:
+ * a `pg` `Client` has a `connect()` too (which connects it, and rejects once it is connected), so
+ * a Pool is recognised by what only pg-pool has as well, its connection count (`totalCount`), and
+ * a lent connection (`release()`) is never taken for one.
+ */
+export function poolOf(client: PostgresClient): PostgresPool | undefined {
+  const candidate = client as PostgresClient & { connect?: unknown; release?: unknown; totalCount?: unknown };
+  const pool = typeof candidate.connect === 'function' && typeof candidate.release !== 'function' && typeof candidate.totalCount === 'number';
+  return pool ? (candidate as PostgresPool) : undefined;
 }
 
 /** A prepared `better-sqlite3` statement. */

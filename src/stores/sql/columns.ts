@@ -151,3 +151,24 @@ export interface LeasesColumn {
 
 /** The concurrency leases' column: version 2, which `migrate()` adds to an existing table with `{}` in every row. */
 export const LEASES_COLUMN: LeasesColumn = { name: 'concurrency_leases', since: 2 };
+
+/**
+ * The column holding a key's holds of leased mode (`reserve` / `settle`): a JSON object of lease →
+ * `{ until, units, tokens, at }` (the `Hold` of `policy/reservation`: instants in epoch
+ * milliseconds, units and bucket tokens), `{}` when the key holds none. Like the concurrency
+ * leases it lives in the key's row, read and written with the counters under the row's lock (one
+ * `FOR UPDATE` reads both, one `UPDATE` writes both), and it goes with the row when `purge` removes
+ * it, in the same statement. Numbers are stored as JSON numbers: `JSON.stringify` writes the
+ * shortest decimal that reads back as the same double, which PostgreSQL's `jsonb` (arbitrary
+ * precision `numeric`) and SQLite's text keep digit for digit, so every hold reads back exactly.
+ * Only `reserve` and `settle` read or write it.
+ */
+export interface HoldsColumn {
+  /** The column's name (snake_case), always used double-quoted. */
+  readonly name: string;
+  /** The record schema version that introduced it, as {@link Column.since}. */
+  readonly since: number;
+}
+
+/** The holds' column: version 5, which `migrate()` adds to an existing table with `{}` (no hold) in every row. */
+export const HOLDS_COLUMN: HoldsColumn = { name: 'lease_holds', since: 5 };

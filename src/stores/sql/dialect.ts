@@ -3,7 +3,19 @@
  * dialect-neutral parts (option validation, refusing unstorable values, notifying listeners) live
  * in `SqlStore`, which delegates here.
  */
-import type { AlertClaim, ApiKeyStore, AuditEntry, StoreAuditQuery, StorePurge, StoreUsageQuery, UsageBatch, UsageCell } from '../store.js';
+import type {
+  AlertClaim,
+  ApiKeyStore,
+  AuditEntry,
+  ReserveOutcome,
+  ReserveRequest,
+  Settlement,
+  StoreAuditQuery,
+  StorePurge,
+  StoreUsageQuery,
+  UsageBatch,
+  UsageCell,
+} from '../store.js';
 
 /**
  * How many records one `purge` statement removes at most. A purge of more runs several statements,
@@ -14,7 +26,8 @@ import type { AlertClaim, ApiKeyStore, AuditEntry, StoreAuditQuery, StorePurge, 
 export const PURGE_BATCH_SIZE = 1000;
 
 /** One dialect's implementation of the store operations, bound to a client and a table. */
-export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | 'purge' | 'appendAudit' | 'listAudit' | 'addUsage' | 'readUsage' | 'claimAlert'> {
+export interface SqlEngine
+  extends Omit<ApiKeyStore, 'subscribe' | 'release' | 'purge' | 'appendAudit' | 'listAudit' | 'addUsage' | 'readUsage' | 'claimAlert' | 'reserve' | 'settle' | 'consumeNow'> {
   /** `ApiKeyStore.release`, which every dialect implements (the leases live in the key's row). */
   release(id: string, lease: string): Promise<void>;
   /**
@@ -23,6 +36,13 @@ export interface SqlEngine extends Omit<ApiKeyStore, 'subscribe' | 'release' | '
    * batch once it committed, so listeners drop them even when a later batch fails.
    */
   purge(purge: StorePurge, removed: (ids: readonly string[]) => void, batchSize?: number): Promise<number>;
+  /**
+   * `ApiKeyStore.reserve`: the key's row locked, `reservationOnRow` (`reservations.ts`) decided on
+   * it, and when admitted the counters and holds written, in one atomic step.
+   */
+  reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null>;
+  /** `ApiKeyStore.settle`: the key's row locked, `settlementOnRow` decided on it, and its result written, in one atomic step. */
+  settle(id: string, settlement: Settlement): Promise<void>;
   /** `ApiKeyStore.appendAudit`: one insert into `<table>_audit`, `already_exists` for a taken id. */
   appendAudit(entry: AuditEntry): Promise<void>;
   /** `ApiKeyStore.listAudit`: one indexed read of `<table>_audit` from the keyset position. */

@@ -1,14 +1,27 @@
 /**
  * The PostgreSQL dialect: runs the statements of `postgres-sql.ts` through the user's `pg` client
- * and turns rows into records and outcomes. One round trip per operation.
+ * and turns rows into records and outcomes. One round trip per operation, except leased mode's
+ * `reserve` and `settle`: a short transaction (`postgres-reservations.ts`).
  */
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { QUOTA_WINDOWS } from '../../policy/windows.js';
+import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ConsumeOutcome, ConsumeRefusal, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
+import type {
+  ApiKeyPatch,
+  ConsumeOutcome,
+  ConsumeRefusal,
+  ConsumeRequest,
+  ReserveOutcome,
+  ReserveRequest,
+  Settlement,
+  StoreListQuery,
+  StorePurge,
+  StoreRotation,
+} from '../store.js';
 import { isLimitRefusal, retiredKeyCannotRotate, revokedKeyCannotChangeStatus } from '../toolkit.js';
-import type { PostgresClient, PostgresQueryResult } from './clients.js';
-import { PATCHABLE_COLUMNS } from './columns.js';
+import { type PostgresClient, type PostgresQueryResult, poolOf } from './clients.js';
+import { COUNTER_COLUMNS, HOLDS_COLUMN, PATCHABLE_COLUMNS } from './columns.js';
 import { PURGE_BATCH_SIZE, type SqlEngine } from './dialect.js';
 import { migratePostgres } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
@@ -29,6 +42,8 @@ import type { StoreUsageQuery, UsageBatch, UsageCell } from '../../usage/cells.j
 import { alreadyExists } from '../toolkit.js';
 import { auditEntryFromRow, auditFilters, auditRowValues, checkedBatch, checkedClaim, usageCellFromRow, usageColumnArrays, usageRange } from './observability.js';
 import { type AuditListShape, type ObservabilityStatements, auditListStatement, observabilityStatements } from './postgres-observability.js';
+import { type RowVersion, doubleFromHex, lockStatement, writeParameters, writeStatement } from './postgres-reservations.js';
+import { type LockedRow, reservationOnRow, settlementOnRow } from './reservations.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
@@ -59,6 +74,45 @@ function rowsOf(result: PostgresQueryResult | PostgresQueryResult[]): Row[] {
   return (single?.rows ?? []) as Row[];
 }
 
+/**
+ * How many times `reserve` or `settle` reads the row again after its guarded write found the row
+ * changed. In a Pool's transaction the lock keeps the row as read, so a second read is the most
+ * ever needed (the deadline passed between the two round trips: the second read refuses); on a
+ * single connection a write of another process between the read and the write costs one more
+ * read, and only a row written faster than this store can read and write it exhausts them.
+ */
+const GUARDED_ATTEMPTS = 50;
+
+/** One read-decide-write of `reserve` or `settle`: its result, or `undefined` when the guarded write found the row changed. */
+type GuardedStep<T> = (client: PostgresClient) => Promise<{ value: T } | undefined>;
+
+/** Runs `step` until its write goes through (or it writes nothing), at most {@link GUARDED_ATTEMPTS} times. */
+async function guarded<T>(step: GuardedStep<T>, client: PostgresClient): Promise<T> {
+  for (let attempt = 1; attempt <= GUARDED_ATTEMPTS; attempt++) {
+    const done = await step(client);
+    if (done !== undefined) return done.value;
+  }
+  throw new Error(`keygate: the key's row changed between the read and the write ${GUARDED_ATTEMPTS} times in a row; nothing was written`);
+}
+
+/**
+ * The locked row of the lock statement (`postgres-reservations.ts`) in the form `reservations.ts`
+ * decodes: counts as numbers (NULL stays NULL, for the decoder to refuse), float8 counters from
+ * their bytes, the holds as their JSON text.
+ */
+function lockedRow(row: Row): LockedRow {
+  const locked: Record<string, unknown> = { use_count: row.use_count === null ? null : Number(row.use_count), [HOLDS_COLUMN.name]: row[HOLDS_COLUMN.name] };
+  for (const counter of COUNTER_COLUMNS) {
+    const value = row[counter.name];
+    locked[counter.name] = counter.kind === 'tokens' || counter.kind === 'tokensAt' ? doubleFromHex(value) : value === null ? null : Number(value);
+  }
+  return locked;
+}
+
+function versionOf(row: Row): RowVersion {
+  return { xmin: String(row.xmin), ctid: String(row.ctid) };
+}
+
 /** {@link SqlEngine} for PostgreSQL. */
 export class PostgresEngine implements SqlEngine {
   readonly #client: PostgresClient;
@@ -68,12 +122,16 @@ export class PostgresEngine implements SqlEngine {
   readonly #lists = new Map<string, string>();
   readonly #observability: ObservabilityStatements;
   readonly #auditLists = new Map<string, string>();
+  readonly #lockRow: string;
+  readonly #writeRow: string;
 
   constructor(client: PostgresClient, table: TableName) {
     this.#client = client;
     this.#table = table;
     this.#statements = postgresStatements(table);
     this.#observability = observabilityStatements(table);
+    this.#lockRow = lockStatement(table);
+    this.#writeRow = writeStatement(table);
   }
 
   async #rows(text: string, values: unknown[]): Promise<Row[]> {
@@ -219,6 +277,80 @@ export class PostgresEngine implements SqlEngine {
     const countedAt = Number(row.at);
     if (countedAt > request.now) outcome.countedAt = countedAt;
     return outcome;
+  }
+
+  /**
+   * A reservation: the lock statement (`postgres-reservations.ts`: the row `FOR UPDATE`, the
+   * deadline against `clock_timestamp()` once the lock is held, the lifecycle at `request.now`, the
+   * counters and holds), `reservationOnRow` (`decideReservation`) in TypeScript, and when admitted
+   * the write statement (counters, holds, `last_used_at`), in one transaction: see
+   * {@link #onLockedRow}. A refusal writes nothing. `null` for an unknown id.
+   */
+  async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    const now = timestamptzLiteral(new Date(request.now));
+    return this.#onLockedRow(async (client) => {
+      const [row] = rowsOf(await client.query(this.#lockRow, [id, now, request.deadline ?? null]));
+      if (!row) return { value: null };
+      // The comparisons with now were made in SQL, on the stored instants (infinity included): each
+      // passed on as an instant at now (reached) or none (not reached), which lifecycleRefusal reads alike.
+      const lifecycle = lifecycleRefusal(String(row.status), row.revoked === 'true' ? request.now : null, row.expired === 'true' ? request.now : null, request.now);
+      const { outcome, write } = reservationOnRow(id, lockedRow(row), { late: row.late === 'true', lifecycle }, request);
+      if (write === null) return { value: outcome };
+      const written = rowsOf(await client.query(this.#writeRow, writeParameters(id, versionOf(row), request.deadline, request.now, write)));
+      return written.length > 0 ? { value: outcome } : undefined;
+    });
+  }
+
+  /**
+   * A settlement: the lock statement, `settlementOnRow` (`decideSettlement`), and the write when
+   * the row holds a hold of that lease, in one transaction (see {@link #onLockedRow}). An unknown
+   * id or lease writes nothing.
+   */
+  async settle(id: string, settlement: Settlement): Promise<void> {
+    await this.#onLockedRow(async (client) => {
+      const [row] = rowsOf(await client.query(this.#lockRow, [id, null, null]));
+      const write = row ? settlementOnRow(id, lockedRow(row), settlement) : null;
+      if (!row || write === null) return { value: undefined };
+      const written = rowsOf(await client.query(this.#writeRow, writeParameters(id, versionOf(row), undefined, null, write)));
+      return written.length > 0 ? { value: undefined } : undefined;
+    });
+  }
+
+  /**
+   * Runs a read-decide-write of leased mode atomically.
+   *
+   * On a Pool: in one transaction (`BEGIN ISOLATION LEVEL READ COMMITTED`, whatever the pool's
+   * default: the lock statement relies on a row lock returning the row as last committed) on a
+   * connection the Pool lends for it alone, so no other statement can slip into it. The row stays
+   * locked from the read to the COMMIT, so the guarded write finds it as read unless the deadline
+   * passed meanwhile, and then the step reads again and refuses. Any failure rolls the transaction
+   * back, so nothing is half written; a connection whose ROLLBACK failed too is closed, not reused.
+   *
+   * On a single connection (a `Client` or `PoolClient`): no transaction, which would take in every
+   * statement sent on that connection meanwhile (a consume of the same key among them would then
+   * not wait for the lock, and be overwritten). Each statement is atomic on its own; the write is
+   * guarded by the row version the read saw, so it applies only to the state it was decided on,
+   * and the step runs again on the new state when another writer came between.
+   */
+  async #onLockedRow<T>(step: GuardedStep<T>): Promise<T> {
+    const pool = poolOf(this.#client);
+    if (pool === undefined) return guarded(step, this.#client);
+    const session = await pool.connect();
+    let reusable = true;
+    try {
+      await session.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+      const value = await guarded(step, session);
+      await session.query('COMMIT');
+      return value;
+    } catch (error) {
+      reusable = await session.query('ROLLBACK').then(
+        () => true,
+        () => false,
+      );
+      throw error;
+    } finally {
+      session.release(!reusable);
+    }
   }
 
   /** One statement (see `releaseStatement`), which writes the row only when it holds the lease. */

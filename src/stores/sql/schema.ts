@@ -5,15 +5,16 @@
  * The first version of the table (every column with `since` 1, and the first version's counters)
  * keeps its column definitions, so the DDL of existing installations never changes. A column of a
  * later version (a record field's, a counter's such as the minute, hour and month windows of
- * version 2, or the concurrency leases of version 2) is appended after the first version's
- * counters, where `ALTER TABLE … ADD COLUMN` puts it on an existing table, with one definition for
- * both statements whose default is the field's `initial` value (a counter's: -1 for a window
- * index, 0 for a count; the leases': `{}`, none): a fresh table and an upgraded one come out the
- * same, and existing rows read back as new records would be written.
+ * version 2, the concurrency leases of version 2, or the holds of leased mode of version 5) is
+ * appended after the first version's counters, where `ALTER TABLE … ADD COLUMN` puts it on an
+ * existing table, with one definition for both statements whose default is the field's `initial`
+ * value (a counter's: -1 for a window index, 0 for a count; the leases' and the holds': `{}`,
+ * none): a fresh table and an upgraded one come out the same, and existing rows read back as new
+ * records would be written.
  */
 import { ALERT_FIELDS, API_KEY_STATUSES, RATE_LIMIT_FIELDS } from '../../record/schema.js';
 import { companionStatements } from './companions.js';
-import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, LEASES_COLUMN, RECORD_COLUMNS } from './columns.js';
+import { COUNTER_COLUMNS, type Column, type ColumnKind, type CounterColumn, type CounterKind, HOLDS_COLUMN, LEASES_COLUMN, RECORD_COLUMNS } from './columns.js';
 import { parameterOf } from './parameters.js';
 import { type TableName, parseTableName } from './table-name.js';
 import type { SqlDialect } from './values.js';
@@ -106,6 +107,17 @@ const LEASES_TYPES: Record<SqlDialect, string> = {
 
 const LEASES_COMMENT = 'concurrency leases: JSON object, lease -> lapse instant in epoch milliseconds';
 
+/**
+ * The holds' column (`HOLDS_COLUMN`, leased mode) after its name: a JSON object of lease → hold,
+ * `{}` (no hold) for a new key and, through `ADD COLUMN`, for every existing row.
+ */
+const HOLDS_TYPES: Record<SqlDialect, string> = {
+  postgres: "jsonb NOT NULL DEFAULT '{}'",
+  sqlite: "TEXT NOT NULL DEFAULT '{}'",
+};
+
+const HOLDS_COMMENT = 'leased mode: JSON object, lease -> { until, units, tokens, at } (instants in epoch ms)';
+
 /** The comment of a counter column in `CREATE TABLE`. */
 function counterComment(counter: CounterColumn): string {
   const window = counter.window;
@@ -195,7 +207,7 @@ function firstVersion(columns: readonly Column[]): readonly Column[] {
   return columns.filter((column) => column.since <= 1);
 }
 
-/** A column's name and definition, and the version that introduced it: a record's, a counter's or the leases'. */
+/** A column's name and definition, and the version that introduced it: a record's, a counter's, the leases' or the holds'. */
 interface ColumnLine {
   readonly name: string;
   readonly since: number;
@@ -205,20 +217,21 @@ interface ColumnLine {
 
 /**
  * The store's own columns, which no record field holds, in table order: the counters, then the
- * concurrency leases.
+ * concurrency leases, then the holds of leased mode.
  */
 function stateColumns(dialect: SqlDialect): readonly ColumnLine[] {
   return [
     ...COUNTER_COLUMNS.map((counter) => ({ name: counter.name, since: counter.since, definition: COUNTER_TYPES[dialect][counter.kind], comment: counterComment(counter) })),
     { name: LEASES_COLUMN.name, since: LEASES_COLUMN.since, definition: LEASES_TYPES[dialect], comment: LEASES_COMMENT },
+    { name: HOLDS_COLUMN.name, since: HOLDS_COLUMN.since, definition: HOLDS_TYPES[dialect], comment: HOLDS_COMMENT },
   ];
 }
 
 /**
  * Columns added after the first version, in the order migrations add them (the order of a fresh
  * table's `CREATE TABLE`, so a fresh table and an upgraded one come out the same): by version,
- * and within a version the store's own columns first (counters, then the leases), then the
- * record's columns.
+ * and within a version the store's own columns first (counters, then the leases, then the holds),
+ * then the record's columns.
  */
 function laterColumns(dialect: SqlDialect, table: TableName, columns: readonly Column[]): readonly ColumnLine[] {
   const state = stateColumns(dialect).filter((column) => column.since > 1);
@@ -314,10 +327,11 @@ export interface SqlSchemaOptions {
  *
  * Upgrades: a record field added after the first version of the table (its `since` in the record
  * schema is above 1), or a column of the store's own added later (the minute, hour and month quota
- * windows' counters, the concurrency leases), is a column `CREATE TABLE` lists after the first
- * version's counters and that an existing table gets with `ALTER TABLE … ADD COLUMN`, its default
- * being the field's initial value (existing rows read back as a new record would be written; a
- * window's counters start at index -1, count 0; the leases at `{}`); a field
+ * windows' counters and the concurrency leases of version 2, the holds of leased mode of version
+ * 5), is a column `CREATE TABLE` lists after the first version's counters and that an existing
+ * table gets with `ALTER TABLE … ADD COLUMN`, its default being the field's initial value
+ * (existing rows read back as a new record would be written; a window's counters start at index
+ * -1, count 0; the leases and the holds at `{}`); a field
  * added later must accept null or have an initial value. On PostgreSQL the script carries that `ALTER TABLE … ADD COLUMN IF NOT EXISTS`
  * after the `CREATE TABLE`, so the same script creates a table or upgrades one, and can run again.
  * SQLite has no `IF NOT EXISTS` for columns: its script carries the `ALTER TABLE`s as comments, to

@@ -13,6 +13,9 @@ import type {
   AuditEntry,
   ConsumeOutcome,
   ConsumeRequest,
+  ReserveOutcome,
+  ReserveRequest,
+  Settlement,
   StoreAuditQuery,
   StoreListQuery,
   StorePurge,
@@ -27,6 +30,7 @@ import type { ChangeListeners } from '../toolkit.js';
 import { listenersOf } from './listeners.js';
 import { type SqlStoreOptions, resolveSqlStoreOptions } from './options.js';
 import { PostgresEngine } from './postgres.js';
+import { assertReservable } from './reservations.js';
 import { SqliteEngine } from './sqlite.js';
 import { type SqlDialect, assertStorable } from './values.js';
 
@@ -55,14 +59,31 @@ import { type SqlDialect, assertStorable } from './values.js';
  *   lease → lapse instant), read and written under the row's lock, so processes sharing the
  *   database together never hold more than `maxConcurrent` live leases. `release` removes one. A
  *   consume without a claim never reads or writes the column.
+ * - **Leased mode** (`keygate({ consistency: 'leased' })`; the store capability `leases`).
+ *   `reserve` counts a batch of a key's uses against every limit at once and keeps it as a hold;
+ *   `settle` gives back what was not spent. The holds are a column of the key's row
+ *   (`lease_holds`, lease → { until, units, tokens, at }), read and written with the counters under
+ *   the row's lock, and the decision is `decideReservation` / `decideSettlement` of
+ *   `policy/reservation` itself. Reservations are rare (one per lease), so each is a short
+ *   transaction rather than one statement: on PostgreSQL, on a Pool, `BEGIN`, the row locked
+ *   `FOR UPDATE` (the deadline checked against `clock_timestamp()` once the lock is held, the
+ *   lifecycle, counters and holds read), the decision in TypeScript, the counters and holds
+ *   written, `COMMIT`; any failure rolls it all back. On a single `Client` or `PoolClient`, where a
+ *   transaction would take in every other statement sent on that connection meanwhile, the write
+ *   is instead guarded by the row version the read saw and the step runs again when another writer
+ *   came between. On SQLite, one `BEGIN IMMEDIATE` transaction, as a consume. A refusal writes
+ *   nothing; neither changes `updatedAt` nor notifies listeners. A consume counts on the same
+ *   counters but never reads the holds (as `decideConsume` does not): its bucket refills to the
+ *   full capacity.
  * - **A revoked key stays revoked.** `update` refuses to change a revoked key's status, and
  *   `rotate` a key already revoked or rotated, with `invalid_argument`, atomically with the write.
  * - **Soft delete and purge.** A key is deleted once: `update` keeps a stored `deletedAt`
  *   (`coalesce` in the UPDATE itself). `list` leaves deleted keys out unless `includeDeleted`.
  *   `purge` deletes the rows deleted before its instant, through a partial index on `deleted_at`,
  *   in batches of 1000 rows, each its own transaction, so a huge purge never
- *   holds its locks (SQLite: the database's write lock) for long; a row goes with its counters and
- *   leases, which live in it, and with its usage cells, deleted in the same transaction.
+ *   holds its locks (SQLite: the database's write lock) for long; a row goes with its counters,
+ *   concurrency leases and holds, which live in it, and with its usage cells, deleted in the same
+ *   transaction.
  * - **Audit trail, usage analytics, alert claims** (the optional store capabilities `audit`,
  *   `usage` and `alerts`) live in tables named from the key table, which `migrate()` creates:
  *   `<table>_audit` (indexed for every `listAudit` filter in (at, id) order), `<table>_usage` (one
@@ -127,8 +148,9 @@ export class SqlStore implements ApiKeyStore {
    * Creates the table and its indexes when they do not exist: the unique index on `key_prefix`,
    * `(created_at, id)`, `(owner_id, …)`, `(tenant_id, …)`, `(status, …)` for `list`, and
    * `(deleted_at)` over the deleted keys only (a partial index) for `purge`; adds
-   * to a table made by an earlier keygate the columns of record fields introduced since, with
-   * their initial values in existing rows; and creates the tables named from it (`<table>_audit`,
+   * to a table made by an earlier keygate the columns introduced since (record fields', and the
+   * store's own: quota windows, concurrency leases, the holds of leased mode), with their initial
+   * values in existing rows; and creates the tables named from it (`<table>_audit`,
    * `<table>_usage`, `<table>_usage_batches`, `<table>_alert_claims`) and their indexes. Idempotent, and safe to run from several processes at
    * once (PostgreSQL: under an advisory lock, in one transaction; SQLite: in one `BEGIN IMMEDIATE`
    * transaction, which also reads the table's columns). It runs the statements `sqlSchema()`
@@ -209,8 +231,8 @@ export class SqlStore implements ApiKeyStore {
    * that very instant stays), and returns how many. Batches of at most 1000 rows, each one transaction
    * (PostgreSQL: the rows locked in (`deleted_at`, `id`) order, then a `DELETE … RETURNING` of
    * them, two statements sent at once and run as one transaction; SQLite: one `DELETE … RETURNING`
-   * in an immediate transaction), each atomic: a row goes with its index entries, counters and
-   * leases, and all its usage cells (every day) in the same transaction, and
+   * in an immediate transaction), each atomic: a row goes with its index entries, counters,
+   * leases and holds, and all its usage cells (every day) in the same transaction, and
    * a consume of a purged key finds no row (`null`: an unknown key). Listeners hear each removed
    * id once its batch committed. When a batch fails in a way that may have come after it took
    * effect, listeners are told `null` (anything may have changed) and the call rejects; the
@@ -249,6 +271,35 @@ export class SqlStore implements ApiKeyStore {
   async release(id: string, lease: string): Promise<void> {
     if (!this.#canHold(id) || !this.#canHold(lease)) return;
     await withoutHashes(() => this.#engine.release(id, lease));
+  }
+
+  /**
+   * Reserves up to `request.units` uses of the key for leased mode, atomically: the deadline, the
+   * key's lifecycle as stored, then `decideReservation` (`policy/reservation`) on the counters and
+   * holds the row holds; when admitted, the grant counted (use count, every window, the bucket,
+   * `lastUsedAt`) and kept as a hold in the same step. A refusal writes nothing. `null` for an
+   * unknown id. No `updatedAt`, no notification. PostgreSQL: one transaction that locks the row
+   * (on a Pool; on a single connection, a guarded write: see the class notes); SQLite: one
+   * immediate transaction. Rejects with `invalid_argument`, writing nothing, for a lease name the
+   * database could not give back exactly or a number that is not finite.
+   */
+  async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    if (!this.#canHold(id)) return null;
+    assertStorable({ lease: request.lease }, this.dialect);
+    assertReservable(request);
+    return withoutHashes(() => this.#engine.reserve(id, request));
+  }
+
+  /**
+   * Ends a reservation atomically, as `decideSettlement` decides: its unspent units given back to
+   * the use count and the windows still current, its tokens to the bucket while the hold is live,
+   * and the hold removed. Without a hold of that lease (settled already, lapsed, or an unknown key)
+   * nothing changes, so a retry gives nothing back twice. No `updatedAt`, no notification. The same
+   * atomic step as {@link reserve}.
+   */
+  async settle(id: string, settlement: Settlement): Promise<void> {
+    if (!this.#canHold(id) || !this.#canHold(settlement.lease)) return;
+    await withoutHashes(() => this.#engine.settle(id, settlement));
   }
 
   /**

@@ -4,16 +4,28 @@
  * JavaScript runs in this process meanwhile, and `BEGIN IMMEDIATE` takes the database's write lock
  * first, so other processes on the same file wait (up to the connection's busy timeout) instead of
  * interleaving. The consume's checks are `lifecycleRefusal` and `decideConsume` themselves, after
- * the deadline, read with `Date.now()` once the transaction holds the write lock.
+ * the deadline, read with `Date.now()` once the transaction holds the write lock; leased mode's
+ * reservations and settlements are `decideReservation` and `decideSettlement` the same way
+ * (`reservations.ts`).
  */
 import { type CounterState, countingInstant, decideConsume, leasesAfter, liveLeases } from '../../policy/limits.js';
 import { invalidRecord, ownValue } from '../../record/decode.js';
 import { lifecycleRefusal } from '../../policy/status.js';
 import type { ApiKeyRecord } from '../../types.js';
-import type { ApiKeyPatch, ConsumeOutcome, ConsumeRequest, StoreListQuery, StorePurge, StoreRotation } from '../store.js';
+import type {
+  ApiKeyPatch,
+  ConsumeOutcome,
+  ConsumeRequest,
+  ReserveOutcome,
+  ReserveRequest,
+  Settlement,
+  StoreListQuery,
+  StorePurge,
+  StoreRotation,
+} from '../store.js';
 import { isRetired, replacementFor, retiredKeyCannotRotate, revokedAtAfterUpdate, revokedKeyCannotChangeStatus } from '../toolkit.js';
 import type { SqliteDatabase, SqliteStatement, SqliteTransaction } from './clients.js';
-import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, DELETED_AT_COLUMN, LEASES_COLUMN, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
+import { COLUMN_LIST, COUNTER_COLUMNS, COUNTER_LIST, DELETED_AT_COLUMN, HOLDS_COLUMN, LEASES_COLUMN, PATCHABLE_COLUMNS, RECORD_COLUMNS } from './columns.js';
 import { PURGE_BATCH_SIZE, type SqlEngine } from './dialect.js';
 import { migrateSqlite } from './migrate.js';
 import { parameterOf, recordParameters } from './parameters.js';
@@ -35,6 +47,7 @@ import {
   usageCellFromRow,
   usageRange,
 } from './observability.js';
+import { type HoldsWrite, type LockedRow, reservationOnRow, settlementOnRow } from './reservations.js';
 import { type Row, recordFromRow } from './row.js';
 import type { TableName } from './table-name.js';
 import { insertingOnce } from './unique-violation.js';
@@ -79,6 +92,8 @@ export class SqliteEngine implements SqlEngine {
   readonly #rotate: SqliteTransaction<[StoreRotation], { old: Row; replacement: Row } | null>;
   readonly #statusUpdate: SqliteTransaction<[string, ApiKeyPatch], Row | undefined>;
   readonly #release: SqliteTransaction<[string, string], void>;
+  readonly #reserve: SqliteTransaction<[string, ReserveRequest], ReserveOutcome | null>;
+  readonly #settle: SqliteTransaction<[string, Settlement], void>;
   readonly #purgeBatch: SqliteTransaction<[number, number], string[]>;
   readonly #addUsage: SqliteTransaction<[CheckedBatch], void>;
   readonly #claimAlert: SqliteTransaction<[CheckedClaim], boolean>;
@@ -95,6 +110,8 @@ export class SqliteEngine implements SqlEngine {
     this.#rotate = db.transaction((rotation: StoreRotation) => this.#rotateNow(rotation));
     this.#statusUpdate = db.transaction((id: string, patch: ApiKeyPatch) => this.#statusUpdateNow(id, patch));
     this.#release = db.transaction((id: string, lease: string) => this.#releaseNow(id, lease));
+    this.#reserve = db.transaction((id: string, request: ReserveRequest) => this.#reserveNow(id, request));
+    this.#settle = db.transaction((id: string, settlement: Settlement) => this.#settleNow(id, settlement));
   }
 
   /**
@@ -317,6 +334,54 @@ export class SqliteEngine implements SqlEngine {
       );
     }
     return outcome;
+  }
+
+  async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    return this.#reserve.immediate(id, request);
+  }
+
+  /**
+   * Inside the immediate transaction, as a consume: the deadline (`Date.now()`, read once the
+   * transaction holds the write lock), `lifecycleRefusal`, then `reservationOnRow`
+   * (`decideReservation`) on the row's counters and holds; when admitted, the counters, the holds
+   * and `last_used_at` written back. A refusal writes nothing.
+   */
+  #reserveNow(id: string, request: ReserveRequest): ReserveOutcome | null {
+    const row = this.#lockedRow(id, '"status", "revoked_at", "expires_at", ') as
+      | (LockedRow & { status: string; revoked_at: number | null; expires_at: number | null })
+      | undefined;
+    if (!row) return null;
+    const late = request.deadline !== undefined && Date.now() > request.deadline;
+    const lifecycle = lifecycleRefusal(row.status, row.revoked_at, row.expires_at, request.now);
+    const { outcome, write } = reservationOnRow(id, row, { late, lifecycle }, request);
+    // As a consume writes it: a Date's milliseconds (an INTEGER column of a STRICT table takes no fraction).
+    if (write !== null) this.#writeHolds(id, write, new Date(request.now).getTime());
+    return outcome;
+  }
+
+  async settle(id: string, settlement: Settlement): Promise<void> {
+    this.#settle.immediate(id, settlement);
+  }
+
+  /** Inside the immediate transaction: `settlementOnRow` (`decideSettlement`), and its result written when the row holds that lease. */
+  #settleNow(id: string, settlement: Settlement): void {
+    const row = this.#lockedRow(id, '');
+    const write = row ? settlementOnRow(id, row, settlement) : null;
+    if (write !== null) this.#writeHolds(id, write, null);
+  }
+
+  /** The counters and holds of the row (with the columns of `lifecycle` before them), or `undefined` for an unknown id. */
+  #lockedRow(id: string, lifecycle: string): LockedRow | undefined {
+    return this.#statement(`SELECT ${lifecycle}"use_count", ${COUNTER_LIST}, "${HOLDS_COLUMN.name}" FROM ${this.#table.qualified} WHERE "id" = ?`).get(id) as
+      | LockedRow
+      | undefined;
+  }
+
+  /** Writes a reservation's or a settlement's counters and holds; `last_used_at` too unless `lastUsedAt` is `null`. */
+  #writeHolds(id: string, { next, holds }: HoldsWrite, lastUsedAt: number | null): void {
+    this.#statement(
+      `UPDATE ${this.#table.qualified} SET "use_count" = ?, ${COUNTER_ASSIGNMENTS}, "last_used_at" = coalesce(?, "last_used_at"), "${HOLDS_COLUMN.name}" = ? WHERE "id" = ?`,
+    ).run(next.useCount, ...COUNTER_COLUMNS.map((counter) => next[counter.field]), lastUsedAt, holds, id);
   }
 
   /** Removes the lease in an immediate transaction: read, drop, write back (only when it was there). */
