@@ -85,7 +85,7 @@ class StoredKey implements CounterState {
   /** Reservations of leased mode not yet settled (lease → hold), or `null` when there are none. */
   holds: Record<string, Hold> | null = null;
   /** No lease lapses before this instant (a lower bound: a released lease may have held it). */
-  firstLapse = Number.POSITIVE_INFINITY;
+  firstLapse = NO_LEASE_YET;
   /** The record as JSON, without `useCount` and `lastUsedAt`. */
   settings: string;
 
@@ -94,8 +94,8 @@ class StoredKey implements CounterState {
     const counters = initialCounters(record.useCount);
     this.id = flat(record.id);
     this.keyPrefix = flat(record.keyPrefix);
-    this.ownerId = record.ownerId === undefined ? undefined : flat(record.ownerId);
-    this.tenantId = record.tenantId === undefined ? undefined : flat(record.tenantId);
+    this.ownerId = record.ownerId;
+    this.tenantId = record.tenantId;
     this.status = record.status;
     this.revokedAt = epochOf(record.revokedAt);
     this.expiresAt = epochOf(record.expiresAt);
@@ -120,6 +120,13 @@ class StoredKey implements CounterState {
 type Slot = StoredKey;
 
 let warnedAboutCluster = false;
+
+/**
+ * `firstLapse` of a key that never held a lease. A small integer, not `Infinity`: V8 boxes a
+ * double field in its own heap object, one more per key for a million keys that never use
+ * `maxConcurrent`; and a key's first claim then scans its (empty) leases once, which sets it.
+ */
+const NO_LEASE_YET = -1;
 
 /**
  * A flat copy of a string. Strings built by concatenation (`crypto.randomUUID()`, a key's base62
