@@ -4,6 +4,11 @@
  * a window to is reached by exactly one request in all processes sharing the store: the request
  * whose count equals a threshold's mark is the one that reports it, with no shared state and no
  * second round trip.
+ *
+ * A reservation of leased mode counts a batch of uses at once: it reports the thresholds whose mark
+ * lies in the batch, when it is made (up to one lease before the use that reaches it is admitted).
+ * Units given back unspent can be reserved again, so a mark may then be reached twice: it is
+ * reported again, with the same webhook id, rather than never.
  */
 import type { QuotaWindow as EventWindow } from '../events/events.js';
 import type { ConsumeOutcome, ConsumeRequest } from '../policy/limits.js';
@@ -42,13 +47,20 @@ const MONTH = QUOTA_WINDOWS.find((window) => window.name === 'month')!;
  * month quota, or `[]`. `fractions` are in (0, 1], ascending. `countedAt` is the instant the store
  * counted at (the outcome's, when the caller's clock lagged).
  */
-export function quotaCrossings(request: Pick<ConsumeRequest, 'maxUses' | 'rateLimit' | 'now'>, outcome: ConsumeOutcome, fractions: readonly number[]): QuotaCrossing[] {
+export function quotaCrossings(
+  request: Pick<ConsumeRequest, 'maxUses' | 'rateLimit' | 'now'>,
+  outcome: ConsumeOutcome & { granted?: number },
+  fractions: readonly number[],
+): QuotaCrossing[] {
   if (!outcome.admitted) return [];
   const crossings: QuotaCrossing[] = [];
+  // The counts this outcome brought the windows through: one for a consume, the grant for a reservation.
+  const span = outcome.granted ?? 1;
   const check = (window: EventWindow, used: number | undefined, limit: number | undefined, start?: number): void => {
     if (used === undefined || limit === undefined) return;
     for (const threshold of fractions) {
-      if (used === thresholdMark(threshold, limit)) crossings.push({ window, threshold, used, limit, ...(start === undefined ? {} : { windowStart: start }) });
+      const mark = thresholdMark(threshold, limit);
+      if (mark <= used && mark > used - span) crossings.push({ window, threshold, used, limit, ...(start === undefined ? {} : { windowStart: start }) });
     }
   };
   const at = outcome.countedAt ?? request.now;

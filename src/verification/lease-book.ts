@@ -84,6 +84,7 @@ export class LeaseBook {
    * @param reserveInStore - the store's `reserve`, bounded by the store timeout
    * @param settleInStore - the store's `settle`, bounded by the store timeout
    * @param now - keygate's clock (the one every consume and reservation is counted with)
+   * @param onReserved - told of every admitted reservation (quota thresholds)
    */
   constructor(
     private readonly settings: LeaseSettings,
@@ -91,6 +92,7 @@ export class LeaseBook {
     private readonly settleInStore: (id: string, settlement: Settlement) => Promise<void>,
     private readonly now: () => number,
     private readonly storeTimeoutMs: number,
+    private readonly onReserved: (key: LeasedKey, request: ReserveRequest, outcome: ReserveOutcome) => void,
   ) {}
 
   /**
@@ -175,6 +177,7 @@ export class LeaseBook {
     };
     const outcome = await this.reserveInStore(key.id, request);
     if (outcome?.admitted) {
+      this.onReserved(key, request, outcome);
       if (leases.current) this.#end(key.id, leases, leases.current);
       leases.current = { lease: request.lease, outcome, request, left: outcome.granted, until: spendUntil(request, outcome, ttlMs) };
     }

@@ -214,6 +214,7 @@ export class Verifier {
         (id, settlement) => withDeadline(async () => this.settings.store.settle?.(id, settlement), storeTimeoutMs, 'to give back unspent uses'),
         settings.now,
         storeTimeoutMs,
+        (key, request, outcome) => this.settings.afterAdmission?.(key as VerifiedKey, request, outcome),
       );
     }
     this.rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000, perf: { now: settings.now } });
@@ -412,7 +413,6 @@ export class Verifier {
   private leasedAdmission(key: VerifiedKey, lease: LocalLease, now: number): Admission {
     const reserved = lease.outcome;
     const left = lease.left;
-    if (left === reserved.granted - 1) this.settings.afterAdmission?.(key, lease.request, reserved);
     refreshPolicyHeader(key, now);
     const outcome: ConsumeOutcome = { admitted: true, useCount: reserved.useCount - left };
     if (reserved.minuteCount !== undefined) outcome.minuteCount = reserved.minuteCount - left;

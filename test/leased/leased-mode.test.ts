@@ -127,6 +127,24 @@ describe("consistency: 'leased' in one process", () => {
     expect(second.headers['ratelimit']).toMatch(/^"day";r=998;t=\d+$/);
   });
 
+  it('quota.threshold fires once per threshold when the reservation that holds its mark is made', async () => {
+    const store = new ReservingStore();
+    const keys = leased(store);
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 100, rateLimit: { perDay: 1_000 } });
+    const seen: { window: string; threshold: number; used: number }[] = [];
+    keys.on('quota.threshold', ({ window, threshold, used }) => seen.push({ window, threshold, used }));
+    const server = app(keys);
+    let admitted = 0;
+    for (let i = 0; i < 110; i++) if ((await request(server).get('/').set('x-api-key', key)).status === 200) admitted++;
+    expect(admitted).toBe(100);
+    expect((await keys.get(apiKey.id))?.useCount).toBe(100);
+    // maxUses 100: marks 80 and 100, each reported once, by the reservation whose batch holds it
+    // (its count then may be past the mark by the rest of that batch: at most share × 100 = 10).
+    expect(seen.map(({ window, threshold }) => `${window} ${threshold}`).sort()).toEqual(['lifetime 0.8', 'lifetime 1']);
+    for (const event of seen) expect(event.used - event.threshold * 100).toBeGreaterThanOrEqual(0);
+    for (const event of seen) expect(event.used - event.threshold * 100).toBeLessThan(10);
+  });
+
   it('keys with maxConcurrent consume per request', async () => {
     const store = new ReservingStore();
     const keys = leased(store);
