@@ -15,8 +15,9 @@
  *   than half of it came back unspent; never more than `maxUnits`, nor more than `share` of any
  *   of the key's limits (so one process cannot sit on a whole quota), nor less than the requests
  *   already waiting for it.
- * - **Giving back:** a lease that ran out of time, a key whose record changed (cache invalidation,
- *   also from the store's change notifications), and `close()` settle what was not spent. A
+ * - **Giving back:** a lease that ran out of time (on a timer, so an idle process gives its units
+ *   back while the store still holds them), a key whose record changed (cache invalidation, also
+ *   from the store's change notifications), and `close()` settle what was not spent. A
  *   settlement that fails loses those units for their window: an early refusal, never an
  *   over-admission.
  */
@@ -51,6 +52,11 @@ export interface LocalLease {
   left: number;
   /** This process's clock: no unit is spent at or after it. */
   readonly until: number;
+  /**
+   * Ends the lease at `until` even if no request comes: an idle process must give its units back
+   * while the store still holds them (a settlement after the hold lapsed finds nothing to return).
+   */
+  timer?: ReturnType<typeof setTimeout>;
 }
 
 /** A key's leasing state in this process. */
@@ -179,7 +185,14 @@ export class LeaseBook {
     if (outcome?.admitted) {
       this.onReserved(key, request, outcome);
       if (leases.current) this.#end(key.id, leases, leases.current);
-      leases.current = { lease: request.lease, outcome, request, left: outcome.granted, until: spendUntil(request, outcome, ttlMs) };
+      const lease: LocalLease = { lease: request.lease, outcome, request, left: outcome.granted, until: spendUntil(request, outcome, ttlMs) };
+      leases.current = lease;
+      // In real milliseconds, at most half the hold: ending a lease early only gives units back.
+      const delayMs = Math.min(Math.floor(ttlMs / 2), Math.max(1, lease.until - now));
+      lease.timer = setTimeout(() => {
+        if (leases.current === lease) void this.#end(key.id, leases, lease);
+      }, delayMs);
+      lease.timer.unref();
     }
     return outcome;
   }
@@ -190,6 +203,7 @@ export class LeaseBook {
    */
   #end(id: string, leases: KeyLeases, lease: LocalLease): Promise<void> {
     if (leases.current === lease) leases.current = null;
+    clearTimeout(lease.timer);
     const granted = lease.outcome.granted;
     const unspent = lease.left;
     lease.left = 0;
