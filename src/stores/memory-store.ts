@@ -9,6 +9,7 @@ import { type CounterState, countingInstant, decideConsume, initialCounters } fr
 import { epochOf, lifecycleRefusal } from '../policy/status.js';
 import { type Hold, type ReserveOutcome, type ReserveRequest, type Settlement, decideReservation, decideSettlement } from '../policy/reservation.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS, type RecordField } from '../record/schema.js';
+import { ownValue } from '../record/decode.js';
 import {
   ChangeListeners,
   alreadyExists,
@@ -94,8 +95,9 @@ class StoredKey implements CounterState {
     const counters = initialCounters(record.useCount);
     this.id = flat(record.id);
     this.keyPrefix = flat(record.keyPrefix);
-    this.ownerId = record.ownerId;
-    this.tenantId = record.tenantId;
+    // Own values only: a polluted Object.prototype must not lend a record an owner.
+    this.ownerId = ownValue(record, 'ownerId') as string | undefined;
+    this.tenantId = ownValue(record, 'tenantId') as string | undefined;
     this.status = record.status;
     this.revokedAt = epochOf(record.revokedAt);
     this.expiresAt = epochOf(record.expiresAt);
@@ -149,10 +151,10 @@ const PACKED_FIELDS = RECORD_FIELDS.filter(({ field }) => !SLOT_FIELDS.has(field
  * An absent optional field is `null` (an optional field is a string when present, never `null`).
  */
 function settingsOf(record: ApiKeyRecord): string {
-  const values = record as unknown as Record<string, unknown>;
   return JSON.stringify(
     PACKED_FIELDS.map(({ field, instant }) => {
-      const value = values[field];
+      // Own values only, as JSON.stringify of the record would have taken.
+      const value = ownValue(record, field);
       if (value === undefined) return null;
       return instant && value instanceof Date ? value.getTime() : value;
     }),
