@@ -45,7 +45,7 @@ export interface AdmissionMark {
   admission: { readonly apiKey: ApiKey };
 }
 
-/** Admitted requests, and the `res.locals` of their responses, to their marks. */
+/** Admitted requests to their marks. */
 const marks = new WeakMap<object, AdmissionMark>();
 /** Principals the app assigned itself (`req.apiKey = …`): what the accessor gives until an admission. */
 const assigned = new WeakMap<object, unknown>();
@@ -68,7 +68,6 @@ const REQUEST_VIEW: PropertyDescriptor = {
   configurable: true,
 };
 
-const LOCALS_VIEW: PropertyDescriptor = { ...REQUEST_VIEW, enumerable: true };
 
 /**
  * Installs the `apiKey` accessor on the request prototype Express requests share (the last one
@@ -94,9 +93,14 @@ export function markAdmitted(req: Request, res: Response, mark: AdmissionMark): 
     if (prototype !== null && (installedOn.has(prototype) || installView(req))) lastPrototype = prototype;
     else Object.defineProperty(req, 'apiKey', { value: mark.admission.apiKey, writable: true, enumerable: true, configurable: true });
   }
+  // The same view through `res.locals`: closures over this mark (a second WeakMap entry per request cost more).
   const locals = res.locals as object;
-  marks.set(locals, mark);
-  Object.defineProperty(locals, 'apiKey', LOCALS_VIEW);
+  Object.defineProperty(locals, 'apiKey', {
+    get: () => mark.admission.apiKey,
+    set: (value: unknown) => Object.defineProperty(locals, 'apiKey', { value, writable: true, enumerable: true, configurable: true }),
+    enumerable: true,
+    configurable: true,
+  });
 }
 
 /** The admission of a request, if an `authenticate()` of any keygate instance admitted it. */
