@@ -68,6 +68,8 @@ interface KeyLeases {
   waiting: number;
   /** Units the next reservation asks for. */
   size: number;
+  /** Bumped when the key's record changes: a reservation that began before is given back whole. */
+  epoch: number;
 }
 
 /** What a reservation needs from a verified key. */
@@ -85,6 +87,8 @@ export class LeaseBook {
   /** Names this process's reservations apart from every other process's (72 random bits). */
   readonly #space = randomBytes(9).toString('base64url');
   #count = 0;
+  /** Set by close(): from then on a reservation asks for one unit, spent by the request that asked. */
+  #closed = false;
 
   /**
    * @param reserveInStore - the store's `reserve`, bounded by the store timeout
@@ -151,11 +155,14 @@ export class LeaseBook {
       return;
     }
     const leases = this.#keys.get(id);
-    if (leases?.current) this.#end(id, leases, leases.current);
+    if (!leases) return;
+    leases.epoch++;
+    if (leases.current) this.#end(id, leases, leases.current);
   }
 
   /** Waits for reservations in flight, then gives back every unspent unit; resolves when the store has them. */
   async close(): Promise<void> {
+    this.#closed = true;
     await Promise.allSettled([...this.#keys.values()].map((leases) => leases.pending));
     const settled: Promise<void>[] = [];
     for (const [id, leases] of this.#keys) if (leases.current) settled.push(this.#end(id, leases, leases.current));
@@ -165,13 +172,14 @@ export class LeaseBook {
 
   #entry(id: string): KeyLeases {
     let leases = this.#keys.get(id);
-    if (!leases) this.#keys.set(id, (leases = { current: null, pending: null, waiting: 0, size: FIRST_LEASE_UNITS }));
+    if (!leases) this.#keys.set(id, (leases = { current: null, pending: null, waiting: 0, size: FIRST_LEASE_UNITS, epoch: 0 }));
     return leases;
   }
 
   async #reserve(key: LeasedKey, leases: KeyLeases, now: number): Promise<ReserveOutcome | null> {
     const { ttlMs } = this.settings;
-    const units = Math.max(1, Math.min(Math.max(leases.size, leases.waiting + 1), this.#cap(key)));
+    const units = this.#closed ? 1 : Math.max(1, Math.min(Math.max(leases.size, leases.waiting + 1), this.#cap(key)));
+    const epoch = leases.epoch;
     const request: ReserveRequest = {
       now,
       maxUses: key.record.maxUses,
@@ -182,6 +190,12 @@ export class LeaseBook {
       deadline: Date.now() + this.storeTimeoutMs - Math.min(100, Math.max(1, Math.floor(this.storeTimeoutMs / 10))),
     };
     const outcome = await this.reserveInStore(key.id, request);
+    if (outcome?.admitted && leases.epoch !== epoch) {
+      // The record changed while the reservation was on its way: its units go back whole, and the
+      // requests waiting for it reserve again.
+      void this.#settle(key.id, { lease: request.lease, outcome, request, left: outcome.granted, until: 0 }, outcome.granted);
+      return outcome;
+    }
     if (outcome?.admitted) {
       this.onReserved(key, request, outcome);
       if (leases.current) this.#end(key.id, leases, leases.current);

@@ -145,6 +145,45 @@ describe("consistency: 'leased' in one process", () => {
     for (const event of seen) expect(event.used - event.threshold * 100).toBeLessThan(10);
   });
 
+  it('a reservation on its way when the key changes is given back whole, and the request reserves again under the new record', async () => {
+    const store = new ReservingStore();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const reserve = store.reserve.bind(store);
+    let held = true;
+    store.reserve = async (...args) => {
+      if (held) {
+        held = false;
+        await gate;
+      }
+      return reserve(...args);
+    };
+    const keys = leased(store);
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 1_000 });
+    const pending = keys.verify(key);
+    await new Promise((resolve) => setImmediate(resolve));
+    await keys.update(apiKey.id, { maxUses: 500 });
+    open();
+    expect((await pending).ok).toBe(true);
+    // The first grant (8) came back whole; the request was admitted from a second reservation.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.settlements[0]).toBe(8);
+    expect(store.reservations).toBe(2);
+    await keys.close();
+    expect((await store.findById(apiKey.id))?.useCount).toBe(1);
+  });
+
+  it('after close(), a request still verified reserves one unit and holds nothing back', async () => {
+    const store = new ReservingStore();
+    const keys = keygate({ store, hashing: 'sha256', consistency: 'leased' });
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 1_000 });
+    expect((await keys.verify(key)).ok).toBe(true);
+    await keys.close();
+    expect((await store.findById(apiKey.id))?.useCount).toBe(1);
+    expect((await keys.verify(key)).ok).toBe(true);
+    expect((await store.findById(apiKey.id))?.useCount).toBe(2);
+  });
+
   it('keys with maxConcurrent consume per request', async () => {
     const store = new ReservingStore();
     const keys = leased(store);
