@@ -171,8 +171,9 @@ export interface FailedAttemptLimit {
 /** Leased mode's reservations (`lease: { … }`). */
 export interface LeaseOptions {
   /**
-   * How long the store holds a reservation, in milliseconds (100 to 60 000). This process spends
-   * it for half that, and never past the end of the key's shortest quota window. @default 2_000
+   * How long the store holds a reservation, in milliseconds (100 to 60 000, and at least twice
+   * `storeTimeoutMs`). This process spends it for half that, and never past the end of the key's
+   * shortest quota window. @default 2_000, or twice `storeTimeoutMs` when that is more
    */
   ttlMs?: number;
   /** Most uses one reservation asks for (1 to 1 000 000); sizes adapt to each key's traffic up to it. @default 1_000 */
@@ -313,7 +314,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
 
   return {
     ...resolveObservability(input, store as ApiKeyStore),
-    lease: resolveLease(input, store as ApiKeyStore),
+    lease: resolveLease(input, store as ApiKeyStore, storeTimeoutMs),
     store: store as ApiKeyStore,
     prefix,
     prefixes,
@@ -332,8 +333,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
 }
 
 /** `consistency` and `lease`: leased mode's settings, or `undefined` for exact mode. */
-function resolveLease(input: KeygateOptions, store: ApiKeyStore): LeaseSettings | undefined {
-  const consistency: unknown = input.consistency ?? 'exact';
+function resolveLease(input: KeygateOptions, store: ApiKeyStore, storeTimeoutMs: number): LeaseSettings | undefined {
+  const consistency: unknown = input.consistency === undefined ? 'exact' : input.consistency;
   if (consistency !== 'exact' && consistency !== 'leased') throw new TypeError("keygate(): `consistency` must be 'exact' or 'leased'");
   if (consistency === 'exact') {
     if (input.lease !== undefined) throw new TypeError("keygate(): `lease` applies only with consistency: 'leased'");
@@ -342,13 +343,22 @@ function resolveLease(input: KeygateOptions, store: ApiKeyStore): LeaseSettings 
   if (!implementsAll(store, ['reserve', 'settle'])) {
     throw new TypeError("keygate(): consistency: 'leased' needs a key store that can reserve uses (reserve and settle); MemoryStore, RedisStore and SqlStore can");
   }
-  const given: unknown = input.lease ?? {};
-  if (given === null || typeof given !== 'object') throw new TypeError('keygate(): `lease` must be { ttlMs?, maxUnits?, share? }');
+  const given: unknown = input.lease === undefined ? {} : input.lease;
+  if (given === null || typeof given !== 'object' || Array.isArray(given) || Object.getPrototypeOf(given) !== Object.prototype) {
+    throw new TypeError('keygate(): `lease` must be { ttlMs?, maxUnits?, share? }');
+  }
   rejectUnknownOptions(given, ['ttlMs', 'maxUnits', 'share'], 'keygate() lease');
   const { ttlMs, maxUnits, share } = given as LeaseOptions;
   if (share !== undefined && (typeof share !== 'number' || !(share > 0 && share <= 1))) throw new TypeError('keygate(): `lease.share` must be a number above 0 and at most 1');
+  // A lease is spent for half its hold, counted from the reservation's request: a reservation
+  // answered just within storeTimeoutMs must still arrive with time left to spend it.
+  const shortest = 2 * storeTimeoutMs;
+  const hold = ttlMs === undefined ? Math.max(2_000, shortest) : integerOption(ttlMs, 'keygate(): `lease.ttlMs`', 100, 60_000);
+  if (hold < shortest) {
+    throw new TypeError(`keygate(): \`lease.ttlMs\` must be at least twice \`storeTimeoutMs\` (${shortest}): a lease is spent for half its hold, and a reservation may take storeTimeoutMs`);
+  }
   return {
-    ttlMs: ttlMs === undefined ? 2_000 : integerOption(ttlMs, 'keygate(): `lease.ttlMs`', 100, 60_000),
+    ttlMs: hold,
     maxUnits: maxUnits === undefined ? 1_000 : integerOption(maxUnits, 'keygate(): `lease.maxUnits`', 1, 1_000_000),
     share: share ?? 0.1,
   };

@@ -91,7 +91,8 @@ export function markAdmitted(req: Request, res: Response, mark: AdmissionMark): 
   const prototype = Object.getPrototypeOf(req) as object | null;
   if (prototype !== lastPrototype) {
     if (prototype !== null && (installedOn.has(prototype) || installView(req))) lastPrototype = prototype;
-    else Object.defineProperty(req, 'apiKey', { value: mark.admission.apiKey, writable: true, enumerable: true, configurable: true });
+    // Not an Express request: the same accessor, on the request itself.
+    else Object.defineProperty(req, 'apiKey', { ...REQUEST_VIEW, enumerable: true });
   }
   // The same view through `res.locals`: closures over this mark (a second WeakMap entry per request cost more).
   const locals = res.locals as object;

@@ -10,6 +10,7 @@ import { epochOf, lifecycleRefusal } from '../policy/status.js';
 import { type Hold, type ReserveOutcome, type ReserveRequest, type Settlement, decideReservation, decideSettlement } from '../policy/reservation.js';
 import { INSTANT_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS, type RecordField } from '../record/schema.js';
 import { ownValue } from '../record/decode.js';
+import { invalidArgument } from '../errors.js';
 import {
   ChangeListeners,
   alreadyExists,
@@ -489,6 +490,8 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   async reserve(id: string, request: ReserveRequest): Promise<ReserveOutcome | null> {
+    if (!Number.isSafeInteger(request.units) || request.units < 1) throw invalidArgument('units', 'must be a whole number of uses, at least 1');
+    if (!Number.isSafeInteger(request.leaseMs) || request.leaseMs < 1) throw invalidArgument('leaseMs', 'must be a whole number of milliseconds, at least 1');
     const slot = this.#byId.get(id);
     if (!slot) return null;
     if (request.deadline !== undefined && Date.now() > request.deadline) {
@@ -505,6 +508,7 @@ export class MemoryStore implements ApiKeyStore {
   }
 
   async settle(id: string, settlement: Settlement): Promise<void> {
+    if (!Number.isFinite(settlement.unspent)) throw invalidArgument('unspent', 'must be a finite number');
     const slot = this.#byId.get(id);
     if (!slot) return;
     const decision = decideSettlement(slot, slot.holds, settlement);

@@ -8,9 +8,11 @@
  * limit, and holds bucket tokens): this book only decides how many units to ask for and for how
  * long to spend them.
  *
- * - **How long:** a lease is spent for at most half its hold (`ttlMs / 2`: the other half absorbs
- *   clock skew between this process and the store's counting clock), and never past the end of the
- *   shortest quota window the key has, since its units were counted in that window.
+ * - **How long:** a lease is spent for at most half its hold (`ttlMs / 2`, counted from the request
+ *   that asked for it: the other half covers the answer's way back and a store clock a little ahead),
+ *   and never past the end of the shortest quota window the key has, since its units were counted in
+ *   that window. `keygate()` requires `ttlMs` to be at least twice `storeTimeoutMs`, so a reservation
+ *   answered in time always arrives with time left to spend it.
  * - **How many:** per key, adaptive: doubled when a lease ran out before its time, halved when more
  *   than half of it came back unspent; never more than `maxUnits`, nor more than `share` of any
  *   of the key's limits (so one process cannot sit on a whole quota), nor less than the requests
@@ -26,6 +28,10 @@ import { bucketCapacity } from '../policy/limits.js';
 import type { ReserveOutcome, ReserveRequest, Settlement } from '../policy/reservation.js';
 import { QUOTA_WINDOWS, windowIndex, windowStart } from '../policy/windows.js';
 import { failureReason } from '../errors.js';
+import { storeUnavailable } from './timeout.js';
+
+/** What `reserve` answers when the key's record changed while the request waited: decide it anew. */
+export const RECORD_CHANGED = Symbol('keygate record changed');
 
 /** How leases are sized and timed (`keygate({ lease })`), validated. */
 export interface LeaseSettings {
@@ -126,9 +132,13 @@ export class LeaseBook {
    * the store's outcome when it refused (or `null`: no such key). Several requests waiting for one
    * reservation each take a unit of it; those it does not cover reserve again.
    */
-  async reserve(key: LeasedKey): Promise<LocalLease | ReserveOutcome | null> {
+  async reserve(key: LeasedKey): Promise<LocalLease | ReserveOutcome | null | typeof RECORD_CHANGED> {
     const leases = this.#entry(key.id);
+    // Requests that arrived before a change of the record must not reserve again under its old
+    // limits (the store counts against the limits the caller sends): they are decided anew.
+    const epoch = leases.epoch;
     for (;;) {
+      if (leases.epoch !== epoch) return RECORD_CHANGED;
       const lease = this.take(key.id, this.now());
       if (lease) return lease;
       if (!leases.pending) {
@@ -167,7 +177,7 @@ export class LeaseBook {
     const settled: Promise<void>[] = [];
     for (const [id, leases] of this.#keys) if (leases.current) settled.push(this.#end(id, leases, leases.current));
     await Promise.all(settled);
-    this.#keys.clear();
+    // The entries stay: requests still waiting hold them, and take() must find what they reserve.
   }
 
   #entry(id: string): KeyLeases {
@@ -189,7 +199,18 @@ export class LeaseBook {
       leaseMs: ttlMs,
       deadline: Date.now() + this.storeTimeoutMs - Math.min(100, Math.max(1, Math.floor(this.storeTimeoutMs / 10))),
     };
-    const outcome = await this.reserveInStore(key.id, request);
+    let outcome: ReserveOutcome | null;
+    try {
+      outcome = await this.reserveInStore(key.id, request);
+    } catch (error) {
+      // A reservation that timed out may still have been applied: give its units back, so that a
+      // slow answer costs no uses (a settlement of a hold that does not exist changes nothing).
+      void this.#settle(key.id, { lease: request.lease, outcome: { admitted: false, granted: 0, useCount: 0 }, request, left: units, until: 0 }, units);
+      throw error;
+    }
+    if (outcome?.admitted && !(Number.isInteger(outcome.granted) && outcome.granted >= 1 && outcome.granted <= units)) {
+      throw storeUnavailable('the key store granted a reservation no unit, or more than were asked for');
+    }
     if (outcome?.admitted && leases.epoch !== epoch) {
       // The record changed while the reservation was on its way: its units go back whole, and the
       // requests waiting for it reserve again.

@@ -28,7 +28,7 @@ import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
 import { storeUnavailable, withDeadline } from './timeout.js';
 import { performance } from 'node:perf_hooks';
 import type { Telemetry } from '../metrics/telemetry.js';
-import { LeaseBook, type LeaseSettings, type LocalLease } from './lease-book.js';
+import { LeaseBook, type LeaseSettings, type LocalLease, RECORD_CHANGED } from './lease-book.js';
 
 /**
  * A key whose secret verified, with everything the hot path needs precomputed. It is private to
@@ -297,7 +297,7 @@ export class Verifier {
       const digest = keyDigest(rawKey);
       const key = this.cache.get(digest);
       if (trace) this.telemetry?.cache.inc(key ? 'hit' : 'miss');
-      verdict = key ? this.decideFor(key, context) : this.decideCold(digest, rawKey, context, trace);
+      verdict = key ? this.decideFor(key, context, rawKey) : this.decideCold(digest, rawKey, context, trace);
     } catch (error) {
       return this.failure(error);
     }
@@ -310,18 +310,18 @@ export class Verifier {
     if (!parsed) return { ok: false, error: refusalError('malformed_api_key') };
     const found = this.rejected.has(digest) ? null : await this.lookup(digest, parsed.keyPrefix, parsed.secret, context);
     if (!found) return { ok: false, error: refusalError('invalid_api_key') };
-    return this.decideFor(found, context);
+    return this.decideFor(found, context, rawKey);
   }
 
   /** The policies, then the count, for a key whose secret verified. */
-  private decideFor(key: VerifiedKey, context: VerifyContext): Verdict {
+  private decideFor(key: VerifiedKey, context: VerifyContext, rawKey: string): Verdict {
     const now = this.settings.now();
     const refused = this.checkPolicies(key, context, now);
     if (refused) return { ok: false, error: refused, key };
     if (context.consume === false) return new Admission(key, null, now, undefined);
     if (key.record.maxConcurrent === null) {
       // A concurrency slot is one request's: keys with maxConcurrent always consume, one by one.
-      if (this.leases) return this.spendLeased(key, now);
+      if (this.leases) return this.spendLeased(key, now, () => this.decide(rawKey, context, undefined));
       const store = this.settings.store;
       if (store.consumeNow) {
         const request: ConsumeRequest = { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit };
@@ -396,11 +396,13 @@ export class Verifier {
   }
 
   /** Leased mode: a unit of the key's lease at once, else one reserved first. */
-  private spendLeased(key: VerifiedKey, now: number): Verdict {
+  private spendLeased(key: VerifiedKey, now: number, again: () => Verdict): Verdict {
     const leases = this.leases as LeaseBook;
     const lease = leases.take(key.id, now);
     if (lease) return this.leasedAdmission(key, lease, now);
     return leases.reserve(key).then((reserved) => {
+      // The record changed while this request waited: decided again, from the store's record.
+      if (reserved === RECORD_CHANGED) return again();
       if (reserved !== null && 'lease' in reserved) return this.leasedAdmission(key, reserved, this.settings.now());
       return this.counted(key, { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, reserved, now);
     });

@@ -86,7 +86,7 @@ describe("consistency: 'leased' in one process", () => {
     const clock = testClock();
     // A store that sends no change notifications, as another process writing to a database would not.
     const store = Object.assign(new MemoryStore(), { subscribe: undefined });
-    const keys = leased(store, { now: clock.now, lease: { ttlMs: 1_000 } });
+    const keys = leased(store, { now: clock.now, storeTimeoutMs: 500, lease: { ttlMs: 1_000 } });
     const { key, apiKey } = await keys.create({ name: 'k' });
     const server = app(keys);
     expect((await request(server).get('/').set('x-api-key', key)).status).toBe(200);
@@ -173,6 +173,72 @@ describe("consistency: 'leased' in one process", () => {
     expect((await store.findById(apiKey.id))?.useCount).toBe(1);
   });
 
+  it('close() while many requests wait for a reservation answers every one of them, with a bounded number of reservations', async () => {
+    const store = new ReservingStore();
+    const reserve = store.reserve.bind(store);
+    store.reserve = async (...args) => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return reserve(...args);
+    };
+    const keys = keygate({ store, hashing: 'sha256', consistency: 'leased' });
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 100_000 });
+    await keys.verify(key);
+    const waiting = Array.from({ length: 50 }, () => keys.verify(key));
+    await new Promise((resolve) => setImmediate(resolve));
+    await keys.close();
+    const answered = await Promise.race([Promise.all(waiting), new Promise((resolve) => setTimeout(() => resolve('hung'), 3_000))]);
+    expect(answered).not.toBe('hung');
+    expect((answered as { ok: boolean }[]).every((result) => result.ok)).toBe(true);
+    expect(store.reservations).toBeLessThan(60);
+    expect((await store.findById(apiKey.id))?.useCount).toBe(51);
+  });
+
+  it('a reservation slower than half the hold still admits; one slower than storeTimeoutMs is 503 and its units come back', async () => {
+    const store = new ReservingStore();
+    const reserve = store.reserve.bind(store);
+    let delayMs = 300;
+    store.reserve = async (...args) => {
+      const outcome = await reserve(...args);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      return outcome;
+    };
+    const keys = leased(store, { storeTimeoutMs: 500, lease: { ttlMs: 1_000 } });
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 1_000 });
+    expect((await keys.verify(key)).ok).toBe(true);
+    await keys.update(apiKey.id, { name: 'renamed' });
+    delayMs = 700;
+    const late = await keys.verify(key);
+    expect(late.ok || late.error.code).toBe('store_unavailable');
+    // The timed-out reservation was applied; its settlement gives every unit back.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await store.findById(apiKey.id))?.useCount).toBe(1);
+  });
+
+  it('a limit lowered while requests wait for a reservation applies to them: they are decided again under the new record', async () => {
+    const store = new ReservingStore();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const reserve = store.reserve.bind(store);
+    let first = true;
+    store.reserve = async (...args) => {
+      if (first) {
+        first = false;
+        await gate;
+      }
+      return reserve(...args);
+    };
+    const keys = leased(store);
+    const { key, apiKey } = await keys.create({ name: 'k', maxUses: 1_000 });
+    const waiting = Array.from({ length: 40 }, () => keys.verify(key));
+    await new Promise((resolve) => setImmediate(resolve));
+    await keys.update(apiKey.id, { maxUses: 3 });
+    open();
+    const results = await Promise.all(waiting);
+    expect(results.filter((result) => result.ok)).toHaveLength(3);
+    await keys.close();
+    expect((await store.findById(apiKey.id))?.useCount).toBe(3);
+  });
+
   it('after close(), a request still verified reserves one unit and holds nothing back', async () => {
     const store = new ReservingStore();
     const keys = keygate({ store, hashing: 'sha256', consistency: 'leased' });
@@ -198,6 +264,10 @@ describe("consistency: 'leased' in one process", () => {
     expect(() => keygate({ store, consistency: 'eventual' as 'leased' })).toThrow("`consistency` must be 'exact' or 'leased'");
     expect(() => keygate({ store, lease: { ttlMs: 1_000 } })).toThrow("`lease` applies only with consistency: 'leased'");
     expect(() => keygate({ store, consistency: 'leased', lease: { ttlMs: 50 } })).toThrow('lease.ttlMs');
+    expect(() => keygate({ store, consistency: 'leased', lease: { ttlMs: 1_500 } })).toThrow('at least twice `storeTimeoutMs` (2000)');
+    expect(() => keygate({ store, consistency: 'leased', storeTimeoutMs: 400, lease: { ttlMs: 800 } })).not.toThrow();
+    expect(() => keygate({ store, consistency: null as unknown as 'leased' })).toThrow("`consistency` must be 'exact' or 'leased'");
+    for (const lease of [null, [], new Map()]) expect(() => keygate({ store, consistency: 'leased', lease: lease as never })).toThrow('`lease` must be { ttlMs?, maxUnits?, share? }');
     expect(() => keygate({ store, consistency: 'leased', lease: { share: 0 } })).toThrow('lease.share');
     expect(() => keygate({ store, consistency: 'leased', lease: { maxUnit: 5 } as never })).toThrow(/maxUnits/);
     const { reserve: _reserve, settle: _settle, ...plain } = Object.getOwnPropertyDescriptors(MemoryStore.prototype);

@@ -274,14 +274,17 @@ function scenarios(kind: string, shared: () => Shared, revocation: RevocationPat
 
   it('units of a process that went idle come back on close() even once their hold has lapsed in the store', async () => {
     const maxUses = 500;
-    const lease = { ttlMs: 300, maxUnits: 50, share: 0.2 };
+    const lease = { ttlMs: 1_000, maxUnits: 50, share: 0.2 };
     const { key, apiKey } = await admin.create({ name: 'idle', maxUses });
     await openAll(lease);
     // One call at a time: each process reserves one lease (8 units, the first size) and spends 5.
     const loads = await loadAll({ key, attempts: 5, inFlight: 1 });
     const admitted = sum(loads.map((load) => load.admitted));
     expect(admitted).toBe(PROCESSES * 5);
-    expect(await useCount(apiKey.id)).toBe(PROCESSES * 8);
+    // 8 reserved each, unless a process's idle timer (at ttlMs / 2) has already given its 3 back.
+    const held = await useCount(apiKey.id);
+    expect(held).toBeGreaterThanOrEqual(admitted);
+    expect(held).toBeLessThanOrEqual(PROCESSES * 8);
     // Traffic stops for longer than the hold lasts; then the processes shut down one after another.
     await sleep(lease.ttlMs + 200);
     for (const worker of workers) await worker.ask({ type: 'close' }, 'closed');
