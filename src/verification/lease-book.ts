@@ -225,7 +225,11 @@ export class LeaseBook {
       // In real milliseconds, at most half the hold: ending a lease early only gives units back.
       const delayMs = Math.min(Math.floor(ttlMs / 2), Math.max(1, lease.until - now));
       lease.timer = setTimeout(() => {
-        if (leases.current === lease) void this.#end(key.id, leases, lease);
+        if (leases.current !== lease) return;
+        void this.#end(key.id, leases, lease);
+        // An idle key is forgotten (its next lease starts small again), so the book holds only
+        // the keys in use; one a request is waiting on stays, since that request holds it.
+        if (leases.pending === null && leases.waiting === 0 && this.#keys.get(key.id) === leases) this.#keys.delete(key.id);
       }, delayMs);
       lease.timer.unref();
     }
