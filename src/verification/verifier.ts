@@ -321,7 +321,7 @@ export class Verifier {
     if (context.consume === false) return new Admission(key, null, now, undefined);
     if (key.record.maxConcurrent === null) {
       // A concurrency slot is one request's: keys with maxConcurrent always consume, one by one.
-      if (this.leases) return this.spendLeased(key, now, () => this.decide(rawKey, context, undefined));
+      if (this.leases) return this.spendLeased(key, now, rawKey, context);
       const store = this.settings.store;
       if (store.consumeNow) {
         const request: ConsumeRequest = { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit };
@@ -396,13 +396,13 @@ export class Verifier {
   }
 
   /** Leased mode: a unit of the key's lease at once, else one reserved first. */
-  private spendLeased(key: VerifiedKey, now: number, again: () => Verdict): Verdict {
+  private spendLeased(key: VerifiedKey, now: number, rawKey: string, context: VerifyContext): Verdict {
     const leases = this.leases as LeaseBook;
     const lease = leases.take(key.id, now);
     if (lease) return this.leasedAdmission(key, lease, now);
     return leases.reserve(key).then((reserved) => {
       // The record changed while this request waited: decided again, from the store's record.
-      if (reserved === RECORD_CHANGED) return again();
+      if (reserved === RECORD_CHANGED) return this.decide(rawKey, context, undefined);
       if (reserved !== null && 'lease' in reserved) return this.leasedAdmission(key, reserved, this.settings.now());
       return this.counted(key, { now, maxUses: key.record.maxUses, rateLimit: key.record.rateLimit }, reserved, now);
     });
