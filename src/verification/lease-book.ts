@@ -28,7 +28,7 @@ import { bucketCapacity } from '../policy/limits.js';
 import type { ReserveOutcome, ReserveRequest, Settlement } from '../policy/reservation.js';
 import { QUOTA_WINDOWS, windowIndex, windowStart } from '../policy/windows.js';
 import { failureReason } from '../errors.js';
-import { storeUnavailable } from './timeout.js';
+import { storeDeadline, storeUnavailable } from './timeout.js';
 
 /** What `reserve` answers when the key's record changed while the request waited: decide it anew. */
 export const RECORD_CHANGED = Symbol('keygate record changed');
@@ -197,7 +197,7 @@ export class LeaseBook {
       units,
       lease: `${this.#space}.${(this.#count++).toString(36)}`,
       leaseMs: ttlMs,
-      deadline: Date.now() + this.storeTimeoutMs - Math.min(100, Math.max(1, Math.floor(this.storeTimeoutMs / 10))),
+      deadline: storeDeadline(this.storeTimeoutMs),
     };
     let outcome: ReserveOutcome | null;
     try {

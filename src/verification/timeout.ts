@@ -67,6 +67,15 @@ export function withDeadline<T>(call: () => Promise<T>, timeoutMs: number, what:
   });
 }
 
+/**
+ * The `deadline` to send with a consume or a reservation (wall clock, `Date.now()` scale): a
+ * little before `storeTimeoutMs` ends, because the answer still has to travel back before keygate
+ * gives up on it.
+ */
+export function storeDeadline(storeTimeoutMs: number): number {
+  return Date.now() + storeTimeoutMs - Math.min(100, Math.max(1, Math.floor(storeTimeoutMs / 10)));
+}
+
 function unavailable(error: unknown, what: string): KeygateError {
   if (isKeygateError(error)) return error;
   // The store's own message stays in `cause`, for logs: a refusal's message goes to clients.

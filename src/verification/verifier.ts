@@ -25,7 +25,7 @@ import type { ApiKeyStore, ConsumeOutcome, ConsumeRequest } from '../stores/stor
 import type { ApiKey, ApiKeyRecord } from '../types.js';
 import { type VisibleRecord, toApiKey, withoutHash } from './principal.js';
 import type { Attempt, FailureBudget, HashLane } from './failure-budget.js';
-import { storeUnavailable, withDeadline } from './timeout.js';
+import { storeDeadline, storeUnavailable, withDeadline } from './timeout.js';
 import { performance } from 'node:perf_hooks';
 import type { Telemetry } from '../metrics/telemetry.js';
 import { LeaseBook, type LeaseSettings, type LocalLease, RECORD_CHANGED } from './lease-book.js';
@@ -169,14 +169,6 @@ function warnOnce(id: string, problem: string, code: string): void {
 }
 
 let warnedAboutRelease = false;
-
-/**
- * How long before `storeTimeoutMs` ends the store is told to stop applying a consume: the answer
- * still has to travel back before keygate gives up on it.
- */
-function consumeDeadlineMargin(storeTimeoutMs: number): number {
-  return Math.min(100, Math.max(1, Math.floor(storeTimeoutMs / 10)));
-}
 
 /** Runs the verification pipeline against one store with one cache. */
 export class Verifier {
@@ -432,7 +424,7 @@ export class Verifier {
       now,
       maxUses: key.record.maxUses,
       rateLimit: key.record.rateLimit,
-      deadline: Date.now() + storeTimeoutMs - consumeDeadlineMargin(storeTimeoutMs),
+      deadline: storeDeadline(storeTimeoutMs),
     };
     const maxConcurrent = key.record.maxConcurrent;
     if (maxConcurrent !== null) {
